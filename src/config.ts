@@ -1,0 +1,62 @@
+/**
+ * Options of `Store.open`, and how they resolve to a complete configuration.
+ */
+import path from "node:path";
+import { StrataError } from "./errors.js";
+import { resolveLimits, type Limits } from "./limits.js";
+
+export interface StoreOptions {
+  /** Data directory: `segments/` (the log) and `index/` (LMDB) live here. */
+  dir: string;
+  /** Server id; names this store's data in the object store. Default "local". */
+  id?: string;
+  /** Cold tier: "dir:/path" or "s3://bucket/prefix?endpoint=…". */
+  tier?: string;
+  /** Budget for local segment files once they are in the object store. */
+  cacheBytes?: number;
+  /** A dirty active segment is sealed (and shipped) at least this often. */
+  sealIntervalMs?: number;
+  /** Any other limit of `limits.ts`. */
+  limits?: Partial<Limits>;
+  /** Called with warnings worth an operator's attention (a cut torn tail, a rebuilt index). */
+  onWarning?: (message: string) => void;
+  /** Clock in ms since the epoch; tests inject one to control TTLs and dedup windows. */
+  clock?: () => number;
+  /** Run the TTL sweeper on a timer (default true); tests may sweep by hand instead. */
+  sweepTimers?: boolean;
+}
+
+export interface StoreConfig {
+  dir: string;
+  id: string;
+  tier?: string;
+  limits: Limits;
+  onWarning: (message: string) => void;
+  clock: () => number;
+  sweepTimers: boolean;
+}
+
+const SERVER_ID = /^[-_a-zA-Z0-9]{1,64}$/;
+
+export function resolveStoreConfig(options: StoreOptions): StoreConfig {
+  if (options === null || typeof options !== "object" || typeof options.dir !== "string" || options.dir.length === 0) {
+    throw new StrataError("INVALID_ARGUMENT", "Store.open needs { dir: \"path/to/data\" }");
+  }
+  const id = options.id ?? "local";
+  if (!SERVER_ID.test(id)) throw new StrataError("INVALID_ARGUMENT", `id "${id}" must be 1..64 characters of [-_a-zA-Z0-9]`);
+  const limits = resolveLimits({
+    ...options.limits,
+    ...(options.cacheBytes !== undefined ? { cacheBytes: options.cacheBytes } : {}),
+    ...(options.sealIntervalMs !== undefined ? { sealIntervalMs: options.sealIntervalMs } : {}),
+  });
+  const config: StoreConfig = {
+    dir: path.resolve(options.dir),
+    id,
+    limits,
+    onWarning: options.onWarning ?? ((m) => process.emitWarning(m, "StrataWarning")),
+    clock: options.clock ?? Date.now,
+    sweepTimers: options.sweepTimers ?? true,
+  };
+  if (options.tier !== undefined) config.tier = options.tier;
+  return config;
+}

@@ -1,0 +1,10 @@
+/**
+ * The package's public surface: `import { Store, StrataClient, StrataError } from "strata"`.
+ */
+export { Store, type ChangeListener } from "./store.js";
+export type { StoreOptions } from "./config.js";
+export { StrataError, ERROR_CODES, type ErrorCode } from "./errors.js";
+export { DEFAULT_LIMITS, type Limits } from "./limits.js";
+export type { StreamHandle } from "./stream-handle.js";
+export type { KvHandle } from "./kv-handle.js";
+export type * from "./types.js";

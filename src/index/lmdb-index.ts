@@ -1,0 +1,136 @@
+/**
+ * The LMDB index: everything needed to find a record in the log without scanning it.
+ *
+ * Databases (all in one LMDB environment under `<data>/index`):
+ * - `locs`:   location path → LocMeta (numeric id, kind, revision, lastSeq, count, bytes)
+ * - `locIds`: id → location path
+ * - `seqs`:   [locId, seq] → [seg, off, len, valueBytes]
+ * - `kvs`:    [locId, key] → [seg, off, len, valueBytes, revision, expiresAt (0 = none)]
+ * - `revs`:   [locId, revision] → [seg, off, len] of the record that produced that revision
+ * - `dedup`:  [locId, msgId] → [seq, revision, timestamp]; `dedupAge`: [timestamp, locId, msgId]
+ * - `ttl`:    [expiresAt, locId, key] → revision
+ * - `segs`:   segment id → SegmentInfo
+ * - `sys`:    "checkpoint" → how far of the log the index reflects, "nextLocId", "format"
+ *
+ * Opening reads a handful of keys, never anything proportional to the number of locations or
+ * records. Writes happen in synchronous LMDB transactions that do not wait for the flush (the
+ * log is the durable truth and the checkpoint says how much of it to replay).
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { open, type Database, type RootDatabase } from "lmdb";
+import { StrataError } from "../errors.js";
+import type { Kind } from "../types.js";
+
+export const INDEX_FORMAT = 1;
+
+export interface LocMeta {
+  id: number;
+  kind: Kind;
+  rev: number;
+  lastSeq: number;
+  count: number;
+  bytes: number;
+}
+
+export type SeqEntry = [seg: number, off: number, len: number, valueBytes: number];
+export type KvIndexEntry = [seg: number, off: number, len: number, valueBytes: number, rev: number, expiresAt: number];
+export type RevEntry = [seg: number, off: number, len: number];
+export type DedupEntry = [seq: number, rev: number, ts: number];
+
+export type SegmentState = "active" | "sealed" | "uploaded" | "evicted";
+export interface SegmentInfo {
+  state: SegmentState;
+  bytes: number;
+}
+
+export interface Checkpoint {
+  seg: number;
+  off: number;
+}
+
+type Key = [number, number] | [number, string];
+
+/** lmdb-js transaction flags: abortable, synchronous commit, do not wait for the disk flush. */
+const TXN_NO_FLUSH_WAIT = 0x1 | 0x2 | 0x10000;
+const INDEX_MAP_BYTES = 64 * 1024 * 1024 * 1024;
+
+export class LmdbIndex {
+  readonly locs: Database<LocMeta, string>;
+  readonly locIds: Database<string, number>;
+  readonly seqs: Database<SeqEntry, Key>;
+  readonly kvs: Database<KvIndexEntry, Key>;
+  readonly revs: Database<RevEntry, Key>;
+  readonly dedup: Database<DedupEntry, Key>;
+  readonly dedupAge: Database<null, [number, number, string]>;
+  readonly ttl: Database<number, [number, number, string]>;
+  readonly segs: Database<SegmentInfo, number>;
+  readonly sys: Database<unknown, string>;
+
+  private constructor(readonly root: RootDatabase, readonly dir: string) {
+    const sub = <V, K extends import("lmdb").Key>(name: string) => root.openDB<V, K>({ name, cache: false });
+    this.locs = sub("locs");
+    this.locIds = sub("locIds");
+    this.seqs = sub("seqs");
+    this.kvs = sub("kvs");
+    this.revs = sub("revs");
+    this.dedup = sub("dedup");
+    this.dedupAge = sub("dedupAge");
+    this.ttl = sub("ttl");
+    this.segs = sub("segs");
+    this.sys = sub("sys");
+  }
+
+  static open(dir: string): LmdbIndex {
+    fs.mkdirSync(dir, { recursive: true });
+    let root: RootDatabase;
+    try {
+      root = open({ path: path.join(dir, "index.mdb"), maxDbs: 16, mapSize: INDEX_MAP_BYTES, noSubdir: true });
+    } catch (cause) {
+      throw new StrataError("CORRUPT", `the index at ${dir} cannot be opened (${(cause as Error).message}); it will be rebuilt from the log`, { cause });
+    }
+    const index = new LmdbIndex(root, dir);
+    const format = index.sys.get("format");
+    if (format === undefined) {
+      index.write(() => index.sys.put("format", INDEX_FORMAT));
+    } else if (format !== INDEX_FORMAT) {
+      root.close();
+      throw new StrataError("CORRUPT", `the index at ${dir} has format ${String(format)}, this Strata writes ${INDEX_FORMAT}; it will be rebuilt from the log`);
+    }
+    return index;
+  }
+
+  /** Removes the index files so the next open starts empty (used to rebuild from the log). */
+  static destroy(dir: string): void {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+
+  /** Runs `fn` in one synchronous write transaction. */
+  write<T>(fn: () => T): T {
+    return this.root.transactionSync(fn, TXN_NO_FLUSH_WAIT);
+  }
+
+  checkpoint(): Checkpoint | undefined {
+    return this.sys.get("checkpoint") as Checkpoint | undefined;
+  }
+
+  setCheckpoint(cp: Checkpoint): void {
+    this.sys.put("checkpoint", cp);
+  }
+
+  nextLocId(): number {
+    const id = ((this.sys.get("nextLocId") as number | undefined) ?? 0) + 1;
+    this.sys.put("nextLocId", id);
+    return id;
+  }
+
+  /** Waits until every committed transaction is on disk. */
+  async flushed(): Promise<void> {
+    await this.root.flushed;
+  }
+
+  async close(): Promise<void> {
+    await this.root.flushed;
+    await this.root.close();
+  }
+}

@@ -1,0 +1,67 @@
+/**
+ * Values larger than one chunk are written ahead as chunk records and then made visible by the
+ * one set record that lists them. A crash, an error or a failed condition between the two leaves
+ * only unreferenced chunks, which no read can reach and compaction drops.
+ */
+import { StrataError } from "./errors.js";
+import type { Pointer } from "./log/record.js";
+import type { Store } from "./store.js";
+
+export interface ValueParts {
+  value: Uint8Array;
+  size: number;
+  chunks?: Pointer[];
+}
+
+const EMPTY = new Uint8Array(0);
+
+async function writeChunk(store: Store, data: Uint8Array): Promise<Pointer> {
+  const { committed } = await store.submit({ op: "chunk", data });
+  if (!committed) throw new StrataError("INTERNAL", "a chunk record was not written");
+  return committed.ptr;
+}
+
+/** Splits a value already in memory; small values stay inline. */
+export async function valueParts(store: Store, value: Uint8Array): Promise<ValueParts> {
+  const chunkBytes = store.limits.chunkBytes;
+  if (value.byteLength <= chunkBytes) return { value, size: value.byteLength };
+  const writes: Array<Promise<Pointer>> = [];
+  for (let at = 0; at < value.byteLength; at += chunkBytes) writes.push(writeChunk(store, value.subarray(at, at + chunkBytes)));
+  return { value: EMPTY, size: value.byteLength, chunks: await Promise.all(writes) };
+}
+
+/**
+ * Writes a value that arrives in pieces (e.g. chunks of a NATS upload) with memory bounded by one
+ * chunk, whatever the value's size. Enforces `valueBytesMax` as bytes arrive.
+ */
+export async function valuePartsFrom(store: Store, source: AsyncIterable<Uint8Array>): Promise<ValueParts> {
+  const { chunkBytes, valueBytesMax } = store.limits;
+  const chunks: Pointer[] = [];
+  let buffered: Uint8Array[] = [];
+  let bufferedBytes = 0;
+  let size = 0;
+  const flushFull = async () => {
+    while (bufferedBytes >= chunkBytes) {
+      const all = Buffer.concat(buffered, bufferedBytes);
+      chunks.push(await writeChunk(store, all.subarray(0, chunkBytes)));
+      const rest = all.subarray(chunkBytes);
+      buffered = rest.byteLength > 0 ? [rest] : [];
+      bufferedBytes = rest.byteLength;
+    }
+  };
+  for await (const piece of source) {
+    if (!(piece instanceof Uint8Array)) throw new StrataError("INVALID_ARGUMENT", "a value stream must yield Uint8Array pieces");
+    size += piece.byteLength;
+    if (size > valueBytesMax) {
+      throw new StrataError("TOO_LARGE", `the value exceeds valueBytesMax (${valueBytesMax} bytes); nothing was made visible`);
+    }
+    buffered.push(piece);
+    bufferedBytes += piece.byteLength;
+    // Keep one extra chunk buffered so a value of exactly chunkBytes can still go inline.
+    if (bufferedBytes > chunkBytes) await flushFull();
+  }
+  const rest = Buffer.concat(buffered, bufferedBytes);
+  if (chunks.length === 0 && rest.byteLength <= chunkBytes) return { value: rest, size };
+  if (rest.byteLength > 0) chunks.push(await writeChunk(store, rest));
+  return { value: EMPTY, size, chunks };
+}

@@ -1,0 +1,190 @@
+/**
+ * A stream location of an in-process Store: validation at the edge, then the commit queue.
+ */
+import { StrataError } from "./errors.js";
+import type { Committed } from "./commit-queue.js";
+import { valueParts, valuePartsFrom, type ValueParts } from "./large-value.js";
+import type { Store } from "./store.js";
+import type {
+  AppendOptions,
+  DeleteAllResult,
+  DeleteResult,
+  Inventory,
+  ItemResult,
+  Message,
+  StoredMessage,
+  StreamApi,
+  WriteOptions,
+  WriteResult,
+} from "./types.js";
+import {
+  validateAck,
+  validateArray,
+  validateHeaders,
+  validateMessage,
+  validateMsgId,
+  validateNonNegativeInt,
+  validateOptionsObject,
+  validateSeq,
+  validateTimestamp,
+  type ValidMessage,
+} from "./validate.js";
+
+const APPEND_OPTIONS = ["msgId", "expectedLastSeq", "ack"] as const;
+const WRITE_OPTIONS = ["ack"] as const;
+
+interface ValidAppend {
+  msgId?: string;
+  expectedLastSeq?: number;
+}
+
+export class StreamHandle implements StreamApi {
+  constructor(
+    private readonly store: Store,
+    readonly location: string,
+  ) {}
+
+  async append(message: Message, options?: AppendOptions): Promise<WriteResult> {
+    const msg = validateMessage(message, this.store.limits);
+    const opts = this.appendOptions(options);
+    return this.writeAppend(msg, await valueParts(this.store, msg.value), opts);
+  }
+
+  /** Appends a value that arrives in pieces, with memory bounded by one chunk. */
+  async appendFrom(source: AsyncIterable<Uint8Array>, meta: Omit<Message, "value"> = {}, options?: AppendOptions): Promise<WriteResult> {
+    const msg = this.metaOnly(meta);
+    const opts = this.appendOptions(options);
+    this.store.meta(this.location, "stream");
+    return this.writeAppend(msg, await valuePartsFrom(this.store, source), opts);
+  }
+
+  async appendMany(items: Array<{ message: Message; options?: AppendOptions }>): Promise<Array<ItemResult<WriteResult>>> {
+    validateArray(items, this.store.limits, "appendMany");
+    return settleAll(items.map((item) => this.append(item?.message, item?.options)));
+  }
+
+  async set(seq: number, message: Message, options?: WriteOptions): Promise<WriteResult> {
+    validateSeq(seq);
+    const msg = validateMessage(message, this.store.limits);
+    this.writeOptions(options);
+    return this.writeSet(seq, msg, await valueParts(this.store, msg.value));
+  }
+
+  /** Sets a value that arrives in pieces, with memory bounded by one chunk. */
+  async setFrom(seq: number, source: AsyncIterable<Uint8Array>, meta: Omit<Message, "value"> = {}, options?: WriteOptions): Promise<WriteResult> {
+    validateSeq(seq);
+    const msg = this.metaOnly(meta);
+    this.writeOptions(options);
+    this.store.meta(this.location, "stream");
+    return this.writeSet(seq, msg, await valuePartsFrom(this.store, source));
+  }
+
+  async setMany(items: Array<{ seq: number; message: Message; options?: WriteOptions }>): Promise<Array<ItemResult<WriteResult>>> {
+    validateArray(items, this.store.limits, "setMany");
+    return settleAll(items.map((item) => this.set(item?.seq, item?.message, item?.options)));
+  }
+
+  async get(seq: number): Promise<StoredMessage | undefined> {
+    validateSeq(seq);
+    const meta = this.store.meta(this.location, "stream");
+    if (!meta) return undefined;
+    const e = this.store.index.seqs.get([meta.id, seq]);
+    return e ? this.store.readMessage(this.location, seq, { seg: e[0], off: e[1], len: e[2] }) : undefined;
+  }
+
+  async delete(seq: number, options?: WriteOptions): Promise<DeleteResult> {
+    validateSeq(seq);
+    this.writeOptions(options);
+    const { result, committed } = await this.store.submit({ op: "sdel", loc: this.location, seq });
+    return committed ? { deleted: true, revision: committed.record.t === "sdel" ? committed.record.rev : 0 } : (result as DeleteResult);
+  }
+
+  async deleteAll(options?: { endSeq?: number } & WriteOptions): Promise<DeleteAllResult> {
+    const o = validateOptionsObject(options, ["endSeq", "ack"], "deleteAll");
+    validateAck(o.ack);
+    const op: { op: "sdelall"; loc: string; endSeq?: number } = { op: "sdelall", loc: this.location };
+    if (o.endSeq !== undefined) op.endSeq = validateNonNegativeInt(o.endSeq, "endSeq");
+    if (op.endSeq === 0) return { count: 0, revision: this.store.inventory(this.location).revision };
+    const { result, committed } = await this.store.submit(op);
+    return committed ? { count: committed.removed, revision: committed.record.t === "sdelall" ? committed.record.rev : 0 } : (result as DeleteAllResult);
+  }
+
+  /** Messages with seq ≥ startSeq in seq order, read a page at a time (bounded memory). */
+  async *getAll(options?: { startSeq?: number }): AsyncGenerator<StoredMessage> {
+    const o = validateOptionsObject(options, ["startSeq"], "getAll");
+    let next = o.startSeq === undefined ? 1 : validateSeq(o.startSeq, "startSeq");
+    const meta = this.store.meta(this.location, "stream");
+    if (!meta) return;
+    const page = this.store.limits.scanPageSize;
+    for (;;) {
+      const entries = [...this.store.index.seqs.getRange({ start: [meta.id, next], end: [meta.id, Number.MAX_SAFE_INTEGER], limit: page })];
+      for (const { key, value } of entries) {
+        const seq = key[1] as number;
+        yield this.store.readMessage(this.location, seq, { seg: value[0], off: value[1], len: value[2] });
+        next = seq + 1;
+      }
+      if (entries.length < page) return;
+    }
+  }
+
+  async inventory(): Promise<Inventory> {
+    return this.store.inventory(this.location);
+  }
+
+  private appendOptions(options: AppendOptions | undefined): ValidAppend {
+    const o = validateOptionsObject(options, APPEND_OPTIONS, "append");
+    validateAck(o.ack);
+    const out: ValidAppend = {};
+    const msgId = validateMsgId(o.msgId, this.store.limits);
+    if (msgId !== undefined) out.msgId = msgId;
+    if (o.expectedLastSeq !== undefined) out.expectedLastSeq = validateNonNegativeInt(o.expectedLastSeq, "expectedLastSeq");
+    return out;
+  }
+
+  private writeOptions(options: WriteOptions | undefined): void {
+    validateAck(validateOptionsObject(options, WRITE_OPTIONS, "write").ack);
+  }
+
+  private metaOnly(meta: Omit<Message, "value">): ValidMessage {
+    const o = validateOptionsObject(meta, ["headers", "timestamp"], "message");
+    const msg: ValidMessage = { value: new Uint8Array(0) };
+    const headers = validateHeaders(o.headers, this.store.limits);
+    if (headers) msg.headers = headers;
+    const timestamp = validateTimestamp(o.timestamp);
+    if (timestamp !== undefined) msg.timestamp = timestamp;
+    return msg;
+  }
+
+  private async writeAppend(msg: ValidMessage, parts: ValueParts, opts: ValidAppend): Promise<WriteResult> {
+    const { result, committed } = await this.store.submit({ op: "append", loc: this.location, ...withoutValue(msg), ...parts, ...opts });
+    return committed ? writeResult(committed) : (result as WriteResult);
+  }
+
+  private async writeSet(seq: number, msg: ValidMessage, parts: ValueParts): Promise<WriteResult> {
+    const { committed } = await this.store.submit({ op: "sset", loc: this.location, seq, ...withoutValue(msg), ...parts });
+    if (!committed) throw new StrataError("INTERNAL", "set produced no record");
+    return writeResult(committed);
+  }
+}
+
+function withoutValue(msg: ValidMessage): { headers?: ValidMessage["headers"]; timestamp?: number } {
+  const out: { headers?: ValidMessage["headers"]; timestamp?: number } = {};
+  if (msg.headers) out.headers = msg.headers;
+  if (msg.timestamp !== undefined) out.timestamp = msg.timestamp;
+  return out;
+}
+
+function writeResult(c: Committed): WriteResult {
+  if (c.record.t !== "sset") throw new StrataError("INTERNAL", "a stream write committed an unexpected record");
+  return { seq: c.record.seq, revision: c.record.rev, timestamp: c.record.ts };
+}
+
+/** Runs writes together (they share group commits) and reports each one's outcome. */
+export async function settleAll<T>(writes: Array<Promise<T>>): Promise<Array<ItemResult<T>>> {
+  const settled = await Promise.allSettled(writes);
+  return settled.map((s) =>
+    s.status === "fulfilled"
+      ? { ok: true as const, result: s.value }
+      : { ok: false as const, error: { code: StrataError.is(s.reason) ? s.reason.code : "INTERNAL", message: (s.reason as Error)?.message ?? String(s.reason) } },
+  );
+}

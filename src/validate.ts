@@ -1,0 +1,187 @@
+/**
+ * Validation at the public edge (Store methods, wire handlers, CLI flags). Everything inside the
+ * engine trusts what passed through here and only asserts. Each check throws a StrataError whose
+ * message says what was wrong and what is accepted instead; nothing is written before all checks
+ * of a request have passed.
+ */
+import { StrataError } from "./errors.js";
+import type { Limits } from "./limits.js";
+import type { AckMode, Headers, Message } from "./types.js";
+
+const LOCATION_SEGMENT = /^[-_=a-zA-Z0-9]+$/;
+const KEY = /^[-/_=.a-zA-Z0-9]+$/;
+
+export function validateLocation(location: unknown, limits: Limits): string {
+  if (typeof location !== "string" || location.length === 0) {
+    throw new StrataError("INVALID_LOCATION", "location must be a non-empty string such as \"acct/alice/chat\"");
+  }
+  const bytes = Buffer.byteLength(location);
+  if (bytes > limits.locationBytesMax) {
+    throw new StrataError("INVALID_LOCATION", `location is ${bytes} bytes; at most ${limits.locationBytesMax} are allowed`);
+  }
+  const segments = location.split("/");
+  if (segments.length > limits.locationSegmentsMax) {
+    throw new StrataError(
+      "INVALID_LOCATION",
+      `location "${location}" has ${segments.length} segments; at most ${limits.locationSegmentsMax} are allowed`,
+    );
+  }
+  for (const segment of segments) {
+    if (!LOCATION_SEGMENT.test(segment)) {
+      throw new StrataError(
+        "INVALID_LOCATION",
+        `location "${location}" is not valid: each "/"-separated segment must be non-empty and match [-_=a-zA-Z0-9]+`,
+      );
+    }
+  }
+  return location;
+}
+
+export function validateKey(key: unknown, limits: Limits): string {
+  if (typeof key !== "string" || key.length === 0) {
+    throw new StrataError("INVALID_KEY", "a kv key must be a non-empty string of [-/_=.a-zA-Z0-9]");
+  }
+  const bytes = Buffer.byteLength(key);
+  if (bytes > limits.keyBytesMax) {
+    throw new StrataError("INVALID_KEY", `key is ${bytes} bytes; at most ${limits.keyBytesMax} are allowed`);
+  }
+  if (!KEY.test(key)) {
+    throw new StrataError("INVALID_KEY", `key "${key.slice(0, 64)}" is not valid: use 1..${limits.keyBytesMax} bytes of [-/_=.a-zA-Z0-9]`);
+  }
+  return key;
+}
+
+export function validateSeq(seq: unknown, name = "seq"): number {
+  if (typeof seq !== "number" || !Number.isSafeInteger(seq) || seq < 1) {
+    throw new StrataError("INVALID_ARGUMENT", `${name} must be an integer >= 1, got ${describe(seq)}`);
+  }
+  return seq;
+}
+
+export function validateNonNegativeInt(value: unknown, name: string): number {
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
+    throw new StrataError("INVALID_ARGUMENT", `${name} must be an integer >= 0, got ${describe(value)}`);
+  }
+  return value;
+}
+
+export function validateValue(value: unknown, limits: Limits, name = "value"): Uint8Array {
+  if (value === undefined) return new Uint8Array(0);
+  if (!(value instanceof Uint8Array)) {
+    throw new StrataError("INVALID_ARGUMENT", `${name} must be a Uint8Array (or Buffer), got ${describe(value)}`);
+  }
+  if (value.byteLength > limits.valueBytesMax) {
+    throw new StrataError(
+      "TOO_LARGE",
+      `${name} is ${value.byteLength} bytes; the limit valueBytesMax is ${limits.valueBytesMax} (raise it in the configuration if needed)`,
+    );
+  }
+  return value;
+}
+
+export function validateHeaders(headers: unknown, limits: Limits): Headers | undefined {
+  if (headers === undefined) return undefined;
+  if (headers === null || typeof headers !== "object" || Array.isArray(headers)) {
+    throw new StrataError("INVALID_ARGUMENT", "headers must be an object of string names to string values");
+  }
+  const entries = Object.entries(headers as Record<string, unknown>);
+  if (entries.length > limits.headersCountMax) {
+    throw new StrataError("TOO_LARGE", `${entries.length} headers given; at most ${limits.headersCountMax} are allowed`);
+  }
+  let bytes = 0;
+  const out: Headers = {};
+  for (const [name, value] of entries) {
+    if (name.length === 0 || typeof value !== "string") {
+      throw new StrataError("INVALID_ARGUMENT", `header "${name}" must have a non-empty name and a string value`);
+    }
+    bytes += Buffer.byteLength(name) + Buffer.byteLength(value);
+    out[name] = value;
+  }
+  if (bytes > limits.headersBytesMax) {
+    throw new StrataError("TOO_LARGE", `headers are ${bytes} bytes; the limit headersBytesMax is ${limits.headersBytesMax}`);
+  }
+  return entries.length === 0 ? undefined : out;
+}
+
+export function validateTimestamp(timestamp: unknown): number | undefined {
+  if (timestamp === undefined) return undefined;
+  if (typeof timestamp !== "number" || !Number.isSafeInteger(timestamp) || timestamp < 0) {
+    throw new StrataError("INVALID_ARGUMENT", `timestamp must be milliseconds since the epoch (integer >= 0), got ${describe(timestamp)}`);
+  }
+  return timestamp;
+}
+
+export interface ValidMessage {
+  value: Uint8Array;
+  headers?: Headers;
+  timestamp?: number;
+}
+
+export function validateMessage(message: unknown, limits: Limits): ValidMessage {
+  if (message === null || typeof message !== "object" || Array.isArray(message) || message instanceof Uint8Array) {
+    throw new StrataError("INVALID_ARGUMENT", "message must be an object { value?, headers?, timestamp? }");
+  }
+  const m = message as Message;
+  const out: ValidMessage = { value: validateValue(m.value, limits) };
+  const headers = validateHeaders(m.headers, limits);
+  if (headers !== undefined) out.headers = headers;
+  const timestamp = validateTimestamp(m.timestamp);
+  if (timestamp !== undefined) out.timestamp = timestamp;
+  return out;
+}
+
+export function validateOptionsObject(options: unknown, allowed: readonly string[], what: string): Record<string, unknown> {
+  if (options === undefined) return {};
+  if (options === null || typeof options !== "object" || Array.isArray(options)) {
+    throw new StrataError("INVALID_ARGUMENT", `${what} options must be an object`);
+  }
+  for (const name of Object.keys(options)) {
+    if (!allowed.includes(name)) {
+      throw new StrataError("INVALID_ARGUMENT", `unknown ${what} option "${name}"; allowed: ${allowed.join(", ")}`);
+    }
+  }
+  return options as Record<string, unknown>;
+}
+
+export function validateAck(ack: unknown): AckMode {
+  if (ack === undefined) return "local";
+  if (ack !== "local" && ack !== "object") {
+    throw new StrataError("INVALID_ARGUMENT", `ack must be "local" or "object", got ${describe(ack)}`);
+  }
+  return ack;
+}
+
+export function validateMsgId(msgId: unknown, limits: Limits): string | undefined {
+  if (msgId === undefined) return undefined;
+  if (typeof msgId !== "string" || msgId.length === 0) {
+    throw new StrataError("INVALID_ARGUMENT", "msgId must be a non-empty string");
+  }
+  if (Buffer.byteLength(msgId) > limits.msgIdBytesMax) {
+    throw new StrataError("TOO_LARGE", `msgId is longer than msgIdBytesMax (${limits.msgIdBytesMax} bytes)`);
+  }
+  return msgId;
+}
+
+export function validateTtl(ttlMs: unknown, limits: Limits): number | undefined {
+  if (ttlMs === undefined) return undefined;
+  if (typeof ttlMs !== "number" || !Number.isSafeInteger(ttlMs) || ttlMs < 1 || ttlMs > limits.ttlMsMax) {
+    throw new StrataError("INVALID_ARGUMENT", `ttlMs must be an integer in 1..${limits.ttlMsMax}, got ${describe(ttlMs)}`);
+  }
+  return ttlMs;
+}
+
+export function validateArray(items: unknown, limits: Limits, what: string): unknown[] {
+  if (!Array.isArray(items)) throw new StrataError("INVALID_ARGUMENT", `${what} takes an array`);
+  if (items.length > limits.manyItemsMax) {
+    throw new StrataError("TOO_LARGE", `${what} got ${items.length} items; at most manyItemsMax=${limits.manyItemsMax} per call`);
+  }
+  return items;
+}
+
+function describe(value: unknown): string {
+  if (value === null) return "null";
+  if (typeof value === "string") return JSON.stringify(value.slice(0, 40));
+  if (typeof value === "number" || typeof value === "boolean" || typeof value === "undefined") return String(value);
+  if (value instanceof Uint8Array) return `${value.constructor.name}(${value.byteLength})`;
+  return Array.isArray(value) ? "an array" : typeof value;
+}

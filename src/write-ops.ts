@@ -1,0 +1,229 @@
+/**
+ * Write operations and how each one is decided against the current state.
+ *
+ * `prepare` turns a validated operation into the log record that will carry it (assigning seq,
+ * revision and timestamp) or into an error (CONFLICT, WRONG_KIND) or into a result that needs
+ * no record (a duplicate msgId, a delete of something absent). It sees the index plus the effects
+ * of the operations earlier in the same group-commit batch (`BatchView`), so a batch decides
+ * exactly as if its operations had been committed one by one.
+ */
+import { StrataError } from "./errors.js";
+import type { LmdbIndex } from "./index/lmdb-index.js";
+import type { LogRecord, Pointer } from "./log/record.js";
+import type { Limits } from "./limits.js";
+import type { Headers, Kind } from "./types.js";
+
+interface ValueParts {
+  value: Uint8Array;
+  headers?: Headers;
+  /** Set when the value was written ahead as chunk records. */
+  chunks?: Pointer[];
+  size: number;
+}
+
+export type WriteOp =
+  | ({ op: "append"; loc: string; timestamp?: number; msgId?: string; expectedLastSeq?: number } & ValueParts)
+  | ({ op: "sset"; loc: string; seq: number; timestamp?: number } & ValueParts)
+  | { op: "sdel"; loc: string; seq: number }
+  | { op: "sdelall"; loc: string; endSeq?: number }
+  | ({ op: "kset"; loc: string; key: string; ttlMs?: number; expectedRevision?: number } & ValueParts)
+  | { op: "kdel"; loc: string; key: string }
+  | { op: "kexpire"; loc: string; key: string; rev: number }
+  | { op: "chunk"; data: Uint8Array };
+
+/** What `prepare` decided: a record to write, or a final result with nothing to write. */
+export type Prepared = { record: LogRecord } | { result: unknown };
+
+interface MetaView {
+  kind?: Kind;
+  rev: number;
+  lastSeq: number;
+  id?: number;
+}
+
+interface KvState {
+  rev: number;
+  expiresAt: number;
+}
+
+export function opBytes(op: WriteOp): number {
+  switch (op.op) {
+    case "append":
+    case "sset":
+    case "kset":
+      return op.chunks ? 256 : op.value.byteLength + 256;
+    case "chunk":
+      return op.data.byteLength + 64;
+    default:
+      return 128;
+  }
+}
+
+export class BatchView {
+  private readonly metas = new Map<string, MetaView>();
+  private readonly seqs = new Map<string, boolean>();
+  private readonly deletedUpTo = new Map<string, number>();
+  private readonly kv = new Map<string, KvState | null>();
+  private readonly dedup = new Map<string, unknown>();
+
+  constructor(
+    private readonly index: LmdbIndex,
+    private readonly limits: Limits,
+    readonly now: number,
+  ) {}
+
+  prepare(op: WriteOp): Prepared {
+    switch (op.op) {
+      case "chunk":
+        return { record: { t: "chunk", data: op.data } };
+      case "append":
+        return this.append(op);
+      case "sset":
+        return this.streamSet(op, op.seq, op.timestamp);
+      case "sdel":
+        return this.streamDelete(op);
+      case "sdelall":
+        return this.streamDeleteAll(op);
+      case "kset":
+        return this.kvSet(op);
+      case "kdel":
+      case "kexpire":
+        return this.kvDelete(op);
+    }
+  }
+
+  private meta(loc: string, kind: Kind): MetaView {
+    let m = this.metas.get(loc);
+    if (m === undefined) {
+      const stored = this.index.locs.get(loc);
+      m = stored ? { kind: stored.kind, rev: stored.rev, lastSeq: stored.lastSeq, id: stored.id } : { rev: 0, lastSeq: 0 };
+      this.metas.set(loc, m);
+    }
+    if (m.kind !== undefined && m.kind !== kind) {
+      throw new StrataError("WRONG_KIND", `location "${loc}" is a ${m.kind}, not a ${kind}; a location's kind is fixed by its first write`);
+    }
+    return m;
+  }
+
+  private bump(m: MetaView, kind: Kind): number {
+    m.kind = kind;
+    m.rev += 1;
+    return m.rev;
+  }
+
+  private append(op: Extract<WriteOp, { op: "append" }>): Prepared {
+    const m = this.meta(op.loc, "stream");
+    if (op.msgId !== undefined) {
+      const dk = `${op.loc}\0${op.msgId}`;
+      const seen = this.dedup.get(dk) ?? this.storedDedup(m, op.msgId);
+      if (seen !== undefined) return { result: seen };
+    }
+    if (op.expectedLastSeq !== undefined && op.expectedLastSeq !== m.lastSeq) {
+      throw new StrataError("CONFLICT", `expectedLastSeq is ${op.expectedLastSeq} but the stream "${op.loc}" is at ${m.lastSeq}; re-read and retry`);
+    }
+    const prepared = this.streamSet(op, m.lastSeq + 1, op.timestamp);
+    if (op.msgId !== undefined && "record" in prepared && prepared.record.t === "sset") {
+      const r = prepared.record;
+      this.dedup.set(`${op.loc}\0${op.msgId}`, { seq: r.seq, revision: r.rev, timestamp: r.ts, duplicate: true });
+    }
+    return prepared;
+  }
+
+  private storedDedup(m: MetaView, msgId: string): unknown {
+    if (m.id === undefined) return undefined;
+    const hit = this.index.dedup.get([m.id, msgId]);
+    if (!hit || this.now - hit[2] > this.limits.dedupWindowMs) return undefined;
+    return { seq: hit[0], revision: hit[1], timestamp: hit[2], duplicate: true };
+  }
+
+  private streamSet(op: { loc: string; msgId?: string } & ValueParts, seq: number, timestamp: number | undefined): Prepared {
+    const m = this.meta(op.loc, "stream");
+    const rev = this.bump(m, "stream");
+    if (seq > m.lastSeq) m.lastSeq = seq;
+    this.seqs.set(`${op.loc}\0${seq}`, true);
+    const record: LogRecord = { t: "sset", loc: op.loc, seq, rev, ts: timestamp ?? this.now, value: op.value, size: op.size };
+    if (op.headers) record.headers = op.headers;
+    if (op.msgId !== undefined) record.msgId = op.msgId;
+    if (op.chunks) record.chunks = op.chunks;
+    return { record };
+  }
+
+  private seqExists(loc: string, m: MetaView, seq: number): boolean {
+    const overlay = this.seqs.get(`${loc}\0${seq}`);
+    if (overlay !== undefined) return overlay;
+    if (seq <= (this.deletedUpTo.get(loc) ?? 0)) return false;
+    return m.id !== undefined && this.index.seqs.get([m.id, seq]) !== undefined;
+  }
+
+  private streamDelete(op: { loc: string; seq: number }): Prepared {
+    const m = this.meta(op.loc, "stream");
+    if (!this.seqExists(op.loc, m, op.seq)) return { result: { deleted: false, revision: m.rev } };
+    this.seqs.set(`${op.loc}\0${op.seq}`, false);
+    const rev = this.bump(m, "stream");
+    return { record: { t: "sdel", loc: op.loc, seq: op.seq, rev, ts: this.now } };
+  }
+
+  private streamDeleteAll(op: { loc: string; endSeq?: number }): Prepared {
+    const m = this.meta(op.loc, "stream");
+    const endSeq = Math.min(op.endSeq ?? m.lastSeq, m.lastSeq);
+    if (m.kind === undefined || endSeq < 1) return { result: { count: 0, revision: m.rev } };
+    for (const key of this.seqs.keys()) {
+      const [loc, seq] = key.split("\0");
+      if (loc === op.loc && Number(seq) <= endSeq) this.seqs.set(key, false);
+    }
+    this.deletedUpTo.set(op.loc, Math.max(endSeq, this.deletedUpTo.get(op.loc) ?? 0));
+    const rev = this.bump(m, "stream");
+    return { record: { t: "sdelall", loc: op.loc, endSeq, rev, ts: this.now } };
+  }
+
+  private kvState(loc: string, m: MetaView, key: string): KvState | null {
+    const overlay = this.kv.get(`${loc}\0${key}`);
+    if (overlay !== undefined) return overlay;
+    if (m.id === undefined) return null;
+    const e = this.index.kvs.get([m.id, key]);
+    return e ? { rev: e[4], expiresAt: e[5] } : null;
+  }
+
+  private live(s: KvState | null): s is KvState {
+    return s !== null && (s.expiresAt === 0 || s.expiresAt > this.now);
+  }
+
+  private kvSet(op: Extract<WriteOp, { op: "kset" }>): Prepared {
+    const m = this.meta(op.loc, "kv");
+    if (op.expectedRevision !== undefined) {
+      const current = this.kvState(op.loc, m, op.key);
+      const have = this.live(current) ? current.rev : 0;
+      if (have !== op.expectedRevision) {
+        throw new StrataError(
+          "CONFLICT",
+          `expectedRevision is ${op.expectedRevision} but key "${op.key}" is at revision ${have}${have === 0 ? " (absent)" : ""}; re-read and retry`,
+        );
+      }
+    }
+    const rev = this.bump(m, "kv");
+    const expiresAt = op.ttlMs !== undefined ? this.now + op.ttlMs : undefined;
+    this.kv.set(`${op.loc}\0${op.key}`, { rev, expiresAt: expiresAt ?? 0 });
+    const record: LogRecord = { t: "kset", loc: op.loc, key: op.key, rev, ts: this.now, value: op.value, size: op.size };
+    if (op.headers) record.headers = op.headers;
+    if (expiresAt !== undefined) record.expiresAt = expiresAt;
+    if (op.chunks) record.chunks = op.chunks;
+    return { record };
+  }
+
+  private kvDelete(op: Extract<WriteOp, { op: "kdel" | "kexpire" }>): Prepared {
+    const m = this.meta(op.loc, "kv");
+    const current = this.kvState(op.loc, m, op.key);
+    if (op.op === "kexpire") {
+      // Only the exact write that expired is removed; a newer write of the key stays.
+      const expired = current !== null && current.rev === op.rev && current.expiresAt !== 0 && current.expiresAt <= this.now;
+      if (!expired) return { result: { deleted: false, revision: m.rev } };
+    } else if (!this.live(current)) {
+      return { result: { deleted: false, revision: m.rev } };
+    }
+    this.kv.set(`${op.loc}\0${op.key}`, null);
+    const rev = this.bump(m, "kv");
+    const record: LogRecord = { t: "kdel", loc: op.loc, key: op.key, rev, ts: this.now };
+    if (op.op === "kexpire") record.expired = true;
+    return { record };
+  }
+}
