@@ -3,7 +3,7 @@
  * TTL has passed are invisible at once, before the sweeper writes their expiry.
  */
 import { StrataError } from "./errors.js";
-import { valueParts, valuePartsFrom, type ValueParts } from "./large-value.js";
+import { inlineParts, valueParts, valuePartsFrom, type ValueParts } from "./large-value.js";
 import type { Store } from "./store.js";
 import { settleAll } from "./stream-handle.js";
 import type { DeleteResult, Headers, Inventory, ItemResult, KvApi, KvEntry, KvSetOptions, KvWriteResult, WriteOptions } from "./types.js";
@@ -36,7 +36,7 @@ export class KvHandle implements KvApi {
     validateKey(key, this.store.limits);
     const v = validateValue(value, this.store.limits);
     const opts = this.setOptions(options);
-    return this.write(key, await valueParts(this.store, v), opts);
+    return this.write(key, inlineParts(this.store, v) ?? (await valueParts(this.store, v)), opts);
   }
 
   /** Sets a value that arrives in pieces, with memory bounded by one chunk. */

@@ -21,7 +21,15 @@ async function writeChunk(store: Store, data: Uint8Array): Promise<Pointer> {
   return committed.ptr;
 }
 
-/** Splits a value already in memory; small values stay inline. */
+/**
+ * A value that fits one record stays inline, and is returned synchronously so that the write is
+ * queued within the caller's call: writes issued one after another commit in that order.
+ */
+export function inlineParts(store: Store, value: Uint8Array): ValueParts | undefined {
+  return value.byteLength <= store.limits.chunkBytes ? { value, size: value.byteLength } : undefined;
+}
+
+/** Splits a value already in memory into chunk records (large values only). */
 export async function valueParts(store: Store, value: Uint8Array): Promise<ValueParts> {
   const chunkBytes = store.limits.chunkBytes;
   if (value.byteLength <= chunkBytes) return { value, size: value.byteLength };

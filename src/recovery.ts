@@ -61,6 +61,8 @@ export function openIndexAndRecover(
   if (index === undefined) {
     LmdbIndex.destroy(indexDir);
     index = LmdbIndex.open(indexDir);
+  } else if (index.checkpoint() === undefined && ids.length > 0) {
+    rebuildReason = "the index is missing";
   }
   const report: RecoveryReport = { replayed: 0, rebuilt: rebuildReason !== undefined };
   if (rebuildReason) report.rebuildReason = rebuildReason;

@@ -3,7 +3,7 @@
  */
 import { StrataError } from "./errors.js";
 import type { Committed } from "./commit-queue.js";
-import { valueParts, valuePartsFrom, type ValueParts } from "./large-value.js";
+import { inlineParts, valueParts, valuePartsFrom, type ValueParts } from "./large-value.js";
 import type { Store } from "./store.js";
 import type {
   AppendOptions,
@@ -47,7 +47,7 @@ export class StreamHandle implements StreamApi {
   async append(message: Message, options?: AppendOptions): Promise<WriteResult> {
     const msg = validateMessage(message, this.store.limits);
     const opts = this.appendOptions(options);
-    return this.writeAppend(msg, await valueParts(this.store, msg.value), opts);
+    return this.writeAppend(msg, inlineParts(this.store, msg.value) ?? (await valueParts(this.store, msg.value)), opts);
   }
 
   /** Appends a value that arrives in pieces, with memory bounded by one chunk. */
@@ -67,7 +67,7 @@ export class StreamHandle implements StreamApi {
     validateSeq(seq);
     const msg = validateMessage(message, this.store.limits);
     this.writeOptions(options);
-    return this.writeSet(seq, msg, await valueParts(this.store, msg.value));
+    return this.writeSet(seq, msg, inlineParts(this.store, msg.value) ?? (await valueParts(this.store, msg.value)));
   }
 
   /** Sets a value that arrives in pieces, with memory bounded by one chunk. */
@@ -104,7 +104,6 @@ export class StreamHandle implements StreamApi {
     validateAck(o.ack);
     const op: { op: "sdelall"; loc: string; endSeq?: number } = { op: "sdelall", loc: this.location };
     if (o.endSeq !== undefined) op.endSeq = validateNonNegativeInt(o.endSeq, "endSeq");
-    if (op.endSeq === 0) return { count: 0, revision: this.store.inventory(this.location).revision };
     const { result, committed } = await this.store.submit(op);
     return committed ? { count: committed.removed, revision: committed.record.t === "sdelall" ? committed.record.rev : 0 } : (result as DeleteAllResult);
   }

@@ -127,7 +127,7 @@ function bytes(v: unknown, what: string): Uint8Array {
 
 function headers(v: unknown): Headers | undefined {
   if (v === null || v === undefined) return undefined;
-  if (typeof v !== "object" || Array.isArray(v)) throw corrupt("headers is not a map");
+  if (typeof v !== "object" || ![Object.prototype, null].includes(Object.getPrototypeOf(v))) throw corrupt("headers is not a map");
   for (const value of Object.values(v as object)) if (typeof value !== "string") throw corrupt("a header value is not a string");
   return v as Headers;
 }

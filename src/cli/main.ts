@@ -1,0 +1,22 @@
+/**
+ * The `strata` command line. Each command lives in its own file and registers itself here.
+ */
+import { Command } from "commander";
+import { StrataError } from "../errors.js";
+import { register as registerBench } from "./bench.js";
+import { register as registerReindex } from "./reindex.js";
+
+const program = new Command();
+program.name("strata").description("Strata: streams and kv stores over core NATS, with tiered storage").showHelpAfterError();
+
+registerReindex(program);
+registerBench(program);
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  if (StrataError.is(err)) {
+    process.stderr.write(`strata: ${err.code}: ${err.message}\n`);
+  } else {
+    process.stderr.write(`strata: ${(err as Error)?.stack ?? String(err)}\n`);
+  }
+  process.exit(1);
+});

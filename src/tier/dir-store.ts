@@ -1,0 +1,270 @@
+/**
+ * The directory backend of the object store: one file per object under a root directory, which
+ * may be a local disk or a shared NFS mount. Key `a/b/c` is the file `ROOT/a/b/c`.
+ *
+ * Invariants:
+ * - A put is atomic: the body goes to a temp file in the object's own directory, which is
+ *   fsync'd, renamed over the final name and then the directory is fsync'd. Readers open the
+ *   final name only, and a rename replaces the inode, so an open reader keeps the old bytes.
+ * - Temp file names contain `~`, which no key segment may contain, so they can never collide
+ *   with an object and `list` never shows them (nor one left behind by a crash).
+ * - `list` walks the tree lazily, one sorted directory at a time, so its memory is bounded by
+ *   the largest directory rather than by the number of objects. Lexicographic key order holds
+ *   because a directory `d` is ordered as if it were named `d/` among its siblings.
+ * - Directories are created on demand and left in place when they become empty; an empty
+ *   directory holds no keys and costs nothing to list.
+ */
+import { randomBytes } from "node:crypto";
+import { mkdir, open, readdir, rename, stat, unlink, type FileHandle } from "node:fs/promises";
+import { dirname, join, resolve } from "node:path";
+import { ioError, StrataError } from "../errors.js";
+import {
+  closedError,
+  isKeySegment,
+  validateBody,
+  validateKey,
+  validatePrefix,
+  validateRange,
+  type ByteRange,
+  type ObjectInfo,
+  type ObjectStore,
+} from "./object-store.js";
+
+export interface DirStoreOptions {
+  /** Root directory of the store; created on the first put. Relative paths resolve against the cwd. */
+  path: string;
+}
+
+/**
+ * Error numbers meaning that the file system is unreachable rather than broken: an NFS server
+ * that went away or a mount that went stale. Retrying later can succeed.
+ */
+const UNAVAILABLE_ERRNOS: ReadonlySet<string> = new Set([
+  "ESTALE", "ETIMEDOUT", "EHOSTDOWN", "EHOSTUNREACH", "ENETDOWN", "ENETUNREACH", "ENOTCONN",
+  "ECONNREFUSED", "ECONNRESET",
+]);
+
+/** Error numbers that, on a lookup, mean "no such object" (a missing file or a missing parent). */
+const MISSING_ERRNOS: ReadonlySet<string> = new Set(["ENOENT", "ENOTDIR"]);
+
+function errnoOf(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === "string" ? code : undefined;
+}
+
+function fsFailure(what: string, err: unknown): StrataError {
+  if (err instanceof StrataError) return err;
+  const code = errnoOf(err);
+  if (code !== undefined && UNAVAILABLE_ERRNOS.has(code)) {
+    const detail = err instanceof Error ? err.message : String(err);
+    return new StrataError("UNAVAILABLE",
+      `${what} failed: ${detail}. The store directory (an NFS mount?) is unreachable; retry once it is back.`,
+      { cause: err });
+  }
+  return ioError(what, err);
+}
+
+function keyConflict(key: string, cause: unknown): StrataError {
+  return new StrataError("INVALID_ARGUMENT",
+    `cannot store object ${JSON.stringify(key)}: a directory store cannot hold both a key and keys below it ` +
+    `(like "a" and "a/b"), and one of them already exists`, { cause });
+}
+
+export class DirObjectStore implements ObjectStore {
+  readonly root: string;
+  private closed = false;
+
+  constructor(options: DirStoreOptions) {
+    if (typeof options?.path !== "string" || options.path.length === 0) {
+      throw new StrataError("INVALID_ARGUMENT", "the directory object store needs a non-empty path");
+    }
+    this.root = resolve(options.path);
+  }
+
+  async put(key: string, body: Uint8Array): Promise<void> {
+    this.checkOpen();
+    validateKey(key);
+    validateBody(body);
+    const file = this.fileOf(key);
+    const dir = dirname(file);
+    try {
+      await this.ensureDir(dir);
+    } catch (err) {
+      if (errnoOf(err) === "ENOTDIR" || errnoOf(err) === "EEXIST") throw keyConflict(key, err);
+      throw fsFailure(`creating the directory of object ${key}`, err);
+    }
+    const temp = join(dir, `.tmp~${process.pid}-${randomBytes(8).toString("hex")}`);
+    try {
+      await writeDurably(temp, body);
+      await rename(temp, file);
+    } catch (err) {
+      await unlink(temp).catch(() => undefined);
+      if (errnoOf(err) === "EISDIR") throw keyConflict(key, err);
+      throw fsFailure(`writing object ${key}`, err);
+    }
+    try {
+      await fsyncDir(dir);
+    } catch (err) {
+      throw fsFailure(`syncing the directory of object ${key}`, err);
+    }
+  }
+
+  async get(key: string, range?: ByteRange): Promise<Uint8Array | undefined> {
+    this.checkOpen();
+    validateKey(key);
+    validateRange(range);
+    let fh: FileHandle;
+    try {
+      fh = await open(this.fileOf(key), "r");
+    } catch (err) {
+      if (MISSING_ERRNOS.has(errnoOf(err) ?? "")) return undefined;
+      throw fsFailure(`opening object ${key}`, err);
+    }
+    try {
+      const info = await fh.stat();
+      // On Linux a directory opens fine for reading; it is not an object.
+      if (!info.isFile()) return undefined;
+      const start = range === undefined ? 0 : Math.min(range.offset, info.size);
+      const end = range === undefined ? info.size : Math.min(info.size, range.offset + range.length);
+      return await readAt(fh, start, end - start);
+    } catch (err) {
+      throw fsFailure(`reading object ${key}`, err);
+    } finally {
+      await fh.close().catch(() => undefined);
+    }
+  }
+
+  async head(key: string): Promise<{ size: number } | undefined> {
+    this.checkOpen();
+    validateKey(key);
+    try {
+      const info = await stat(this.fileOf(key));
+      return info.isFile() ? { size: info.size } : undefined;
+    } catch (err) {
+      if (MISSING_ERRNOS.has(errnoOf(err) ?? "")) return undefined;
+      throw fsFailure(`reading the size of object ${key}`, err);
+    }
+  }
+
+  async *list(prefix: string): AsyncGenerator<ObjectInfo> {
+    this.checkOpen();
+    validatePrefix(prefix);
+    // Only the directories that are whole segments of the prefix can hold matches, so the walk
+    // starts at the deepest of them and prunes siblings that cannot match.
+    const cut = prefix.lastIndexOf("/");
+    yield* this.walk(cut < 0 ? "" : prefix.slice(0, cut), prefix);
+  }
+
+  async delete(key: string): Promise<void> {
+    this.checkOpen();
+    validateKey(key);
+    const file = this.fileOf(key);
+    try {
+      await unlink(file);
+    } catch (err) {
+      // EISDIR: the key names a directory of other keys, so there is no object to delete.
+      const code = errnoOf(err) ?? "";
+      if (MISSING_ERRNOS.has(code) || code === "EISDIR") return;
+      throw fsFailure(`deleting object ${key}`, err);
+    }
+    try {
+      await fsyncDir(dirname(file));
+    } catch (err) {
+      throw fsFailure(`syncing the directory of deleted object ${key}`, err);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw closedError("directory");
+  }
+
+  private fileOf(key: string): string {
+    return join(this.root, ...key.split("/"));
+  }
+
+  /** Creates `dir` and fsyncs the parent of every directory created, so new entries survive a crash. */
+  private async ensureDir(dir: string): Promise<void> {
+    const first = await mkdir(dir, { recursive: true });
+    if (first === undefined) return;
+    // New entries live in dirname(first) .. dirname(dir); `dir` itself is synced after the rename.
+    const stopAt = dirname(first);
+    for (let d = dirname(dir); ; d = dirname(d)) {
+      await fsyncDir(d);
+      if (d === stopAt || dirname(d) === d) break;
+    }
+  }
+
+  private async *walk(dirKey: string, prefix: string): AsyncGenerator<ObjectInfo> {
+    const dirPath = dirKey === "" ? this.root : this.fileOf(dirKey);
+    let names: Array<{ name: string; isDir: boolean; order: string }>;
+    try {
+      const entries = await readdir(dirPath, { withFileTypes: true });
+      names = entries
+        .filter((e) => isKeySegment(e.name) && (e.isFile() || e.isDirectory()))
+        .map((e) => ({ name: e.name, isDir: e.isDirectory(), order: e.isDirectory() ? `${e.name}/` : e.name }));
+    } catch (err) {
+      if (MISSING_ERRNOS.has(errnoOf(err) ?? "")) return;
+      throw fsFailure(`listing directory ${dirPath}`, err);
+    }
+    // Plain code-unit comparison: keys are ASCII, so this is byte order, the order S3 lists in.
+    names.sort((a, b) => (a.order < b.order ? -1 : a.order > b.order ? 1 : 0));
+    for (const { name, isDir } of names) {
+      this.checkOpen();
+      const key = dirKey === "" ? name : `${dirKey}/${name}`;
+      if (isDir) {
+        const below = `${key}/`;
+        if (below.startsWith(prefix) || prefix.startsWith(below)) yield* this.walk(key, prefix);
+        continue;
+      }
+      if (!key.startsWith(prefix)) continue;
+      let size: number;
+      try {
+        const info = await stat(join(dirPath, name));
+        if (!info.isFile()) continue;
+        size = info.size;
+      } catch (err) {
+        if (MISSING_ERRNOS.has(errnoOf(err) ?? "")) continue; // deleted while we were listing
+        throw fsFailure(`reading the size of object ${key}`, err);
+      }
+      yield { key, size };
+    }
+  }
+}
+
+async function writeDurably(path: string, body: Uint8Array): Promise<void> {
+  const fh = await open(path, "wx");
+  try {
+    await fh.writeFile(body);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Reads exactly `length` bytes at `position` (fewer only if the file is shorter than its stat said). */
+async function readAt(fh: FileHandle, position: number, length: number): Promise<Uint8Array> {
+  const out = new Uint8Array(length);
+  let done = 0;
+  while (done < length) {
+    const { bytesRead } = await fh.read(out, done, length - done, position + done);
+    if (bytesRead === 0) break;
+    done += bytesRead;
+  }
+  return done === length ? out : out.subarray(0, done);
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const fh = await open(dir, "r");
+  try {
+    await fh.sync();
+  } catch (err) {
+    // Some file systems cannot fsync a directory; their renames are then as durable as they get.
+    if (errnoOf(err) !== "EINVAL") throw err;
+  } finally {
+    await fh.close();
+  }
+}

@@ -1,0 +1,325 @@
+/**
+ * The S3 backend of the object store, for AWS S3 or any S3-compatible server (MinIO, Ceph,
+ * s3rver in tests). Object key `k` is stored as `PREFIX/k` in the bucket (`k` with no prefix).
+ *
+ * The SDK retries transient failures itself (up to `S3_MAX_ATTEMPTS`); what still fails is turned
+ * into a `StrataError`: unreachable endpoint, 5xx, throttling and timeouts become `UNAVAILABLE`,
+ * refused requests (403, missing bucket, no credentials) become a non-retryable `IO` with a hint.
+ * SDK errors are told apart by their `name` and HTTP status, never by message text.
+ *
+ * Credentials: the ones in the options when given, otherwise the SDK's default chain (the
+ * standard AWS_* environment variables, shared config files, instance roles).
+ */
+import {
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  type S3ClientConfig,
+} from "@aws-sdk/client-s3";
+import { StrataError } from "../errors.js";
+import {
+  closedError,
+  validateBody,
+  validateKey,
+  validatePrefix,
+  validateRange,
+  type ByteRange,
+  type ObjectInfo,
+  type ObjectStore,
+} from "./object-store.js";
+
+/** Region used when none is configured; S3-compatible servers generally ignore it. */
+export const S3_DEFAULT_REGION = "us-east-1";
+/** Attempts per request, the first included. The SDK backs off (jittered, exponential) between them. */
+export const S3_MAX_ATTEMPTS = 3;
+/** Longest wait for a TCP (and TLS) connection; an unreachable endpoint fails after this, per attempt. */
+export const S3_CONNECTION_TIMEOUT_MS = 3_000;
+/**
+ * Longest time from sending a request to receiving the response headers, per attempt. Bodies of
+ * tens of MiB (a whole sealed segment) must fit in it on a slow link, hence not shorter.
+ */
+export const S3_REQUEST_TIMEOUT_MS = 60_000;
+/** Longest silence on a socket, also while a response body streams in after the headers. */
+export const S3_SOCKET_IDLE_TIMEOUT_MS = 30_000;
+/** Objects per ListObjectsV2 page; S3 caps it at 1000. */
+export const S3_LIST_PAGE_SIZE = 1000;
+
+export interface S3StoreOptions {
+  bucket: string;
+  /** Key prefix inside the bucket, without leading or trailing `/`; `""` or absent for none. */
+  prefix?: string;
+  /** Default `S3_DEFAULT_REGION`. */
+  region?: string;
+  /** An S3-compatible server, e.g. `http://127.0.0.1:9000`. Absent: AWS S3 itself. */
+  endpoint?: string;
+  /** Path-style URLs (`endpoint/bucket/key`). Default: true when `endpoint` is given, else false. */
+  forcePathStyle?: boolean;
+  /** Absent: the SDK's default credential chain. */
+  credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
+  /** Objects per listing request, 1..`S3_LIST_PAGE_SIZE` (the default); smaller only for tests. */
+  listPageSize?: number;
+}
+
+/** Node error codes of a connection that could not be made or was lost. */
+const NETWORK_ERRNOS: ReadonlySet<string> = new Set([
+  "ECONNREFUSED", "ECONNRESET", "ECONNABORTED", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH", "EHOSTDOWN",
+  "ENETUNREACH", "ENETDOWN", "ENOTFOUND", "EAI_AGAIN", "ESOCKETTIMEDOUT", "UND_ERR_SOCKET",
+]);
+
+/** SDK error names of a service that is overloaded, restarting or too slow. */
+const UNAVAILABLE_NAMES: ReadonlySet<string> = new Set([
+  "TimeoutError", "RequestTimeout", "RequestTimeoutException", "InternalError", "ServiceUnavailable",
+  "SlowDown", "ThrottlingException", "Throttling", "TooManyRequestsException",
+]);
+
+interface SdkErrorShape {
+  name?: unknown;
+  code?: unknown;
+  cause?: unknown;
+  errors?: unknown;
+  $metadata?: { httpStatusCode?: number };
+}
+
+function statusOf(err: unknown): number | undefined {
+  return (err as SdkErrorShape | null)?.$metadata?.httpStatusCode;
+}
+
+function nameOf(err: unknown): string {
+  const name = (err as SdkErrorShape | null)?.name;
+  return typeof name === "string" ? name : "";
+}
+
+/** Finds a network errno on the error, its cause, or (Node's happy-eyeballs connect) an AggregateError's members. */
+function networkErrnoOf(err: unknown, depth = 0): string | undefined {
+  if (err === null || typeof err !== "object" || depth > 3) return undefined;
+  const e = err as SdkErrorShape;
+  if (typeof e.code === "string" && NETWORK_ERRNOS.has(e.code)) return e.code;
+  const nested = [e.cause, ...(Array.isArray(e.errors) ? e.errors : [])];
+  for (const inner of nested) {
+    const found = networkErrnoOf(inner, depth + 1);
+    if (found !== undefined) return found;
+  }
+  return undefined;
+}
+
+export class S3ObjectStore implements ObjectStore {
+  readonly bucket: string;
+  readonly prefix: string;
+  private readonly client: S3Client;
+  private readonly where: string;
+  private readonly listPageSize: number;
+  private closed = false;
+
+  constructor(options: S3StoreOptions) {
+    if (typeof options?.bucket !== "string" || options.bucket.length === 0) {
+      throw new StrataError("INVALID_ARGUMENT", "the S3 object store needs a bucket name");
+    }
+    const prefix = options.prefix ?? "";
+    if (prefix !== "") validateKey(prefix);
+    const listPageSize = options.listPageSize ?? S3_LIST_PAGE_SIZE;
+    if (!Number.isInteger(listPageSize) || listPageSize < 1 || listPageSize > S3_LIST_PAGE_SIZE) {
+      throw new StrataError("INVALID_ARGUMENT", `listPageSize must be an integer from 1 to ${S3_LIST_PAGE_SIZE}`);
+    }
+    this.listPageSize = listPageSize;
+    this.bucket = options.bucket;
+    this.prefix = prefix;
+    this.where = `s3://${this.bucket}/${prefix}${options.endpoint === undefined ? "" : ` at ${options.endpoint}`}`;
+
+    const config: S3ClientConfig = {
+      region: options.region ?? S3_DEFAULT_REGION,
+      forcePathStyle: options.forcePathStyle ?? options.endpoint !== undefined,
+      maxAttempts: S3_MAX_ATTEMPTS,
+      requestHandler: {
+        connectionTimeout: S3_CONNECTION_TIMEOUT_MS,
+        requestTimeout: S3_REQUEST_TIMEOUT_MS,
+        throwOnRequestTimeout: true,
+        socketTimeout: S3_SOCKET_IDLE_TIMEOUT_MS,
+      },
+    };
+    if (options.endpoint !== undefined) config.endpoint = options.endpoint;
+    if (options.credentials !== undefined) config.credentials = { ...options.credentials };
+    this.client = new S3Client(config);
+  }
+
+  async put(key: string, body: Uint8Array): Promise<void> {
+    this.checkOpen();
+    validateKey(key);
+    validateBody(body);
+    await this.call(`put ${key}`, () => this.client.send(new PutObjectCommand({
+      Bucket: this.bucket,
+      Key: this.s3Key(key),
+      Body: body,
+      ContentLength: body.byteLength,
+    })));
+  }
+
+  async get(key: string, range?: ByteRange): Promise<Uint8Array | undefined> {
+    this.checkOpen();
+    validateKey(key);
+    validateRange(range);
+    // An HTTP range cannot be empty, so a zero-length read only needs to know the object exists.
+    if (range !== undefined && range.length === 0) {
+      return (await this.head(key)) === undefined ? undefined : new Uint8Array(0);
+    }
+    const what = `get ${key}`;
+    try {
+      return await this.call(what, async () => {
+        const res = await this.client.send(new GetObjectCommand({
+          Bucket: this.bucket,
+          Key: this.s3Key(key),
+          Range: range === undefined ? undefined : `bytes=${range.offset}-${range.offset + range.length - 1}`,
+        }));
+        const raw = res.Body === undefined ? new Uint8Array(0) : await res.Body.transformToByteArray();
+        if (res.ContentLength !== undefined && raw.byteLength !== res.ContentLength) {
+          throw new StrataError("UNAVAILABLE",
+            `${what} on ${this.where}: the response was cut short (${raw.byteLength} of ${res.ContentLength} bytes); retry`);
+        }
+        // The SDK hands out a Buffer; callers get a plain Uint8Array view of the same memory.
+        let bytes = new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength);
+        // A server that ignores Range answers 200 with the whole object; cut the range out ourselves.
+        if (range !== undefined && res.$metadata.httpStatusCode === 200) {
+          bytes = bytes.slice(Math.min(range.offset, bytes.length), Math.min(bytes.length, range.offset + range.length));
+        }
+        return bytes;
+      }, ["NoSuchKey", "InvalidRange"]);
+    } catch (err) {
+      if (err instanceof MissingOrEmpty) return err.kind === "missing" ? undefined : new Uint8Array(0);
+      throw err;
+    }
+  }
+
+  async head(key: string): Promise<{ size: number } | undefined> {
+    this.checkOpen();
+    validateKey(key);
+    try {
+      const res = await this.call(`head ${key}`, () => this.client.send(new HeadObjectCommand({
+        Bucket: this.bucket,
+        Key: this.s3Key(key),
+      })), ["NoSuchKey"]);
+      return { size: res.ContentLength ?? 0 };
+    } catch (err) {
+      if (err instanceof MissingOrEmpty) return undefined;
+      throw err;
+    }
+  }
+
+  async *list(prefix: string): AsyncGenerator<ObjectInfo> {
+    this.checkOpen();
+    validatePrefix(prefix);
+    const base = this.prefix === "" ? "" : `${this.prefix}/`;
+    let token: string | undefined;
+    do {
+      const page = await this.call(`list ${prefix}`, () => this.client.send(new ListObjectsV2Command({
+        Bucket: this.bucket,
+        Prefix: (base + prefix) === "" ? undefined : base + prefix,
+        ContinuationToken: token,
+        MaxKeys: this.listPageSize,
+      })));
+      for (const object of page.Contents ?? []) {
+        const key = object.Key?.slice(base.length);
+        // Objects put by something else under names that are not keys cannot be read through
+        // this interface, so they are not listed either.
+        if (key === undefined || !object.Key?.startsWith(base) || !isValidKey(key)) continue;
+        yield { key, size: object.Size ?? 0 };
+      }
+      if (page.IsTruncated === true && page.NextContinuationToken === undefined) {
+        throw new StrataError("IO", `list ${prefix} on ${this.where}: the server said the listing is truncated but gave no continuation token`, { retryable: false });
+      }
+      token = page.IsTruncated === true ? page.NextContinuationToken : undefined;
+      if (token !== undefined) this.checkOpen();
+    } while (token !== undefined);
+  }
+
+  async delete(key: string): Promise<void> {
+    this.checkOpen();
+    validateKey(key);
+    try {
+      await this.call(`delete ${key}`, () => this.client.send(new DeleteObjectCommand({
+        Bucket: this.bucket,
+        Key: this.s3Key(key),
+      })), ["NoSuchKey"]);
+    } catch (err) {
+      // S3 answers 204 for a missing key; some compatible servers answer 404 instead.
+      if (err instanceof MissingOrEmpty) return;
+      throw err;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.client.destroy();
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw closedError("S3");
+  }
+
+  private s3Key(key: string): string {
+    return this.prefix === "" ? key : `${this.prefix}/${key}`;
+  }
+
+  /**
+   * Runs one SDK call and translates its failure. `absentNames` lists the error names (404 and
+   * 416 answers) that are an answer rather than a failure; they come back as `MissingOrEmpty`.
+   */
+  private async call<T>(what: string, op: () => Promise<T>, absentNames: readonly string[] = []): Promise<T> {
+    try {
+      return await op();
+    } catch (err) {
+      const name = nameOf(err);
+      const status = statusOf(err);
+      if (absentNames.includes("InvalidRange") && (name === "InvalidRange" || status === 416)) {
+        // The range starts at or past the end of an existing object (a missing one is a 404).
+        throw new MissingOrEmpty("empty");
+      }
+      if (absentNames.length > 0 && (absentNames.includes(name) || name === "NotFound" || status === 404) && name !== "NoSuchBucket") {
+        throw new MissingOrEmpty("missing");
+      }
+      throw this.translate(what, err);
+    }
+  }
+
+  private translate(what: string, err: unknown): StrataError {
+    if (err instanceof StrataError) return err;
+    const name = nameOf(err);
+    const status = statusOf(err);
+    const detail = `${name === "" ? "" : `${name}: `}${err instanceof Error ? err.message : String(err)}`;
+    const at = `${what} on ${this.where} failed`;
+    const errno = networkErrnoOf(err);
+    if (errno !== undefined || UNAVAILABLE_NAMES.has(name) || (status !== undefined && (status >= 500 || status === 429))) {
+      return new StrataError("UNAVAILABLE", `${at}: ${detail}. The object store is unreachable or overloaded; retry later.`, { cause: err });
+    }
+    if (this.closed) return closedError("S3");
+    if (name === "CredentialsProviderError") {
+      return new StrataError("IO", `${at}: no S3 credentials found. Set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or put accessKeyId and secretAccessKey in the tier URL.`, { cause: err, retryable: false });
+    }
+    if (name === "NoSuchBucket") {
+      return new StrataError("IO", `${at}: bucket ${this.bucket} does not exist; create it first.`, { cause: err, retryable: false });
+    }
+    if (status === 403 || name === "AccessDenied" || name === "InvalidAccessKeyId" || name === "SignatureDoesNotMatch") {
+      return new StrataError("IO", `${at}: ${detail}. Check the credentials and the bucket policy.`, { cause: err, retryable: false });
+    }
+    const clientError = status !== undefined && status >= 400 && status < 500;
+    return new StrataError("IO", `${at}: ${detail}`, { cause: err, retryable: !clientError });
+  }
+}
+
+/** Internal signal from `call` that S3 answered "no such object" (or "range past the end"). */
+class MissingOrEmpty extends Error {
+  constructor(readonly kind: "missing" | "empty") {
+    super(kind);
+  }
+}
+
+function isValidKey(key: string): boolean {
+  try {
+    validateKey(key);
+    return true;
+  } catch {
+    return false;
+  }
+}

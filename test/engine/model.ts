@@ -1,0 +1,154 @@
+/**
+ * A plain in-memory model of a Store's observable behaviour, for the model-based property test.
+ * It decides every operation the way DESIGN.md says a store must, independently of the engine's
+ * code: the test applies the same operations to both and compares what is readable after each.
+ */
+
+export interface ModelMessage {
+  value: Uint8Array;
+  headers?: Record<string, string>;
+  timestamp: number;
+}
+
+export interface ModelKvEntry {
+  value: Uint8Array;
+  revision: number;
+  timestamp: number;
+  expiresAt?: number;
+}
+
+export interface ModelLocation {
+  kind: "stream" | "kv";
+  /** Order of first commit; the store sweeps expired keys by (expiresAt, this, key). */
+  order: number;
+  rev: number;
+  lastSeq: number;
+  msgs: Map<number, ModelMessage>;
+  kv: Map<string, ModelKvEntry>;
+  dedup: Map<string, { seq: number; rev: number; ts: number }>;
+}
+
+export type Outcome = { ok: true; result: unknown } | { ok: false; code: string };
+
+export class Model {
+  readonly locs = new Map<string, ModelLocation>();
+  private created = 0;
+
+  constructor(
+    private readonly dedupWindowMs: number,
+    public now: number,
+  ) {}
+
+  private loc(name: string, kind: "stream" | "kv"): ModelLocation | Outcome {
+    const l = this.locs.get(name);
+    if (l && l.kind !== kind) return { ok: false, code: "WRONG_KIND" };
+    return l ?? { kind, order: 0, rev: 0, lastSeq: 0, msgs: new Map(), kv: new Map(), dedup: new Map() };
+  }
+
+  private commit(name: string, l: ModelLocation): number {
+    if (!this.locs.has(name)) {
+      l.order = ++this.created;
+      this.locs.set(name, l);
+    }
+    l.rev += 1;
+    return l.rev;
+  }
+
+  append(name: string, value: Uint8Array, opts: { msgId?: string; expectedLastSeq?: number }): Outcome {
+    const l = this.loc(name, "stream");
+    if ("ok" in l) return l;
+    if (opts.msgId !== undefined) {
+      const seen = l.dedup.get(opts.msgId);
+      if (seen && this.now - seen.ts <= this.dedupWindowMs) return { ok: true, result: { seq: seen.seq, revision: seen.rev, timestamp: seen.ts, duplicate: true } };
+    }
+    if (opts.expectedLastSeq !== undefined && opts.expectedLastSeq !== l.lastSeq) return { ok: false, code: "CONFLICT" };
+    const seq = l.lastSeq + 1;
+    const rev = this.commit(name, l);
+    l.lastSeq = seq;
+    l.msgs.set(seq, { value, timestamp: this.now });
+    if (opts.msgId !== undefined) l.dedup.set(opts.msgId, { seq, rev, ts: this.now });
+    return { ok: true, result: { seq, revision: rev, timestamp: this.now } };
+  }
+
+  set(name: string, seq: number, value: Uint8Array): Outcome {
+    const l = this.loc(name, "stream");
+    if ("ok" in l) return l;
+    const rev = this.commit(name, l);
+    if (seq > l.lastSeq) l.lastSeq = seq;
+    l.msgs.set(seq, { value, timestamp: this.now });
+    return { ok: true, result: { seq, revision: rev, timestamp: this.now } };
+  }
+
+  delete(name: string, seq: number): Outcome {
+    const l = this.loc(name, "stream");
+    if ("ok" in l) return l;
+    if (!l.msgs.has(seq)) return { ok: true, result: { deleted: false, revision: l.rev } };
+    l.msgs.delete(seq);
+    return { ok: true, result: { deleted: true, revision: this.commit(name, l) } };
+  }
+
+  deleteAll(name: string, endSeq: number | undefined): Outcome {
+    const l = this.loc(name, "stream");
+    if ("ok" in l) return l;
+    const end = Math.min(endSeq ?? l.lastSeq, l.lastSeq);
+    if (endSeq === 0 || !this.locs.has(name) || end < 1) return { ok: true, result: { count: 0, revision: l.rev } };
+    let count = 0;
+    for (const seq of [...l.msgs.keys()]) {
+      if (seq <= end) {
+        l.msgs.delete(seq);
+        count++;
+      }
+    }
+    return { ok: true, result: { count, revision: this.commit(name, l) } };
+  }
+
+  private live(e: ModelKvEntry | undefined): e is ModelKvEntry {
+    return e !== undefined && (e.expiresAt === undefined || e.expiresAt > this.now);
+  }
+
+  kvSet(name: string, key: string, value: Uint8Array, opts: { ttlMs?: number; expectedRevision?: number }): Outcome {
+    const l = this.loc(name, "kv");
+    if ("ok" in l) return l;
+    if (opts.expectedRevision !== undefined) {
+      const e = l.kv.get(key);
+      const have = this.live(e) ? e.revision : 0;
+      if (have !== opts.expectedRevision) return { ok: false, code: "CONFLICT" };
+    }
+    const rev = this.commit(name, l);
+    const entry: ModelKvEntry = { value, revision: rev, timestamp: this.now };
+    if (opts.ttlMs !== undefined) entry.expiresAt = this.now + opts.ttlMs;
+    l.kv.set(key, entry);
+    return { ok: true, result: { revision: rev, timestamp: this.now } };
+  }
+
+  kvDelete(name: string, key: string): Outcome {
+    const l = this.loc(name, "kv");
+    if ("ok" in l) return l;
+    if (!this.live(l.kv.get(key))) return { ok: true, result: { deleted: false, revision: l.rev } };
+    l.kv.delete(key);
+    return { ok: true, result: { deleted: true, revision: this.commit(name, l) } };
+  }
+
+  /** What `Store.sweep()` must do: expire every due key in (expiresAt, location order, key) order. */
+  sweep(): number {
+    const due: Array<{ at: number; order: number; key: string; name: string; l: ModelLocation }> = [];
+    for (const [name, l] of this.locs) {
+      for (const [key, e] of l.kv) {
+        if (e.expiresAt !== undefined && e.expiresAt <= this.now) due.push({ at: e.expiresAt, order: l.order, key, name, l });
+      }
+    }
+    due.sort((a, b) => a.at - b.at || a.order - b.order || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    for (const d of due) {
+      d.l.kv.delete(d.key);
+      this.commit(d.name, d.l);
+    }
+    return due.length;
+  }
+
+  /** Live kv entries of a location, in key order. */
+  liveKv(name: string): Array<[string, ModelKvEntry]> {
+    const l = this.locs.get(name);
+    if (!l || l.kind !== "kv") return [];
+    return [...l.kv.entries()].filter(([, e]) => this.live(e)).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  }
+}
