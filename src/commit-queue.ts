@@ -27,7 +27,9 @@ export interface Committed {
 }
 
 interface Pending {
+  /** A write, or (with `exclusive`) a function run alone between batches. */
   op: WriteOp;
+  exclusive?: () => unknown;
   resolve: (value: { result?: unknown; committed?: Committed }) => void;
   reject: (err: unknown) => void;
 }
@@ -66,6 +68,21 @@ export class CommitQueue {
     });
   }
 
+  /**
+   * Runs `fn` between batches, with no log write in progress (e.g. to roll the active segment).
+   * Resolves to its result; it is not subject to writeQueueMax.
+   */
+  exclusive<T>(fn: () => T): Promise<T> {
+    if (this.failed) return Promise.reject(this.failed);
+    return new Promise((resolve, reject) => {
+      this.queue.push({ op: { op: "chunk", data: new Uint8Array(0) }, exclusive: fn, resolve: resolve as never, reject });
+      if (!this.running) {
+        this.running = true;
+        setImmediate(() => void this.run());
+      }
+    });
+  }
+
   /** Resolves once nothing is queued or being committed. */
   idle(): Promise<void> {
     if (!this.running) return Promise.resolve();
@@ -78,9 +95,10 @@ export class CommitQueue {
   }
 
   private takeBatch(): Pending[] {
+    if (this.queue[0]?.exclusive) return this.queue.splice(0, 1);
     let bytes = 0;
     let n = 0;
-    while (n < this.queue.length && n < this.limits.commitBatchMax) {
+    while (n < this.queue.length && n < this.limits.commitBatchMax && !this.queue[n]!.exclusive) {
       bytes += opBytes(this.queue[n]!.op);
       if (n > 0 && bytes > this.limits.commitBatchBytesMax) break;
       n++;
@@ -94,6 +112,15 @@ export class CommitQueue {
         const batch = this.takeBatch();
         if (this.failed) {
           for (const p of batch) p.reject(this.failed);
+          continue;
+        }
+        const only = batch[0]!;
+        if (only.exclusive) {
+          try {
+            only.resolve(only.exclusive() as never);
+          } catch (err) {
+            only.reject(err);
+          }
           continue;
         }
         await this.commit(batch);

@@ -4,6 +4,7 @@
 import path from "node:path";
 import { StrataError } from "./errors.js";
 import { resolveLimits, type Limits } from "./limits.js";
+import type { ObjectStore } from "./tier/object-store.js";
 
 export interface StoreOptions {
   /** Data directory: `segments/` (the log) and `index/` (LMDB) live here. */
@@ -12,6 +13,8 @@ export interface StoreOptions {
   id?: string;
   /** Cold tier: "dir:/path" or "s3://bucket/prefix?endpoint=…". */
   tier?: string;
+  /** An object store instance to use as the cold tier instead of `tier` (tests inject one). */
+  objectStore?: ObjectStore;
   /** Budget for local segment files once they are in the object store. */
   cacheBytes?: number;
   /** A dirty active segment is sealed (and shipped) at least this often. */

@@ -52,6 +52,22 @@ export interface Limits {
   sealIntervalMs: number;
   /** Budget of local segment files once segments are in the object store. */
   cacheBytes: number;
+  /** Raw bytes of records per compressed block of a sealed segment (the unit of fault-in). */
+  blockBytes: number;
+  /** Memory for faulted-in blocks of evicted segments. */
+  blockCacheBytes: number;
+  /** Most sealed-segment footers kept in memory. */
+  footerCacheMax: number;
+  /** How long an `ack: "object"` write waits for its segment to reach the object store. */
+  objectAckTimeoutMs: number;
+  /** Longest pause between retries of a failed upload. */
+  uploadRetryMaxMs: number;
+  /** An index checkpoint is uploaded at least this often while there are writes. */
+  checkpointIntervalMs: number;
+  /** Index checkpoints kept in the object store (older ones are deleted). */
+  checkpointsKept: number;
+  /** On close, how long to wait for pending uploads before leaving them to the next start. */
+  closeUploadWaitMs: number;
 }
 
 const KiB = 1024;
@@ -81,6 +97,14 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   openSegmentsMax: 64,
   sealIntervalMs: 1000,
   cacheBytes: 10 * GiB,
+  blockBytes: 64 * KiB,
+  blockCacheBytes: 64 * MiB,
+  footerCacheMax: 1024,
+  objectAckTimeoutMs: 30_000,
+  uploadRetryMaxMs: 5_000,
+  checkpointIntervalMs: 60_000,
+  checkpointsKept: 2,
+  closeUploadWaitMs: 5_000,
 });
 
 /** Bytes a record needs besides its value and headers: framing, CBOR structure, location, key, msgId. */
@@ -113,6 +137,8 @@ export function checkLimitRelations(l: Limits): void {
     [l.keyBytesMax <= 1024, "keyBytesMax must be <= 1024 (it is part of index keys)"],
     [l.msgIdBytesMax <= 1024, "msgIdBytesMax must be <= 1024 (it is part of index keys)"],
     [l.scanPageSize <= 100_000, "scanPageSize must be <= 100000"],
+    [l.blockCacheBytes >= l.blockBytes + l.recordBytesMax, "blockCacheBytes must hold at least one block (blockBytes + recordBytesMax)"],
+    [l.objectAckTimeoutMs >= l.sealIntervalMs, "objectAckTimeoutMs must be >= sealIntervalMs"],
   ];
   const broken = rules.filter(([ok]) => !ok).map(([, why]) => why);
   if (broken.length > 0) {

@@ -17,6 +17,16 @@ import { parseFrame } from "./log/framing.js";
 import { decodeRecord, type LogRecord, type Pointer } from "./log/record.js";
 import { SEGMENT_HEADER_BYTES, checkSegmentHeader, fsyncDir, listSegmentIds, segmentPath } from "./log/segment-files.js";
 import type { Limits } from "./limits.js";
+import { restoreCheckpoint } from "./tier/checkpoints.js";
+import type { ObjectStore } from "./tier/object-store.js";
+import { unsealSegment } from "./tier/sealed-segment.js";
+import { parseSegmentKey, segmentKey, segmentsPrefix } from "./tier/segment-keys.js";
+
+/** The object store as a second source of segments, for a store with a cold tier. */
+export interface TierSource {
+  objects: ObjectStore;
+  serverId: string;
+}
 
 export interface RecoveryReport {
   /** Records replayed into the index. */
@@ -26,65 +36,110 @@ export interface RecoveryReport {
   rebuildReason?: string;
   /** The torn or corrupt tail that was cut from the last segment, if any. */
   cut?: { seg: number; off: number; bytes: number; reason: string };
-  /** The active segment to append to, or undefined when the log is empty. */
+  /** The active segment to append to, or undefined when a new one must be created. */
   active?: { id: number; size: number };
+  /** Id for a new active segment when `active` is undefined. */
+  nextId: number;
+  /** Segment ids on the local disk and in the object store. */
+  localIds: number[];
+  tierIds: number[];
+  /** True when the index came from a checkpoint in the object store. */
+  restoredCheckpoint?: { seg: number; off: number };
 }
 
 const REPLAY_TXN_RECORDS = 2000;
 
-export function openIndexAndRecover(
+export async function openIndexAndRecover(
   indexDir: string,
   segmentsDir: string,
   limits: Limits,
   now: number,
-  opts: { forceRebuild?: boolean } = {},
-): { index: LmdbIndex; report: RecoveryReport } {
+  opts: { forceRebuild?: boolean; tier?: TierSource } = {},
+): Promise<{ index: LmdbIndex; report: RecoveryReport }> {
   fs.mkdirSync(segmentsDir, { recursive: true });
   dropTornLastSegment(segmentsDir);
-  const ids = listSegmentIds(segmentsDir);
+  const localIds = listSegmentIds(segmentsDir);
+  const tierIds = opts.tier ? await listTierSegments(opts.tier) : [];
+  const all = [...new Set([...localIds, ...tierIds])].sort((a, b) => a - b);
   let rebuildReason: string | undefined = opts.forceRebuild ? "requested" : undefined;
   let index: LmdbIndex | undefined;
   if (!rebuildReason) {
     try {
       index = LmdbIndex.open(indexDir);
-      const problem = checkpointProblem(index.checkpoint(), ids, segmentsDir);
+      const problem = checkpointProblem(index.checkpoint(), localIds, tierIds, segmentsDir);
       if (problem) {
         rebuildReason = problem;
-        closeQuietly(index);
+        await closeQuietly(index);
         index = undefined;
+      } else if (index.checkpoint() === undefined && all.length > 0) {
+        await closeQuietly(index);
+        index = undefined;
+        rebuildReason = "the index is missing";
       }
     } catch (err) {
       if (!StrataError.is(err, "CORRUPT")) throw err;
       rebuildReason = err.message;
     }
   }
+  const lastId = all[all.length - 1];
+  const report: RecoveryReport = { replayed: 0, rebuilt: rebuildReason !== undefined, nextId: (lastId ?? 0) + 1, localIds, tierIds };
   if (index === undefined) {
     LmdbIndex.destroy(indexDir);
+    const restored = opts.tier && opts.forceRebuild !== true ? await restoreCheckpoint(opts.tier.objects, opts.tier.serverId, indexDir) : undefined;
+    if (restored) report.restoredCheckpoint = restored;
     index = LmdbIndex.open(indexDir);
-  } else if (index.checkpoint() === undefined && ids.length > 0) {
-    rebuildReason = "the index is missing";
   }
-  const report: RecoveryReport = { replayed: 0, rebuilt: rebuildReason !== undefined };
   if (rebuildReason) report.rebuildReason = rebuildReason;
-  const start = index.checkpoint() ?? (ids.length > 0 ? { seg: ids[0]!, off: SEGMENT_HEADER_BYTES } : undefined);
+  const start = index.checkpoint() ?? (all.length > 0 ? { seg: all[0]!, off: SEGMENT_HEADER_BYTES } : undefined);
   if (start === undefined) return { index, report };
-  for (const id of ids) {
+  const localSet = new Set(localIds);
+  for (const id of all) {
     if (id < start.seg) continue;
-    const last = id === ids[ids.length - 1];
-    const size = replaySegment(index, segmentsDir, id, id === start.seg ? start.off : SEGMENT_HEADER_BYTES, last, limits, now, report);
-    if (last) report.active = { id, size };
+    const from = id === start.seg ? start.off : SEGMENT_HEADER_BYTES;
+    if (localSet.has(id)) {
+      const last = id === lastId;
+      const size = replaySegment(index, readLocal(segmentsDir, id), id, from, last, limits, now, report, segmentPath(segmentsDir, id));
+      if (last) report.active = { id, size };
+    } else {
+      const raw = await fetchTierSegment(opts.tier!, id);
+      replaySegment(index, raw, id, from, false, limits, now, report, undefined);
+    }
   }
   return { index, report };
 }
 
-function closeQuietly(index: LmdbIndex): void {
-  // Closing is asynchronous in lmdb-js only for flushing; nothing was written, so drop it.
-  void index.root.close();
+async function listTierSegments(tier: TierSource): Promise<number[]> {
+  const ids: number[] = [];
+  for await (const o of tier.objects.list(segmentsPrefix(tier.serverId))) {
+    const id = parseSegmentKey(tier.serverId, o.key);
+    if (id !== undefined) ids.push(id);
+  }
+  return ids.sort((a, b) => a - b);
 }
 
-function checkpointProblem(cp: Checkpoint | undefined, ids: number[], segmentsDir: string): string | undefined {
+async function fetchTierSegment(tier: TierSource, id: number): Promise<Buffer> {
+  const obj = await tier.objects.get(segmentKey(tier.serverId, id));
+  if (!obj) throw new StrataError("UNAVAILABLE", `segment ${id} was listed in the object store but could not be read; retry`);
+  return unsealSegment(id, obj);
+}
+
+function readLocal(segmentsDir: string, id: number): Buffer {
+  const buf = fs.readFileSync(segmentPath(segmentsDir, id));
+  checkSegmentHeader(id, buf);
+  return buf;
+}
+
+async function closeQuietly(index: LmdbIndex): Promise<void> {
+  // lmdb-js blocks the thread for good in close() while a write (even open's "format") is still
+  // being flushed, so wait for the flush first.
+  await index.close();
+}
+
+function checkpointProblem(cp: Checkpoint | undefined, ids: number[], tierIds: number[], segmentsDir: string): string | undefined {
   if (cp === undefined) return undefined;
-  if (!ids.includes(cp.seg)) return `the index checkpoint names segment ${cp.seg}, which is not on disk`;
+  if (!ids.includes(cp.seg)) {
+    return tierIds.includes(cp.seg) ? undefined : `the index checkpoint names segment ${cp.seg}, which is neither on disk nor in the object store`;
+  }
   const size = fs.statSync(segmentPath(segmentsDir, cp.seg)).size;
   if (size < cp.off) return `the index reflects ${cp.off} bytes of segment ${cp.seg} but it holds ${size}`;
   return undefined;
@@ -112,17 +167,15 @@ function dropTornLastSegment(segmentsDir: string): void {
 /** Replays one segment from `from`; returns the segment's valid length (after any cut). */
 function replaySegment(
   index: LmdbIndex,
-  segmentsDir: string,
+  buf: Buffer,
   id: number,
   from: number,
   last: boolean,
   limits: Limits,
   now: number,
   report: RecoveryReport,
+  file: string | undefined,
 ): number {
-  const file = segmentPath(segmentsDir, id);
-  const buf = fs.readFileSync(file);
-  checkSegmentHeader(id, buf);
   let off = from;
   let pending: Array<{ rec: LogRecord; ptr: Pointer }> = [];
   const flush = (end: number) => {
@@ -148,7 +201,7 @@ function replaySegment(
       problem = parsed.kind === "corrupt" ? parsed.reason : `incomplete record (${parsed.needBytes} bytes needed, ${buf.byteLength - off} left)`;
     }
     if (problem !== undefined || parsed.kind !== "ok" || rec === undefined) {
-      if (!last) {
+      if (!last || file === undefined) {
         throw new StrataError("CORRUPT", `segment ${id} is damaged at offset ${off} (${problem}); it is not the last segment, so this is not a torn write. Restore the segment from the object store.`);
       }
       flush(off);

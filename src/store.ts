@@ -6,18 +6,23 @@
 import fs from "node:fs";
 import path from "node:path";
 import { assert } from "./assert.js";
+import { changeOf } from "./changes.js";
 import { CommitQueue, type Committed } from "./commit-queue.js";
 import { resolveStoreConfig, type StoreConfig, type StoreOptions } from "./config.js";
 import { acquireDataLock } from "./data-lock.js";
 import { StrataError } from "./errors.js";
 import type { LmdbIndex, LocMeta } from "./index/lmdb-index.js";
 import { decodeRecord, type LogRecord, type Pointer } from "./log/record.js";
+import { SEGMENT_HEADER_BYTES, listSegmentIds } from "./log/segment-files.js";
 import { SegmentLog } from "./log/segment-log.js";
 import type { Limits } from "./limits.js";
+import { startMaintenance, sweepExpired } from "./maintenance.js";
 import { openIndexAndRecover, type RecoveryReport } from "./recovery.js";
+import { openObjectStore, type ObjectStore } from "./tier/object-store.js";
+import { Tier } from "./tier/tier.js";
 import { KvHandle } from "./kv-handle.js";
 import { StreamHandle } from "./stream-handle.js";
-import type { Change, Inventory, KvEntry, Kind, StoredMessage } from "./types.js";
+import type { AckMode, Change, Inventory, KvEntry, Kind, StoredMessage } from "./types.js";
 import { validateLocation } from "./validate.js";
 import type { WriteOp } from "./write-ops.js";
 
@@ -25,9 +30,12 @@ export type ChangeListener = (change: Change) => void;
 
 export class Store {
   private readonly listeners = new Set<ChangeListener>();
-  private sweepTimer: NodeJS.Timeout | undefined;
+  private stopMaintenance: (() => void) | undefined;
   private sweeping = false;
+  private sealRequested = false;
   private closing: Promise<void> | undefined;
+  /** @internal The cold tier, when the store has one. */
+  tier: Tier | undefined;
 
   private constructor(
     readonly config: StoreConfig,
@@ -47,7 +55,7 @@ export class Store {
     fs.mkdirSync(config.dir, { recursive: true });
     const release = acquireDataLock(config.dir);
     try {
-      return Store.openLocked(config, release, false);
+      return await Store.openLocked(config, release, false, options.objectStore);
     } catch (err) {
       release();
       throw err;
@@ -56,10 +64,10 @@ export class Store {
 
   /** Rebuilds the index of a closed data directory from its log (`strata reindex`). */
   static async reindex(options: StoreOptions): Promise<RecoveryReport> {
-    const config = resolveStoreConfig(options);
+    const config = resolveStoreConfig({ ...options, sweepTimers: false });
     const release = acquireDataLock(config.dir);
     try {
-      const store = Store.openLocked(config, () => undefined, true);
+      const store = await Store.openLocked(config, () => undefined, true, options.objectStore);
       await store.close();
       return store.recovery;
     } finally {
@@ -67,14 +75,20 @@ export class Store {
     }
   }
 
-  private static openLocked(config: StoreConfig, release: () => void, forceRebuild: boolean): Store {
-    const { index, report } = openIndexAndRecover(
-      path.join(config.dir, "index"),
-      path.join(config.dir, "segments"),
-      config.limits,
-      config.clock(),
-      { forceRebuild },
-    );
+  private static async openLocked(config: StoreConfig, release: () => void, forceRebuild: boolean, given: ObjectStore | undefined): Promise<Store> {
+    const objects = given ?? (config.tier !== undefined ? openObjectStore(config.tier) : undefined);
+    const segmentsDir = path.join(config.dir, "segments");
+    let opened: { index: LmdbIndex; report: RecoveryReport };
+    try {
+      opened = await openIndexAndRecover(path.join(config.dir, "index"), segmentsDir, config.limits, config.clock(), {
+        forceRebuild,
+        ...(objects ? { tier: { objects, serverId: config.id } } : {}),
+      });
+    } catch (err) {
+      await objects?.close();
+      throw err;
+    }
+    const { index, report } = opened;
     if (report.rebuilt && report.rebuildReason !== "requested" && report.replayed > 0) {
       config.onWarning(`index rebuilt from the log (${report.rebuildReason}); ${report.replayed} records replayed`);
     }
@@ -82,11 +96,23 @@ export class Store {
       const c = report.cut;
       config.onWarning(`cut ${c.bytes} bytes of unacknowledged tail from segment ${c.seg} at offset ${c.off}: ${c.reason}`);
     }
-    const log = SegmentLog.open(path.join(config.dir, "segments"), config.limits, report.active);
+    const log = SegmentLog.open(segmentsDir, config.limits, report.active, report.nextId);
     let store: Store | undefined;
     const queue = new CommitQueue(log, index, config.limits, (batch) => store!.committed(batch), config.clock);
     store = new Store(config, index, log, queue, report, release);
-    if (config.sweepTimers) store.startTimers();
+    if (objects) {
+      const s = store;
+      const tier = new Tier(objects, config.id, segmentsDir, index, config.limits, {
+        requestSeal: () => s.requestSeal(),
+        forgetLocal: (seg) => log.forget(seg),
+        activeSegment: () => log.activeId,
+        onWarning: config.onWarning,
+      });
+      log.setEvents({ onSealed: (seg, bytes) => tier.onSealed(seg, bytes) });
+      tier.start(listSegmentIds(segmentsDir), report.tierIds);
+      store.tier = tier;
+    }
+    if (config.sweepTimers) store.stopMaintenance = startMaintenance(store);
     return store;
   }
 
@@ -122,18 +148,23 @@ export class Store {
     return meta;
   }
 
-  /** @internal Reads and verifies the record at `ptr`. */
-  readRecord(ptr: Pointer): LogRecord {
+  /**
+   * @internal Reads and verifies the record at `ptr`: from the local segment file (synchronously)
+   * when it is on disk, else a block at a time from the object store.
+   */
+  async readRecord(ptr: Pointer): Promise<LogRecord> {
+    if (this.tier && !this.tier.isLocal(ptr.seg)) return decodeRecord(await this.tier.readBody(ptr));
+    this.tier?.touch(ptr.seg);
     return decodeRecord(this.log.readBody(ptr));
   }
 
   /** @internal Assembles a value: inline, or the concatenation of its chunk records. */
-  valueOf(rec: { value: Uint8Array; chunks?: Pointer[]; size: number }): Uint8Array {
+  async valueOf(rec: { value: Uint8Array; chunks?: Pointer[]; size: number }): Promise<Uint8Array> {
     if (!rec.chunks) return rec.value;
     const out = Buffer.allocUnsafe(rec.size);
     let at = 0;
     for (const ptr of rec.chunks) {
-      const chunk = this.readRecord(ptr);
+      const chunk = await this.readRecord(ptr);
       if (chunk.t !== "chunk" || at + chunk.data.byteLength > rec.size) throw corruptPointer(ptr, "a chunk of a large value");
       out.set(chunk.data, at);
       at += chunk.data.byteLength;
@@ -143,19 +174,19 @@ export class Store {
   }
 
   /** @internal Reads the stream message an index entry points to, checking it is the one asked for. */
-  readMessage(location: string, seq: number, ptr: Pointer): StoredMessage {
-    const rec = this.readRecord(ptr);
+  async readMessage(location: string, seq: number, ptr: Pointer): Promise<StoredMessage> {
+    const rec = await this.readRecord(ptr);
     if (rec.t !== "sset" || rec.loc !== location || rec.seq !== seq) throw corruptPointer(ptr, `${location} seq ${seq}`);
-    const msg: StoredMessage = { seq, value: this.valueOf(rec), timestamp: rec.ts };
+    const msg: StoredMessage = { seq, value: await this.valueOf(rec), timestamp: rec.ts };
     if (rec.headers) msg.headers = rec.headers;
     return msg;
   }
 
   /** @internal Reads the kv entry an index entry points to, checking it is the one asked for. */
-  readKvEntry(location: string, key: string, ptr: Pointer): KvEntry {
-    const rec = this.readRecord(ptr);
+  async readKvEntry(location: string, key: string, ptr: Pointer): Promise<KvEntry> {
+    const rec = await this.readRecord(ptr);
     if (rec.t !== "kset" || rec.loc !== location || rec.key !== key) throw corruptPointer(ptr, `${location} key ${key}`);
-    const entry: KvEntry = { key, value: this.valueOf(rec), revision: rec.rev, timestamp: rec.ts };
+    const entry: KvEntry = { key, value: await this.valueOf(rec), revision: rec.rev, timestamp: rec.ts };
     if (rec.headers) entry.headers = rec.headers;
     if (rec.expiresAt !== undefined) entry.expiresAt = rec.expiresAt;
     return entry;
@@ -190,50 +221,59 @@ export class Store {
    * The committed changes of a location with revision > `afterRevision`, oldest first, at most
    * `limit`. Used by watchers to fill a gap. Changes are reconstructed from the log records.
    */
-  changesSince(location: string, afterRevision: number, limit: number): Change[] {
+  async changesSince(location: string, afterRevision: number, limit: number): Promise<Change[]> {
     this.checkOpen();
     const meta = this.index.locs.get(location);
     if (!meta) return [];
     const out: Change[] = [];
-    for (const { key, value } of this.index.revs.getRange({ start: [meta.id, afterRevision + 1], end: [meta.id, Number.MAX_SAFE_INTEGER], limit })) {
-      const ptr = { seg: value[0], off: value[1], len: value[2] };
-      const rec = this.readRecord(ptr);
+    const entries = [...this.index.revs.getRange({ start: [meta.id, afterRevision + 1], end: [meta.id, Number.MAX_SAFE_INTEGER], limit })];
+    for (const { key, value } of entries) {
+      const rec = await this.readRecord({ seg: value[0], off: value[1], len: value[2] });
       assert(rec.t !== "chunk" && rec.rev === key[1], "revision index points at its record");
-      out.push(this.changeOf(rec, ptr, 0));
+      out.push(changeOf(rec, 0));
     }
     return out;
   }
 
-  private changeOf(rec: LogRecord, ptr: Pointer, removed: number): Change {
-    assert(rec.t !== "chunk", "chunks are not changes");
-    const base = { location: rec.loc, revision: rec.rev, timestamp: rec.ts };
-    switch (rec.t) {
-      case "sset": {
-        const message: StoredMessage = { seq: rec.seq, value: rec.chunks ? new Uint8Array(0) : rec.value, timestamp: rec.ts };
-        if (rec.headers) message.headers = rec.headers;
-        return { ...base, kind: "stream", op: "set", seq: rec.seq, message, size: rec.size, chunked: rec.chunks !== undefined };
-      }
-      case "sdel":
-        return { ...base, kind: "stream", op: "delete", seq: rec.seq };
-      case "sdelall":
-        return { ...base, kind: "stream", op: "deleteAll", endSeq: rec.endSeq, count: removed };
-      case "kset": {
-        const entry: KvEntry = { key: rec.key, value: rec.chunks ? new Uint8Array(0) : rec.value, revision: rec.rev, timestamp: rec.ts };
-        if (rec.headers) entry.headers = rec.headers;
-        if (rec.expiresAt !== undefined) entry.expiresAt = rec.expiresAt;
-        return { ...base, kind: "kv", op: "set", key: rec.key, entry, size: rec.size, chunked: rec.chunks !== undefined };
-      }
-      case "kdel":
-        return { ...base, kind: "kv", op: rec.expired ? "expire" : "delete", key: rec.key };
+  /**
+   * @internal Completes a write's acknowledgement: for `ack: "object"`, waits until the segment
+   * holding the record is in the object store.
+   */
+  async acked(ack: AckMode, committed: Committed | undefined): Promise<void> {
+    if (ack !== "object" || committed === undefined) return;
+    if (!this.tier) throw new StrataError("INVALID_ARGUMENT", "ack: \"object\" needs a cold tier; open the store with a tier");
+    await this.tier.waitUploaded(committed.ptr.seg);
+  }
+
+  /** @internal Refuses `ack: "object"` up front when there is no tier, before anything is written. */
+  checkAck(ack: AckMode): void {
+    if (ack === "object" && !this.tier) {
+      throw new StrataError("INVALID_ARGUMENT", "ack: \"object\" needs a cold tier; open the store with { tier: \"dir:/path\" } or --tier");
     }
-    void ptr;
+  }
+
+  /** Seals the active segment now if it holds records (it is then shipped to the tier). */
+  sealActive(): Promise<void> {
+    return this.queue.exclusive(() => {
+      if (this.log.activeSize > SEGMENT_HEADER_BYTES) this.log.roll();
+    });
+  }
+
+  private requestSeal(): void {
+    if (this.sealRequested) return;
+    this.sealRequested = true;
+    // Object-ack writes issued together share one seal and one upload.
+    setImmediate(() => {
+      this.sealRequested = false;
+      if (!this.closing) this.sealActive().catch((err) => this.config.onWarning(`sealing failed: ${(err as Error).message}`));
+    });
   }
 
   private committed(batch: Committed[]): void {
     if (this.listeners.size === 0) return;
     for (const c of batch) {
       if (c.record.t === "chunk") continue;
-      const change = this.changeOf(c.record, c.ptr, c.removed);
+      const change = changeOf(c.record, c.removed);
       for (const listener of this.listeners) {
         try {
           listener(change);
@@ -252,40 +292,10 @@ export class Store {
     if (this.sweeping || this.closing) return { expired: 0 };
     this.sweeping = true;
     try {
-      const now = this.config.clock();
-      const due: WriteOp[] = [];
-      for (const { key, value } of this.index.ttl.getRange({ start: [0, 0, ""], end: [now + 1, 0, ""], limit: this.limits.ttlSweepBatchMax })) {
-        const [, locId, k] = key;
-        const loc = this.index.locIds.get(locId);
-        if (loc !== undefined) due.push({ op: "kexpire", loc, key: k, rev: value });
-      }
-      const results = await Promise.all(due.map((op) => this.submit(op)));
-      this.pruneDedup(now);
-      return { expired: results.filter((r) => r.committed !== undefined).length };
+      return { expired: await sweepExpired(this) };
     } finally {
       this.sweeping = false;
     }
-  }
-
-  private pruneDedup(now: number): void {
-    const cutoff = now - this.limits.dedupWindowMs;
-    const old = [...this.index.dedupAge.getKeys({ start: [0, 0, ""], end: [cutoff, 0, ""], limit: this.limits.ttlSweepBatchMax })];
-    if (old.length === 0) return;
-    this.index.write(() => {
-      for (const key of old) {
-        const [ts, locId, msgId] = key;
-        const hit = this.index.dedup.get([locId, msgId]);
-        if (hit && hit[2] === ts) this.index.dedup.remove([locId, msgId]);
-        this.index.dedupAge.remove(key);
-      }
-    });
-  }
-
-  private startTimers(): void {
-    this.sweepTimer = setInterval(() => {
-      this.sweep().catch((err) => this.config.onWarning(`TTL sweep failed: ${(err as Error).message}`));
-    }, this.limits.ttlSweepIntervalMs);
-    this.sweepTimer.unref();
   }
 
   /** Number of fsyncs and of committed records so far (the benchmark reports fsyncs per write). */
@@ -296,14 +306,22 @@ export class Store {
   /** Finishes the writes in flight, then closes the log and index. Later calls wait for the same close. */
   close(): Promise<void> {
     this.closing ??= (async () => {
-      if (this.sweepTimer) clearInterval(this.sweepTimer);
+      this.stopMaintenance?.();
       await this.queue.idle();
-      this.queue.fail(closedError());
       try {
-        await this.log.close();
-        await this.index.close();
+        if (this.tier) {
+          // Ship what is dirty so that a restore elsewhere finds it; bounded by closeUploadWaitMs.
+          if (this.log.activeSize > SEGMENT_HEADER_BYTES) await this.queue.exclusive(() => this.log.roll()).catch(() => undefined);
+          await this.tier.close();
+        }
       } finally {
-        this.releaseLock();
+        this.queue.fail(closedError());
+        try {
+          await this.log.close();
+          await this.index.close();
+        } finally {
+          this.releaseLock();
+        }
       }
     })();
     return this.closing;

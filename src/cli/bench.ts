@@ -4,7 +4,8 @@
  * workloads over NATS and against JetStream) slot in beside it. Progress goes to stderr.
  */
 import type { Command } from "commander";
-import { parseRuns, runEngineBench, type EngineBenchOptions } from "../../bench/engine.js";
+import { runEngineBench, type EngineBenchOptions } from "../../bench/engine.js";
+import { parseRuns } from "../../bench/lib/args.js";
 import { emit, stderrProgress } from "../../bench/lib/report.js";
 import { StrataError } from "../errors.js";
 

@@ -4,13 +4,19 @@
 import { Command } from "commander";
 import { StrataError } from "../errors.js";
 import { register as registerBench } from "./bench.js";
+import { register as registerCoordinator } from "./coordinator.js";
 import { register as registerReindex } from "./reindex.js";
+import { register as registerServer } from "./server.js";
+import { register as registerUp } from "./up.js";
 
 const program = new Command();
 program.name("strata").description("Strata: streams and kv stores over core NATS, with tiered storage").showHelpAfterError();
 
 registerReindex(program);
+registerServer(program);
 registerBench(program);
+registerCoordinator(program);
+registerUp(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (StrataError.is(err)) {

@@ -38,6 +38,8 @@ export class SegmentLog {
   private writing = false;
   /** Number of fdatasync calls made so far (measured by the benchmark). */
   fsyncCount = 0;
+  /** When the active segment first took a record (performance.now()), undefined while it is empty. */
+  dirtySince: number | undefined;
 
   private constructor(
     readonly dir: string,
@@ -53,11 +55,11 @@ export class SegmentLog {
    * Opens the log for appending at `activeId`'s end `activeSize` (as found by recovery, which has
    * already cut any torn tail). Creates the first segment when there is none.
    */
-  static open(dir: string, limits: Limits, active: { id: number; size: number } | undefined, events: SegmentLogEvents = {}): SegmentLog {
+  static open(dir: string, limits: Limits, active: { id: number; size: number } | undefined, nextId = 1, events: SegmentLogEvents = {}): SegmentLog {
     fs.mkdirSync(dir, { recursive: true });
     if (active === undefined) {
-      createSegmentFile(dir, 1);
-      return new SegmentLog(dir, limits, events, 1, SEGMENT_HEADER_BYTES);
+      createSegmentFile(dir, nextId);
+      return new SegmentLog(dir, limits, events, nextId, SEGMENT_HEADER_BYTES);
     }
     return new SegmentLog(dir, limits, events, active.id, active.size);
   }
@@ -88,7 +90,7 @@ export class SegmentLog {
           await this.flush(pending, pendingBytes);
           pending = [];
           pendingBytes = 0;
-          this.roll();
+          this.rollActive();
         }
         pointers.push({ seg: this.activeId, off: this.activeSize + pendingBytes, len: f.byteLength });
         pending.push(f);
@@ -112,6 +114,7 @@ export class SegmentLog {
       }
       await fdatasync(this.activeFd);
       this.fsyncCount++;
+      this.dirtySince ??= performance.now();
     } catch (cause) {
       // The file may now hold part of this batch; it was never acknowledged and recovery cuts
       // it. Refuse further appends rather than write after a hole.
@@ -121,9 +124,14 @@ export class SegmentLog {
     this.activeSize += bytes;
   }
 
-  /** Seals the active segment and starts the next one (also used by the seal timer). */
+  /** Seals the active segment and starts the next one (the seal timer; never during a batch). */
   roll(): void {
     this.checkOpen();
+    assert(!this.writing, "roll must not overlap a batch write");
+    this.rollActive();
+  }
+
+  private rollActive(): void {
     const sealedId = this.activeId;
     const sealedBytes = this.activeSize;
     fs.fsyncSync(this.activeFd);
@@ -133,6 +141,7 @@ export class SegmentLog {
     this.activeFd = fs.openSync(segmentPath(this.dir, next), "r+");
     this.activeId = next;
     this.activeSize = SEGMENT_HEADER_BYTES;
+    this.dirtySince = undefined;
     this.events.onSealed?.(sealedId, sealedBytes);
     this.events.onCreated?.(next);
   }
@@ -141,9 +150,10 @@ export class SegmentLog {
   readBody(ptr: Pointer): Buffer {
     this.checkOpen();
     const buf = Buffer.allocUnsafe(ptr.len);
+    const fd = this.readFd(ptr.seg);
     let n: number;
     try {
-      n = fs.readSync(this.readFd(ptr.seg), buf, 0, ptr.len, ptr.off);
+      n = fs.readSync(fd, buf, 0, ptr.len, ptr.off);
     } catch (cause) {
       throw ioError(`reading segment ${ptr.seg}`, cause);
     }

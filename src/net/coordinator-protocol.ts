@@ -12,30 +12,23 @@
  * - `P.coord.servers`   request (empty body)  → `{ servers: ServerView[] }` for operators
  * - `P.coord.heartbeat` publish `{ id, startedAt, load: { locations?, bytes? } }` from each server
  */
-import { decode, encode } from "cbor-x";
-import { headers as natsHeaders, type Msg, type MsgHdrs } from "nats";
-import { StrataError, isErrorCode } from "../errors.js";
+import type { Msg, MsgHdrs } from "nats";
+import { StrataError } from "../errors.js";
 import { DEFAULT_LIMITS } from "../limits.js";
 import { validateLocation } from "../validate.js";
+import { DEFAULT_PREFIX, heartbeatSubject, locateSubject, validatePrefix, validateServerId } from "./subjects.js";
+import { decodeUntrusted, encode, isPlainMap } from "./wire-codec.js";
+import { ERROR_HEADER, MESSAGE_HEADER, errorHeaders } from "./wire-errors.js";
 
-export const DEFAULT_PREFIX = "strata";
-export const ERROR_HEADER = "Strata-Error";
-export const MESSAGE_HEADER = "Strata-Message";
+export { DEFAULT_PREFIX, ERROR_HEADER, MESSAGE_HEADER, validatePrefix, validateServerId };
+
 /**
  * Set on an UNAVAILABLE locate reply when the location is assigned to a server that is down, so
  * an operator tool (or a later client) can name the server without parsing the message text.
  */
 export const SERVER_HEADER = "Strata-Server";
-
-/**
- * A server id becomes a subject token (`P.w.<id>.>`), so it must never contain `.`, `*`, `>` or
- * whitespace. This is the same rule `Store.open` applies to its `id` (src/config.ts).
- */
-const SERVER_ID = /^[-_a-zA-Z0-9]{1,64}$/;
-/** A prefix is one or more subject tokens, e.g. "strata" or "prod.strata". */
-const PREFIX = /^[-_a-zA-Z0-9]+(\.[-_a-zA-Z0-9]+)*$/;
-/** Longest Strata-Message header we send; a header line must stay small and single-line. */
-const MESSAGE_HEADER_CHARS_MAX = 1000;
+/** Longest extra header value we send; a header line must stay small and single-line. */
+const HEADER_VALUE_CHARS_MAX = 1000;
 
 export interface CoordSubjects {
   locate: string;
@@ -43,22 +36,8 @@ export interface CoordSubjects {
   heartbeat: string;
 }
 
-export function validatePrefix(prefix: unknown): string {
-  if (typeof prefix !== "string" || !PREFIX.test(prefix) || prefix.length > 128) {
-    throw new StrataError("INVALID_ARGUMENT", `prefix must be subject tokens of [-_a-zA-Z0-9] joined by ".", such as "strata"; got ${JSON.stringify(prefix)}`);
-  }
-  return prefix;
-}
-
 export function coordSubjects(prefix: string): CoordSubjects {
-  return { locate: `${prefix}.coord.locate`, servers: `${prefix}.coord.servers`, heartbeat: `${prefix}.coord.heartbeat` };
-}
-
-export function validateServerId(id: unknown): string {
-  if (typeof id !== "string" || !SERVER_ID.test(id)) {
-    throw new StrataError("INVALID_ARGUMENT", `server id must be 1..64 characters of [-_a-zA-Z0-9]; got ${describe(id)}`);
-  }
-  return id;
+  return { locate: locateSubject(prefix), servers: `${prefix}.coord.servers`, heartbeat: heartbeatSubject(prefix) };
 }
 
 export interface ServerLoad {
@@ -97,12 +76,7 @@ export interface ServersReply {
 
 /** Decodes a CBOR body; anything that is not one well-formed CBOR item is INVALID_ARGUMENT. */
 export function decodeBody(data: Uint8Array, what: string): unknown {
-  if (data.byteLength === 0) throw new StrataError("INVALID_ARGUMENT", `${what} needs a CBOR body; got an empty message`);
-  try {
-    return decode(data);
-  } catch (cause) {
-    throw new StrataError("INVALID_ARGUMENT", `${what} body is not valid CBOR (${(cause as Error).message})`, { cause });
-  }
+  return decodeUntrusted(data, what);
 }
 
 export function encodeBody(value: unknown): Uint8Array {
@@ -136,10 +110,7 @@ export function parseLocateReply(body: unknown): LocateReply {
 /** Replies to `msg` with an error; a request without a reply subject (a bare publish) is dropped. */
 export function respondError(msg: Msg, err: unknown, extraHeaders: Record<string, string> = {}): void {
   if (!msg.reply) return;
-  const e = StrataError.is(err) ? err : new StrataError("INTERNAL", `coordinator error: ${(err as Error)?.message ?? String(err)}`);
-  const h = natsHeaders();
-  h.set(ERROR_HEADER, e.code);
-  h.set(MESSAGE_HEADER, headerSafe(e.message));
+  const h = errorHeaders(err);
   for (const [name, value] of Object.entries(extraHeaders)) h.set(name, headerSafe(value));
   safeRespond(msg, new Uint8Array(0), h);
 }
@@ -147,14 +118,6 @@ export function respondError(msg: Msg, err: unknown, extraHeaders: Record<string
 export function respondBody(msg: Msg, value: unknown): void {
   if (!msg.reply) return;
   safeRespond(msg, encodeBody(value), undefined);
-}
-
-/** Turns an error reply back into a StrataError (undefined when the reply is not an error). */
-export function errorFromReply(h: MsgHdrs | undefined): StrataError | undefined {
-  const code = h?.get(ERROR_HEADER);
-  if (!code) return undefined;
-  const message = h?.get(MESSAGE_HEADER) ?? "";
-  return new StrataError(isErrorCode(code) ? code : "INTERNAL", message || `error ${code}`);
 }
 
 function safeRespond(msg: Msg, data: Uint8Array, h: MsgHdrs | undefined): void {
@@ -166,11 +129,11 @@ function safeRespond(msg: Msg, data: Uint8Array, h: MsgHdrs | undefined): void {
 }
 
 function headerSafe(text: string): string {
-  return text.replace(/[\r\n]+/g, " ").slice(0, MESSAGE_HEADER_CHARS_MAX);
+  return text.replace(/[\r\n]+/g, " ").slice(0, HEADER_VALUE_CHARS_MAX);
 }
 
 function asObject(value: unknown, what: string, shape: string): Record<string, unknown> {
-  if (value === null || typeof value !== "object" || Array.isArray(value) || value instanceof Uint8Array || value instanceof Map) {
+  if (!isPlainMap(value)) {
     throw new StrataError("INVALID_ARGUMENT", `${what} must be a CBOR map ${shape}; got ${describe(value)}`);
   }
   return value as Record<string, unknown>;

@@ -173,13 +173,19 @@ export class CoordinatorState {
    * locations are assigned to it); otherwise the heartbeat time is written at most every TTL/4,
    * which bounds both disk writes and how stale the liveness seed after a restart can be.
    */
-  heartbeat(hb: HeartbeatBody): "new" | "restarted" | "seen" {
+  heartbeat(hb: HeartbeatBody): "new" | "restarted" | "seen" | "duplicate" {
     assert(!this.closed, "heartbeat after close");
     const wallNow = this.opts.now();
     const liveUntil = this.opts.monotonicNow() + this.opts.serverTtlMs;
     const existing = this.servers.get(hb.id);
     if (existing === undefined && this.servers.size >= this.opts.serversMax) {
       throw new StrataError("TOO_LARGE", `the coordinator already knows ${this.servers.size} servers (serversMax); heartbeat from ${hb.id} ignored`);
+    }
+    if (existing !== undefined && hb.startedAt < existing.record.startedAt) {
+      // A restart only ever moves startedAt forward; an older one means a second process is
+      // heartbeating with the same id. Keep the newer record and let the caller warn.
+      existing.liveUntil = liveUntil;
+      return "duplicate";
     }
     const kind = existing === undefined ? "new" : existing.record.startedAt !== hb.startedAt ? "restarted" : "seen";
     const state: ServerState = existing ?? {

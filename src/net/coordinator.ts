@@ -83,6 +83,8 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   };
 
   const onLocate = async (msg: Msg): Promise<void> => {
+    // A bare publish (no reply subject) asks nothing; it must not assign a location either.
+    if (!msg.reply) return;
     try {
       const location = parseLocateRequest(decodeBody(msg.data, "locate request"));
       respondBody(msg, await locate(location));
@@ -138,7 +140,11 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
     try {
       const hb = parseHeartbeat(decodeBody(msg.data, "heartbeat"));
       const kind = state.heartbeat(hb);
-      if (kind !== "seen") event(`server ${hb.id} ${kind === "new" ? "joined" : "restarted"}`);
+      if (kind === "duplicate") {
+        warn(`two processes heartbeat as server "${hb.id}" (different startedAt); each server needs its own --id`);
+      } else if (kind !== "seen") {
+        event(`server ${hb.id} ${kind === "new" ? "joined" : "restarted"}`);
+      }
       if (msg.reply) respondBody(msg, { ok: true });
     } catch (err) {
       warn(`ignored a heartbeat: ${(err as Error).message}`);

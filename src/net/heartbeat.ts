@@ -11,7 +11,9 @@
  */
 import type { NatsConnection } from "nats";
 import { StrataError } from "../errors.js";
-import { coordSubjects, encodeBody, validatePrefix, validateServerId, type HeartbeatBody, type ServerLoad } from "./coordinator-protocol.js";
+import type { HeartbeatBody, ServerLoad } from "./coordinator-protocol.js";
+import { heartbeatSubject, validatePrefix, validateServerId } from "./subjects.js";
+import { encode } from "./wire-codec.js";
 
 export const HEARTBEAT_INTERVAL_MS_DEFAULT = 1000;
 
@@ -32,7 +34,7 @@ export interface Heartbeat {
 }
 
 export function startHeartbeat(nc: NatsConnection, options: HeartbeatOptions): Heartbeat {
-  const subject = coordSubjects(validatePrefix(options.prefix)).heartbeat;
+  const subject = heartbeatSubject(validatePrefix(options.prefix));
   const id = validateServerId(options.id);
   const intervalMs = options.intervalMs ?? HEARTBEAT_INTERVAL_MS_DEFAULT;
   if (!Number.isSafeInteger(intervalMs) || intervalMs <= 0) {
@@ -50,7 +52,7 @@ export function startHeartbeat(nc: NatsConnection, options: HeartbeatOptions): H
     }
     const body: HeartbeatBody = { id, startedAt, load };
     try {
-      nc.publish(subject, encodeBody(body));
+      nc.publish(subject, encode(body));
     } catch {
       // Closed or draining connection: the next beat (if any) tries again.
     }

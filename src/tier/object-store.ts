@@ -88,10 +88,25 @@ export function isKeySegment(segment: string): boolean {
 const KEY_RULES = "keys are relative paths of [-_=.a-zA-Z0-9] segments separated by single '/', " +
   `with no '.' or '..' segment, at most ${OBJECT_KEY_BYTES_MAX} bytes`;
 
+/** A value as shown in an error message: quoted, and cut short if long. */
+function shown(value: unknown): string {
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    text = String(value); // a bigint, or an object with a cycle
+  }
+  return text.length > 120 ? `${text.slice(0, 120)}…(${text.length} characters)` : text;
+}
+
+export function isObjectKey(key: unknown): key is string {
+  return typeof key === "string" && key.length > 0 && key.length <= OBJECT_KEY_BYTES_MAX &&
+    key.split("/").every(isKeySegment);
+}
+
 export function validateKey(key: unknown): asserts key is string {
-  if (typeof key !== "string" || key.length === 0 || key.length > OBJECT_KEY_BYTES_MAX ||
-      !key.split("/").every(isKeySegment)) {
-    throw new StrataError("INVALID_ARGUMENT", `invalid object key ${JSON.stringify(key)}: ${KEY_RULES}`);
+  if (!isObjectKey(key)) {
+    throw new StrataError("INVALID_ARGUMENT", `invalid object key ${shown(key)}: ${KEY_RULES}`);
   }
 }
 
@@ -100,7 +115,7 @@ export function validatePrefix(prefix: unknown): asserts prefix is string {
   const ok = typeof prefix === "string" && prefix.length <= OBJECT_KEY_BYTES_MAX && PREFIX_CHARS_RE.test(prefix) &&
     prefix.split("/").slice(0, -1).every(isKeySegment);
   if (!ok) {
-    throw new StrataError("INVALID_ARGUMENT", `invalid list prefix ${JSON.stringify(prefix)}: it must be the start of a key; ${KEY_RULES}`);
+    throw new StrataError("INVALID_ARGUMENT", `invalid list prefix ${shown(prefix)}: it must be the start of a key; ${KEY_RULES}`);
   }
 }
 
@@ -112,7 +127,7 @@ export function validateRange(range: unknown): asserts range is ByteRange | unde
     Number.isSafeInteger(r.length) && (r.length as number) >= 0 &&
     Number.isSafeInteger((r.offset as number) + (r.length as number));
   if (!ok) {
-    throw new StrataError("INVALID_ARGUMENT", `invalid byte range ${JSON.stringify(range)}: offset and length must be non-negative integers`);
+    throw new StrataError("INVALID_ARGUMENT", `invalid byte range ${shown(range)}: offset and length must be non-negative integers`);
   }
 }
 

@@ -22,6 +22,7 @@ import {
 import { StrataError } from "../errors.js";
 import {
   closedError,
+  isObjectKey,
   validateBody,
   validateKey,
   validatePrefix,
@@ -165,45 +166,45 @@ export class S3ObjectStore implements ObjectStore {
       return (await this.head(key)) === undefined ? undefined : new Uint8Array(0);
     }
     const what = `get ${key}`;
-    try {
-      return await this.call(what, async () => {
-        const res = await this.client.send(new GetObjectCommand({
-          Bucket: this.bucket,
-          Key: this.s3Key(key),
-          Range: range === undefined ? undefined : `bytes=${range.offset}-${range.offset + range.length - 1}`,
-        }));
-        const raw = res.Body === undefined ? new Uint8Array(0) : await res.Body.transformToByteArray();
-        if (res.ContentLength !== undefined && raw.byteLength !== res.ContentLength) {
-          throw new StrataError("UNAVAILABLE",
-            `${what} on ${this.where}: the response was cut short (${raw.byteLength} of ${res.ContentLength} bytes); retry`);
-        }
-        // The SDK hands out a Buffer; callers get a plain Uint8Array view of the same memory.
-        let bytes = new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength);
-        // A server that ignores Range answers 200 with the whole object; cut the range out ourselves.
-        if (range !== undefined && res.$metadata.httpStatusCode === 200) {
-          bytes = bytes.slice(Math.min(range.offset, bytes.length), Math.min(bytes.length, range.offset + range.length));
-        }
-        return bytes;
-      }, ["NoSuchKey", "InvalidRange"]);
-    } catch (err) {
-      if (err instanceof MissingOrEmpty) return err.kind === "missing" ? undefined : new Uint8Array(0);
-      throw err;
+    const answer = await this.ask(what, async () => {
+      const res = await this.client.send(new GetObjectCommand({
+        Bucket: this.bucket,
+        Key: this.s3Key(key),
+        Range: range === undefined ? undefined : `bytes=${range.offset}-${range.offset + range.length - 1}`,
+      }));
+      const raw = res.Body === undefined ? new Uint8Array(0) : await res.Body.transformToByteArray();
+      if (res.ContentLength !== undefined && raw.byteLength !== res.ContentLength) {
+        throw new StrataError("UNAVAILABLE",
+          `${what} on ${this.where}: the response was cut short (${raw.byteLength} of ${res.ContentLength} bytes); retry`);
+      }
+      // The SDK hands out a Buffer, and a small one is a window on Node's shared pool: callers
+      // get a plain Uint8Array that owns its whole ArrayBuffer, copying only in that case.
+      const bytes = raw.byteOffset === 0 && raw.byteLength === raw.buffer.byteLength
+        ? new Uint8Array(raw.buffer)
+        : new Uint8Array(raw);
+      return range === undefined ? bytes : this.cutRange(what, range, bytes, res.$metadata.httpStatusCode, res.ContentRange);
+    });
+    switch (answer.kind) {
+      case "ok":
+        return answer.value;
+      case "missing":
+        return undefined;
+      case "unsatisfiable":
+        // The range starts at or past the end of an existing object (S3 says 416, also for any
+        // range of an empty object); the contract's answer is "no bytes".
+        return new Uint8Array(0);
     }
   }
 
   async head(key: string): Promise<{ size: number } | undefined> {
     this.checkOpen();
     validateKey(key);
-    try {
-      const res = await this.call(`head ${key}`, () => this.client.send(new HeadObjectCommand({
-        Bucket: this.bucket,
-        Key: this.s3Key(key),
-      })), ["NoSuchKey"]);
-      return { size: res.ContentLength ?? 0 };
-    } catch (err) {
-      if (err instanceof MissingOrEmpty) return undefined;
-      throw err;
-    }
+    // HEAD answers have no body, so a missing bucket is a bare 404 too and reads as "no object".
+    const answer = await this.ask(`head ${key}`, () => this.client.send(new HeadObjectCommand({
+      Bucket: this.bucket,
+      Key: this.s3Key(key),
+    })));
+    return answer.kind === "ok" ? { size: answer.value.ContentLength ?? 0 } : undefined;
   }
 
   async *list(prefix: string): AsyncGenerator<ObjectInfo> {
@@ -222,7 +223,7 @@ export class S3ObjectStore implements ObjectStore {
         const key = object.Key?.slice(base.length);
         // Objects put by something else under names that are not keys cannot be read through
         // this interface, so they are not listed either.
-        if (key === undefined || !object.Key?.startsWith(base) || !isValidKey(key)) continue;
+        if (key === undefined || !object.Key?.startsWith(base) || !isObjectKey(key)) continue;
         yield { key, size: object.Size ?? 0 };
       }
       if (page.IsTruncated === true && page.NextContinuationToken === undefined) {
@@ -236,16 +237,11 @@ export class S3ObjectStore implements ObjectStore {
   async delete(key: string): Promise<void> {
     this.checkOpen();
     validateKey(key);
-    try {
-      await this.call(`delete ${key}`, () => this.client.send(new DeleteObjectCommand({
-        Bucket: this.bucket,
-        Key: this.s3Key(key),
-      })), ["NoSuchKey"]);
-    } catch (err) {
-      // S3 answers 204 for a missing key; some compatible servers answer 404 instead.
-      if (err instanceof MissingOrEmpty) return;
-      throw err;
-    }
+    // S3 answers 204 for a missing key; some compatible servers answer 404 instead.
+    await this.ask(`delete ${key}`, () => this.client.send(new DeleteObjectCommand({
+      Bucket: this.bucket,
+      Key: this.s3Key(key),
+    })));
   }
 
   async close(): Promise<void> {
@@ -263,22 +259,43 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   /**
-   * Runs one SDK call and translates its failure. `absentNames` lists the error names (404 and
-   * 416 answers) that are an answer rather than a failure; they come back as `MissingOrEmpty`.
+   * Returns exactly the requested bytes of a ranged answer. Servers are not all exact: one that
+   * ignores Range answers 200 with the whole object, and some answer more than asked (s3rver
+   * reads `bytes=0-0` as "from 0 to the end"). The answer's own start (Content-Range) says where
+   * its bytes sit in the object.
    */
-  private async call<T>(what: string, op: () => Promise<T>, absentNames: readonly string[] = []): Promise<T> {
+  private cutRange(what: string, range: ByteRange, bytes: Uint8Array, status: number | undefined, contentRange: string | undefined): Uint8Array {
+    let start = 0;
+    if (status === 206) {
+      const match = /^bytes (\d+)-\d+\/(?:\d+|\*)$/.exec(contentRange ?? "");
+      start = match === null ? range.offset : Number(match[1]);
+    }
+    if (start > range.offset) {
+      throw new StrataError("IO", `${what} on ${this.where}: asked for bytes from ${range.offset}, the server answered from ${start}`, { retryable: false });
+    }
+    const from = range.offset - start;
+    if (from === 0 && bytes.length <= range.length) return bytes;
+    return bytes.slice(Math.min(from, bytes.length), Math.min(bytes.length, from + range.length));
+  }
+
+  /** Runs one SDK call; every error is a failure, translated to a StrataError. */
+  private async call<T>(what: string, op: () => Promise<T>): Promise<T> {
     try {
       return await op();
     } catch (err) {
+      throw this.translate(what, err);
+    }
+  }
+
+  /** Like `call`, but "no such object" (404) and "range not satisfiable" (416) are answers. */
+  private async ask<T>(what: string, op: () => Promise<T>): Promise<Answer<T>> {
+    try {
+      return { kind: "ok", value: await op() };
+    } catch (err) {
       const name = nameOf(err);
       const status = statusOf(err);
-      if (absentNames.includes("InvalidRange") && (name === "InvalidRange" || status === 416)) {
-        // The range starts at or past the end of an existing object (a missing one is a 404).
-        throw new MissingOrEmpty("empty");
-      }
-      if (absentNames.length > 0 && (absentNames.includes(name) || name === "NotFound" || status === 404) && name !== "NoSuchBucket") {
-        throw new MissingOrEmpty("missing");
-      }
+      if (name === "InvalidRange" || status === 416) return { kind: "unsatisfiable" };
+      if ((name === "NoSuchKey" || name === "NotFound" || status === 404) && name !== "NoSuchBucket") return { kind: "missing" };
       throw this.translate(what, err);
     }
   }
@@ -289,11 +306,12 @@ export class S3ObjectStore implements ObjectStore {
     const status = statusOf(err);
     const detail = `${name === "" ? "" : `${name}: `}${err instanceof Error ? err.message : String(err)}`;
     const at = `${what} on ${this.where} failed`;
+    // A request cut off by close() is not an outage.
+    if (this.closed) return closedError("S3");
     const errno = networkErrnoOf(err);
     if (errno !== undefined || UNAVAILABLE_NAMES.has(name) || (status !== undefined && (status >= 500 || status === 429))) {
       return new StrataError("UNAVAILABLE", `${at}: ${detail}. The object store is unreachable or overloaded; retry later.`, { cause: err });
     }
-    if (this.closed) return closedError("S3");
     if (name === "CredentialsProviderError") {
       return new StrataError("IO", `${at}: no S3 credentials found. Set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or put accessKeyId and secretAccessKey in the tier URL.`, { cause: err, retryable: false });
     }
@@ -308,18 +326,5 @@ export class S3ObjectStore implements ObjectStore {
   }
 }
 
-/** Internal signal from `call` that S3 answered "no such object" (or "range past the end"). */
-class MissingOrEmpty extends Error {
-  constructor(readonly kind: "missing" | "empty") {
-    super(kind);
-  }
-}
-
-function isValidKey(key: string): boolean {
-  try {
-    validateKey(key);
-    return true;
-  } catch {
-    return false;
-  }
-}
+/** What S3 said to a request for an object: the result, or one of the two "nothing here" answers. */
+type Answer<T> = { kind: "ok"; value: T } | { kind: "missing" } | { kind: "unsatisfiable" };

@@ -203,7 +203,7 @@ class Harness {
       const inv = this.store.inventory(loc);
       expect(inv.kind, `${loc} kind`).toBe(m?.kind);
       expect(inv.revision, `${loc} revision`).toBe(m?.rev ?? 0);
-      expect(this.store.changesSince(loc, 0, 1_000_000).map((c) => c.revision)).toEqual(range(m?.rev ?? 0));
+      expect((await this.store.changesSince(loc, 0, 1_000_000)).map((c) => c.revision)).toEqual(range(m?.rev ?? 0));
       if (!m) continue;
       if (m.kind === "stream") {
         expect(inv.lastSeq).toBe(m.lastSeq);

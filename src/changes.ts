@@ -1,0 +1,31 @@
+/**
+ * A committed log record seen as a change of its location, as the change hook and the change
+ * feed report it. Large (chunked) values are not inlined: the change says `chunked: true`.
+ */
+import { assert } from "./assert.js";
+import type { LogRecord } from "./log/record.js";
+import type { Change, KvEntry, StoredMessage } from "./types.js";
+
+export function changeOf(rec: LogRecord, removed: number): Change {
+  assert(rec.t !== "chunk", "chunks are not changes");
+  const base = { location: rec.loc, revision: rec.rev, timestamp: rec.ts };
+  switch (rec.t) {
+    case "sset": {
+      const message: StoredMessage = { seq: rec.seq, value: rec.chunks ? new Uint8Array(0) : rec.value, timestamp: rec.ts };
+      if (rec.headers) message.headers = rec.headers;
+      return { ...base, kind: "stream", op: "set", seq: rec.seq, message, size: rec.size, chunked: rec.chunks !== undefined };
+    }
+    case "sdel":
+      return { ...base, kind: "stream", op: "delete", seq: rec.seq };
+    case "sdelall":
+      return { ...base, kind: "stream", op: "deleteAll", endSeq: rec.endSeq, count: removed };
+    case "kset": {
+      const entry: KvEntry = { key: rec.key, value: rec.chunks ? new Uint8Array(0) : rec.value, revision: rec.rev, timestamp: rec.ts };
+      if (rec.headers) entry.headers = rec.headers;
+      if (rec.expiresAt !== undefined) entry.expiresAt = rec.expiresAt;
+      return { ...base, kind: "kv", op: "set", key: rec.key, entry, size: rec.size, chunked: rec.chunks !== undefined };
+    }
+    case "kdel":
+      return { ...base, kind: "kv", op: rec.expired ? "expire" : "delete", key: rec.key };
+  }
+}

@@ -1,0 +1,298 @@
+/**
+ * How the client calls a server: finding the server of a location (pinned, or asked of the
+ * coordinator and cached), sending a request as one message or as an upload when it exceeds the
+ * connection's max_payload, reading replies (reassembling parts, granting credit for streamed
+ * replies), and retrying with backoff + jitter within the call's time budget.
+ *
+ * Retries: UNAVAILABLE (including no responders) means the request was not handled, so every call
+ * is retried after re-locating. TIMEOUT is retried only for calls that are safe to repeat (reads,
+ * appends with a msgId), which wait a third of the budget per attempt; other writes report it,
+ * with a hint, because they may have been applied.
+ */
+import { StrataError } from "../errors.js";
+import { chunkDataBytes, Reassembler, sliceChunks } from "./chunking.js";
+import type { Channel, Transport } from "./client-transport.js";
+import { DEFAULT_NET_LIMITS, type ClientLimits } from "./net-limits.js";
+import { locateSubject, requestSubject, validateServerId, type SubjectClass } from "./subjects.js";
+import { decodeMap, encode, type WireMap } from "./wire-codec.js";
+import { errorOfReply, fromNatsError, timeoutError, withCallerStack } from "./wire-errors.js";
+
+export interface CallOptions {
+  location: string;
+  cls: SubjectClass;
+  /** Safe to send again after a TIMEOUT (reads, appends with msgId). */
+  idempotent: boolean;
+}
+
+/** A request whose value may travel separately: `build(value)` inlines it, `build()` leaves it out. */
+export interface ValueRequest {
+  build: (value?: Uint8Array) => WireMap;
+  value: Uint8Array;
+}
+
+interface Target {
+  subject: string;
+  what: string;
+  write: boolean;
+}
+
+const NET = DEFAULT_NET_LIMITS;
+
+export class Caller {
+  private readonly servers = new Map<string, string>();
+
+  constructor(
+    readonly transport: Transport,
+    readonly prefix: string,
+    readonly limits: ClientLimits,
+    private readonly pinned: string | undefined,
+  ) {}
+
+  /**
+   * A request with one result. A call that is safe to repeat waits at most a third of its budget
+   * per attempt, so a request lost in flight (core NATS is at most once, e.g. across a reconnect)
+   * is sent again within the budget; any other call waits for its whole budget once.
+   */
+  request(call: CallOptions, body: WireMap | ValueRequest): Promise<unknown> {
+    return this.withRetry(call, (target, deadline) => this.exchange(target, body, call.idempotent ? Date.now() + this.attemptMs(deadline) : deadline));
+  }
+
+  /** How long one attempt of a repeatable call may wait: a third of the budget, within the deadline. */
+  private attemptMs(deadline: number): number {
+    return Math.min(deadline - Date.now(), Math.ceil(this.limits.timeoutMs / 3));
+  }
+
+  /** A request answered by a reply stream: yields each item; `onFrame` sees every batch and the end. */
+  async *items(call: CallOptions, body: WireMap, onFrame?: (frame: WireMap) => void): AsyncGenerator<unknown> {
+    const site = new Error();
+    const opened = await this.withRetry(call, async (target, deadline) => {
+      const ch = this.transport.open();
+      const reader = new ReplyReader(this, ch, target, this.limits);
+      try {
+        this.transport.publish(target.subject, encode(body), ch);
+        return { reader, frame: await reader.frame(this.attemptMs(deadline)) };
+      } catch (err) {
+        ch.close();
+        throw err;
+      }
+    }, site);
+    const { reader } = opened;
+    let frame = opened.frame;
+    let ended = false;
+    try {
+      for (;;) {
+        if (Array.isArray(frame.items)) {
+          onFrame?.(frame);
+          for (const item of frame.items) yield item;
+          reader.consumed();
+        } else if (frame.end !== undefined) {
+          ended = true;
+          onFrame?.(isMap(frame.end) ? frame.end : {});
+          return;
+        } else {
+          throw new StrataError("CORRUPT", "unexpected frame in a streamed reply");
+        }
+        frame = await reader.frame(this.limits.timeoutMs);
+      }
+    } catch (err) {
+      ended = true;
+      throw withCallerStack(err instanceof StrataError ? err : fromNatsError(err, "streamed reply"), site);
+    } finally {
+      if (!ended) reader.cancel();
+      reader.close();
+    }
+  }
+
+  /** @internal Publishes a credit (or cancel) for a reply stream; best effort. */
+  credit(subject: string, ch: Channel, stream: string, n: number | undefined): void {
+    try {
+      this.transport.publish(subject, encode(n === undefined ? { op: "credit", stream, cancel: true } : { op: "credit", stream, n }), ch);
+    } catch {
+      // the connection is gone; the server abandons the stream after replyIdleMs
+    }
+  }
+
+  private async withRetry<T>(call: CallOptions, attempt: (target: Target, deadline: number) => Promise<T>, site = new Error()): Promise<T> {
+    const deadline = Date.now() + this.limits.timeoutMs;
+    for (let n = 0; ; n++) {
+      let server: string | undefined;
+      try {
+        server = this.pinned ?? (await this.locate(call.location, deadline));
+        const subject = requestSubject(this.prefix, call.cls, server, call.location);
+        const target = { subject, what: `${call.location} on server "${server}"`, write: call.cls === "w" };
+        return await attempt(target, deadline);
+      } catch (e) {
+        const err = e instanceof StrataError ? e : fromNatsError(e, `request for ${call.location}`);
+        const unreachable = err.code === "UNAVAILABLE" || err.code === "TIMEOUT";
+        // Ask the coordinator again next time, even when this call cannot be retried.
+        if (unreachable && server !== undefined && this.servers.get(call.location) === server) this.servers.delete(call.location);
+        const retry = err.code === "UNAVAILABLE" || (err.code === "TIMEOUT" && call.idempotent);
+        const wait = backoff(n, this.limits);
+        if (!retry || Date.now() + wait >= deadline) throw withCallerStack(err, site);
+        await new Promise((resolve) => setTimeout(resolve, wait));
+      }
+    }
+  }
+
+  /** The server of a location: pinned, cached, or asked of the coordinator. */
+  private async locate(location: string, deadline: number): Promise<string> {
+    const cached = this.servers.get(location);
+    if (cached !== undefined) return cached;
+    const subject = locateSubject(this.prefix);
+    const what = `locating ${location} (coordinator at ${subject})`;
+    const ch = this.transport.open();
+    try {
+      this.transport.publish(subject, encode({ location }), ch);
+      const msg = await ch.next(this.attemptMs(deadline), () => timeoutError(what, this.limits.timeoutMs, false));
+      const err = errorOfReply(msg, () => what);
+      if (err) throw err;
+      const server = validateServerId(decodeMap(msg.data, "the coordinator's reply").server);
+      if (this.servers.size >= this.limits.locateCacheMax) this.servers.clear();
+      this.servers.set(location, server);
+      return server;
+    } finally {
+      ch.close();
+    }
+  }
+
+  private async exchange(target: Target, body: WireMap | ValueRequest, deadline: number): Promise<unknown> {
+    const max = this.maxPayload();
+    let bytes: Uint8Array | undefined;
+    let upload: { head: Uint8Array; value?: Uint8Array } | undefined;
+    if (isValueRequest(body)) {
+      const head = encode(body.build());
+      if (head.byteLength + body.value.byteLength + 64 <= max) bytes = encode(body.build(body.value));
+      else upload = { head, value: body.value };
+    } else {
+      bytes = encode(body);
+      if (bytes.byteLength > max) upload = { head: bytes };
+    }
+    if (upload) {
+      if (!target.write) throw new StrataError("TOO_LARGE", `a read request of ${bytes?.byteLength} bytes does not fit in one message`);
+      return this.upload(target, upload.head, upload.value);
+    }
+    const ch = this.transport.open();
+    const reader = new ReplyReader(this, ch, target, this.limits);
+    try {
+      this.transport.publish(target.subject, bytes!, ch);
+      const frame = await reader.frame(deadline - Date.now());
+      return resultOf(frame);
+    } finally {
+      reader.close();
+    }
+  }
+
+  /** Sends `head ++ value` as chunks within the window the server grants. */
+  private async upload(target: Target, head: Uint8Array, value: Uint8Array | undefined): Promise<unknown> {
+    const ch = this.transport.open();
+    const reader = new ReplyReader(this, ch, target, this.limits);
+    const idle = this.limits.timeoutMs;
+    try {
+      this.transport.publish(target.subject, encode({ op: "upload", head: head.byteLength, bytes: value?.byteLength ?? 0 }), ch);
+      const first = await reader.frame(idle);
+      if (typeof first.up !== "string" || typeof first.grant !== "number") return resultOf(first);
+      const upload = first.up;
+      let granted = first.grant;
+      let k = 0;
+      for (const data of sliceChunks(value ? [head, value] : [head], this.chunkBytes())) {
+        while (k >= granted) {
+          const frame = await reader.frame(idle);
+          if (frame.up === upload && typeof frame.grant === "number") granted = Math.max(granted, frame.grant);
+          else return resultOf(frame);
+        }
+        this.transport.publish(target.subject, encode({ op: "chunk", upload, k, data }), ch);
+        k += 1;
+      }
+      for (;;) {
+        const frame = await reader.frame(idle);
+        if (frame.up === undefined) return resultOf(frame);
+      }
+    } finally {
+      reader.close();
+    }
+  }
+
+  maxPayload(): number {
+    return this.transport.nc.info?.max_payload ?? 1024 * 1024;
+  }
+
+  private chunkBytes(): number {
+    return chunkDataBytes(this.maxPayload(), NET.frameOverheadBytes, NET.maxPayloadMinBytes);
+  }
+}
+
+/**
+ * Reads the frames of one request's replies: error headers become StrataErrors, parts are
+ * reassembled, and messages of a reply stream are credited back as they are consumed.
+ */
+class ReplyReader {
+  private readonly parts: Reassembler;
+  private stream: string | undefined;
+  private window = 1;
+  private consumedCount = 0;
+  private credited = 0;
+
+  constructor(
+    private readonly caller: Caller,
+    private readonly ch: Channel,
+    private readonly target: Target,
+    limits: ClientLimits,
+  ) {
+    this.parts = new Reassembler(limits.replyBytesMax);
+  }
+
+  async frame(timeoutMs: number): Promise<WireMap> {
+    for (;;) {
+      const msg = await this.ch.next(timeoutMs, () => timeoutError(this.target.what, this.caller.limits.timeoutMs, this.target.write));
+      const err = errorOfReply(msg, () => this.target.what);
+      if (err) throw err;
+      const frame = decodeMap(msg.data, "a reply");
+      if (typeof frame.s === "string") {
+        this.stream = frame.s;
+        if (typeof frame.w === "number" && frame.w >= 1) this.window = frame.w;
+      }
+      if (frame.part === undefined) return frame;
+      if (typeof frame.part !== "number" || !(frame.data instanceof Uint8Array)) throw new StrataError("CORRUPT", "malformed part in a reply");
+      const whole = this.parts.push(frame.part, frame.data, frame.last === true, frame.of as number | undefined);
+      this.consumed();
+      if (whole) return decodeMap(whole, "a reassembled reply");
+    }
+  }
+
+  /** One message of the reply stream was consumed; grant more credit every half window. */
+  consumed(): void {
+    if (this.stream === undefined) return;
+    this.consumedCount += 1;
+    if (this.consumedCount - this.credited >= Math.max(1, Math.floor(this.window / 2))) {
+      this.credited = this.consumedCount;
+      this.caller.credit(this.target.subject, this.ch, this.stream, this.consumedCount);
+    }
+  }
+
+  cancel(): void {
+    if (this.stream !== undefined) this.caller.credit(this.target.subject, this.ch, this.stream, undefined);
+  }
+
+  close(): void {
+    this.ch.close();
+  }
+}
+
+function resultOf(frame: WireMap): unknown {
+  if (!("ok" in frame)) throw new StrataError("CORRUPT", "the server's reply has no result");
+  return frame.ok;
+}
+
+function isValueRequest(body: WireMap | ValueRequest): body is ValueRequest {
+  return typeof body.build === "function";
+}
+
+function isMap(value: unknown): value is WireMap {
+  return value !== null && typeof value === "object" && !Array.isArray(value);
+}
+
+/** Exponential backoff with full jitter. */
+export function backoff(attempt: number, limits: Pick<ClientLimits, "retryBackoffMinMs" | "retryBackoffMaxMs">): number {
+  const cap = Math.min(limits.retryBackoffMaxMs, limits.retryBackoffMinMs * 2 ** Math.min(attempt, 20));
+  return Math.ceil(limits.retryBackoffMinMs / 2 + Math.random() * (cap - limits.retryBackoffMinMs / 2));
+}

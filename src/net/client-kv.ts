@@ -1,0 +1,61 @@
+/**
+ * A kv location over NATS: the KvApi of the in-process store, request for request, plus watch().
+ */
+import type { DeleteResult, Inventory, ItemResult, KvApi, KvEntry, KvSetOptions, KvWriteResult, WriteOptions } from "../types.js";
+import type { Caller, CallOptions } from "./client-call.js";
+import { Watcher, type Watch, type WatchDeps } from "./watch.js";
+import { compact } from "./wire-codec.js";
+
+export class KvClient implements KvApi {
+  private readonly read: CallOptions;
+  private readonly write: CallOptions;
+
+  constructor(
+    private readonly caller: Caller,
+    private readonly deps: WatchDeps,
+    readonly location: string,
+  ) {
+    this.read = { location, cls: "r", idempotent: true };
+    this.write = { location, cls: "w", idempotent: false };
+  }
+
+  async set(key: string, value: Uint8Array, options?: KvSetOptions): Promise<KvWriteResult> {
+    const body =
+      value instanceof Uint8Array
+        ? { value, build: (v?: Uint8Array) => compact({ op: "kv.set", key, value: v, options }) }
+        : compact({ op: "kv.set", key, value, options });
+    return (await this.caller.request(this.write, body)) as KvWriteResult;
+  }
+
+  /** All items in one request and one reply; each item succeeds or fails on its own. */
+  async setMany(items: Array<{ key: string; value: Uint8Array; options?: KvSetOptions }>): Promise<Array<ItemResult<KvWriteResult>>> {
+    const list = Array.isArray(items) ? items.map((i) => compact({ key: i?.key, value: i?.value, options: i?.options })) : items;
+    return (await this.caller.request(this.write, { op: "kv.setMany", items: list })) as Array<ItemResult<KvWriteResult>>;
+  }
+
+  async get(key: string): Promise<KvEntry | undefined> {
+    return ((await this.caller.request(this.read, { op: "kv.get", key })) ?? undefined) as KvEntry | undefined;
+  }
+
+  async delete(key: string, options?: WriteOptions): Promise<DeleteResult> {
+    return (await this.caller.request(this.write, compact({ op: "kv.delete", key, options }))) as DeleteResult;
+  }
+
+  async *keys(): AsyncGenerator<string> {
+    for await (const key of this.caller.items(this.read, { op: "kv.keys" })) yield key as string;
+  }
+
+  async *getAll(): AsyncGenerator<KvEntry> {
+    for await (const entry of this.caller.items(this.read, { op: "kv.getAll" })) yield entry as KvEntry;
+  }
+
+  async inventory(): Promise<Inventory> {
+    return (await this.caller.request(this.read, { op: "inventory" })) as Inventory;
+  }
+
+  /** Replays the live entries (or the one of `key`), then follows their changes live. */
+  watch(options: { key?: string } = {}): Watch {
+    const filter = options.key === undefined ? { kind: "kv" as const } : { kind: "kv" as const, key: options.key };
+    return new Watcher(this.deps, this.location, filter).start();
+  }
+}

@@ -1,0 +1,104 @@
+/**
+ * A stream location over NATS: the StreamApi of the in-process store, request for request, plus
+ * watch(). Arguments are checked by the server (the one edge that matters); the client only
+ * shapes them into the request and decides whether a value travels inline or as an upload.
+ */
+import type {
+  AppendOptions,
+  DeleteAllResult,
+  DeleteResult,
+  Inventory,
+  ItemResult,
+  Message,
+  StoredMessage,
+  StreamApi,
+  WriteOptions,
+  WriteResult,
+} from "../types.js";
+import type { Caller, CallOptions, ValueRequest } from "./client-call.js";
+import { Watcher, type Watch, type WatchDeps } from "./watch.js";
+import { compact, type WireMap } from "./wire-codec.js";
+
+export class StreamClient implements StreamApi {
+  private readonly read: CallOptions;
+  private readonly write: CallOptions;
+
+  constructor(
+    private readonly caller: Caller,
+    private readonly deps: WatchDeps,
+    readonly location: string,
+  ) {
+    this.read = { location, cls: "r", idempotent: true };
+    this.write = { location, cls: "w", idempotent: false };
+  }
+
+  async append(message: Message, options?: AppendOptions): Promise<WriteResult> {
+    const call = hasMsgId(options) ? { ...this.write, idempotent: true } : this.write;
+    return (await this.caller.request(call, withValue(message, (m) => compact({ op: "stream.append", message: m, options })))) as WriteResult;
+  }
+
+  /** All items in one request and one reply; each item succeeds or fails on its own. */
+  async appendMany(items: Array<{ message: Message; options?: AppendOptions }>): Promise<Array<ItemResult<WriteResult>>> {
+    const list = Array.isArray(items) ? items.map((i) => compact({ message: shape(i?.message), options: i?.options })) : items;
+    const idempotent = Array.isArray(items) && items.every((i) => hasMsgId(i?.options));
+    return (await this.caller.request({ ...this.write, idempotent }, { op: "stream.appendMany", items: list })) as Array<ItemResult<WriteResult>>;
+  }
+
+  async set(seq: number, message: Message, options?: WriteOptions): Promise<WriteResult> {
+    return (await this.caller.request(this.write, withValue(message, (m) => compact({ op: "stream.set", seq, message: m, options })))) as WriteResult;
+  }
+
+  async setMany(items: Array<{ seq: number; message: Message; options?: WriteOptions }>): Promise<Array<ItemResult<WriteResult>>> {
+    const list = Array.isArray(items) ? items.map((i) => compact({ seq: i?.seq, message: shape(i?.message), options: i?.options })) : items;
+    return (await this.caller.request(this.write, { op: "stream.setMany", items: list })) as Array<ItemResult<WriteResult>>;
+  }
+
+  async get(seq: number): Promise<StoredMessage | undefined> {
+    return ((await this.caller.request(this.read, { op: "stream.get", seq })) ?? undefined) as StoredMessage | undefined;
+  }
+
+  async delete(seq: number, options?: WriteOptions): Promise<DeleteResult> {
+    return (await this.caller.request(this.write, compact({ op: "stream.delete", seq, options }))) as DeleteResult;
+  }
+
+  /** Messages with seq >= startSeq, streamed in batches with flow control. */
+  async *getAll(options?: { startSeq?: number }): AsyncGenerator<StoredMessage> {
+    const body = compact({ op: "stream.getAll", startSeq: options?.startSeq });
+    for await (const item of this.caller.items(this.read, body)) {
+      const { rev: _rev, ...message } = item as StoredMessage & { rev?: number };
+      yield message;
+    }
+  }
+
+  async deleteAll(options?: { endSeq?: number } & WriteOptions): Promise<DeleteAllResult> {
+    return (await this.caller.request(this.write, compact({ op: "stream.deleteAll", options }))) as DeleteAllResult;
+  }
+
+  async inventory(): Promise<Inventory> {
+    return (await this.caller.request(this.read, { op: "inventory" })) as Inventory;
+  }
+
+  /** Replays messages with seq >= startSeq (default 1), then follows every change live. */
+  watch(options: { startSeq?: number } = {}): Watch {
+    return new Watcher(this.deps, this.location, { kind: "stream", startSeq: options.startSeq ?? 1 }).start();
+  }
+}
+
+function hasMsgId(options: AppendOptions | undefined): boolean {
+  return typeof options?.msgId === "string";
+}
+
+/** Only the fields of a Message go on the wire (a StoredMessage passed back carries a seq, too). */
+function shape(message: Message): unknown {
+  if (message === null || typeof message !== "object") return message;
+  return compact({ value: message.value, headers: message.headers, timestamp: message.timestamp });
+}
+
+/** A request whose message value may be uploaded separately when it is large. */
+function withValue(message: Message, build: (message: unknown) => WireMap): WireMap | ValueRequest {
+  const shaped = shape(message);
+  const value = (shaped as Message | undefined)?.value;
+  if (!(value instanceof Uint8Array)) return build(shaped);
+  const { value: _v, ...meta } = shaped as Message;
+  return { value, build: (v) => build(v === undefined ? meta : { ...meta, value: v }) };
+}

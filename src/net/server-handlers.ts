@@ -1,0 +1,173 @@
+/**
+ * The ops of the wire protocol and what each does with the store. The location always comes from
+ * the subject (see server.ts); bodies only carry the op's arguments, and the store handles
+ * validate those exactly as they do in-process. Here we only check that a body has no fields an
+ * op does not know, and that an op arrives on its subject class: writes on `P.w…`, reads on
+ * `P.r…`, so nats-server permissions on those classes really decide who may do what.
+ *
+ * Write ops (request → `{ ok }`):
+ *   stream.append {message, options?}      stream.appendMany {items}
+ *   stream.set {seq, message, options?}    stream.setMany {items}
+ *   stream.delete {seq, options?}          stream.deleteAll {options?}
+ *   kv.set {key, value, options?}          kv.setMany {items}      kv.delete {key, options?}
+ *   upload {head, bytes} + chunk {upload, k, data}  (see server-uploads.ts)
+ * Read ops:
+ *   stream.get {seq} → {ok: message|null}  kv.get {key} → {ok: entry|null}   inventory {} → {ok}
+ *   changes {after, limit?} → {ok: {changes, next, more}}  (store.changesSince, bounded in bytes)
+ *   stream.getAll {startSeq?}, kv.getAll {key?}, kv.keys {} → streamed batches, then
+ *     {end: {base, count}}; base (also on every batch) is the location's revision before the scan
+ * Both classes: credit {stream, n?, cancel?} (flow control of streamed replies; no reply).
+ */
+import { StrataError } from "../errors.js";
+import type { Store } from "../store.js";
+import type { Change } from "../types.js";
+import { validateNonNegativeInt } from "../validate.js";
+import type { NetLimits } from "./net-limits.js";
+import { streamBatches, type Replies, type ReplyTarget } from "./server-replies.js";
+import type { Uploads } from "./server-uploads.js";
+import { scanKv, scanStream } from "./store-scan.js";
+import type { SubjectClass } from "./subjects.js";
+import { estimateBytes, isPlainMap, type WireMap } from "./wire-codec.js";
+
+export interface RequestContext extends ReplyTarget {
+  store: Store;
+  replies: Replies;
+  uploads: Uploads;
+  limits: NetLimits;
+}
+
+type Compute = (ctx: RequestContext, body: WireMap) => unknown;
+
+interface OpSpec {
+  cls: SubjectClass | "any";
+  fields: readonly string[];
+  /** Replies by itself (streams, uploads, credit); else the result of `compute` is sent. */
+  run?: (ctx: RequestContext, body: WireMap) => Promise<void> | void;
+  compute?: Compute;
+}
+
+const stream = (ctx: RequestContext) => ctx.store.stream(ctx.location);
+const kv = (ctx: RequestContext) => ctx.store.kv(ctx.location);
+
+const OPS: Record<string, OpSpec> = {
+  "stream.append": { cls: "w", fields: ["message", "options"], compute: (c, b) => stream(c).append(b.message as never, b.options as never) },
+  "stream.appendMany": { cls: "w", fields: ["items"], compute: (c, b) => stream(c).appendMany(b.items as never) },
+  "stream.set": { cls: "w", fields: ["seq", "message", "options"], compute: (c, b) => stream(c).set(b.seq as never, b.message as never, b.options as never) },
+  "stream.setMany": { cls: "w", fields: ["items"], compute: (c, b) => stream(c).setMany(b.items as never) },
+  "stream.delete": { cls: "w", fields: ["seq", "options"], compute: (c, b) => stream(c).delete(b.seq as never, b.options as never) },
+  "stream.deleteAll": { cls: "w", fields: ["options"], compute: (c, b) => stream(c).deleteAll(b.options as never) },
+  "kv.set": { cls: "w", fields: ["key", "value", "options"], compute: (c, b) => kv(c).set(b.key as never, b.value as never, b.options as never) },
+  "kv.setMany": { cls: "w", fields: ["items"], compute: (c, b) => kv(c).setMany(b.items as never) },
+  "kv.delete": { cls: "w", fields: ["key", "options"], compute: (c, b) => kv(c).delete(b.key as never, b.options as never) },
+  upload: { cls: "w", fields: ["head", "bytes"], run: (c, b) => c.uploads.start(c, b, (head, value) => runUpload(c, head, value)) },
+  chunk: { cls: "w", fields: ["upload", "k", "data"], run: (c, b) => c.uploads.chunk(c.location, c.cls, b, c.reply) },
+  credit: { cls: "any", fields: ["stream", "n", "cancel"], run: credit },
+  "stream.get": { cls: "r", fields: ["seq"], compute: async (c, b) => (await stream(c).get(b.seq as never)) ?? null },
+  "kv.get": { cls: "r", fields: ["key"], compute: async (c, b) => (await kv(c).get(b.key as never)) ?? null },
+  inventory: { cls: "r", fields: [], compute: (c) => c.store.inventory(c.location) },
+  changes: { cls: "r", fields: ["after", "limit"], compute: changes },
+  "stream.getAll": { cls: "r", fields: ["startSeq"], run: (c, b) => streamed(c, () => scanStream(c.store, c.location, b.startSeq)) },
+  "kv.getAll": { cls: "r", fields: ["key"], run: (c, b) => streamed(c, () => scanKv(c.store, c.location, b.key)) },
+  "kv.keys": { cls: "r", fields: [], run: (c) => streamed(c, () => kv(c).keys()) },
+};
+
+/** Ops whose value may arrive as an upload, and how the streamed value is handed to the store. */
+const VALUE_OPS: Record<string, { fields: readonly string[]; write: (c: RequestContext, b: WireMap, value: AsyncIterable<Uint8Array>) => Promise<unknown> }> = {
+  "stream.append": { fields: ["message", "options"], write: (c, b, v) => stream(c).appendFrom(v, (b.message ?? {}) as never, b.options as never) },
+  "stream.set": { fields: ["seq", "message", "options"], write: (c, b, v) => stream(c).setFrom(b.seq as never, v, (b.message ?? {}) as never, b.options as never) },
+  "kv.set": { fields: ["key", "options"], write: (c, b, v) => kv(c).setFrom(b.key as never, v, b.options as never) },
+};
+
+/** Handles one decoded request: checks op, class and fields, then runs it and replies. */
+export async function handle(ctx: RequestContext, body: WireMap): Promise<void> {
+  const spec = lookup(ctx, body);
+  if (spec.run) return spec.run(ctx, body);
+  const result = await spec.compute!(ctx, body);
+  await ctx.replies.result(ctx, result);
+}
+
+function lookup(ctx: RequestContext, body: WireMap): OpSpec {
+  const op = body.op;
+  if (typeof op !== "string") throw new StrataError("INVALID_ARGUMENT", 'the request has no "op" string field');
+  const spec = Object.hasOwn(OPS, op) ? OPS[op] : undefined;
+  if (!spec) throw new StrataError("INVALID_ARGUMENT", `unknown op "${op.slice(0, 40)}"; see src/net/server-handlers.ts for the ops`);
+  if (spec.cls !== "any" && spec.cls !== ctx.cls) {
+    throw new StrataError("FORBIDDEN", `op "${op}" is a ${spec.cls === "w" ? "write" : "read"} and must be sent on the ${spec.cls === "w" ? "write (P.w…)" : "read (P.r…)"} subject`);
+  }
+  checkFields(ctx, body, spec.fields, op);
+  return spec;
+}
+
+/** Rejects fields an op does not know, and a body location that disagrees with the subject. */
+export function checkFields(ctx: { location: string }, body: WireMap, fields: readonly string[], op: string): void {
+  for (const [name, value] of Object.entries(body)) {
+    if (name === "op" || fields.includes(name) || value === undefined) continue;
+    if (name === "location") {
+      if (value !== ctx.location) {
+        throw new StrataError("FORBIDDEN", `the body names location ${JSON.stringify(String(value).slice(0, 300))} but the subject names "${ctx.location}"; the subject decides`);
+      }
+      continue;
+    }
+    throw new StrataError("INVALID_ARGUMENT", `unknown field "${name.slice(0, 40)}" for op "${op}"; allowed: ${fields.join(", ") || "none"}`);
+  }
+}
+
+async function runUpload(ctx: RequestContext, head: WireMap, value: AsyncIterable<Uint8Array> | undefined): Promise<unknown> {
+  const op = head.op;
+  if (typeof op !== "string" || op === "upload" || op === "chunk" || op === "credit" || !Object.hasOwn(OPS, op) || OPS[op]!.cls !== "w") {
+    throw new StrataError("INVALID_ARGUMENT", `an upload must carry a write request, got op ${JSON.stringify(String(op)).slice(0, 40)}`);
+  }
+  if (value === undefined) {
+    checkFields(ctx, head, OPS[op]!.fields, op);
+    return OPS[op]!.compute!(ctx, head);
+  }
+  const spec = Object.hasOwn(VALUE_OPS, op) ? VALUE_OPS[op] : undefined;
+  if (!spec) throw new StrataError("INVALID_ARGUMENT", `op "${op}" takes no streamed value; only stream.append, stream.set and kv.set do`);
+  checkFields(ctx, head, spec.fields, op);
+  if (head.message !== undefined && !isPlainMap(head.message)) throw new StrataError("INVALID_ARGUMENT", "message must be a map { headers?, timestamp? }");
+  return spec.write(ctx, head, value);
+}
+
+function credit(ctx: RequestContext, body: WireMap): void {
+  const { stream: id, n, cancel } = body;
+  if (typeof id !== "string") throw new StrataError("INVALID_ARGUMENT", "credit needs stream (string)");
+  if (n !== undefined) validateNonNegativeInt(n, "n");
+  if (cancel !== undefined && typeof cancel !== "boolean") throw new StrataError("INVALID_ARGUMENT", "cancel must be a boolean");
+  ctx.replies.credit(id, ctx.location, ctx.cls, n as number | undefined, cancel === true);
+}
+
+async function streamed(ctx: RequestContext, scan: () => Iterable<unknown> | AsyncIterable<unknown>): Promise<void> {
+  const base = ctx.store.inventory(ctx.location).revision;
+  const reply = ctx.replies.open(ctx);
+  try {
+    const budget = ctx.replies.maxPayload() - ctx.limits.frameOverheadBytes;
+    const count = await streamBatches(reply, scan(), ctx.limits.batchItemsMax, budget, { base });
+    reply.end({ base, count });
+  } catch (err) {
+    reply.fail(err);
+  }
+}
+
+async function changes(ctx: RequestContext, body: WireMap): Promise<{ changes: Change[]; next: number; more: boolean }> {
+  const after = validateNonNegativeInt(body.after, "after");
+  const max = ctx.limits.changesPageMax;
+  const limit = body.limit === undefined ? max : validateNonNegativeInt(body.limit, "limit");
+  if (limit < 1 || limit > max) throw new StrataError("INVALID_ARGUMENT", `limit must be in 1..${max}`);
+  const out: Change[] = [];
+  let next = after;
+  let bytes = 0;
+  const page = 64;
+  for (;;) {
+    const want = Math.min(page, limit - out.length);
+    const got = await ctx.store.changesSince(ctx.location, next, want);
+    for (const change of got) {
+      const size = estimateBytes(change);
+      if (out.length > 0 && bytes + size > ctx.limits.changesReplyBytesMax) return { changes: out, next, more: true };
+      out.push(change);
+      bytes += size;
+      next = change.revision;
+    }
+    if (got.length < want) return { changes: out, next, more: false };
+    if (out.length >= limit) return { changes: out, next, more: true };
+  }
+}

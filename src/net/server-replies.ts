@@ -1,0 +1,276 @@
+/**
+ * How the server answers: one-message results and error replies, and reply streams for answers
+ * that take many messages (getAll / keys batches, and any frame larger than max_payload, which is
+ * sent as parts).
+ *
+ * A reply stream never has more than `replyWindowMessages` messages in flight: each batch or part
+ * takes one credit and waits for the client's `credit` request when none is left; a client that
+ * grants nothing for `replyIdleMs` loses its stream. So a slow or vanished reader costs the server
+ * at most a window of messages and one paused scan, never an unbounded queue.
+ */
+import { Empty, nuid, type NatsConnection } from "nats";
+import { StrataError } from "../errors.js";
+import { chunkDataBytes, sliceChunks, totalBytes } from "./chunking.js";
+import type { NetLimits } from "./net-limits.js";
+import type { SubjectClass } from "./subjects.js";
+import { encode, encodeWithTail, estimateBytes, isPlainMap, type WireMap } from "./wire-codec.js";
+import { errorHeaders } from "./wire-errors.js";
+
+export interface ReplyTarget {
+  reply: string;
+  location: string;
+  cls: SubjectClass;
+}
+
+export interface ReplyStats {
+  /** Most messages any one reply stream had sent beyond the client's credit at once. */
+  replyInFlightHighWater: number;
+  replyStreamsOpen: number;
+}
+
+export class Replies {
+  private readonly streams = new Map<string, ReplyStream>();
+  replyInFlightHighWater = 0;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    readonly limits: NetLimits,
+    private readonly onWarning: (message: string) => void,
+  ) {}
+
+  maxPayload(): number {
+    return this.nc.info?.max_payload ?? 1024 * 1024;
+  }
+
+  partBytes(): number {
+    return chunkDataBytes(this.maxPayload(), this.limits.frameOverheadBytes, this.limits.maxPayloadMinBytes);
+  }
+
+  publish(subject: string, data: Uint8Array): void {
+    try {
+      this.nc.publish(subject, data);
+    } catch (err) {
+      this.onWarning(`could not publish a reply to ${subject}: ${(err as Error).message}`);
+    }
+  }
+
+  error(reply: string, err: unknown): void {
+    try {
+      this.nc.publish(reply, Empty, { headers: errorHeaders(err) });
+    } catch (e) {
+      this.onWarning(`could not publish an error reply to ${reply}: ${(e as Error).message}`);
+    }
+  }
+
+  /** Sends the final result of a request: one message, or parts through a reply stream. */
+  async result(target: ReplyTarget, result: unknown): Promise<void> {
+    const value = largeValueOf(result, this.maxPayload() - this.limits.frameOverheadBytes);
+    let parts: Uint8Array[];
+    if (value) {
+      parts = encodeWithTail((tail) => ({ ok: withValue(result as WireMap, tail) }), value);
+    } else {
+      const bytes = encode({ ok: result ?? null });
+      if (bytes.byteLength <= this.maxPayload()) return this.publish(target.reply, bytes);
+      parts = [bytes];
+    }
+    const stream = this.open(target);
+    try {
+      await stream.sendParts(parts);
+    } finally {
+      stream.close();
+    }
+  }
+
+  open(target: ReplyTarget): ReplyStream {
+    if (this.streams.size >= this.limits.replyStreamsMax) {
+      throw new StrataError("UNAVAILABLE", `the server has ${this.streams.size} streamed replies in progress (replyStreamsMax); retry shortly`);
+    }
+    const stream = new ReplyStream(this, target, nuid.next());
+    this.streams.set(stream.id, stream);
+    return stream;
+  }
+
+  /** A `credit` request: the client consumed `n` messages of stream `id`, or cancels it. */
+  credit(id: string, location: string, cls: SubjectClass, n: number | undefined, cancel: boolean): void {
+    const stream = this.streams.get(id);
+    if (!stream || stream.target.location !== location || stream.target.cls !== cls) {
+      throw new StrataError("INVALID_ARGUMENT", `no streamed reply "${String(id).slice(0, 40)}" in progress for this location (it ended or timed out)`);
+    }
+    if (cancel) stream.abort(new StrataError("CLOSED", "the client cancelled the streamed reply"), false);
+    else if (n !== undefined) stream.grant(n);
+  }
+
+  /** @internal */
+  forget(stream: ReplyStream): void {
+    this.streams.delete(stream.id);
+  }
+
+  /** Ends every stream in progress (server shutdown). */
+  abortAll(err: StrataError): void {
+    for (const stream of [...this.streams.values()]) stream.abort(err, true);
+  }
+
+  stats(): ReplyStats {
+    return { replyInFlightHighWater: this.replyInFlightHighWater, replyStreamsOpen: this.streams.size };
+  }
+}
+
+export class ReplyStream {
+  private sent = 0;
+  private credited = 0;
+  private waiter: { resolve: () => void; reject: (err: Error) => void; timer: NodeJS.Timeout } | undefined;
+  private failure: StrataError | undefined;
+  /** True when the client cancelled; nothing more should be sent, not even an error. */
+  cancelled = false;
+
+  constructor(
+    private readonly replies: Replies,
+    readonly target: ReplyTarget,
+    readonly id: string,
+  ) {}
+
+  private get window(): number {
+    return this.replies.limits.replyWindowMessages;
+  }
+
+  /** Sends a batch: as one message `{ s, w, ...extra, items }` if it fits, else as parts. */
+  async items(items: unknown[], extra?: WireMap): Promise<void> {
+    const max = this.replies.maxPayload();
+    const frame = { ...extra, items };
+    if (estimateBytes(frame) + this.replies.limits.frameOverheadBytes <= max) {
+      const bytes = encode({ s: this.id, w: this.window, ...frame });
+      if (bytes.byteLength <= max) {
+        await this.take();
+        this.replies.publish(this.target.reply, bytes);
+        return;
+      }
+    }
+    // A single large message or entry: its value goes out as it is, never copied into a frame.
+    const value = items.length === 1 ? largeValueOf(items[0], 0) : undefined;
+    if (value) await this.sendParts(encodeWithTail((tail) => ({ ...extra, items: [withValue(items[0] as WireMap, tail)] }), value));
+    else await this.sendParts([encode(frame)]);
+  }
+
+  /** Sends an encoded frame (the concatenation of `frame`) as parts, each taking a credit. */
+  async sendParts(frame: Uint8Array[]): Promise<void> {
+    const total = totalBytes(frame);
+    let k = 0;
+    const chunks = sliceChunks(frame, this.replies.partBytes());
+    let chunk = chunks.next();
+    while (!chunk.done) {
+      const next = chunks.next();
+      await this.take();
+      const msg: WireMap = { s: this.id, w: this.window, part: k, last: next.done === true, data: chunk.value };
+      if (k === 0) msg.of = total;
+      this.replies.publish(this.target.reply, encode(msg));
+      k += 1;
+      chunk = next;
+    }
+  }
+
+  /** Ends the stream with a final frame; it takes no credit. */
+  end(info: unknown): void {
+    this.close();
+    if (!this.failure) this.replies.publish(this.target.reply, encode({ s: this.id, w: this.window, end: info ?? null }));
+  }
+
+  fail(err: unknown): void {
+    this.close();
+    if (!this.cancelled) this.replies.error(this.target.reply, err);
+  }
+
+  close(): void {
+    this.replies.forget(this);
+  }
+
+  grant(consumed: number): void {
+    if (consumed > this.credited) this.credited = Math.min(consumed, this.sent);
+    if (this.waiter && this.sent < this.credited + this.window) {
+      const w = this.waiter;
+      this.waiter = undefined;
+      clearTimeout(w.timer);
+      w.resolve();
+    }
+  }
+
+  abort(err: StrataError, reply: boolean): void {
+    this.failure ??= err;
+    if (!reply) this.cancelled = true;
+    if (this.waiter) {
+      const w = this.waiter;
+      this.waiter = undefined;
+      clearTimeout(w.timer);
+      w.reject(err);
+    }
+  }
+
+  private take(): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.sent < this.credited + this.window) {
+      this.count();
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiter = undefined;
+        this.failure = new StrataError("TIMEOUT", `the client granted no credit for ${this.replies.limits.replyIdleMs} ms; the streamed reply was abandoned`);
+        reject(this.failure);
+      }, this.replies.limits.replyIdleMs);
+      this.waiter = {
+        resolve: () => {
+          this.count();
+          resolve();
+        },
+        reject,
+        timer,
+      };
+    });
+  }
+
+  private count(): void {
+    this.sent += 1;
+    const inFlight = this.sent - this.credited;
+    if (inFlight > this.replies.replyInFlightHighWater) this.replies.replyInFlightHighWater = inFlight;
+  }
+}
+
+/**
+ * Streams items as batches: each batch holds at most `batchItemsMax` items and is filled up to
+ * about one message; an item larger than a message goes alone, as parts. Returns the item count.
+ */
+export async function streamBatches(
+  stream: ReplyStream,
+  source: Iterable<unknown> | AsyncIterable<unknown>,
+  batchItemsMax: number,
+  budgetBytes: number,
+  extra?: WireMap,
+): Promise<number> {
+  let batch: unknown[] = [];
+  let bytes = 16;
+  let count = 0;
+  for await (const item of source) {
+    const size = estimateBytes(item);
+    if (batch.length > 0 && (bytes + size > budgetBytes || batch.length >= batchItemsMax)) {
+      await stream.items(batch, extra);
+      batch = [];
+      bytes = 16;
+    }
+    batch.push(item);
+    bytes += size;
+    count += 1;
+  }
+  if (batch.length > 0) await stream.items(batch, extra);
+  return count;
+}
+
+/** The value of a message or kv entry, if `item` is one with a value of more than `minBytes`. */
+function largeValueOf(item: unknown, minBytes: number): Uint8Array | undefined {
+  if (!isPlainMap(item) || !(item.value instanceof Uint8Array)) return undefined;
+  return item.value.byteLength > minBytes ? item.value : undefined;
+}
+
+/** `item` with its value replaced, and moved to the last field (see encodeWithTail). */
+function withValue(item: WireMap, value: Uint8Array): WireMap {
+  const { value: _old, ...rest } = item;
+  return { ...rest, value };
+}

@@ -1,0 +1,228 @@
+/**
+ * The persistence server: one Store put on core NATS (no JetStream).
+ *
+ * It subscribes to `P.w.<id>.>` and `P.r.<id>.>`, takes the location of every request from the
+ * subject only, decodes the CBOR body as untrusted input and hands it to server-handlers.ts; any
+ * failure becomes an error reply (code + message headers), never a crash, and nothing is written
+ * before a request has passed validation. Every committed change (store.onChange) is published on
+ * `P.c.<location tokens>`; a change too large for one message goes out without its value and with
+ * `chunked: true`, like the engine's own changes of chunked values (readers fetch it with get).
+ *
+ * Shutdown: new requests are refused with UNAVAILABLE (clients retry elsewhere) while chunks and
+ * credits of uploads and streamed replies in progress still flow; once those finish (or
+ * `shutdownGraceMs` passes and they are aborted) the subscriptions are drained and the store closed.
+ */
+import { connect, type ConnectionOptions, type Msg, type NatsConnection, type Subscription } from "nats";
+import { StrataError } from "../errors.js";
+import { Store } from "../store.js";
+import type { StoreOptions } from "../config.js";
+import type { Change } from "../types.js";
+import { validateLocation } from "../validate.js";
+import { chunkDataBytes } from "./chunking.js";
+import { resolveNetLimits, type NetLimits } from "./net-limits.js";
+import { handle, type RequestContext } from "./server-handlers.js";
+import { Replies, type ReplyStats } from "./server-replies.js";
+import { Uploads, type UploadStats } from "./server-uploads.js";
+import { changeSubject, DEFAULT_PREFIX, locationFromSubject, serverSubjects, validatePrefix, validateServerId, type SubjectClass } from "./subjects.js";
+import { decodeMap, encode } from "./wire-codec.js";
+import { startHeartbeat, type Heartbeat } from "./heartbeat.js";
+
+export interface ServerOptions {
+  /** Server id: names this server's subjects (`P.w.<id>.>`) and, when `dir` is given, its store. */
+  id: string;
+  /** Subject prefix, default "strata". */
+  prefix?: string;
+  /** An open store to serve (the caller keeps owning it) … */
+  store?: Store;
+  /** … or a data directory to open (and close on stop). */
+  dir?: string;
+  storeOptions?: Omit<StoreOptions, "dir" | "id">;
+  /** A connection to use (the caller keeps owning it), or server URL(s) to connect to. */
+  nats: NatsConnection | string | string[];
+  /** Auth, TLS, … when `nats` is given as URLs. */
+  natsOptions?: Omit<ConnectionOptions, "servers">;
+  limits?: Partial<NetLimits>;
+  onWarning?: (message: string) => void;
+}
+
+export interface ServerStats extends UploadStats, ReplyStats {
+  requests: number;
+  errors: number;
+  inFlight: number;
+  changesPublished: number;
+}
+
+export interface StrataServer {
+  readonly id: string;
+  readonly prefix: string;
+  readonly store: Store;
+  stats(): ServerStats;
+  /** Graceful stop: refuse new requests, finish those in flight, drain, close what we opened. */
+  stop(): Promise<void>;
+}
+
+export async function startServer(options: ServerOptions): Promise<StrataServer> {
+  const id = validateServerId(options.id);
+  const prefix = validatePrefix(options.prefix ?? DEFAULT_PREFIX);
+  const limits = resolveNetLimits(options.limits);
+  const onWarning = options.onWarning ?? ((m: string) => process.stderr.write(`strata server ${id}: ${m}\n`));
+  if ((options.store === undefined) === (options.dir === undefined)) {
+    throw new StrataError("INVALID_ARGUMENT", "startServer needs exactly one of { store } or { dir }");
+  }
+  const ownStore = options.store === undefined;
+  const store = options.store ?? (await Store.open({ ...options.storeOptions, dir: options.dir!, id }));
+  let nc: NatsConnection;
+  const ownNc = typeof options.nats === "string" || Array.isArray(options.nats);
+  try {
+    nc = ownNc
+      ? await connect({ maxReconnectAttempts: -1, name: `strata-server-${id}`, ...options.natsOptions, servers: options.nats as string | string[] })
+      : (options.nats as NatsConnection);
+    chunkDataBytes(nc.info?.max_payload ?? 0, limits.frameOverheadBytes, limits.maxPayloadMinBytes);
+  } catch (err) {
+    if (ownStore) await store.close();
+    throw err instanceof StrataError ? err : new StrataError("UNAVAILABLE", `cannot connect to NATS: ${(err as Error).message}`, { cause: err });
+  }
+  const server = new Server(id, prefix, store, nc, limits, onWarning, ownStore, ownNc);
+  server.start();
+  return server;
+}
+
+class Server implements StrataServer {
+  private readonly replies: Replies;
+  private readonly uploads: Uploads;
+  private readonly subs: Subscription[] = [];
+  private readonly subjects;
+  private unlisten: (() => void) | undefined;
+  private heartbeat: Heartbeat | undefined;
+  private inFlight = 0;
+  private idleWaiters: Array<() => void> = [];
+  private stopping: Promise<void> | undefined;
+  private counters = { requests: 0, errors: 0, changesPublished: 0 };
+
+  constructor(
+    readonly id: string,
+    readonly prefix: string,
+    readonly store: Store,
+    private readonly nc: NatsConnection,
+    private readonly limits: NetLimits,
+    private readonly onWarning: (message: string) => void,
+    private readonly ownStore: boolean,
+    private readonly ownNc: boolean,
+  ) {
+    this.replies = new Replies(nc, limits, onWarning);
+    this.uploads = new Uploads(this.replies, limits, store.limits.valueBytesMax);
+    this.subjects = serverSubjects(prefix, id);
+  }
+
+  start(): void {
+    this.unlisten = this.store.onChange((change) => this.publishChange(change));
+    for (const cls of ["w", "r"] as const) {
+      this.subs.push(this.nc.subscribe(this.subjects[cls].wildcard, { callback: (err, msg) => this.onMessage(cls, err, msg) }));
+    }
+    // Heartbeat last: the coordinator may send clients here as soon as it hears from us.
+    this.heartbeat = startHeartbeat(this.nc, { prefix: this.prefix, id: this.id, load: () => this.load() });
+  }
+
+  private onMessage(cls: SubjectClass, err: Error | null, msg: Msg): void {
+    if (err) return this.onWarning(`subscription error: ${err.message}`);
+    if (!msg.reply) return; // nobody to answer; every request of the protocol has a reply subject
+    this.counters.requests += 1;
+    if (this.inFlight >= this.limits.requestsInFlightMax) {
+      this.counters.errors += 1;
+      return this.replies.error(msg.reply, new StrataError("UNAVAILABLE", `the server has ${this.inFlight} requests in flight; retry shortly`));
+    }
+    this.inFlight += 1;
+    this.process(cls, msg).finally(() => {
+      this.inFlight -= 1;
+      if (this.inFlight === 0) for (const wake of this.idleWaiters.splice(0)) wake();
+    });
+  }
+
+  private async process(cls: SubjectClass, msg: Msg): Promise<void> {
+    const reply = msg.reply!;
+    try {
+      const raw = locationFromSubject(msg.subject, this.subjects[cls].base);
+      if (raw === undefined) throw new StrataError("INVALID_LOCATION", `subject "${msg.subject}" names no location`);
+      const location = validateLocation(raw, this.store.limits);
+      const body = decodeMap(msg.data, "the request");
+      if (this.stopping && body.op !== "chunk" && body.op !== "credit") {
+        throw new StrataError("UNAVAILABLE", `server "${this.id}" is shutting down; retry (the location will be served again)`);
+      }
+      const ctx: RequestContext = { reply, location, cls, store: this.store, replies: this.replies, uploads: this.uploads, limits: this.limits };
+      await handle(ctx, body);
+    } catch (err) {
+      this.counters.errors += 1;
+      if (!(err instanceof StrataError)) this.onWarning(`unexpected error handling ${msg.subject}: ${(err as Error)?.stack ?? String(err)}`);
+      this.replies.error(reply, err);
+    }
+  }
+
+  private publishChange(change: Change): void {
+    let bytes = encode(change);
+    if (bytes.byteLength > this.replies.maxPayload()) bytes = encode(withoutValue(change));
+    try {
+      this.nc.publish(changeSubject(this.prefix, change.location), bytes);
+      this.counters.changesPublished += 1;
+    } catch (err) {
+      this.onWarning(`could not publish a change of ${change.location}: ${(err as Error).message}`);
+    }
+  }
+
+  /** What the heartbeat reports; must be cheap (it runs every beat). */
+  private load(): { locations?: number } {
+    const count = this.store.index.locs.getStats() as { entryCount?: number };
+    return typeof count.entryCount === "number" ? { locations: count.entryCount } : {};
+  }
+
+  stats(): ServerStats {
+    return { ...this.counters, inFlight: this.inFlight, ...this.uploads.stats(), ...this.replies.stats() };
+  }
+
+  stop(): Promise<void> {
+    this.stopping ??= this.shutdown();
+    return this.stopping;
+  }
+
+  private async shutdown(): Promise<void> {
+    this.heartbeat?.stop();
+    if (!(await this.idle(this.limits.shutdownGraceMs))) {
+      const err = new StrataError("UNAVAILABLE", `server "${this.id}" stopped before this transfer finished; retry`);
+      this.uploads.abortAll(err);
+      this.replies.abortAll(err);
+      await this.idle(1000);
+    }
+    for (const sub of this.subs) {
+      try {
+        await sub.drain();
+      } catch {
+        // the connection is already closed; nothing left to drain
+      }
+    }
+    this.unlisten?.();
+    try {
+      if (!this.nc.isClosed()) await this.nc.flush();
+    } catch {
+      // best effort: replies in the outbound buffer are lost with a dead connection anyway
+    }
+    if (this.ownStore) await this.store.close();
+    if (this.ownNc && !this.nc.isClosed()) await this.nc.drain();
+  }
+
+  private idle(ms: number): Promise<boolean> {
+    if (this.inFlight === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), ms);
+      this.idleWaiters.push(() => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+  }
+}
+
+function withoutValue(change: Change): Change {
+  const empty = new Uint8Array(0);
+  if (change.op === "set" && change.kind === "stream") return { ...change, message: { ...change.message, value: empty }, chunked: true };
+  if (change.op === "set" && change.kind === "kv") return { ...change, entry: { ...change.entry, value: empty }, chunked: true };
+  return change;
+}

@@ -1,0 +1,74 @@
+/**
+ * The subject space of the wire protocol (shared with the coordinator; keep exactly):
+ *
+ *   P.w.<serverId>.<location tokens>   writes to a location served by serverId (request/reply)
+ *   P.r.<serverId>.<location tokens>   reads of that location (request/reply)
+ *   P.c.<location tokens>              change feed of a location (publish only, by its owner)
+ *   P.coord.locate                     which server serves a location (request/reply)
+ *   P.coord.heartbeat                  server heartbeats to the coordinator
+ *
+ * A location `acct/alice/chat` becomes the tokens `acct.alice.chat`. Location segments are
+ * `[-_=a-zA-Z0-9]+`, which are always valid NATS tokens, so the mapping is exact both ways and
+ * nats-server permissions on these subjects decide who may read or write which locations.
+ */
+import { StrataError } from "../errors.js";
+
+export const DEFAULT_PREFIX = "strata";
+
+export type SubjectClass = "w" | "r";
+
+const PREFIX_TOKEN = /^[-_a-zA-Z0-9]+$/;
+const SERVER_ID = /^[-_a-zA-Z0-9]{1,64}$/;
+
+/** A prefix is one or more dot-separated tokens of `[-_a-zA-Z0-9]`. */
+export function validatePrefix(prefix: unknown): string {
+  if (typeof prefix !== "string" || prefix.length === 0 || prefix.length > 128 || !prefix.split(".").every((t) => PREFIX_TOKEN.test(t))) {
+    throw new StrataError("INVALID_ARGUMENT", `prefix must be dot-separated tokens of [-_a-zA-Z0-9] (e.g. "strata"), got ${JSON.stringify(prefix)}`);
+  }
+  return prefix;
+}
+
+export function validateServerId(id: unknown): string {
+  if (typeof id !== "string" || !SERVER_ID.test(id)) {
+    throw new StrataError("INVALID_ARGUMENT", `server id must be 1..64 characters of [-_a-zA-Z0-9], got ${JSON.stringify(id)}`);
+  }
+  return id;
+}
+
+/** `acct/alice/chat` → `acct.alice.chat`. The location must already be valid. */
+export function locationTokens(location: string): string {
+  return location.replaceAll("/", ".");
+}
+
+export function requestSubject(prefix: string, cls: SubjectClass, server: string, location: string): string {
+  return `${prefix}.${cls}.${server}.${locationTokens(location)}`;
+}
+
+export function changeSubject(prefix: string, location: string): string {
+  return `${prefix}.c.${locationTokens(location)}`;
+}
+
+export function locateSubject(prefix: string): string {
+  return `${prefix}.coord.locate`;
+}
+
+export function heartbeatSubject(prefix: string): string {
+  return `${prefix}.coord.heartbeat`;
+}
+
+/** The subjects a server subscribes to, and the leading part its request subjects share. */
+export function serverSubjects(prefix: string, server: string): Record<SubjectClass, { wildcard: string; base: string }> {
+  return {
+    w: { wildcard: `${prefix}.w.${server}.>`, base: `${prefix}.w.${server}.` },
+    r: { wildcard: `${prefix}.r.${server}.>`, base: `${prefix}.r.${server}.` },
+  };
+}
+
+/**
+ * The location named by a request subject (the only place the server takes it from), or
+ * undefined when the subject does not start with `base`. The result still needs validation.
+ */
+export function locationFromSubject(subject: string, base: string): string | undefined {
+  if (!subject.startsWith(base) || subject.length === base.length) return undefined;
+  return subject.slice(base.length).replaceAll(".", "/");
+}

@@ -1,0 +1,334 @@
+/**
+ * watch(): replay what exists, then follow live changes, in commit order, with no gap and no
+ * duplicate, across reconnects and server restarts.
+ *
+ * 1. Subscribe to the change subject `P.c.<location>` first (and flush, so the server has the
+ *    interest), buffering live changes.
+ * 2. Replay: a streamed getAll whose items carry the revision that produced them and whose end
+ *    frame carries `base`, the location's revision before the scan began. Items are emitted as
+ *    `set` changes; those with revision > base were written during the scan and are remembered.
+ *    The cursor starts at base.
+ * 3. Catch up: `changes { after: cursor }` (store.changesSince) until nothing is left, then follow
+ *    the live buffer. A change with revision <= cursor is a duplicate and dropped; cursor + 1 is
+ *    emitted; anything higher is a gap and sends us back to 3. An overflowing live buffer, a NATS
+ *    reconnect, and an idle period of `watchResyncMs` (a change lost with a crashed server, or a
+ *    restarted server) also go back to 3. Failures are retried with backoff and jitter.
+ * Merging the replay: a change is skipped when the replay already showed the same or a newer
+ * write of that seq / key (remembered revision >= change revision; for deletes, >).
+ *
+ * A chunked change (too large for one message) carries an empty value and `chunked: true`; read
+ * the value with get(). Memory is bounded: the live buffer and the output queue have limits, and a
+ * slow consumer pauses the watcher rather than growing a queue.
+ */
+import type { Subscription } from "nats";
+import { StrataError } from "../errors.js";
+import type { Change, KvEntry, StoredMessage } from "../types.js";
+import { backoff, type Caller } from "./client-call.js";
+import type { Transport } from "./client-transport.js";
+import type { ClientLimits } from "./net-limits.js";
+import { changeSubject } from "./subjects.js";
+import { decodeUntrusted, isPlainMap, type WireMap } from "./wire-codec.js";
+import { fromNatsError } from "./wire-errors.js";
+
+export interface WatchDeps {
+  caller: Caller;
+  transport: Transport;
+  prefix: string;
+  limits: ClientLimits;
+  /** Watches in progress, so that closing the client stops them. */
+  watches: Set<Watch>;
+}
+
+export type WatchFilter = { kind: "stream"; startSeq: number } | { kind: "kv"; key?: string };
+
+/** The async iterable a watch() returns: break / return() or stop() ends it. */
+export interface Watch<T = Change> extends AsyncIterableIterator<T> {
+  stop(): void;
+}
+
+export class Watcher implements Watch {
+  private readonly out: Change[] = [];
+  private readonly live: Change[] = [];
+  private liveOverflow = false;
+  /** The cursor when a gap last sent us to catch up. */
+  private gapCursor = -1;
+  private resync = false;
+  private cursor = 0;
+  private readonly seen = new Map<number | string, number>();
+  private seenMax = 0;
+  private sub: Subscription | undefined;
+  private stopped = false;
+  private failure: StrataError | undefined;
+  private consumer: { resolve: (r: IteratorResult<Change>) => void; reject: (e: Error) => void } | undefined;
+  private producer: (() => void) | undefined;
+  private readonly onReconnect = () => {
+    this.resync = true;
+    this.wakeProducer();
+  };
+
+  constructor(
+    private readonly deps: WatchDeps,
+    readonly location: string,
+    private readonly filter: WatchFilter,
+  ) {}
+
+  start(): this {
+    this.sub = this.deps.transport.nc.subscribe(changeSubject(this.deps.prefix, this.location), {
+      callback: (err, msg) => {
+        if (err) return this.fail(fromNatsError(err, `watching ${this.location}`));
+        this.onLive(msg.data);
+      },
+    });
+    this.deps.transport.reconnectListeners.add(this.onReconnect);
+    this.deps.watches.add(this);
+    void this.run();
+    return this;
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  next(): Promise<IteratorResult<Change>> {
+    const change = this.out.shift();
+    if (change) {
+      this.wakeProducer();
+      return Promise.resolve({ value: change, done: false });
+    }
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.stopped) return Promise.resolve({ value: undefined, done: true });
+    return new Promise((resolve, reject) => (this.consumer = { resolve, reject }));
+  }
+
+  return(): Promise<IteratorResult<Change>> {
+    this.stop();
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.out.length = 0;
+    this.live.length = 0;
+    this.deps.transport.reconnectListeners.delete(this.onReconnect);
+    this.deps.watches.delete(this);
+    try {
+      this.sub?.unsubscribe();
+    } catch {
+      // the connection is closed already
+    }
+    this.consumer?.resolve({ value: undefined, done: true });
+    this.consumer = undefined;
+    this.wakeProducer();
+  }
+
+  /** Ends the watch with an error: the pending next() rejects with it, and so does every later one. */
+  private fail(err: StrataError): void {
+    if (this.stopped) return;
+    this.failure = err;
+    const consumer = this.consumer;
+    this.consumer = undefined;
+    this.stop();
+    consumer?.reject(err);
+  }
+
+  private async run(): Promise<void> {
+    try {
+      await this.deps.transport.nc.flush();
+      await this.retrying(() => this.replay());
+      while (!this.stopped) {
+        await this.retrying(() => this.catchUp());
+        await this.follow();
+      }
+    } catch (err) {
+      this.fail(err instanceof StrataError ? err : fromNatsError(err, `watching ${this.location}`));
+    }
+  }
+
+  /** Runs `step` until it succeeds, retrying what the world may fix (server down, timeouts). */
+  private async retrying(step: () => Promise<void>): Promise<void> {
+    for (let attempt = 0; !this.stopped; attempt++) {
+      try {
+        return await step();
+      } catch (err) {
+        if (!(err instanceof StrataError) || !err.retryable) throw err;
+        await this.sleep(backoff(attempt, this.deps.limits));
+      }
+    }
+  }
+
+  /** The revision before the first replay scan began; every later change is merged against it. */
+  private replayBase: number | undefined;
+  /** The last seq / key the replay emitted, to resume after a failure without repeating. */
+  private replayAfter: number | string | undefined;
+
+  private async replay(): Promise<void> {
+    const f = this.filter;
+    const body: WireMap =
+      f.kind === "stream"
+        ? { op: "stream.getAll", startSeq: typeof this.replayAfter === "number" ? this.replayAfter + 1 : f.startSeq }
+        : { op: "kv.getAll", ...(f.key !== undefined ? { key: f.key } : {}) };
+    const onFrame = (frame: WireMap) => {
+      if (this.replayBase === undefined && typeof frame.base === "number") this.replayBase = frame.base;
+    };
+    const call = { location: this.location, cls: "r" as const, idempotent: true };
+    for await (const item of this.deps.caller.items(call, body, onFrame)) {
+      if (this.stopped) return;
+      const change = f.kind === "stream" ? streamItemChange(this.location, item) : kvItemChange(this.location, item);
+      const id = idOf(change);
+      // A kv replay resumed after a failure starts over; skip the keys already emitted.
+      if (f.kind === "kv" && typeof this.replayAfter === "string" && (id as string) <= this.replayAfter) continue;
+      this.replayAfter = id;
+      if (change.revision > (this.replayBase ?? 0)) this.remember(id, change.revision);
+      await this.emit(change);
+    }
+    this.cursor = this.replayBase ?? 0;
+  }
+
+  private remember(id: number | string, revision: number): void {
+    this.seen.set(id, Math.max(this.seen.get(id) ?? 0, revision));
+    if (revision > this.seenMax) this.seenMax = revision;
+  }
+
+  private async catchUp(): Promise<void> {
+    this.resync = false;
+    const call = { location: this.location, cls: "r" as const, idempotent: true };
+    for (;;) {
+      const reply = await this.deps.caller.request(call, { op: "changes", after: this.cursor, limit: this.deps.limits.watchChangesPage });
+      if (!isPlainMap(reply) || !Array.isArray(reply.changes)) throw new StrataError("CORRUPT", "malformed changes reply");
+      for (const change of reply.changes) {
+        if (this.stopped) return;
+        // Fetched changes are authoritative: a revision the log no longer has is not a gap.
+        if (isChange(change)) await this.process(change, true);
+      }
+      if (reply.more !== true) return;
+    }
+  }
+
+  /** Follows the live buffer until a resync is due (gap, overflow, reconnect, idle timer). */
+  private async follow(): Promise<void> {
+    while (!this.stopped) {
+      while (this.live.length > 0) {
+        const change = this.live[0]!;
+        const gap = change.revision > this.cursor + 1;
+        // A gap: catch up, then continue here. If catching up made no progress at all, the log
+        // no longer has those revisions (compacted away) and the change is taken as it stands.
+        if (gap && this.gapCursor !== this.cursor) {
+          this.gapCursor = this.cursor;
+          return;
+        }
+        this.live.shift();
+        await this.process(change, gap);
+        if (this.stopped) return;
+      }
+      if (this.liveOverflow || this.resync) {
+        this.liveOverflow = false;
+        return;
+      }
+      const resyncMs = this.deps.limits.watchResyncMs;
+      if (await this.sleep(resyncMs / 2 + Math.random() * resyncMs)) return; // idle: resync
+    }
+  }
+
+  /** Emits a change unless it is a repeat or filtered out; `jump` accepts a revision past cursor + 1. */
+  private async process(change: Change, jump: boolean): Promise<void> {
+    if (change.revision <= this.cursor) return;
+    if (!jump && change.revision !== this.cursor + 1) return;
+    this.cursor = change.revision;
+    const skip = !this.matches(change) || this.alreadyReplayed(change);
+    // Past the newest write the replay showed, nothing can be a repeat of it any more.
+    if (this.cursor >= this.seenMax) this.seen.clear();
+    if (!skip) await this.emit(change);
+  }
+
+  private matches(c: Change): boolean {
+    const f = this.filter;
+    if (f.kind !== c.kind) return false;
+    if (f.kind === "kv") return f.key === undefined || (c as { key: string }).key === f.key;
+    if (c.kind === "stream" && c.op === "deleteAll") return c.endSeq >= f.startSeq;
+    return (c as { seq: number }).seq >= f.startSeq;
+  }
+
+  private alreadyReplayed(c: Change): boolean {
+    if (this.seen.size === 0) return false;
+    if (c.kind === "stream" && c.op === "deleteAll") {
+      // Writes the replay showed that came after this deleteAll must be delivered again after it.
+      for (const [seq, rev] of this.seen) if (typeof seq === "number" && seq <= c.endSeq && rev > c.revision) this.seen.delete(seq);
+      return false;
+    }
+    const rev = this.seen.get(idOf(c));
+    if (rev === undefined) return false;
+    return c.op === "set" ? rev >= c.revision : rev > c.revision;
+  }
+
+  private async emit(change: Change): Promise<void> {
+    if (this.stopped) return;
+    const consumer = this.consumer;
+    if (consumer) {
+      this.consumer = undefined;
+      consumer.resolve({ value: change, done: false });
+      return;
+    }
+    this.out.push(change);
+    while (this.out.length >= this.deps.limits.watchOutBufferMax && !this.stopped) await this.sleep(60_000);
+  }
+
+  private onLive(data: Uint8Array): void {
+    if (this.stopped) return;
+    let change: unknown;
+    try {
+      change = decodeUntrusted(data, "a change");
+    } catch {
+      return; // not ours to judge; a gap check will refetch from the server if it mattered
+    }
+    if (!isChange(change)) return;
+    if (this.live.length >= this.deps.limits.watchLiveBufferMax) {
+      this.live.length = 0;
+      this.liveOverflow = true;
+    } else {
+      this.live.push(change);
+    }
+    this.wakeProducer();
+  }
+
+  /** Waits `ms` or until woken; resolves true on timeout. */
+  private sleep(ms: number): Promise<boolean> {
+    if (this.stopped) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.producer = undefined;
+        resolve(true);
+      }, ms);
+      this.producer = () => {
+        clearTimeout(timer);
+        resolve(false);
+      };
+    });
+  }
+
+  private wakeProducer(): void {
+    const wake = this.producer;
+    this.producer = undefined;
+    wake?.();
+  }
+}
+
+function isChange(value: unknown): value is Change {
+  return isPlainMap(value) && typeof value.revision === "number" && typeof value.op === "string" && typeof value.kind === "string";
+}
+
+function idOf(c: Change): number | string {
+  return c.kind === "stream" ? (c as { seq: number }).seq : (c as { key: string }).key;
+}
+
+function streamItemChange(location: string, raw: unknown): Change {
+  if (!isPlainMap(raw) || typeof raw.seq !== "number" || typeof raw.rev !== "number") throw new StrataError("CORRUPT", "malformed stream item in a replay");
+  const { rev, ...message } = raw as unknown as StoredMessage & { rev: number };
+  return { location, kind: "stream", revision: rev, timestamp: message.timestamp, op: "set", seq: message.seq, message, size: message.value.byteLength, chunked: false };
+}
+
+function kvItemChange(location: string, raw: unknown): Change {
+  if (!isPlainMap(raw) || typeof raw.key !== "string" || typeof raw.revision !== "number") throw new StrataError("CORRUPT", "malformed kv entry in a replay");
+  const entry = raw as unknown as KvEntry;
+  return { location, kind: "kv", revision: entry.revision, timestamp: entry.timestamp, op: "set", key: entry.key, entry, size: entry.value.byteLength, chunked: false };
+}

@@ -1,0 +1,162 @@
+/**
+ * The sealed form of a segment, as shipped to the object store.
+ *
+ * Layout: `"STRATSST"` | block 0 | block 1 | … | footer (CBOR) | u32 footerLength | u32 footerCrc |
+ * `"STRATEND"`. Each block is the zstd-compressed run of whole framed records covering raw
+ * segment bytes `[raw, raw + rawLen)`; blocks are ~`blockBytes` of raw records, so a record's
+ * pointer (segment, raw offset) maps to one block and one message is fetched with one ranged read
+ * once the footer is known. The footer holds the block index (with a CRC of each compressed
+ * block, verified before decompressing) and a per-location directory (which blocks hold records of
+ * which location), used to rebuild and compact without decompressing everything.
+ *
+ * Everything here is pure: bytes in, bytes out.
+ */
+import { crc32 } from "node:zlib";
+import { decode, encode } from "cbor-x";
+import { compress, decompress } from "zstd-napi";
+import { StrataError } from "../errors.js";
+import { parseFrame } from "../log/framing.js";
+import { decodeRecord } from "../log/record.js";
+import { SEGMENT_HEADER_BYTES, checkSegmentHeader, segmentHeader } from "../log/segment-files.js";
+
+const HEAD_MAGIC = Buffer.from("STRATSST", "latin1");
+const END_MAGIC = Buffer.from("STRATEND", "latin1");
+export const SEALED_TRAILER_BYTES = 16;
+const ZSTD_LEVEL = 3;
+
+export interface BlockEntry {
+  /** Raw segment offset of the block's first record. */
+  raw: number;
+  rawLen: number;
+  /** Offset and length of the compressed block in the object. */
+  off: number;
+  len: number;
+  crc: number;
+}
+
+export interface SealedFooter {
+  seg: number;
+  /** Length of the raw segment file, header included. */
+  rawBytes: number;
+  blocks: BlockEntry[];
+  /** location → [first block, last block, record count]. */
+  locations: Array<[string, number, number, number]>;
+}
+
+function corrupt(seg: number, why: string): StrataError {
+  return new StrataError("CORRUPT", `sealed segment ${seg} in the object store is damaged: ${why}. It is not served; restore it from another copy.`);
+}
+
+/** Builds the sealed object of a raw segment file (which must hold only whole, valid records). */
+export function sealSegment(seg: number, raw: Buffer, blockBytes: number, recordBytesMax: number): Buffer {
+  checkSegmentHeader(seg, raw);
+  const parts: Buffer[] = [HEAD_MAGIC];
+  let objOff = HEAD_MAGIC.byteLength;
+  const blocks: BlockEntry[] = [];
+  const locs = new Map<string, [number, number, number]>();
+  let start = SEGMENT_HEADER_BYTES;
+  let off = start;
+  const flush = (end: number) => {
+    if (end === start) return;
+    const compressed = compress(raw.subarray(start, end), { compressionLevel: ZSTD_LEVEL });
+    blocks.push({ raw: start, rawLen: end - start, off: objOff, len: compressed.byteLength, crc: crc32(compressed) });
+    parts.push(compressed);
+    objOff += compressed.byteLength;
+    start = end;
+  };
+  while (off < raw.byteLength) {
+    const parsed = parseFrame(raw, off, recordBytesMax);
+    if (parsed.kind !== "ok") throw new StrataError("CORRUPT", `segment ${seg} has an invalid record at offset ${off} and cannot be sealed`);
+    const rec = decodeRecord(parsed.body);
+    if (rec.t !== "chunk") {
+      const block = blocks.length;
+      const l = locs.get(rec.loc);
+      if (l) {
+        l[1] = block;
+        l[2] += 1;
+      } else locs.set(rec.loc, [block, block, 1]);
+    }
+    off = parsed.next;
+    if (off - start >= blockBytes) flush(off);
+  }
+  flush(off);
+  const footer: SealedFooter = { seg, rawBytes: raw.byteLength, blocks, locations: [...locs].map(([loc, v]) => [loc, ...v]) };
+  const footerBytes = Buffer.from(encode(footer));
+  const trailer = Buffer.alloc(SEALED_TRAILER_BYTES);
+  trailer.writeUInt32BE(footerBytes.byteLength, 0);
+  trailer.writeUInt32BE(crc32(footerBytes), 4);
+  END_MAGIC.copy(trailer, 8);
+  parts.push(footerBytes, trailer);
+  return Buffer.concat(parts);
+}
+
+/** Reads the trailer (the object's last 16 bytes): where the footer starts and its checksum. */
+export function parseTrailer(seg: number, objectSize: number, trailerUntrusted: Uint8Array): { off: number; len: number; crc: number } {
+  const t = Buffer.from(trailerUntrusted.buffer, trailerUntrusted.byteOffset, trailerUntrusted.byteLength);
+  if (t.byteLength !== SEALED_TRAILER_BYTES || !t.subarray(8).equals(END_MAGIC)) throw corrupt(seg, "bad trailer");
+  const len = t.readUInt32BE(0);
+  const off = objectSize - SEALED_TRAILER_BYTES - len;
+  if (off < HEAD_MAGIC.byteLength) throw corrupt(seg, "footer length out of range");
+  return { off, len, crc: t.readUInt32BE(4) };
+}
+
+export function parseFooter(seg: number, footerUntrusted: Uint8Array, crc: number): SealedFooter {
+  if (crc32(footerUntrusted) !== crc) throw corrupt(seg, "footer checksum mismatch");
+  let f: SealedFooter;
+  try {
+    f = decode(footerUntrusted) as SealedFooter;
+  } catch {
+    throw corrupt(seg, "footer does not decode");
+  }
+  if (f === null || typeof f !== "object" || f.seg !== seg || !Array.isArray(f.blocks) || !Array.isArray(f.locations)) {
+    throw corrupt(seg, "footer has the wrong shape or names another segment");
+  }
+  return f;
+}
+
+/** The block holding raw offset `off`, by binary search. */
+export function findBlock(footer: SealedFooter, off: number): BlockEntry | undefined {
+  let lo = 0;
+  let hi = footer.blocks.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const b = footer.blocks[mid]!;
+    if (off < b.raw) hi = mid - 1;
+    else if (off >= b.raw + b.rawLen) lo = mid + 1;
+    else return b;
+  }
+  return undefined;
+}
+
+/** Verifies and decompresses one block. */
+export function openBlock(seg: number, block: BlockEntry, compressedUntrusted: Uint8Array): Buffer {
+  if (compressedUntrusted.byteLength !== block.len || crc32(compressedUntrusted) !== block.crc) {
+    throw corrupt(seg, `block at raw offset ${block.raw} fails its checksum`);
+  }
+  let raw: Buffer;
+  try {
+    raw = decompress(compressedUntrusted);
+  } catch {
+    throw corrupt(seg, `block at raw offset ${block.raw} does not decompress`);
+  }
+  if (raw.byteLength !== block.rawLen) throw corrupt(seg, `block at raw offset ${block.raw} has the wrong length`);
+  return raw;
+}
+
+/** Turns a whole sealed object back into the raw segment file it was made from. */
+export function unsealSegment(seg: number, objectUntrusted: Uint8Array): Buffer {
+  const obj = Buffer.from(objectUntrusted.buffer, objectUntrusted.byteOffset, objectUntrusted.byteLength);
+  if (obj.byteLength < HEAD_MAGIC.byteLength + SEALED_TRAILER_BYTES || !obj.subarray(0, 8).equals(HEAD_MAGIC)) throw corrupt(seg, "bad magic");
+  const t = parseTrailer(seg, obj.byteLength, obj.subarray(obj.byteLength - SEALED_TRAILER_BYTES));
+  const footer = parseFooter(seg, obj.subarray(t.off, t.off + t.len), t.crc);
+  const raw = Buffer.allocUnsafe(footer.rawBytes);
+  segmentHeader(seg).copy(raw, 0);
+  let expect = SEGMENT_HEADER_BYTES;
+  for (const b of footer.blocks) {
+    if (b.raw !== expect || b.off + b.len > t.off) throw corrupt(seg, "block index is not contiguous");
+    openBlock(seg, b, obj.subarray(b.off, b.off + b.len)).copy(raw, b.raw);
+    expect = b.raw + b.rawLen;
+  }
+  if (expect !== footer.rawBytes) throw corrupt(seg, "blocks do not cover the segment");
+  return raw;
+}

@@ -1,0 +1,241 @@
+/**
+ * The cold tier of one store: ships sealed segments to the object store, resolves `ack: "object"`
+ * writes once their segment is there, keeps local segment files within the `cacheBytes` budget
+ * (evicting uploaded segments least-recently-used first), reads evicted segments back a block at a
+ * time, and uploads index checkpoints.
+ *
+ * Invariants:
+ * - Segments are uploaded in id order, one at a time, retried with backoff until they succeed
+ *   (or the store closes); local-ack writes never wait for any of it.
+ * - A local segment file is deleted only after its upload succeeded; the active segment and
+ *   segments not yet uploaded are never evicted.
+ * - A checkpoint named by log position P is uploaded only after the segment holding P is in the
+ *   object store, so a restore from it never finds the index pointing at a segment it cannot get.
+ */
+import fs from "node:fs";
+import { StrataError } from "../errors.js";
+import type { LmdbIndex, SegmentInfo } from "../index/lmdb-index.js";
+import type { Pointer } from "../log/record.js";
+import { segmentPath } from "../log/segment-files.js";
+import type { Limits } from "../limits.js";
+import { BlockReader } from "./block-reader.js";
+import { uploadCheckpoint } from "./checkpoints.js";
+import type { ObjectStore } from "./object-store.js";
+import { sealSegment } from "./sealed-segment.js";
+import { segmentKey } from "./segment-keys.js";
+
+export interface TierHooks {
+  /** Seal the active segment soon (an object-ack write is waiting on it). */
+  requestSeal: () => void;
+  /** Close a cached read descriptor before a segment file is deleted. */
+  forgetLocal: (seg: number) => void;
+  /** The segment taking appends now. */
+  activeSegment: () => number;
+  onWarning: (message: string) => void;
+}
+
+interface Waiter {
+  seg: number;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+  timer: NodeJS.Timeout;
+}
+
+export class Tier {
+  readonly reader: BlockReader;
+  private readonly pending: number[] = [];
+  private uploading: Promise<void> | undefined;
+  private readonly uploaded = new Set<number>();
+  private readonly evicted = new Set<number>();
+  private readonly localUploaded = new Map<number, number>();
+  private readonly lastAccess = new Map<number, number>();
+  private waiters: Waiter[] = [];
+  private closed = false;
+  private failing = false;
+  private checkpointing: Promise<void> | undefined;
+  /** Highest segment id known to be in the object store. */
+  private uploadedMax = 0;
+  stats = { uploads: 0, uploadedBytes: 0, uploadFailures: 0, evictions: 0, checkpoints: 0 };
+
+  constructor(
+    readonly objects: ObjectStore,
+    readonly serverId: string,
+    private readonly segmentsDir: string,
+    private readonly index: LmdbIndex,
+    private readonly limits: Limits,
+    private readonly hooks: TierHooks,
+  ) {
+    this.reader = new BlockReader(objects, serverId, limits);
+  }
+
+  /**
+   * Loads segment states from the index and queues what still has to be uploaded. `inTier` are
+   * the segment ids found in the object store; `local` those on the local disk.
+   */
+  start(local: number[], inTier: number[]): void {
+    const localSet = new Set(local);
+    const active = this.hooks.activeSegment();
+    for (const seg of inTier) {
+      this.uploaded.add(seg);
+      this.uploadedMax = Math.max(this.uploadedMax, seg);
+    }
+    const updates: Array<[number, SegmentInfo]> = [];
+    for (const seg of new Set([...local, ...inTier])) {
+      if (seg === active) continue;
+      if (!localSet.has(seg)) {
+        this.evicted.add(seg);
+        updates.push([seg, { state: "evicted", bytes: 0 }]);
+      } else if (this.uploaded.has(seg)) {
+        this.localUploaded.set(seg, fs.statSync(segmentPath(this.segmentsDir, seg)).size);
+        updates.push([seg, { state: "uploaded", bytes: this.localUploaded.get(seg)! }]);
+      } else {
+        this.pending.push(seg);
+        updates.push([seg, { state: "sealed", bytes: fs.statSync(segmentPath(this.segmentsDir, seg)).size }]);
+      }
+    }
+    if (updates.length > 0) this.index.write(() => updates.forEach(([seg, info]) => this.index.segs.put(seg, info)));
+    this.pending.sort((a, b) => a - b);
+    this.kick();
+    this.evictIfNeeded();
+  }
+
+  isLocal(seg: number): boolean {
+    return !this.evicted.has(seg);
+  }
+
+  /** Notes a read of a local segment, for least-recently-used eviction. */
+  touch(seg: number): void {
+    if (this.localUploaded.has(seg)) this.lastAccess.set(seg, performance.now());
+  }
+
+  readBody(ptr: Pointer): Promise<Buffer> {
+    return this.reader.readBody(ptr);
+  }
+
+  /** A segment stopped taking appends: ship it. */
+  onSealed(seg: number, bytes: number): void {
+    this.index.write(() => this.index.segs.put(seg, { state: "sealed", bytes }));
+    this.pending.push(seg);
+    this.kick();
+  }
+
+  /** Resolves once `seg` is in the object store; rejects with UNAVAILABLE after objectAckTimeoutMs. */
+  waitUploaded(seg: number): Promise<void> {
+    if (this.uploaded.has(seg)) return Promise.resolve();
+    if (this.closed) return Promise.reject(new StrataError("CLOSED", "the store closed before the write reached the object store; it is durable locally"));
+    if (seg === this.hooks.activeSegment()) this.hooks.requestSeal();
+    return new Promise((resolve, reject) => {
+      const waiter: Waiter = {
+        seg,
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          this.waiters = this.waiters.filter((w) => w !== waiter);
+          reject(
+            new StrataError(
+              "UNAVAILABLE",
+              `the write is durable locally but did not reach the object store within objectAckTimeoutMs=${this.limits.objectAckTimeoutMs}; the object store may be down (it is retried in the background)`,
+            ),
+          );
+        }, this.limits.objectAckTimeoutMs),
+      };
+      this.waiters.push(waiter);
+    });
+  }
+
+  private kick(): void {
+    if (this.uploading || this.closed || this.pending.length === 0) return;
+    this.uploading = this.uploadLoop().finally(() => {
+      this.uploading = undefined;
+      this.kick();
+    });
+  }
+
+  private async uploadLoop(): Promise<void> {
+    let backoffMs = 50;
+    while (this.pending.length > 0 && !this.closed) {
+      const seg = this.pending[0]!;
+      try {
+        await this.upload(seg);
+        this.pending.shift();
+        backoffMs = 50;
+        if (this.failing) this.hooks.onWarning(`object store reachable again; uploads caught up to segment ${seg}`);
+        this.failing = false;
+      } catch (err) {
+        this.stats.uploadFailures++;
+        if (!this.failing) this.hooks.onWarning(`upload of segment ${seg} failed (${(err as Error).message}); retrying with backoff`);
+        this.failing = true;
+        await new Promise((r) => setTimeout(r, backoffMs * (0.5 + Math.random())));
+        backoffMs = Math.min(backoffMs * 2, this.limits.uploadRetryMaxMs);
+      }
+    }
+  }
+
+  private async upload(seg: number): Promise<void> {
+    const raw = fs.readFileSync(segmentPath(this.segmentsDir, seg));
+    const sealed = sealSegment(seg, raw, this.limits.blockBytes, this.limits.recordBytesMax);
+    await this.objects.put(segmentKey(this.serverId, seg), sealed);
+    this.uploaded.add(seg);
+    this.uploadedMax = Math.max(this.uploadedMax, seg);
+    this.stats.uploads++;
+    this.stats.uploadedBytes += sealed.byteLength;
+    if (!this.closed) this.index.write(() => this.index.segs.put(seg, { state: "uploaded", bytes: raw.byteLength }));
+    this.localUploaded.set(seg, raw.byteLength);
+    const done = this.waiters.filter((w) => this.uploaded.has(w.seg));
+    this.waiters = this.waiters.filter((w) => !this.uploaded.has(w.seg));
+    for (const w of done) {
+      clearTimeout(w.timer);
+      w.resolve();
+    }
+    this.evictIfNeeded();
+  }
+
+  /** Deletes uploaded local segment files, least recently read first, until within cacheBytes. */
+  evictIfNeeded(): void {
+    let total = 0;
+    for (const bytes of this.localUploaded.values()) total += bytes;
+    if (total <= this.limits.cacheBytes || this.closed) return;
+    const order = [...this.localUploaded.keys()].sort((a, b) => (this.lastAccess.get(a) ?? 0) - (this.lastAccess.get(b) ?? 0) || a - b);
+    for (const seg of order) {
+      if (total <= this.limits.cacheBytes) break;
+      this.hooks.forgetLocal(seg);
+      fs.rmSync(segmentPath(this.segmentsDir, seg), { force: true });
+      total -= this.localUploaded.get(seg)!;
+      this.localUploaded.delete(seg);
+      this.lastAccess.delete(seg);
+      this.evicted.add(seg);
+      this.stats.evictions++;
+      this.index.write(() => this.index.segs.put(seg, { state: "evicted", bytes: 0 }));
+    }
+  }
+
+  /** Uploads a checkpoint of the index (at most one at a time). */
+  checkpoint(): Promise<void> {
+    this.checkpointing ??= uploadCheckpoint(this.index, this.objects, this.serverId, this.limits, (seg) => this.waitUploaded(seg))
+      .then(() => void this.stats.checkpoints++)
+      .finally(() => (this.checkpointing = undefined));
+    return this.checkpointing;
+  }
+
+  /** Number of sealed segments not yet in the object store. */
+  get backlog(): number {
+    return this.pending.length;
+  }
+
+  /** Waits (bounded) for pending uploads, then stops. Unfinished uploads resume at the next start. */
+  async close(): Promise<void> {
+    const deadline = Date.now() + this.limits.closeUploadWaitMs;
+    while (this.pending.length > 0 && Date.now() < deadline && !this.failing) {
+      await Promise.race([this.uploading, new Promise((r) => setTimeout(r, 50))]);
+    }
+    this.closed = true;
+    for (const w of this.waiters) {
+      clearTimeout(w.timer);
+      w.reject(new StrataError("CLOSED", "the store closed before the write reached the object store; it is durable locally and is shipped at the next start"));
+    }
+    this.waiters = [];
+    await this.uploading?.catch(() => undefined);
+    await this.checkpointing?.catch(() => undefined);
+    await this.objects.close();
+  }
+}

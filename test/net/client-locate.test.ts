@@ -1,0 +1,104 @@
+/**
+ * How a client finds the server of a location without a pinned server: it asks the coordinator
+ * (`P.coord.locate`), caches the answer per location, and asks again when the server does not
+ * answer (no responders) or the coordinator says UNAVAILABLE, retrying with backoff within the
+ * call's budget. Ends with the real coordinator, which the server registers with by heartbeat.
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { connect, type Msg, type NatsConnection } from "nats";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { StrataError } from "../../src/errors.js";
+import { StrataClient } from "../../src/net/client.js";
+import { startCoordinator } from "../../src/net/coordinator.js";
+import { startServer, type StrataServer } from "../../src/net/server.js";
+import { decodeMap, encode } from "../../src/net/wire-codec.js";
+import { errorHeaders } from "../../src/net/wire-errors.js";
+import { startNatsServer, type RunningNatsServer } from "../helpers/nats-server.js";
+
+const enc = (s: string) => new TextEncoder().encode(s);
+
+let nats: RunningNatsServer;
+let nc: NatsConnection;
+let server: StrataServer;
+const dirs: string[] = [];
+
+async function tempDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), "strata-locate-"));
+  dirs.push(dir);
+  return dir;
+}
+
+beforeAll(async () => {
+  nats = await startNatsServer();
+  nc = await connect({ servers: nats.url });
+  server = await startServer({ dir: await tempDir(), nats: nats.url, id: "s1", prefix: "fake" });
+});
+
+afterAll(async () => {
+  await server?.stop();
+  await nc?.close();
+  await nats?.stop();
+  for (const dir of dirs) await rm(dir, { recursive: true, force: true });
+});
+
+/** A stand-in coordinator answering locate requests from a script of replies. */
+function fakeCoordinator(answers: Array<string | "UNAVAILABLE">): { asked: string[]; stop(): void } {
+  const asked: string[] = [];
+  const sub = nc.subscribe("fake.coord.locate", {
+    callback: (_err, msg: Msg) => {
+      asked.push(String(decodeMap(msg.data, "locate").location));
+      const answer = answers[Math.min(asked.length - 1, answers.length - 1)]!;
+      if (answer === "UNAVAILABLE") msg.respond(new Uint8Array(0), { headers: errorHeaders(new StrataError("UNAVAILABLE", "no live server")) });
+      else msg.respond(encode({ server: answer }));
+    },
+  });
+  return { asked, stop: () => sub.unsubscribe() };
+}
+
+describe("locating through the coordinator", () => {
+  it("caches the answer, and re-asks when the server gives no response", async () => {
+    const coord = fakeCoordinator(["gone", "s1"]);
+    const client = new StrataClient(nc, { prefix: "fake", timeoutMs: 3000 });
+    const s = client.stream("loc/a");
+    expect((await s.append({ value: enc("x") })).seq).toBe(1);
+    expect(coord.asked).toEqual(["loc/a", "loc/a"]);
+    await s.get(1);
+    await s.inventory();
+    expect(coord.asked).toHaveLength(2);
+    await client.stream("loc/b").inventory();
+    expect(coord.asked).toEqual(["loc/a", "loc/a", "loc/b"]);
+    coord.stop();
+    client.close();
+  });
+
+  it("retries while the coordinator reports UNAVAILABLE", async () => {
+    const coord = fakeCoordinator(["UNAVAILABLE", "UNAVAILABLE", "s1"]);
+    const client = new StrataClient(nc, { prefix: "fake", timeoutMs: 3000 });
+    expect((await client.kv("loc/kv").set("k", enc("v"))).revision).toBe(1);
+    expect(coord.asked).toHaveLength(3);
+    coord.stop();
+    client.close();
+  });
+
+  it("gives up with UNAVAILABLE and a hint when there is no coordinator", async () => {
+    const client = new StrataClient(nc, { prefix: "nobody", timeoutMs: 300 });
+    const err = await client.stream("loc/a").get(1).catch((e: unknown) => e);
+    expect(StrataError.is(err, "UNAVAILABLE")).toBe(true);
+    expect((err as Error).message).toMatch(/coordinator/);
+    client.close();
+  });
+
+  it("works end to end with the real coordinator and a heartbeating server", async () => {
+    const coordinator = await startCoordinator({ nc, dataDir: await tempDir(), prefix: "real" });
+    const real = await startServer({ dir: await tempDir(), nats: nc, id: "r1", prefix: "real" });
+    const client = new StrataClient(nc, { prefix: "real", timeoutMs: 5000 });
+    const s = client.stream("acct/alice/chat");
+    const { seq } = await s.append({ value: enc("via coordinator") });
+    expect(new TextDecoder().decode((await s.get(seq))?.value)).toBe("via coordinator");
+    client.close();
+    await real.stop();
+    await coordinator.stop();
+  });
+});

@@ -1,0 +1,119 @@
+/**
+ * The server's lifecycle: `strata server` as a real process (ready line, serving, SIGTERM → exit
+ * 0 with the data kept), graceful stop (new requests are refused with UNAVAILABLE while an
+ * upload already in progress finishes, then the store is closed), and examples/stream-watch.ts
+ * run against a live server so it keeps working.
+ */
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { connect, type NatsConnection } from "nats";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { StrataError } from "../../src/errors.js";
+import { StrataClient } from "../../src/net/client.js";
+import { startServer } from "../../src/net/server.js";
+import { Store } from "../../src/store.js";
+import { startNatsServer, type RunningNatsServer } from "../helpers/nats-server.js";
+
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+const enc = (s: string) => new TextEncoder().encode(s);
+
+let nats: RunningNatsServer;
+let nc: NatsConnection;
+const dirs: string[] = [];
+
+beforeAll(async () => {
+  nats = await startNatsServer();
+  nc = await connect({ servers: nats.url });
+});
+
+afterAll(async () => {
+  await nc?.close();
+  await nats?.stop();
+  for (const dir of dirs) await rm(dir, { recursive: true, force: true });
+});
+
+async function tempDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), "strata-life-"));
+  dirs.push(dir);
+  return dir;
+}
+
+describe("strata server (CLI)", () => {
+  it("serves until SIGTERM, then exits 0 with its data on disk", async () => {
+    const dir = await tempDir();
+    const child = spawn(process.execPath, ["--import", "tsx", "src/cli/main.ts", "server", "--id", "cli1", "--data", dir, "--nats", nats.url], {
+      cwd: ROOT,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    child.stderr.on("data", (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.on("data", (d: Buffer) => {
+        out += d.toString();
+        if (out.includes('server "cli1" ready')) resolve();
+      });
+      void exited.then((code) => reject(new Error(`strata server exited (${code}):\n${out}`)));
+    });
+    const client = new StrataClient(nc, { server: "cli1" });
+    const { seq } = await client.stream("cli/s").append({ value: enc("kept") });
+    expect(seq).toBe(1);
+    process.kill(child.pid!, "SIGTERM");
+    expect(await exited).toBe(0);
+    client.close();
+    const store = await Store.open({ dir, id: "cli1" });
+    expect(new TextDecoder().decode((await store.stream("cli/s").get(1))?.value)).toBe("kept");
+    await store.close();
+  });
+
+  it("refuses bad flags with a clear error", async () => {
+    const child = spawn(process.execPath, ["--import", "tsx", "src/cli/main.ts", "server", "--id", "bad id", "--data", "/nonexistent-x", "--nats", nats.url], {
+      cwd: ROOT,
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    let err = "";
+    child.stderr.on("data", (d: Buffer) => (err += d.toString()));
+    const code = await new Promise<number | null>((resolve) => child.once("exit", (c) => resolve(c)));
+    expect(code).toBe(1);
+    expect(err).toMatch(/INVALID_ARGUMENT: server id/);
+  });
+});
+
+describe("graceful stop", () => {
+  it("finishes an upload in flight, refuses new requests, then closes the store", async () => {
+    const dir = await tempDir();
+    const server = await startServer({ dir, nats: nats.url, id: "g1" });
+    const client = new StrataClient(nc, { server: "g1", timeoutMs: 500 });
+    const value = randomBytes(24 * 1024 * 1024);
+    const upload = client.stream("g/s").append({ value });
+    while (server.stats().uploadsOpen === 0) await new Promise((resolve) => setImmediate(resolve));
+    const stopped = server.stop();
+    const refused = await client.stream("g/s").inventory().catch((e: unknown) => e);
+    expect(StrataError.is(refused, "UNAVAILABLE")).toBe(true);
+    const { seq } = await upload;
+    await stopped;
+    expect(server.store.closed).toBe(true);
+    client.close();
+    const store = await Store.open({ dir, id: "g1" });
+    expect((await store.stream("g/s").get(seq))?.value.byteLength).toBe(value.byteLength);
+    await store.close();
+  });
+});
+
+describe("examples/stream-watch.ts", () => {
+  it("runs to completion against a server", async () => {
+    const server = await startServer({ dir: await tempDir(), nats: nats.url, id: "ex" });
+    const child = spawn(process.execPath, ["--import", "tsx", "examples/stream-watch.ts", nats.url, "--server", "ex"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (out += d.toString()));
+    const code = await new Promise<number | null>((resolve) => child.once("exit", (c) => resolve(c)));
+    await server.stop();
+    expect(code, out).toBe(0);
+    expect(out).toContain("watch: rev 6 #6 live-3");
+  });
+});

@@ -1,0 +1,134 @@
+/**
+ * Every wire input is validated: raw garbage sent with nc.request (malformed CBOR, wrong types,
+ * oversize fields, unknown ops, huge counts, mismatched locations, ops on the wrong subject class)
+ * gets an error reply with a stable code; the server keeps running and writes nothing.
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Encoder, decode } from "cbor-x";
+import { connect, createInbox, type Msg, type NatsConnection } from "nats";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { StrataClient } from "../../src/net/client.js";
+import { startServer, type StrataServer } from "../../src/net/server.js";
+import { errorOfReply } from "../../src/net/wire-errors.js";
+import { Store } from "../../src/store.js";
+import { startNatsServer, type RunningNatsServer } from "../helpers/nats-server.js";
+
+const cbor = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false });
+const W = "strata.w.s1.acct.alice.x";
+const R = "strata.r.s1.acct.alice.x";
+
+let nats: RunningNatsServer;
+let dir: string;
+let store: Store;
+let server: StrataServer;
+let nc: NatsConnection;
+
+beforeAll(async () => {
+  nats = await startNatsServer();
+  dir = await mkdtemp(join(tmpdir(), "strata-wire-"));
+  store = await Store.open({ dir, id: "s1" });
+  server = await startServer({ store, nats: nats.url, id: "s1" });
+  nc = await connect({ servers: nats.url });
+});
+
+afterAll(async () => {
+  await nc?.close();
+  await server?.stop();
+  await store?.close();
+  await nats?.stop();
+  await rm(dir, { recursive: true, force: true });
+});
+
+/** Sends raw bytes and returns the error code of the reply (or "OK"). */
+async function code(subject: string, body: Uint8Array | unknown): Promise<string> {
+  const data = body instanceof Uint8Array ? body : cbor.encode(body);
+  const reply = await nc.request(subject, data, { timeout: 5000 });
+  return errorOfReply(reply, () => subject)?.code ?? "OK";
+}
+
+const bytes = (...b: number[]) => new Uint8Array(b);
+
+describe("garbage gets an error reply, never a crash, never a write", () => {
+  const cases: Array<[string, string, Uint8Array | unknown, string]> = [
+    ["empty body", W, new Uint8Array(0), "INVALID_ARGUMENT"],
+    ["break byte", W, bytes(0xff), "INVALID_ARGUMENT"],
+    ["truncated map", W, bytes(0xa2, 0x62, 0x6f, 0x70), "INVALID_ARGUMENT"],
+    ["trailing bytes", W, new Uint8Array([...cbor.encode({ op: "inventory" }), 0x00]), "INVALID_ARGUMENT"],
+    ["not a map", W, [1, 2, 3], "INVALID_ARGUMENT"],
+    ["a string", W, "stream.append", "INVALID_ARGUMENT"],
+    ["a tagged date", W, new Date(0), "INVALID_ARGUMENT"],
+    ["no op", W, { message: {} }, "INVALID_ARGUMENT"],
+    ["op of wrong type", W, { op: 7 }, "INVALID_ARGUMENT"],
+    ["unknown op", W, { op: "stream.drop" }, "INVALID_ARGUMENT"],
+    ["prototype op", W, { op: "__proto__" }, "INVALID_ARGUMENT"],
+    ["unknown field", W, { op: "stream.append", message: {}, extra: 1 }, "INVALID_ARGUMENT"],
+    ["message not a map", W, { op: "stream.append", message: "hi" }, "INVALID_ARGUMENT"],
+    ["value of wrong type", W, { op: "stream.append", message: { value: 12 } }, "INVALID_ARGUMENT"],
+    ["headers of wrong type", W, { op: "stream.append", message: { headers: { a: 1 } } }, "INVALID_ARGUMENT"],
+    ["unknown option", W, { op: "stream.append", message: {}, options: { fast: true } }, "INVALID_ARGUMENT"],
+    ["seq as string", W, { op: "stream.set", seq: "1", message: {} }, "INVALID_ARGUMENT"],
+    ["negative seq", W, { op: "stream.set", seq: -1, message: {} }, "INVALID_ARGUMENT"],
+    ["fractional seq", W, { op: "stream.delete", seq: 1.5 }, "INVALID_ARGUMENT"],
+    ["key of wrong type", W, { op: "kv.set", key: 5, value: bytes(1) }, "INVALID_KEY"],
+    ["oversize key", W, { op: "kv.set", key: "k".repeat(2000), value: bytes(1) }, "INVALID_KEY"],
+    ["too many headers", W, { op: "stream.append", message: { headers: Object.fromEntries(Array.from({ length: 300 }, (_, i) => [`h${i}`, "v"])) } }, "TOO_LARGE"],
+    ["oversize msgId", W, { op: "stream.append", message: {}, options: { msgId: "m".repeat(5000) } }, "TOO_LARGE"],
+    ["items not an array", W, { op: "stream.appendMany", items: { 0: {} } }, "INVALID_ARGUMENT"],
+    ["too many items", W, { op: "stream.appendMany", items: Array.from({ length: 20_000 }, () => 0) }, "TOO_LARGE"],
+    ["huge declared array", W, bytes(0xa2, 0x62, 0x6f, 0x70, 0x61, 0x78, 0x65, 0x69, 0x74, 0x65, 0x6d, 0x73, 0x9b, 0, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff), "INVALID_ARGUMENT"],
+    ["deep nesting", W, new Uint8Array([...new Array(100_000).fill(0x81), 0x00]), "INVALID_ARGUMENT"],
+    ["upload larger than valueBytesMax", W, { op: "upload", head: 10, bytes: 2 ** 40 }, "TOO_LARGE"],
+    ["upload head too large", W, { op: "upload", head: 2 ** 30, bytes: 0 }, "TOO_LARGE"],
+    ["upload without sizes", W, { op: "upload" }, "INVALID_ARGUMENT"],
+    ["chunk of an unknown upload", W, { op: "chunk", upload: "nope", k: 0, data: bytes(1) }, "INVALID_ARGUMENT"],
+    ["chunk without data", W, { op: "chunk", upload: "nope", k: 0 }, "INVALID_ARGUMENT"],
+    ["credit of an unknown stream", R, { op: "credit", stream: "nope", n: 5 }, "INVALID_ARGUMENT"],
+    ["credit of wrong type", R, { op: "credit", stream: "nope", n: "5" }, "INVALID_ARGUMENT"],
+    ["changes with a huge limit", R, { op: "changes", after: 0, limit: 1e9 }, "INVALID_ARGUMENT"],
+    ["changes without after", R, { op: "changes" }, "INVALID_ARGUMENT"],
+    ["body location disagrees with the subject", W, { op: "stream.append", message: {}, location: "acct/bob/x" }, "FORBIDDEN"],
+    ["a write on the read subject", R, { op: "stream.append", message: {} }, "FORBIDDEN"],
+    ["a read on the write subject", W, { op: "stream.get", seq: 1 }, "FORBIDDEN"],
+    ["invalid location token", "strata.w.s1.acct.al=ce!", { op: "inventory" }, "INVALID_LOCATION"],
+    ["too many location segments", `strata.r.s1.${Array.from({ length: 20 }, () => "a").join(".")}`, { op: "inventory" }, "INVALID_LOCATION"],
+  ];
+
+  it.each(cases)("%s → %s", async (_name, subject, body, expected) => {
+    expect(await code(subject, body)).toBe(expected);
+  });
+
+  it.each([
+    ["garbage", new Uint8Array([0xff, 0x00, 0x13])],
+    ["a read op", cbor.encode({ op: "stream.get", seq: 1 })],
+    ["a value for an op without one", cbor.encode({ op: "stream.delete", seq: 1 })],
+    ["an unknown field", cbor.encode({ op: "stream.append", message: {}, sneaky: 1 })],
+  ])("an upload whose request is %s is refused", async (_name, head) => {
+    const inbox = createInbox();
+    const got: Msg[] = [];
+    let wake = () => undefined as void;
+    const sub = nc.subscribe(inbox, { callback: (_e, m) => (got.push(m), wake()) });
+    const next = async () => {
+      while (got.length === 0) await new Promise<void>((resolve) => (wake = resolve));
+      return got.shift()!;
+    };
+    nc.publish(W, cbor.encode({ op: "upload", head: head.byteLength, bytes: 10 }), { reply: inbox });
+    const { up } = decode((await next()).data) as { up: string };
+    nc.publish(W, cbor.encode({ op: "chunk", upload: up, k: 0, data: new Uint8Array([...head, ...new Uint8Array(10)]) }), { reply: inbox });
+    const reply = await next();
+    expect(errorOfReply(reply, () => W)?.code).toBe("INVALID_ARGUMENT");
+    sub.unsubscribe();
+  });
+
+  it("left the server running and the location untouched", async () => {
+    expect(store.inventory("acct/alice/x")).toMatchObject({ count: 0, revision: 0 });
+    expect(await code(R, { op: "inventory" })).toBe("OK");
+    expect(await code(R, { op: "inventory", location: "acct/alice/x" })).toBe("OK");
+    const nc2 = await connect({ servers: nats.url });
+    const client = new StrataClient(nc2, { server: "s1" });
+    expect((await client.stream("acct/alice/x").append({ value: bytes(1) })).seq).toBe(1);
+    client.close();
+    await nc2.close();
+  });
+});
