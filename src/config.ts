@@ -4,6 +4,7 @@
 import path from "node:path";
 import { StrataError } from "./errors.js";
 import { resolveLimits, type Limits } from "./limits.js";
+import { validateOptionsObject } from "./validate.js";
 import type { ObjectStore } from "./tier/object-store.js";
 
 export interface StoreOptions {
@@ -40,11 +41,13 @@ export interface StoreConfig {
 }
 
 const SERVER_ID = /^[-_a-zA-Z0-9]{1,64}$/;
+const OPTION_NAMES = ["dir", "id", "tier", "objectStore", "cacheBytes", "sealIntervalMs", "limits", "onWarning", "clock", "sweepTimers"];
 
 export function resolveStoreConfig(options: StoreOptions): StoreConfig {
   if (options === null || typeof options !== "object" || typeof options.dir !== "string" || options.dir.length === 0) {
     throw new StrataError("INVALID_ARGUMENT", "Store.open needs { dir: \"path/to/data\" }");
   }
+  validateOptionsObject(options, OPTION_NAMES, "Store.open");
   const id = options.id ?? "local";
   if (!SERVER_ID.test(id)) throw new StrataError("INVALID_ARGUMENT", `id "${id}" must be 1..64 characters of [-_a-zA-Z0-9]`);
   const limits = resolveLimits({

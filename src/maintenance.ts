@@ -28,7 +28,7 @@ function pruneDedup(store: Store, now: number): void {
     for (const key of old) {
       const [ts, locId, msgId] = key;
       const hit = index.dedup.get([locId, msgId]);
-      if (hit && hit[2] === ts) index.dedup.remove([locId, msgId]);
+      if (hit && hit[3] === ts) index.dedup.remove([locId, msgId]);
       index.dedupAge.remove(key);
     }
   });

@@ -192,10 +192,12 @@ function replaySegment(
     let problem: string | undefined;
     let rec: LogRecord | undefined;
     if (parsed.kind === "ok") {
+      // A record that passes its checksum was written whole: if it does not decode, it is not a
+      // torn write and cutting it would drop the acknowledged records after it.
       try {
         rec = decodeRecord(parsed.body);
       } catch (err) {
-        problem = (err as Error).message;
+        throw new StrataError("CORRUPT", `segment ${id} holds a whole record at offset ${off} that does not decode (${(err as Error).message}); written by a newer or faulty Strata? Nothing was cut.`, { cause: err });
       }
     } else {
       problem = parsed.kind === "corrupt" ? parsed.reason : `incomplete record (${parsed.needBytes} bytes needed, ${buf.byteLength - off} left)`;

@@ -230,7 +230,7 @@ export class Store {
     for (const { key, value } of entries) {
       const rec = await this.readRecord({ seg: value[0], off: value[1], len: value[2] });
       assert(rec.t !== "chunk" && rec.rev === key[1], "revision index points at its record");
-      out.push(changeOf(rec, 0));
+      out.push(changeOf(rec, value[3] ?? 0));
     }
     return out;
   }

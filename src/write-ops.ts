@@ -118,6 +118,9 @@ export class BatchView {
       const seen = this.dedup.get(dk) ?? this.storedDedup(m, op.msgId);
       if (seen !== undefined) return { result: seen };
     }
+    if (m.lastSeq >= Number.MAX_SAFE_INTEGER) {
+      throw new StrataError("TOO_LARGE", `stream "${op.loc}" is at the largest seq (${m.lastSeq}); append is impossible, use set() with a smaller seq`);
+    }
     if (op.expectedLastSeq !== undefined && op.expectedLastSeq !== m.lastSeq) {
       throw new StrataError("CONFLICT", `expectedLastSeq is ${op.expectedLastSeq} but the stream "${op.loc}" is at ${m.lastSeq}; re-read and retry`);
     }
@@ -132,7 +135,7 @@ export class BatchView {
   private storedDedup(m: MetaView, msgId: string): unknown {
     if (m.id === undefined) return undefined;
     const hit = this.index.dedup.get([m.id, msgId]);
-    if (!hit || this.now - hit[2] > this.limits.dedupWindowMs) return undefined;
+    if (!hit || this.now - hit[3] > this.limits.dedupWindowMs) return undefined;
     return { seq: hit[0], revision: hit[1], timestamp: hit[2], duplicate: true };
   }
 
@@ -143,7 +146,10 @@ export class BatchView {
     this.seqs.set(`${op.loc}\0${seq}`, true);
     const record: LogRecord = { t: "sset", loc: op.loc, seq, rev, ts: timestamp ?? this.now, value: op.value, size: op.size };
     if (op.headers) record.headers = op.headers;
-    if (op.msgId !== undefined) record.msgId = op.msgId;
+    if (op.msgId !== undefined) {
+      record.msgId = op.msgId;
+      record.at = this.now;
+    }
     if (op.chunks) record.chunks = op.chunks;
     return { record };
   }

@@ -46,9 +46,10 @@ export function applyRecord(index: LmdbIndex, rec: LogRecord, ptr: Pointer, opts
       meta.bytes += rec.size;
       index.seqs.put(key, [ptr.seg, ptr.off, ptr.len, rec.size]);
       if (rec.seq > meta.lastSeq) meta.lastSeq = rec.seq;
-      if (rec.msgId !== undefined && opts.now - rec.ts <= opts.dedupWindowMs) {
-        index.dedup.put([meta.id, rec.msgId], [rec.seq, rec.rev, rec.ts]);
-        index.dedupAge.put([rec.ts, meta.id, rec.msgId], null);
+      const at = rec.at ?? rec.ts;
+      if (rec.msgId !== undefined && opts.now - at <= opts.dedupWindowMs) {
+        index.dedup.put([meta.id, rec.msgId], [rec.seq, rec.rev, rec.ts, at]);
+        index.dedupAge.put([at, meta.id, rec.msgId], null);
       }
       break;
     }
@@ -90,7 +91,7 @@ export function applyRecord(index: LmdbIndex, rec: LogRecord, ptr: Pointer, opts
   }
   meta.rev = rec.rev;
   index.locs.put(rec.loc, meta);
-  index.revs.put([meta.id, rec.rev], [ptr.seg, ptr.off, ptr.len]);
+  index.revs.put([meta.id, rec.rev], rec.t === "sdelall" ? [ptr.seg, ptr.off, ptr.len, removed] : [ptr.seg, ptr.off, ptr.len]);
   return removed;
 }
 

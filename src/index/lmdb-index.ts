@@ -6,8 +6,8 @@
  * - `locIds`: id → location path
  * - `seqs`:   [locId, seq] → [seg, off, len, valueBytes]
  * - `kvs`:    [locId, key] → [seg, off, len, valueBytes, revision, expiresAt (0 = none)]
- * - `revs`:   [locId, revision] → [seg, off, len] of the record that produced that revision
- * - `dedup`:  [locId, msgId] → [seq, revision, timestamp]; `dedupAge`: [timestamp, locId, msgId]
+ * - `revs`:   [locId, revision] → [seg, off, len(, removed)] of the record that produced it
+ * - `dedup`:  [locId, msgId] → [seq, revision, timestamp, commitTime]; `dedupAge`: [commitTime, locId, msgId]
  * - `ttl`:    [expiresAt, locId, key] → revision
  * - `segs`:   segment id → SegmentInfo
  * - `sys`:    "checkpoint" → how far of the log the index reflects, "nextLocId", "format"
@@ -35,8 +35,10 @@ export interface LocMeta {
 
 export type SeqEntry = [seg: number, off: number, len: number, valueBytes: number];
 export type KvIndexEntry = [seg: number, off: number, len: number, valueBytes: number, rev: number, expiresAt: number];
-export type RevEntry = [seg: number, off: number, len: number];
-export type DedupEntry = [seq: number, rev: number, ts: number];
+/** A deleteAll's entry also holds how many messages it removed. */
+export type RevEntry = [seg: number, off: number, len: number, removed?: number];
+/** `at` is the commit time the dedup window counts from. */
+export type DedupEntry = [seq: number, rev: number, ts: number, at: number];
 
 export type SegmentState = "active" | "sealed" | "uploaded" | "evicted";
 export interface SegmentInfo {

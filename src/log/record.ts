@@ -27,6 +27,8 @@ export interface StreamSetRecord {
   value: Uint8Array;
   headers?: Headers;
   msgId?: string;
+  /** Commit time, kept with a msgId: the dedup window counts from it, not from `ts`. */
+  at?: number;
   /** Set for a large value: the value is the concatenation of these chunk records. */
   chunks?: Pointer[];
   /** Length of the value in bytes (also for chunked values). */
@@ -91,7 +93,7 @@ function ptrTuple(p: Pointer): [number, number, number] {
 export function encodeRecord(r: LogRecord): Uint8Array {
   switch (r.t) {
     case "sset":
-      return encode([TAG.sset, r.loc, r.seq, r.rev, r.ts, r.chunks ? null : r.value, r.headers ?? null, r.msgId ?? null, r.chunks?.map(ptrTuple) ?? null, r.size]);
+      return encode([TAG.sset, r.loc, r.seq, r.rev, r.ts, r.chunks ? null : r.value, r.headers ?? null, r.msgId ?? null, r.chunks?.map(ptrTuple) ?? null, r.size, r.at ?? null]);
     case "sdel":
       return encode([TAG.sdel, r.loc, r.seq, r.rev, r.ts]);
     case "sdelall":
@@ -157,6 +159,7 @@ export function decodeRecord(bodyUntrusted: Uint8Array): LogRecord {
       if (a[7] !== null && a[7] !== undefined) r.msgId = str(a[7], "msgId");
       const c = chunks(a[8]);
       if (c) r.chunks = c;
+      if (a[10] !== null && a[10] !== undefined) r.at = int(a[10], "at");
       return r;
     }
     case TAG.sdel:

@@ -183,7 +183,7 @@ describe("INVALID_ARGUMENT", () => {
   // Engine bug: resolveStoreConfig ignores option names it does not know, so a typo such as
   // `sweepTimer` or `limit` silently runs with defaults. Fix: check the names with
   // validateOptionsObject at the top of resolveStoreConfig, as resolveLimits does for limits.
-  it("BUG: refuses unknown Store.open option names, as it refuses unknown limits", async () => {
+  it("refuses unknown Store.open option names, as it refuses unknown limits", async () => {
     const fresh = path.join(tempDir(), "never-created");
     for (const options of [{ dir: fresh, sweepTimer: false }, { dir: fresh, limit: { chunkBytes: 1 } }]) {
       expect(await codeOf(() => Store.open(options as StoreOptions).then((s) => s.close())), JSON.stringify(options)).toBe("INVALID_ARGUMENT");

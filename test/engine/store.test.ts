@@ -375,12 +375,11 @@ describe("durability", () => {
   });
 });
 
-// Each test below shows an engine bug found while writing this suite; it fails until the bug is
-// fixed (the fix proposed is in the test's comment).
-describe("engine bugs", () => {
+// Regression tests of engine bugs found while writing this suite (each comment says the fix).
+describe("engine regressions", () => {
   // Fix: remember a msgId by commit time (an extra record field for the batch clock), not by the
   // caller's message timestamp, in applyRecord and BatchView.storedDedup.
-  it("BUG: dedups a msgId whose message carries its own (older) timestamp", async () => {
+  it("dedups a msgId whose message carries its own (older) timestamp", async () => {
     const s = store.stream("bug/dedup");
     const first = await s.append({ value: enc("x"), timestamp: 1000 }, { msgId: "m" });
     expect(await s.append({ value: enc("x"), timestamp: 1000 }, { msgId: "m" })).toEqual({ ...first, duplicate: true });
@@ -389,7 +388,7 @@ describe("engine bugs", () => {
 
   // Fix: BatchView.streamDeleteAll counts what it removes (index range count + batch overlay) and
   // the sdelall record carries that count, so changesSince can report it.
-  it("BUG: changesSince reports a deleteAll with the count it removed, as onChange does", async () => {
+  it("changesSince reports a deleteAll with the count it removed, as onChange does", async () => {
     const s = store.stream("bug/count");
     for (let i = 0; i < 3; i++) await s.append({});
     const live: Change[] = [];
@@ -399,7 +398,7 @@ describe("engine bugs", () => {
   });
 
   // Fix: BatchView.append refuses (e.g. TOO_LARGE) when lastSeq is Number.MAX_SAFE_INTEGER.
-  it("BUG: refuses to append past the largest safe seq rather than write a record no reader accepts", async () => {
+  it("refuses to append past the largest safe seq rather than write a record no reader accepts", async () => {
     const s = store.stream("bug/max");
     await s.set(Number.MAX_SAFE_INTEGER, {});
     expect(await s.append({}).then(() => "written", (e: { code?: string }) => e.code)).not.toBe("written");
@@ -408,7 +407,7 @@ describe("engine bugs", () => {
 
   // Fix: in recovery.replaySegment, a frame that passes its CRC but does not decode is not a torn
   // write (it was fully written): refuse to open with CORRUPT even in the last segment, never cut.
-  it("BUG: never cuts acknowledged records that follow a record which passes its checksum but does not decode", async () => {
+  it("never cuts acknowledged records that follow a record which passes its checksum but does not decode", async () => {
     await store.log.writeBatch([frame(encode(["a record from a buggy or newer writer"]))]);
     const acked = await store.stream("bug/after").append({ value: enc("acknowledged") });
     await store.close();
