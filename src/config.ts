@@ -4,6 +4,7 @@
 import path from "node:path";
 import { StrataError } from "./errors.js";
 import { resolveLimits, type Limits } from "./limits.js";
+import type { FsyncMode } from "./log/segment-log.js";
 import { validateOptionsObject } from "./validate.js";
 import type { ObjectStore } from "./tier/object-store.js";
 
@@ -20,6 +21,11 @@ export interface StoreOptions {
   cacheBytes?: number;
   /** A dirty active segment is sealed (and shipped) at least this often. */
   sealIntervalMs?: number;
+  /**
+   * "always" (default): a local ack means the record is fdatasync'd. "interval": acks once written
+   * to the OS, synced every fsyncIntervalMs (survives a process crash, not an OS crash).
+   */
+  fsync?: FsyncMode;
   /** Any other limit of `limits.ts`. */
   limits?: Partial<Limits>;
   /** Called with warnings worth an operator's attention (a cut torn tail, a rebuilt index). */
@@ -38,10 +44,11 @@ export interface StoreConfig {
   onWarning: (message: string) => void;
   clock: () => number;
   sweepTimers: boolean;
+  fsync: FsyncMode;
 }
 
 const SERVER_ID = /^[-_a-zA-Z0-9]{1,64}$/;
-const OPTION_NAMES = ["dir", "id", "tier", "objectStore", "cacheBytes", "sealIntervalMs", "limits", "onWarning", "clock", "sweepTimers"];
+const OPTION_NAMES = ["dir", "id", "tier", "objectStore", "cacheBytes", "sealIntervalMs", "limits", "onWarning", "clock", "sweepTimers", "fsync"];
 
 export function resolveStoreConfig(options: StoreOptions): StoreConfig {
   if (options === null || typeof options !== "object" || typeof options.dir !== "string" || options.dir.length === 0) {
@@ -62,7 +69,11 @@ export function resolveStoreConfig(options: StoreOptions): StoreConfig {
     onWarning: options.onWarning ?? ((m) => process.emitWarning(m, "StrataWarning")),
     clock: options.clock ?? Date.now,
     sweepTimers: options.sweepTimers ?? true,
+    fsync: options.fsync ?? "always",
   };
+  if (config.fsync !== "always" && config.fsync !== "interval") {
+    throw new StrataError("INVALID_ARGUMENT", `fsync must be "always" or "interval", got ${JSON.stringify(options.fsync)}`);
+  }
   if (options.tier !== undefined) config.tier = options.tier;
   return config;
 }

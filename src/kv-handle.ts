@@ -6,7 +6,7 @@ import { StrataError } from "./errors.js";
 import { inlineParts, valueParts, valuePartsFrom, type ValueParts } from "./large-value.js";
 import type { Store } from "./store.js";
 import { settleAll } from "./stream-handle.js";
-import type { DeleteResult, Headers, Inventory, ItemResult, KvApi, KvEntry, KvSetOptions, KvWriteResult, WriteOptions } from "./types.js";
+import type { AckMode, DeleteResult, Headers, Inventory, ItemResult, KvApi, KvEntry, KvSetOptions, KvWriteResult, WriteOptions } from "./types.js";
 import {
   validateAck,
   validateArray,
@@ -21,6 +21,7 @@ import {
 const SET_OPTIONS = ["headers", "ttlMs", "expectedRevision", "ack"] as const;
 
 interface ValidSet {
+  ack: AckMode;
   headers?: Headers;
   ttlMs?: number;
   expectedRevision?: number;
@@ -63,8 +64,10 @@ export class KvHandle implements KvApi {
 
   async delete(key: string, options?: WriteOptions): Promise<DeleteResult> {
     validateKey(key, this.store.limits);
-    validateAck(validateOptionsObject(options, ["ack"], "delete").ack);
+    const ack = validateAck(validateOptionsObject(options, ["ack"], "delete").ack);
+    this.store.checkAck(ack);
     const { result, committed } = await this.store.submit({ op: "kdel", loc: this.location, key });
+    await this.store.acked(ack, committed);
     return committed ? { deleted: true, revision: committed.record.t === "kdel" ? committed.record.rev : 0 } : (result as DeleteResult);
   }
 
@@ -102,8 +105,8 @@ export class KvHandle implements KvApi {
 
   private setOptions(options: KvSetOptions | undefined): ValidSet {
     const o = validateOptionsObject(options, SET_OPTIONS, "kv set");
-    validateAck(o.ack);
-    const out: ValidSet = {};
+    const out: ValidSet = { ack: validateAck(o.ack) };
+    this.store.checkAck(out.ack);
     const headers = validateHeaders(o.headers, this.store.limits);
     if (headers) out.headers = headers;
     const ttlMs = validateTtl(o.ttlMs, this.store.limits);
@@ -113,8 +116,10 @@ export class KvHandle implements KvApi {
   }
 
   private async write(key: string, parts: ValueParts, opts: ValidSet): Promise<KvWriteResult> {
-    const { committed } = await this.store.submit({ op: "kset", loc: this.location, key, ...parts, ...opts });
+    const { ack, ...rest } = opts;
+    const { committed } = await this.store.submit({ op: "kset", loc: this.location, key, ...parts, ...rest });
     if (!committed || committed.record.t !== "kset") throw new StrataError("INTERNAL", "kv set produced no record");
+    await this.store.acked(ack, committed);
     return { revision: committed.record.rev, timestamp: committed.record.ts };
   }
 }

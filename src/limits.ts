@@ -48,6 +48,8 @@ export interface Limits {
   ttlSweepBatchMax: number;
   /** Most segment files kept open for reading at once. */
   openSegmentsMax: number;
+  /** With `fsync: "interval"`, how often the active segment is fdatasync'd. */
+  fsyncIntervalMs: number;
   /** A dirty active segment is sealed at least this often (the object-ack window). */
   sealIntervalMs: number;
   /** Budget of local segment files once segments are in the object store. */
@@ -95,6 +97,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   ttlSweepIntervalMs: 1000,
   ttlSweepBatchMax: 1000,
   openSegmentsMax: 64,
+  fsyncIntervalMs: 1000,
   sealIntervalMs: 1000,
   cacheBytes: 10 * GiB,
   blockBytes: 64 * KiB,

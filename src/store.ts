@@ -97,6 +97,7 @@ export class Store {
       config.onWarning(`cut ${c.bytes} bytes of unacknowledged tail from segment ${c.seg} at offset ${c.off}: ${c.reason}`);
     }
     const log = SegmentLog.open(segmentsDir, config.limits, report.active, report.nextId);
+    log.setFsyncMode(config.fsync);
     let store: Store | undefined;
     const queue = new CommitQueue(log, index, config.limits, (batch) => store!.committed(batch), config.clock);
     store = new Store(config, index, log, queue, report, release);

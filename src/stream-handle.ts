@@ -6,6 +6,7 @@ import type { Committed } from "./commit-queue.js";
 import { inlineParts, valueParts, valuePartsFrom, type ValueParts } from "./large-value.js";
 import type { Store } from "./store.js";
 import type {
+  AckMode,
   AppendOptions,
   DeleteAllResult,
   DeleteResult,
@@ -34,6 +35,7 @@ const APPEND_OPTIONS = ["msgId", "expectedLastSeq", "ack"] as const;
 const WRITE_OPTIONS = ["ack"] as const;
 
 interface ValidAppend {
+  ack: AckMode;
   msgId?: string;
   expectedLastSeq?: number;
 }
@@ -66,17 +68,17 @@ export class StreamHandle implements StreamApi {
   async set(seq: number, message: Message, options?: WriteOptions): Promise<WriteResult> {
     validateSeq(seq);
     const msg = validateMessage(message, this.store.limits);
-    this.writeOptions(options);
-    return this.writeSet(seq, msg, inlineParts(this.store, msg.value) ?? (await valueParts(this.store, msg.value)));
+    const ack = this.writeOptions(options);
+    return this.writeSet(seq, msg, inlineParts(this.store, msg.value) ?? (await valueParts(this.store, msg.value)), ack);
   }
 
   /** Sets a value that arrives in pieces, with memory bounded by one chunk. */
   async setFrom(seq: number, source: AsyncIterable<Uint8Array>, meta: Omit<Message, "value"> = {}, options?: WriteOptions): Promise<WriteResult> {
     validateSeq(seq);
     const msg = this.metaOnly(meta);
-    this.writeOptions(options);
+    const ack = this.writeOptions(options);
     this.store.meta(this.location, "stream");
-    return this.writeSet(seq, msg, await valuePartsFrom(this.store, source));
+    return this.writeSet(seq, msg, await valuePartsFrom(this.store, source), ack);
   }
 
   async setMany(items: Array<{ seq: number; message: Message; options?: WriteOptions }>): Promise<Array<ItemResult<WriteResult>>> {
@@ -94,17 +96,20 @@ export class StreamHandle implements StreamApi {
 
   async delete(seq: number, options?: WriteOptions): Promise<DeleteResult> {
     validateSeq(seq);
-    this.writeOptions(options);
+    const ack = this.writeOptions(options);
     const { result, committed } = await this.store.submit({ op: "sdel", loc: this.location, seq });
+    await this.store.acked(ack, committed);
     return committed ? { deleted: true, revision: committed.record.t === "sdel" ? committed.record.rev : 0 } : (result as DeleteResult);
   }
 
   async deleteAll(options?: { endSeq?: number } & WriteOptions): Promise<DeleteAllResult> {
     const o = validateOptionsObject(options, ["endSeq", "ack"], "deleteAll");
-    validateAck(o.ack);
+    const ack = validateAck(o.ack);
+    this.store.checkAck(ack);
     const op: { op: "sdelall"; loc: string; endSeq?: number } = { op: "sdelall", loc: this.location };
     if (o.endSeq !== undefined) op.endSeq = validateNonNegativeInt(o.endSeq, "endSeq");
     const { result, committed } = await this.store.submit(op);
+    await this.store.acked(ack, committed);
     return committed ? { count: committed.removed, revision: committed.record.t === "sdelall" ? committed.record.rev : 0 } : (result as DeleteAllResult);
   }
 
@@ -132,16 +137,18 @@ export class StreamHandle implements StreamApi {
 
   private appendOptions(options: AppendOptions | undefined): ValidAppend {
     const o = validateOptionsObject(options, APPEND_OPTIONS, "append");
-    validateAck(o.ack);
-    const out: ValidAppend = {};
+    const out: ValidAppend = { ack: validateAck(o.ack) };
+    this.store.checkAck(out.ack);
     const msgId = validateMsgId(o.msgId, this.store.limits);
     if (msgId !== undefined) out.msgId = msgId;
     if (o.expectedLastSeq !== undefined) out.expectedLastSeq = validateNonNegativeInt(o.expectedLastSeq, "expectedLastSeq");
     return out;
   }
 
-  private writeOptions(options: WriteOptions | undefined): void {
-    validateAck(validateOptionsObject(options, WRITE_OPTIONS, "write").ack);
+  private writeOptions(options: WriteOptions | undefined): AckMode {
+    const ack = validateAck(validateOptionsObject(options, WRITE_OPTIONS, "write").ack);
+    this.store.checkAck(ack);
+    return ack;
   }
 
   private metaOnly(meta: Omit<Message, "value">): ValidMessage {
@@ -155,13 +162,16 @@ export class StreamHandle implements StreamApi {
   }
 
   private async writeAppend(msg: ValidMessage, parts: ValueParts, opts: ValidAppend): Promise<WriteResult> {
-    const { result, committed } = await this.store.submit({ op: "append", loc: this.location, ...withoutValue(msg), ...parts, ...opts });
+    const { ack, ...conditions } = opts;
+    const { result, committed } = await this.store.submit({ op: "append", loc: this.location, ...withoutValue(msg), ...parts, ...conditions });
+    await this.store.acked(ack, committed);
     return committed ? writeResult(committed) : (result as WriteResult);
   }
 
-  private async writeSet(seq: number, msg: ValidMessage, parts: ValueParts): Promise<WriteResult> {
+  private async writeSet(seq: number, msg: ValidMessage, parts: ValueParts, ack: AckMode): Promise<WriteResult> {
     const { committed } = await this.store.submit({ op: "sset", loc: this.location, seq, ...withoutValue(msg), ...parts });
     if (!committed) throw new StrataError("INTERNAL", "set produced no record");
+    await this.store.acked(ack, committed);
     return writeResult(committed);
   }
 }

@@ -24,6 +24,13 @@ import { SEGMENT_HEADER_BYTES, checkSegmentHeader, fsyncDir, listSegmentIds, seg
 const write = promisify(fs.write);
 const fdatasync = promisify(fs.fdatasync);
 
+/**
+ * "always": every batch is fdatasync'd before it is acknowledged (the default). "interval": batches
+ * are acknowledged once written to the OS, and fdatasync runs every `fsyncIntervalMs`; a process
+ * crash loses nothing, an OS crash or power loss can lose that interval (like JetStream's default).
+ */
+export type FsyncMode = "always" | "interval";
+
 export interface SegmentLogEvents {
   /** A segment stopped taking appends (it is fsync'd and complete). */
   onSealed?: (id: number, bytes: number) => void;
@@ -40,6 +47,9 @@ export class SegmentLog {
   fsyncCount = 0;
   /** When the active segment first took a record (performance.now()), undefined while it is empty. */
   dirtySince: number | undefined;
+  private fsyncMode: FsyncMode = "always";
+  private unsynced = false;
+  private syncTimer: NodeJS.Timeout | undefined;
 
   private constructor(
     readonly dir: string,
@@ -66,6 +76,23 @@ export class SegmentLog {
 
   setEvents(events: SegmentLogEvents): void {
     this.events = events;
+  }
+
+  setFsyncMode(mode: FsyncMode): void {
+    this.fsyncMode = mode;
+    if (mode === "interval" && !this.syncTimer) {
+      this.syncTimer = setInterval(() => this.syncNow(), this.limits.fsyncIntervalMs);
+      this.syncTimer.unref();
+    }
+  }
+
+  private syncNow(): void {
+    if (!this.unsynced || this.closed || this.writing) return;
+    this.unsynced = false;
+    fdatasync(this.activeFd).then(
+      () => void this.fsyncCount++,
+      () => undefined,
+    );
   }
 
   segmentIds(): number[] {
@@ -112,8 +139,12 @@ export class SegmentLog {
         const { bytesWritten } = await write(this.activeFd, buf, done, buf.byteLength - done, this.activeSize + done);
         done += bytesWritten;
       }
-      await fdatasync(this.activeFd);
-      this.fsyncCount++;
+      if (this.fsyncMode === "always") {
+        await fdatasync(this.activeFd);
+        this.fsyncCount++;
+      } else {
+        this.unsynced = true;
+      }
       this.dirtySince ??= performance.now();
     } catch (cause) {
       // The file may now hold part of this batch; it was never acknowledged and recovery cuts
@@ -200,6 +231,7 @@ export class SegmentLog {
   }
 
   async close(): Promise<void> {
+    if (this.syncTimer) clearInterval(this.syncTimer);
     if (this.closed) {
       this.closeFds();
       return;
