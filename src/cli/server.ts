@@ -1,6 +1,7 @@
 /**
  * `strata server --id NAME --data DIR --nats URL [--prefix strata] [--creds FILE | --user U --pass P]
- *  [--tls-ca FILE --tls-cert FILE --tls-key FILE] [--tier dir:/path | --tier s3://…] [--cache-bytes N]`:
+ *  [--tls-ca FILE --tls-cert FILE --tls-key FILE] [--tier dir:/path | --tier s3://…] [--cache-bytes N]
+ *  [--seal-interval-ms N] [--fsync always|interval]`:
  * serves one data directory over NATS until SIGTERM or SIGINT, then refuses new requests, lets
  * the ones in flight (uploads and streamed replies included) finish, drains its subscriptions,
  * closes the store and drains the connection before exiting 0.
@@ -21,6 +22,8 @@ interface ServerFlags extends NatsFlags {
   tlsKey?: string;
   tier?: string;
   cacheBytes?: string;
+  sealIntervalMs?: string;
+  fsync: string;
 }
 
 export function register(program: Command): void {
@@ -34,12 +37,16 @@ export function register(program: Command): void {
     .option("--tls-cert <file>", "client certificate for nats-server (with --tls-key)")
     .option("--tls-key <file>", "client key for nats-server (with --tls-cert)")
     .option("--tier <uri>", "cold tier: dir:/path or s3://bucket/prefix?endpoint=URL")
-    .option("--cache-bytes <n>", "local byte budget for segments already in the tier");
+    .option("--cache-bytes <n>", "local byte budget for segments already in the tier")
+    .option("--seal-interval-ms <n>", "seal and ship a dirty segment at least this often (default 1000)")
+    .option("--fsync <mode>", "always: ack after fdatasync; interval: ack after write, fdatasync every second", "always");
   addNatsFlags(command).action(async (flags: ServerFlags) => {
     const options = withTls(natsOptions(flags, `strata-server-${flags.id}`), flags);
     const storeOptions = {
       ...(flags.tier !== undefined ? { tier: flags.tier } : {}),
       ...(flags.cacheBytes !== undefined ? { cacheBytes: positiveInt(flags.cacheBytes, "--cache-bytes") } : {}),
+      ...(flags.sealIntervalMs !== undefined ? { sealIntervalMs: positiveInt(flags.sealIntervalMs, "--seal-interval-ms") } : {}),
+      fsync: fsyncMode(flags.fsync),
       onWarning: (m: string) => log(`warning: ${m}`),
     };
     let nc;
@@ -67,6 +74,11 @@ export function register(program: Command): void {
       await nc.drain();
     });
   });
+}
+
+function fsyncMode(value: string): "always" | "interval" {
+  if (value !== "always" && value !== "interval") throw new StrataError("INVALID_ARGUMENT", `--fsync must be "always" or "interval", got "${value}"`);
+  return value;
 }
 
 function withTls(options: ConnectionOptions, flags: ServerFlags): ConnectionOptions {
