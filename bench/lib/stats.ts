@@ -6,6 +6,8 @@
  * (hdr-histogram-js) in microseconds, which keeps memory constant however many operations run.
  */
 import { build, type Histogram } from "hdr-histogram-js";
+import { mulberry32 as prng } from "../../src/random.js";
+export { prng };
 
 /** One reported number: the median of its runs, each run's value, and its unit. */
 export interface Figure {
@@ -73,14 +75,3 @@ export function medianLatency(runs: readonly LatencySummary[]): LatencySummary {
   return { p50: pick("p50"), p90: pick("p90"), p99: pick("p99"), max: pick("max"), unit: "us" };
 }
 
-/** A small deterministic PRNG (mulberry32), so every run reads the same "random" keys. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}

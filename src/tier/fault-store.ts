@@ -20,21 +20,12 @@ import {
   type ObjectInfo,
   type ObjectStore,
 } from "./object-store.js";
+import { mulberry32 } from "../random.js";
+export { mulberry32 };
 
 /** Keys per page of a memory listing: small, so tests of big listings cross page boundaries. */
 export const MEMORY_LIST_PAGE_SIZE = 100;
 
-/** A small, fast, well-mixed 32-bit PRNG; returns floats in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** A complete in-memory `ObjectStore`: stores copies, hands out copies, lists a page at a time. */
 export class MemoryObjectStore implements ObjectStore {

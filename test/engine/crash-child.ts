@@ -9,6 +9,8 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import { Store } from "../../src/store.js";
+import { mulberry32 as prng } from "../../src/random.js";
+export { prng };
 
 export const CRASH_LIMITS = {
   chunkBytes: 64 * 1024,
@@ -27,17 +29,6 @@ export function sha256(b: Uint8Array): string {
   return createHash("sha256").update(b).digest("hex");
 }
 
-/** A small deterministic PRNG (mulberry32): the seed fixes the mix of operations and sizes. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function value(rand: () => number): Uint8Array {
   const r = rand();
