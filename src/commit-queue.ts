@@ -11,7 +11,7 @@
  */
 import { assert } from "./assert.js";
 import { StrataError } from "./errors.js";
-import { applyRecord } from "./index/apply.js";
+import { IndexBatch } from "./index/apply.js";
 import type { LmdbIndex } from "./index/lmdb-index.js";
 import { frame } from "./log/framing.js";
 import { encodeRecord, type LogRecord, type Pointer } from "./log/record.js";
@@ -160,9 +160,9 @@ export class CommitQueue {
     try {
       const now = this.clock();
       this.index.write(() => {
-        for (const c of committed) {
-          c.removed = applyRecord(this.index, c.record, c.ptr, { replay: false, dedupWindowMs: this.limits.dedupWindowMs, now });
-        }
+        const indexing = new IndexBatch(this.index, { replay: false, dedupWindowMs: this.limits.dedupWindowMs, now });
+        for (const c of committed) c.removed = indexing.apply(c.record, c.ptr);
+        indexing.finish();
         this.index.setCheckpoint({ seg: this.log.activeId, off: this.log.activeSize });
       });
     } catch (err) {

@@ -50,6 +50,13 @@ export interface Limits {
   ttlSweepBatchMax: number;
   /** Most segment files kept open for reading at once. */
   openSegmentsMax: number;
+  /** Most locations whose metadata is cached in memory for reads (least-recently-used). */
+  metaCacheMax: number;
+  /**
+   * Most bytes read with one read when a scan reads records that lie next to each other. The values
+   * of such a run share its buffer, so one value kept by a caller keeps at most this much alive.
+   */
+  scanReadBytesMax: number;
   /** With `fsync: "interval"`, how often the active segment is fdatasync'd. */
   fsyncIntervalMs: number;
   /** A dirty active segment is sealed at least this often (the object-ack window). */
@@ -99,6 +106,8 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   ttlSweepIntervalMs: 1000,
   ttlSweepBatchMax: 1000,
   openSegmentsMax: 64,
+  metaCacheMax: 65_536,
+  scanReadBytesMax: 64 * KiB,
   fsyncIntervalMs: 1000,
   sealIntervalMs: 1000,
   cacheBytes: 10 * GiB,

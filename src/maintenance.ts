@@ -47,13 +47,18 @@ export function startMaintenance(store: Store): () => void {
         if (since !== undefined && performance.now() - since >= store.limits.sealIntervalMs) store.sealActive().catch(warn("sealing"));
       }, sealEveryMs),
     );
+    // A checkpoint that failed (object store down) is tried again at the next interval, even
+    // if nothing was written since.
     let checkpointed = store.stats().records;
     timers.push(
       setInterval(() => {
         const records = store.stats().records;
-        if (records === checkpointed) return;
+        if (records === checkpointed || !store.tier) return;
         checkpointed = records;
-        store.tier?.checkpoint().catch(warn("index checkpoint"));
+        store.tier.checkpoint().catch((err: unknown) => {
+          checkpointed = -1;
+          warn("index checkpoint")(err);
+        });
       }, store.limits.checkpointIntervalMs),
     );
   }

@@ -6,13 +6,14 @@
  * the log: the tail from there is cut (it was never acknowledged, because acknowledgement waits
  * for the fsync that covers the record) and reported, never skipped over. In any earlier segment
  * such a record is corruption, and the store refuses to open rather than lose data silently.
- * If the index is missing, unreadable, or claims more than the log holds, it is rebuilt from the
- * whole log.
+ * If the index is missing, unreadable, claims more than the log holds, or may have lost writes to
+ * an OS crash (./index/unsynced-marker.ts), it is rebuilt from the whole log.
  */
 import fs from "node:fs";
 import { StrataError } from "./errors.js";
-import { applyRecord } from "./index/apply.js";
+import { IndexBatch } from "./index/apply.js";
 import { LmdbIndex, type Checkpoint } from "./index/lmdb-index.js";
+import { unsyncedProblem, writeUnsyncedMarker } from "./index/unsynced-marker.js";
 import { parseFrame } from "./log/framing.js";
 import { decodeRecord, type LogRecord, type Pointer } from "./log/record.js";
 import { SEGMENT_HEADER_BYTES, checkSegmentHeader, fsyncDir, listSegmentIds, segmentPath } from "./log/segment-files.js";
@@ -61,11 +62,14 @@ export async function openIndexAndRecover(
   const localIds = listSegmentIds(segmentsDir);
   const tierIds = opts.tier ? await listTierSegments(opts.tier) : [];
   const all = [...new Set([...localIds, ...tierIds])].sort((a, b) => a - b);
-  let rebuildReason: string | undefined = opts.forceRebuild ? "requested" : undefined;
+  let rebuildReason: string | undefined = opts.forceRebuild ? "requested" : unsyncedProblem(indexDir);
+  // From here until a clean close, the index may hold writes the disk does not.
+  writeUnsyncedMarker(indexDir);
+  const indexOptions = { metaCacheMax: limits.metaCacheMax };
   let index: LmdbIndex | undefined;
   if (!rebuildReason) {
     try {
-      index = LmdbIndex.open(indexDir);
+      index = LmdbIndex.open(indexDir, indexOptions);
       const problem = checkpointProblem(index.checkpoint(), localIds, tierIds, segmentsDir);
       if (problem) {
         rebuildReason = problem;
@@ -87,23 +91,30 @@ export async function openIndexAndRecover(
     LmdbIndex.destroy(indexDir);
     const restored = opts.tier && opts.forceRebuild !== true ? await restoreCheckpoint(opts.tier.objects, opts.tier.serverId, indexDir) : undefined;
     if (restored) report.restoredCheckpoint = restored;
-    index = LmdbIndex.open(indexDir);
+    index = LmdbIndex.open(indexDir, indexOptions);
   }
   if (rebuildReason) report.rebuildReason = rebuildReason;
   const start = index.checkpoint() ?? (all.length > 0 ? { seg: all[0]!, off: SEGMENT_HEADER_BYTES } : undefined);
   if (start === undefined) return { index, report };
   const localSet = new Set(localIds);
-  for (const id of all) {
-    if (id < start.seg) continue;
-    const from = id === start.seg ? start.off : SEGMENT_HEADER_BYTES;
-    if (localSet.has(id)) {
-      const last = id === lastId;
-      const size = replaySegment(index, readLocal(segmentsDir, id), id, from, last, limits, now, report, segmentPath(segmentsDir, id));
-      if (last) report.active = { id, size };
-    } else {
-      const raw = await fetchTierSegment(opts.tier!, id);
-      replaySegment(index, raw, id, from, false, limits, now, report, undefined);
+  try {
+    for (const id of all) {
+      if (id < start.seg) continue;
+      const from = id === start.seg ? start.off : SEGMENT_HEADER_BYTES;
+      if (localSet.has(id)) {
+        const last = id === lastId;
+        const size = replaySegment(index, readLocal(segmentsDir, id, from), id, from, last, limits, now, report, segmentPath(segmentsDir, id));
+        if (last) report.active = { id, size };
+      } else {
+        const raw = await fetchTierSegment(opts.tier!, id);
+        replaySegment(index, { buf: raw, base: 0 }, id, from, false, limits, now, report, undefined);
+      }
     }
+  } catch (err) {
+    // The open fails (e.g. the object store is unreachable mid-restore); what was replayed is
+    // kept, and the next open continues from there. The index must not stay open meanwhile.
+    await closeQuietly(index);
+    throw err;
   }
   return { index, report };
 }
@@ -123,10 +134,34 @@ async function fetchTierSegment(tier: TierSource, id: number): Promise<Buffer> {
   return unsealSegment(id, obj);
 }
 
-function readLocal(segmentsDir: string, id: number): Buffer {
-  const buf = fs.readFileSync(segmentPath(segmentsDir, id));
-  checkSegmentHeader(id, buf);
-  return buf;
+/** Bytes of a segment from `base` on (after checking its header), as `buf`. */
+interface SegmentBytes {
+  buf: Buffer;
+  base: number;
+}
+
+/** Reads a local segment's header and its bytes from `from` on: at open, only what to replay. */
+function readLocal(segmentsDir: string, id: number, from: number): SegmentBytes {
+  const fd = fs.openSync(segmentPath(segmentsDir, id), "r");
+  try {
+    const header = Buffer.alloc(SEGMENT_HEADER_BYTES);
+    checkSegmentHeader(id, header.subarray(0, readFully(fd, header, 0)));
+    const size = fs.fstatSync(fd).size;
+    const buf = Buffer.allocUnsafe(Math.max(0, size - from));
+    return { buf: buf.subarray(0, readFully(fd, buf, from)), base: from };
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function readFully(fd: number, buf: Buffer, position: number): number {
+  let done = 0;
+  while (done < buf.byteLength) {
+    const n = fs.readSync(fd, buf, done, buf.byteLength - done, position + done);
+    if (n === 0) break;
+    done += n;
+  }
+  return done;
 }
 
 async function closeQuietly(index: LmdbIndex): Promise<void> {
@@ -154,10 +189,9 @@ function dropTornLastSegment(segmentsDir: string): void {
   const lastId = ids[ids.length - 1];
   if (lastId === undefined) return;
   const file = segmentPath(segmentsDir, lastId);
-  const buf = fs.readFileSync(file);
-  if (buf.byteLength > SEGMENT_HEADER_BYTES) return;
+  if (fs.statSync(file).size > SEGMENT_HEADER_BYTES) return;
   try {
-    checkSegmentHeader(lastId, buf);
+    checkSegmentHeader(lastId, fs.readFileSync(file));
   } catch {
     fs.rmSync(file);
     fsyncDir(segmentsDir);
@@ -167,7 +201,7 @@ function dropTornLastSegment(segmentsDir: string): void {
 /** Replays one segment from `from`; returns the segment's valid length (after any cut). */
 function replaySegment(
   index: LmdbIndex,
-  buf: Buffer,
+  { buf, base }: SegmentBytes,
   id: number,
   from: number,
   last: boolean,
@@ -182,13 +216,16 @@ function replaySegment(
     const batch = pending;
     pending = [];
     index.write(() => {
-      for (const { rec, ptr } of batch) applyRecord(index, rec, ptr, { replay: true, dedupWindowMs: limits.dedupWindowMs, now });
+      const indexing = new IndexBatch(index, { replay: true, dedupWindowMs: limits.dedupWindowMs, now });
+      for (const { rec, ptr } of batch) indexing.apply(rec, ptr);
+      indexing.finish();
       index.setCheckpoint({ seg: id, off: end });
     });
     report.replayed += batch.length;
   };
-  while (off < buf.byteLength) {
-    const parsed = parseFrame(buf, off, limits.recordBytesMax);
+  const end = base + buf.byteLength;
+  while (off < end) {
+    const parsed = parseFrame(buf, off - base, limits.recordBytesMax);
     let problem: string | undefined;
     let rec: LogRecord | undefined;
     if (parsed.kind === "ok") {
@@ -200,7 +237,7 @@ function replaySegment(
         throw new StrataError("CORRUPT", `segment ${id} holds a whole record at offset ${off} that does not decode (${(err as Error).message}); written by a newer or faulty Strata? Nothing was cut.`, { cause: err });
       }
     } else {
-      problem = parsed.kind === "corrupt" ? parsed.reason : `incomplete record (${parsed.needBytes} bytes needed, ${buf.byteLength - off} left)`;
+      problem = parsed.kind === "corrupt" ? parsed.reason : `incomplete record (${parsed.needBytes} bytes needed, ${end - off} left)`;
     }
     if (problem !== undefined || parsed.kind !== "ok" || rec === undefined) {
       if (!last || file === undefined) {
@@ -208,11 +245,12 @@ function replaySegment(
       }
       flush(off);
       cutTail(file, off);
-      report.cut = { seg: id, off, bytes: buf.byteLength - off, reason: problem ?? "invalid record" };
+      report.cut = { seg: id, off, bytes: end - off, reason: problem ?? "invalid record" };
       return off;
     }
-    pending.push({ rec, ptr: { seg: id, off, len: parsed.next - off } });
-    off = parsed.next;
+    const next = base + parsed.next;
+    pending.push({ rec, ptr: { seg: id, off, len: next - off } });
+    off = next;
     if (pending.length >= REPLAY_TXN_RECORDS) flush(off);
   }
   flush(off);

@@ -12,9 +12,10 @@ import { resolveStoreConfig, type StoreConfig, type StoreOptions } from "./confi
 import { acquireDataLock } from "./data-lock.js";
 import { StrataError } from "./errors.js";
 import type { LmdbIndex, LocMeta } from "./index/lmdb-index.js";
-import { decodeRecord, type LogRecord, type Pointer } from "./log/record.js";
+import { removeUnsyncedMarker } from "./index/unsynced-marker.js";
+import { decodeRecord, type LogRecord, type Pointer, type StreamSetRecord } from "./log/record.js";
 import { SEGMENT_HEADER_BYTES, listSegmentIds } from "./log/segment-files.js";
-import { SegmentLog } from "./log/segment-log.js";
+import { SegmentLog, adjacentRun } from "./log/segment-log.js";
 import type { Limits } from "./limits.js";
 import { startMaintenance, sweepExpired } from "./maintenance.js";
 import { openIndexAndRecover, type RecoveryReport } from "./recovery.js";
@@ -140,9 +141,9 @@ export class Store {
   }
 
   /** @internal The location's metadata, checking its kind. Undefined while nothing was written. */
-  meta(location: string, kind: Kind): LocMeta | undefined {
+  meta(location: string, kind: Kind): Readonly<LocMeta> | undefined {
     this.checkOpen();
-    const meta = this.index.locs.get(location);
+    const meta = this.index.meta(location);
     if (meta !== undefined && meta.kind !== kind) {
       throw new StrataError("WRONG_KIND", `location "${location}" is a ${meta.kind}, not a ${kind}; a location's kind is fixed by its first write`);
     }
@@ -176,11 +177,30 @@ export class Store {
 
   /** @internal Reads the stream message an index entry points to, checking it is the one asked for. */
   async readMessage(location: string, seq: number, ptr: Pointer): Promise<StoredMessage> {
-    const rec = await this.readRecord(ptr);
-    if (rec.t !== "sset" || rec.loc !== location || rec.seq !== seq) throw corruptPointer(ptr, `${location} seq ${seq}`);
-    const msg: StoredMessage = { seq, value: await this.valueOf(rec), timestamp: rec.ts };
+    const rec = streamRecord(await this.readRecord(ptr), location, seq, ptr);
+    const msg: StoredMessage = { seq, value: rec.chunks ? await this.valueOf(rec) : rec.value, timestamp: rec.ts };
     if (rec.headers) msg.headers = rec.headers;
     return msg;
+  }
+
+  /**
+   * @internal Reads the stream records of `entries` (a page of a scan) from `start` on, checking
+   * each is the one asked for: records that lie back to back in a local segment, up to
+   * `scanReadBytesMax`, with one read; else (an evicted segment) one record through the tier.
+   * Resolves to the records read and the index of the next entry to read.
+   */
+  async readStreamRun(location: string, entries: ReadonlyArray<{ seq: number; ptr: Pointer }>, start: number): Promise<{ records: StreamSetRecord[]; next: number }> {
+    const first = entries[start]!;
+    if (this.tier && !this.tier.isLocal(first.ptr.seg)) {
+      return { records: [streamRecord(await this.readRecord(first.ptr), location, first.seq, first.ptr)], next: start + 1 };
+    }
+    this.tier?.touch(first.ptr.seg);
+    const n = adjacentRun(entries, start, this.limits.scanReadBytesMax);
+    const bodies = this.log.readBodies(first.ptr.seg, entries.slice(start, start + n).map((e) => e.ptr));
+    // The values share the run's buffer (at most scanReadBytesMax), as values faulted in from the
+    // tier share their block.
+    const records = bodies.map((body, i) => streamRecord(decodeRecord(body), location, entries[start + i]!.seq, entries[start + i]!.ptr));
+    return { records, next: start + n };
   }
 
   /** @internal Reads the kv entry an index entry points to, checking it is the one asked for. */
@@ -197,7 +217,7 @@ export class Store {
   inventory(location: string): Inventory {
     this.checkOpen();
     validateLocation(location, this.limits);
-    const meta = this.index.locs.get(location);
+    const meta = this.index.meta(location);
     const l = this.limits;
     const inv: Inventory = {
       location,
@@ -224,7 +244,7 @@ export class Store {
    */
   async changesSince(location: string, afterRevision: number, limit: number): Promise<Change[]> {
     this.checkOpen();
-    const meta = this.index.locs.get(location);
+    const meta = this.index.meta(location);
     if (!meta) return [];
     const out: Change[] = [];
     const entries = [...this.index.revs.getRange({ start: [meta.id, afterRevision + 1], end: [meta.id, Number.MAX_SAFE_INTEGER], limit })];
@@ -320,6 +340,7 @@ export class Store {
         try {
           await this.log.close();
           await this.index.close();
+          removeUnsyncedMarker(this.index.dir);
         } finally {
           this.releaseLock();
         }
@@ -339,6 +360,12 @@ export class Store {
 
 function closedError(): StrataError {
   return new StrataError("CLOSED", "the store is closed; open it again to continue");
+}
+
+/** `rec` as the stream set record of `location` at `seq`, or CORRUPT when the index pointed elsewhere. */
+function streamRecord(rec: LogRecord, location: string, seq: number, ptr: Pointer): StreamSetRecord {
+  if (rec.t !== "sset" || rec.loc !== location || rec.seq !== seq) throw corruptPointer(ptr, `${location} seq ${seq}`);
+  return rec;
 }
 
 function corruptPointer(ptr: Pointer, what: string): StrataError {

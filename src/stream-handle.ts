@@ -3,6 +3,7 @@
  */
 import { StrataError } from "./errors.js";
 import type { Committed } from "./commit-queue.js";
+import type { Pointer } from "./log/record.js";
 import { inlineParts, valueParts, valuePartsFrom, type ValueParts } from "./large-value.js";
 import type { Store } from "./store.js";
 import type {
@@ -121,13 +122,18 @@ export class StreamHandle implements StreamApi {
     if (!meta) return;
     const page = this.store.limits.scanPageSize;
     for (;;) {
-      const entries = [...this.store.index.seqs.getRange({ start: [meta.id, next], end: [meta.id, Number.MAX_SAFE_INTEGER], limit: page })];
-      for (const { key, value } of entries) {
-        const seq = key[1] as number;
-        yield this.store.readMessage(this.location, seq, { seg: value[0], off: value[1], len: value[2] });
-        next = seq + 1;
+      const entries = scanPage(this.store, meta.id, next, page);
+      for (let at = 0; at < entries.length; ) {
+        const run = await this.store.readStreamRun(this.location, entries, at);
+        for (const rec of run.records) {
+          const msg: StoredMessage = { seq: rec.seq, value: rec.chunks ? await this.store.valueOf(rec) : rec.value, timestamp: rec.ts };
+          if (rec.headers) msg.headers = rec.headers;
+          yield msg;
+        }
+        at = run.next;
       }
       if (entries.length < page) return;
+      next = entries[entries.length - 1]!.seq + 1;
     }
   }
 
@@ -186,6 +192,15 @@ function withoutValue(msg: ValidMessage): { headers?: ValidMessage["headers"]; t
 function writeResult(c: Committed): WriteResult {
   if (c.record.t !== "sset") throw new StrataError("INTERNAL", "a stream write committed an unexpected record");
   return { seq: c.record.seq, revision: c.record.rev, timestamp: c.record.ts };
+}
+
+/** Up to `limit` index entries of a stream with seq >= `from`, in seq order: one page of a scan. */
+export function scanPage(store: Store, locId: number, from: number, limit: number): Array<{ seq: number; ptr: Pointer }> {
+  const entries: Array<{ seq: number; ptr: Pointer }> = [];
+  for (const { key, value } of store.index.seqs.getRange({ start: [locId, from], end: [locId, Number.MAX_SAFE_INTEGER], limit })) {
+    entries.push({ seq: key[1] as number, ptr: { seg: value[0], off: value[1], len: value[2] } });
+  }
+  return entries;
 }
 
 /** Runs writes together (they share group commits) and reports each one's outcome. */

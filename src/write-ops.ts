@@ -95,7 +95,7 @@ export class BatchView {
   private meta(loc: string, kind: Kind): MetaView {
     let m = this.metas.get(loc);
     if (m === undefined) {
-      const stored = this.index.locs.get(loc);
+      const stored = this.index.meta(loc);
       m = stored ? { kind: stored.kind, rev: stored.rev, lastSeq: stored.lastSeq, id: stored.id } : { rev: 0, lastSeq: 0 };
       this.metas.set(loc, m);
     }

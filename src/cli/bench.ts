@@ -1,40 +1,81 @@
 /**
- * `strata bench [--tiny] [--runs N] [--out FILE]`: runs the benchmark suites in-process and prints
- * one JSON document, `{ "engine": … }`, keyed by suite so that later suites (e.g. the same
- * workloads over NATS and against JetStream) slot in beside it. Progress goes to stderr.
+ * `strata bench [--suite engine,net | all] [--tiny] [--runs N] [--out FILE] [--dir DIR]`: runs the
+ * chosen benchmark suites one after another and prints one JSON document keyed by suite, e.g.
+ * `{ "engine": … }` (the default suite) or `{ "net": … }`. Progress goes to stderr.
+ *
+ * Suites: `engine` (in-process store), `net` (the same workloads over NATS against Strata and
+ * against JetStream on one nats-server, which it starts itself with JetStream on a loopback port).
+ * A new suite is one entry in SUITES.
  */
 import type { Command } from "commander";
 import { runEngineBench, type EngineBenchOptions } from "../../bench/engine.js";
-import { parseRuns } from "../../bench/lib/args.js";
+import { parseRuns, type Scale } from "../../bench/lib/args.js";
 import { emit, stderrProgress } from "../../bench/lib/report.js";
+import { runNetBench, type NetBenchOptions } from "../../bench/net.js";
 import { StrataError } from "../errors.js";
 
 interface BenchFlags {
+  suite: string;
   tiny?: boolean;
   runs?: string;
   out?: string;
   dir?: string;
 }
 
+interface SuiteOptions {
+  scale: Scale;
+  runs: number;
+  dir?: string;
+  progress: (line: string) => void;
+}
+
+const SUITES: Readonly<Record<string, (options: SuiteOptions) => Promise<unknown>>> = {
+  engine: (o) => runEngineBench(withDir<EngineBenchOptions>({ scale: o.scale, runs: o.runs, progress: o.progress }, o.dir)),
+  net: (o) => runNetBench(withDir<NetBenchOptions>({ scale: o.scale, runs: o.runs, progress: o.progress }, o.dir)),
+};
+
+const DEFAULT_SUITE = "engine";
+
+function withDir<T extends { dir?: string }>(options: T, dir: string | undefined): T {
+  return dir === undefined ? options : { ...options, dir };
+}
+
+/** `--suite` as given: comma-separated names of SUITES, or "all"; validated here, at the edge. */
+export function parseSuites(text: string): string[] {
+  if (text === "all") return Object.keys(SUITES);
+  const names = text.split(",").map((s) => s.trim());
+  const unknown = names.filter((n) => !Object.hasOwn(SUITES, n));
+  if (names.length === 0 || unknown.length > 0) {
+    throw new StrataError("INVALID_ARGUMENT", `--suite must name suites among ${Object.keys(SUITES).join(", ")} (comma-separated) or "all", got "${text}"`);
+  }
+  return [...new Set(names)];
+}
+
 export function register(program: Command): void {
   program
     .command("bench")
-    .description("run the engine benchmark (in-process store, 1 KiB values) and print its figures as JSON")
+    .description("run benchmark suites (engine: in-process store; net: Strata vs JetStream over NATS) and print their figures as JSON")
+    .option("--suite <names>", `suites to run, comma-separated (${Object.keys(SUITES).join(", ")}) or "all"`, DEFAULT_SUITE)
     .option("--tiny", "tiny inputs: finishes in seconds, checks that the benchmark works; the numbers mean nothing")
     .option("--runs <n>", "runs per figure; each figure is the median (default 5, or 1 with --tiny)")
     .option("--out <file>", "also write the JSON document to this file")
     .option("--dir <dir>", "where to put the scratch data directories (default: the OS temp dir)")
     .action(async (flags: BenchFlags) => {
-      const scale = flags.tiny ? "tiny" : "full";
+      const scale: Scale = flags.tiny ? "tiny" : "full";
+      const suites = parseSuites(flags.suite);
       let runs: number;
       try {
         runs = parseRuns(flags.runs, scale);
       } catch (err) {
         throw new StrataError("INVALID_ARGUMENT", (err as Error).message);
       }
-      const options: EngineBenchOptions = { scale, runs, progress: stderrProgress() };
-      if (flags.dir !== undefined) options.dir = flags.dir;
-      const engine = await runEngineBench(options);
-      emit({ engine }, flags.out);
+      const progress = stderrProgress();
+      const doc: Record<string, unknown> = {};
+      for (const name of suites) {
+        const options: SuiteOptions = { scale, runs, progress: (line) => progress(`${name}: ${line}`) };
+        if (flags.dir !== undefined) options.dir = flags.dir;
+        doc[name] = await SUITES[name]!(options);
+      }
+      emit(doc, flags.out);
     });
 }

@@ -12,17 +12,25 @@
  * - `segs`:   segment id → SegmentInfo
  * - `sys`:    "checkpoint" → how far of the log the index reflects, "nextLocId", "format"
  *
+ * The per-record databases (`seqs`, `revs`, `kvs`) use the compact binary keys and values of
+ * ./codecs.ts; the others use lmdb-js's default encodings.
+ *
  * Opening reads a handful of keys, never anything proportional to the number of locations or
- * records. Writes happen in synchronous LMDB transactions that do not wait for the flush (the
- * log is the durable truth and the checkpoint says how much of it to replay).
+ * records. Writes happen in synchronous LMDB transactions, and LMDB never fsyncs them (`noSync`):
+ * the log is the durable truth, the checkpoint says how much of it to replay, and a process crash
+ * loses nothing written to the OS. Only an OS crash or power loss can lose or tear index pages;
+ * ./unsynced-marker.ts detects that and has the index rebuilt from the log. `close` fsyncs.
  */
 import fs from "node:fs";
 import path from "node:path";
 import { open, type Database, type RootDatabase } from "lmdb";
+import { assert } from "../assert.js";
 import { StrataError } from "../errors.js";
 import type { Kind } from "../types.js";
+import { uintPairKey, uintStringKey, uintTupleValue } from "./codecs.js";
+import { MetaCache } from "./meta-cache.js";
 
-export const INDEX_FORMAT = 1;
+export const INDEX_FORMAT = 2;
 
 export interface LocMeta {
   id: number;
@@ -68,14 +76,19 @@ export class LmdbIndex {
   readonly ttl: Database<number, [number, number, string]>;
   readonly segs: Database<SegmentInfo, number>;
   readonly sys: Database<unknown, string>;
+  private readonly metaCache: MetaCache;
+  /** Metadata written by the transaction in progress, for the cache once it commits. */
+  private pendingMetas: Array<ReadonlyMap<string, LocMeta>> = [];
+  private writing = false;
 
-  private constructor(readonly root: RootDatabase, readonly dir: string) {
-    const sub = <V, K extends import("lmdb").Key>(name: string) => root.openDB<V, K>({ name, cache: false });
+  private constructor(readonly root: RootDatabase, readonly dir: string, metaCacheMax: number) {
+    this.metaCache = new MetaCache(metaCacheMax);
+    const sub = <V, K extends import("lmdb").Key>(name: string, codecs: object = {}) => root.openDB<V, K>({ name, cache: false, ...codecs });
     this.locs = sub("locs");
     this.locIds = sub("locIds");
-    this.seqs = sub("seqs");
-    this.kvs = sub("kvs");
-    this.revs = sub("revs");
+    this.seqs = sub("seqs", { keyEncoder: uintPairKey, encoder: uintTupleValue });
+    this.kvs = sub("kvs", { keyEncoder: uintStringKey, encoder: uintTupleValue });
+    this.revs = sub("revs", { keyEncoder: uintPairKey, encoder: uintTupleValue });
     this.dedup = sub("dedup");
     this.dedupAge = sub("dedupAge");
     this.ttl = sub("ttl");
@@ -83,15 +96,15 @@ export class LmdbIndex {
     this.sys = sub("sys");
   }
 
-  static open(dir: string): LmdbIndex {
+  static open(dir: string, opts: { metaCacheMax: number }): LmdbIndex {
     fs.mkdirSync(dir, { recursive: true });
     let root: RootDatabase;
     try {
-      root = open({ path: path.join(dir, "index.mdb"), maxDbs: 16, mapSize: INDEX_MAP_BYTES, noSubdir: true });
+      root = open({ path: path.join(dir, "index.mdb"), maxDbs: 16, mapSize: INDEX_MAP_BYTES, noSubdir: true, noSync: true });
     } catch (cause) {
       throw new StrataError("CORRUPT", `the index at ${dir} cannot be opened (${(cause as Error).message}); it will be rebuilt from the log`, { cause });
     }
-    const index = new LmdbIndex(root, dir);
+    const index = new LmdbIndex(root, dir, opts.metaCacheMax);
     const format = index.sys.get("format");
     if (format === undefined) {
       index.write(() => index.sys.put("format", INDEX_FORMAT));
@@ -109,7 +122,35 @@ export class LmdbIndex {
 
   /** Runs `fn` in one synchronous write transaction. */
   write<T>(fn: () => T): T {
-    return this.root.transactionSync(fn, TXN_NO_FLUSH_WAIT);
+    assert(!this.writing, "index write transactions do not nest");
+    this.writing = true;
+    try {
+      const result = this.root.transactionSync(fn, TXN_NO_FLUSH_WAIT);
+      for (const metas of this.pendingMetas) for (const [loc, meta] of metas) this.metaCache.set(loc, meta);
+      return result;
+    } finally {
+      this.pendingMetas = [];
+      this.writing = false;
+    }
+  }
+
+  /**
+   * A location's metadata as of the last committed transaction, through the cache. Inside a write
+   * transaction it reads `locs` directly (and caches nothing): the transaction may still abort.
+   */
+  meta(location: string): Readonly<LocMeta> | undefined {
+    if (this.writing) return this.locs.get(location);
+    const hit = this.metaCache.get(location);
+    if (hit !== undefined) return hit ?? undefined;
+    const meta = this.locs.get(location);
+    this.metaCache.set(location, meta);
+    return meta;
+  }
+
+  /** Called by `IndexBatch.finish` with the metadata it wrote in the current transaction. */
+  metasWritten(metas: ReadonlyMap<string, LocMeta>): void {
+    assert(this.writing, "location metadata is written inside a write transaction");
+    this.pendingMetas.push(metas);
   }
 
   checkpoint(): Checkpoint | undefined {
@@ -131,8 +172,12 @@ export class LmdbIndex {
     await this.root.flushed;
   }
 
+  /** Waits for the last commit, fsyncs the index file and closes it. */
   async close(): Promise<void> {
     await this.root.flushed;
+    // `sync` (mdb_env_sync, forced) is in lmdb-js but missing from its type declarations.
+    const root = this.root as unknown as { sync(done: (err?: Error) => void): void };
+    await new Promise<void>((resolve, reject) => root.sync((err) => (err ? reject(err) : resolve())));
     await this.root.close();
   }
 }

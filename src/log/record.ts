@@ -3,11 +3,13 @@
  *
  * Every record carries everything needed to replay it into an empty index (location, seq or key,
  * the location revision it produced, timestamp), so the log alone is the truth. Records are CBOR
- * arrays with a leading type tag rather than maps: smaller, and faster to encode and decode.
+ * arrays with a leading type tag rather than maps: smaller, and faster to encode and decode; absent
+ * optional fields at the end are left out, and fields derivable from others are not stored.
  * `decodeRecord` takes untrusted bytes (already checksummed, but possibly written by another
  * version or damaged before checksumming) and checks every field's type.
  */
 import { decode, encode } from "cbor-x";
+import { assert } from "../assert.js";
 import { StrataError } from "../errors.js";
 import type { Headers } from "../types.js";
 
@@ -86,24 +88,57 @@ export type LogRecord = LocationRecord | ChunkRecord;
 const TAG = { sset: 1, sdel: 2, sdelall: 3, kset: 4, kdel: 5, chunk: 6 } as const;
 const EMPTY = new Uint8Array(0);
 
+/**
+ * Largest array length of each record type. Optional fields come last and trailing absent ones
+ * are not written, so a typical record carries no placeholder bytes.
+ */
+const FIELDS_MAX = { [TAG.sset]: 11, [TAG.sdel]: 5, [TAG.sdelall]: 5, [TAG.kset]: 10, [TAG.kdel]: 6, [TAG.chunk]: 2 } as const;
+
 function ptrTuple(p: Pointer): [number, number, number] {
   return [p.seg, p.off, p.len];
 }
 
+/** Byte strings as Buffers: cbor-x tags other typed arrays, which costs two bytes a record. */
+function raw(b: Uint8Array): Buffer {
+  return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+}
+
+/** Drops trailing absent fields (null or undefined). */
+function trimmed(fields: unknown[]): unknown[] {
+  let n = fields.length;
+  while (n > 0 && (fields[n - 1] === null || fields[n - 1] === undefined)) n--;
+  return n === fields.length ? fields : fields.slice(0, n);
+}
+
+/**
+ * Layouts (absent optional fields are null, trailing ones omitted):
+ * - sset:    [1, loc, seq, rev - seq, ts, value, headers, msgId, chunks, size, at - ts]
+ * - sdel:    [2, loc, seq, rev - seq, ts]
+ * - sdelall: [3, loc, endSeq, rev, ts]
+ * - kset:    [4, loc, key, rev, ts, value, headers, expiresAt, chunks, size]
+ * - kdel:    [5, loc, key, rev, ts, 1 if expired]
+ * - chunk:   [6, data]
+ * A stream record stores its revision as the difference from its seq (small for appends), and
+ * `size` only for a chunked value: an inline value's size is its length.
+ */
 export function encodeRecord(r: LogRecord): Uint8Array {
   switch (r.t) {
-    case "sset":
-      return encode([TAG.sset, r.loc, r.seq, r.rev, r.ts, r.chunks ? null : r.value, r.headers ?? null, r.msgId ?? null, r.chunks?.map(ptrTuple) ?? null, r.size, r.at ?? null]);
+    case "sset": {
+      assert(r.chunks !== undefined || r.size === r.value.byteLength, "an inline value's size is its length");
+      const at = r.at === undefined ? null : r.at - r.ts;
+      return encode(trimmed([TAG.sset, r.loc, r.seq, r.rev - r.seq, r.ts, r.chunks ? null : raw(r.value), r.headers ?? null, r.msgId ?? null, r.chunks?.map(ptrTuple) ?? null, r.chunks ? r.size : null, at]));
+    }
     case "sdel":
-      return encode([TAG.sdel, r.loc, r.seq, r.rev, r.ts]);
+      return encode([TAG.sdel, r.loc, r.seq, r.rev - r.seq, r.ts]);
     case "sdelall":
       return encode([TAG.sdelall, r.loc, r.endSeq, r.rev, r.ts]);
     case "kset":
-      return encode([TAG.kset, r.loc, r.key, r.rev, r.ts, r.chunks ? null : r.value, r.headers ?? null, r.expiresAt ?? null, r.chunks?.map(ptrTuple) ?? null, r.size]);
+      assert(r.chunks !== undefined || r.size === r.value.byteLength, "an inline value's size is its length");
+      return encode(trimmed([TAG.kset, r.loc, r.key, r.rev, r.ts, r.chunks ? null : raw(r.value), r.headers ?? null, r.expiresAt ?? null, r.chunks?.map(ptrTuple) ?? null, r.chunks ? r.size : null]));
     case "kdel":
-      return encode([TAG.kdel, r.loc, r.key, r.rev, r.ts, r.expired ? 1 : 0]);
+      return encode(r.expired ? [TAG.kdel, r.loc, r.key, r.rev, r.ts, 1] : [TAG.kdel, r.loc, r.key, r.rev, r.ts]);
     case "chunk":
-      return encode([TAG.chunk, r.data]);
+      return encode([TAG.chunk, raw(r.data)]);
   }
 }
 
@@ -116,31 +151,53 @@ function int(v: unknown, what: string): number {
   return v;
 }
 
+/** `base + delta` for a field stored as a (possibly negative) difference. */
+function offset(base: number, delta: unknown, what: string): number {
+  if (typeof delta !== "number" || !Number.isSafeInteger(delta)) throw corrupt(`${what} is not an integer`);
+  return int(base + delta, what);
+}
+
 function str(v: unknown, what: string): string {
   if (typeof v !== "string") throw corrupt(`${what} is not a string`);
   return v;
 }
 
-function bytes(v: unknown, what: string): Uint8Array {
-  if (v === null || v === undefined) return EMPTY;
+function absent(v: unknown): v is null | undefined {
+  return v === null || v === undefined;
+}
+
+/** A byte string as a plain Uint8Array view (cbor-x gives Buffers; reads return Uint8Arrays). */
+function plain(v: unknown, what: string): Uint8Array {
   if (!(v instanceof Uint8Array)) throw corrupt(`${what} is not a byte string`);
-  return v;
+  return v.constructor === Uint8Array ? v : new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
 }
 
 function headers(v: unknown): Headers | undefined {
-  if (v === null || v === undefined) return undefined;
+  if (absent(v)) return undefined;
   if (typeof v !== "object" || ![Object.prototype, null].includes(Object.getPrototypeOf(v))) throw corrupt("headers is not a map");
   for (const value of Object.values(v as object)) if (typeof value !== "string") throw corrupt("a header value is not a string");
   return v as Headers;
 }
 
 function chunks(v: unknown): Pointer[] | undefined {
-  if (v === null || v === undefined) return undefined;
-  if (!Array.isArray(v)) throw corrupt("chunks is not an array");
+  if (absent(v)) return undefined;
+  if (!Array.isArray(v) || v.length === 0) throw corrupt("chunks is not a non-empty array");
   return v.map((t: unknown) => {
     if (!Array.isArray(t) || t.length !== 3) throw corrupt("a chunk pointer is not a triple");
     return { seg: int(t[0], "chunk seg"), off: int(t[1], "chunk off"), len: int(t[2], "chunk len") };
   });
+}
+
+/** The value fields of a set record: either inline bytes (size = length) or chunks and a size. */
+function valueFields(a: unknown[], at: number): { value: Uint8Array; size: number; chunks?: Pointer[] } {
+  const c = chunks(a[at + 3]);
+  if (!c) {
+    if (!absent(a[at + 4])) throw corrupt("an inline value has a size field");
+    const value = plain(a[at], "value");
+    return { value, size: value.byteLength };
+  }
+  if (!absent(a[at])) throw corrupt("a chunked value also has inline bytes");
+  return { value: EMPTY, size: int(a[at + 4], "size"), chunks: c };
 }
 
 export function decodeRecord(bodyUntrusted: Uint8Array): LogRecord {
@@ -151,38 +208,43 @@ export function decodeRecord(bodyUntrusted: Uint8Array): LogRecord {
     throw corrupt(`CBOR does not decode (${(cause as Error).message})`);
   }
   if (!Array.isArray(a) || a.length < 2) throw corrupt("not a tagged array");
+  const max = (FIELDS_MAX as Record<number, number>)[a[0] as number];
+  if (max === undefined) throw corrupt(`unknown record type ${String(a[0])}`);
+  if (a.length > max || (a[0] !== TAG.chunk && a.length < 5)) throw corrupt(`a record of type ${String(a[0])} has ${a.length} fields`);
+  if (a.length > 2 && absent(a[a.length - 1])) throw corrupt("a trailing field is absent rather than omitted");
   switch (a[0]) {
     case TAG.sset: {
-      const r: StreamSetRecord = { t: "sset", loc: str(a[1], "loc"), seq: int(a[2], "seq"), rev: int(a[3], "rev"), ts: int(a[4], "ts"), value: bytes(a[5], "value"), size: int(a[9], "size") };
+      const seq = int(a[2], "seq");
+      const ts = int(a[4], "ts");
+      const r: StreamSetRecord = { t: "sset", loc: str(a[1], "loc"), seq, rev: offset(seq, a[3], "rev"), ts, ...valueFields(a, 5) };
       const h = headers(a[6]);
       if (h) r.headers = h;
-      if (a[7] !== null && a[7] !== undefined) r.msgId = str(a[7], "msgId");
-      const c = chunks(a[8]);
-      if (c) r.chunks = c;
-      if (a[10] !== null && a[10] !== undefined) r.at = int(a[10], "at");
+      if (!absent(a[7])) r.msgId = str(a[7], "msgId");
+      if (!absent(a[10])) r.at = offset(ts, a[10], "at");
       return r;
     }
-    case TAG.sdel:
-      return { t: "sdel", loc: str(a[1], "loc"), seq: int(a[2], "seq"), rev: int(a[3], "rev"), ts: int(a[4], "ts") };
+    case TAG.sdel: {
+      const seq = int(a[2], "seq");
+      return { t: "sdel", loc: str(a[1], "loc"), seq, rev: offset(seq, a[3], "rev"), ts: int(a[4], "ts") };
+    }
     case TAG.sdelall:
       return { t: "sdelall", loc: str(a[1], "loc"), endSeq: int(a[2], "endSeq"), rev: int(a[3], "rev"), ts: int(a[4], "ts") };
     case TAG.kset: {
-      const r: KvSetRecord = { t: "kset", loc: str(a[1], "loc"), key: str(a[2], "key"), rev: int(a[3], "rev"), ts: int(a[4], "ts"), value: bytes(a[5], "value"), size: int(a[9], "size") };
+      const r: KvSetRecord = { t: "kset", loc: str(a[1], "loc"), key: str(a[2], "key"), rev: int(a[3], "rev"), ts: int(a[4], "ts"), ...valueFields(a, 5) };
       const h = headers(a[6]);
       if (h) r.headers = h;
-      if (a[7] !== null && a[7] !== undefined) r.expiresAt = int(a[7], "expiresAt");
-      const c = chunks(a[8]);
-      if (c) r.chunks = c;
+      if (!absent(a[7])) r.expiresAt = int(a[7], "expiresAt");
       return r;
     }
     case TAG.kdel: {
       const r: KvDeleteRecord = { t: "kdel", loc: str(a[1], "loc"), key: str(a[2], "key"), rev: int(a[3], "rev"), ts: int(a[4], "ts") };
-      if (a[5] === 1) r.expired = true;
+      if (a.length === 6) {
+        if (a[5] !== 1) throw corrupt("expired is not 1");
+        r.expired = true;
+      }
       return r;
     }
-    case TAG.chunk:
-      return { t: "chunk", data: bytes(a[1], "data") };
     default:
-      throw corrupt(`unknown record type ${String(a[0])}`);
+      return { t: "chunk", data: plain(a[1], "chunk data") };
   }
 }

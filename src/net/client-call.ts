@@ -112,7 +112,7 @@ export class Caller {
     }
   }
 
-  private async withRetry<T>(call: CallOptions, attempt: (target: Target, deadline: number) => Promise<T>, site = new Error()): Promise<T> {
+  private async withRetry<T>(call: CallOptions, attempt: (target: Target, deadline: number) => Promise<T>, site = callSite()): Promise<T> {
     const deadline = Date.now() + this.limits.timeoutMs;
     for (let n = 0; ; n++) {
       let server: string | undefined;
@@ -295,4 +295,13 @@ function isMap(value: unknown): value is WireMap {
 export function backoff(attempt: number, limits: Pick<ClientLimits, "retryBackoffMinMs" | "retryBackoffMaxMs">): number {
   const cap = Math.min(limits.retryBackoffMaxMs, limits.retryBackoffMinMs * 2 ** Math.min(attempt, 20));
   return Math.ceil(limits.retryBackoffMinMs / 2 + Math.random() * (cap - limits.retryBackoffMinMs / 2));
+}
+
+const SITE_FRAMES = Number(process.env.SITE_FRAMES ?? 10);
+function callSite(): Error {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = SITE_FRAMES;
+  const site = new Error();
+  Error.stackTraceLimit = limit;
+  return site;
 }

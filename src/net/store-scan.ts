@@ -6,6 +6,7 @@
  * would let this file go.) Kv entries carry their revision already; kv scans use the public API.
  */
 import type { Store } from "../store.js";
+import { scanPage } from "../stream-handle.js";
 import type { KvEntry, StoredMessage } from "../types.js";
 import { validateKey, validateSeq } from "../validate.js";
 
@@ -19,23 +20,19 @@ export async function* scanStream(store: Store, location: string, startSeq: unkn
   if (!meta) return;
   const page = store.limits.scanPageSize;
   for (;;) {
-    const entries = [...store.index.seqs.getRange({ start: [meta.id, next], end: [meta.id, Number.MAX_SAFE_INTEGER], limit: page })];
-    for (const { key, value } of entries) {
-      const seq = key[1] as number;
-      const ptr = { seg: value[0], off: value[1], len: value[2] };
-      const rec = await store.readRecord(ptr);
-      if (rec.t !== "sset" || rec.loc !== location || rec.seq !== seq) {
-        // Let the engine's own check produce its CORRUPT error with the operator hint.
-        await store.readMessage(location, seq, ptr);
-      }
-      if (rec.t === "sset") {
-        const item: WireStreamItem = { seq, value: await store.valueOf(rec), timestamp: rec.ts, rev: rec.rev };
+    const entries = scanPage(store, meta.id, next, page);
+    for (let at = 0; at < entries.length; ) {
+      // Records that lie back to back are read together; each is checked to be the one asked for.
+      const run = await store.readStreamRun(location, entries, at);
+      for (const rec of run.records) {
+        const item: WireStreamItem = { seq: rec.seq, value: rec.chunks ? await store.valueOf(rec) : rec.value, timestamp: rec.ts, rev: rec.rev };
         if (rec.headers) item.headers = rec.headers;
         yield item;
       }
-      next = seq + 1;
+      at = run.next;
     }
     if (entries.length < page) return;
+    next = entries[entries.length - 1]!.seq + 1;
   }
 }
 

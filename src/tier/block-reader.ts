@@ -2,7 +2,12 @@
  * Fault-in of evicted segments: a record is read from the object store by fetching only the
  * compressed block that holds it (one ranged read once the segment's footer is known), verifying
  * the block's checksum and the record's own frame checksum, and keeping recently used blocks in
- * a memory cache bounded by `blockCacheBytes`. Corrupt bytes are reported as CORRUPT, never served.
+ * a memory cache bounded by `blockCacheBytes`. A segment's footer costs a HEAD and one ranged read
+ * of the object's tail (two when the footer is larger than `FOOTER_READ_BYTES`); footers are
+ * cached up to `footerCacheMax` segments.
+ *
+ * Corrupt bytes are reported as CORRUPT, never served. A read that fails its checksum is made once
+ * more before that, since a flipped bit in transit is not corruption of the stored object.
  */
 import { StrataError } from "../errors.js";
 import { parseFrame } from "../log/framing.js";
@@ -12,11 +17,24 @@ import type { ObjectStore } from "./object-store.js";
 import { SEALED_TRAILER_BYTES, findBlock, openBlock, parseFooter, parseTrailer, type SealedFooter } from "./sealed-segment.js";
 import { segmentKey } from "./segment-keys.js";
 
+/**
+ * Bytes read from the end of a sealed object to get its trailer, in the same read as its footer
+ * whenever the footer is smaller (a 64 MiB segment of 64 KiB blocks has a footer of ~30 KiB).
+ */
+export const FOOTER_READ_BYTES = 64 * 1024;
+
+/** A read whose checksum fails is made once more: a bit flipped in transit is not worth an error. */
+const CORRUPT_READ_ATTEMPTS = 2;
+
+type Block = { raw: number; rawLen: number; off: number; len: number; crc: number };
+
 export class BlockReader {
   private readonly footers = new Map<number, Promise<SealedFooter>>();
   private readonly blocks = new Map<string, Buffer>();
+  /** Blocks being fetched, so concurrent reads of one block share one request. */
+  private readonly loading = new Map<string, Promise<Buffer>>();
   private blockBytes = 0;
-  /** Ranged reads made (for tests and the benchmark). */
+  /** Ranged reads made (for tests and the benchmark): one per block, one or two per footer. */
   fetches = 0;
 
   constructor(
@@ -43,9 +61,11 @@ export class BlockReader {
   private footer(seg: number): Promise<SealedFooter> {
     let f = this.footers.get(seg);
     if (!f) {
-      f = this.fetchFooter(seg);
+      f = retryCorrupt(() => this.fetchFooter(seg));
       this.footers.set(seg, f);
-      f.catch(() => this.footers.delete(seg));
+      f.catch(() => {
+        if (this.footers.get(seg) === f) this.footers.delete(seg);
+      });
       while (this.footers.size > this.limits.footerCacheMax) this.footers.delete(this.footers.keys().next().value as number);
     }
     return f;
@@ -55,28 +75,46 @@ export class BlockReader {
     const key = segmentKey(this.serverId, seg);
     const head = await this.objects.head(key);
     if (!head) throw missing(seg);
+    const tailLen = Math.min(head.size, FOOTER_READ_BYTES);
     this.fetches++;
-    const trailer = await this.objects.get(key, { offset: head.size - SEALED_TRAILER_BYTES, length: SEALED_TRAILER_BYTES });
-    if (!trailer) throw missing(seg);
-    const t = parseTrailer(seg, head.size, trailer);
+    const tail = await this.objects.get(key, { offset: head.size - tailLen, length: tailLen });
+    if (!tail) throw missing(seg);
+    if (tail.byteLength !== tailLen) throw changed(seg);
+    const t = parseTrailer(seg, head.size, tail.subarray(tailLen - SEALED_TRAILER_BYTES));
+    const tailStart = head.size - tailLen;
+    if (t.off >= tailStart) return parseFooter(seg, tail.subarray(t.off - tailStart, t.off - tailStart + t.len), t.crc);
     this.fetches++;
     const footer = await this.objects.get(key, { offset: t.off, length: t.len });
     if (!footer) throw missing(seg);
     return parseFooter(seg, footer, t.crc);
   }
 
-  private async block(seg: number, b: { raw: number; rawLen: number; off: number; len: number; crc: number }): Promise<Buffer> {
+  private block(seg: number, b: Block): Promise<Buffer> {
     const cacheKey = `${seg}:${b.raw}`;
     const hit = this.blocks.get(cacheKey);
     if (hit) {
       this.blocks.delete(cacheKey);
       this.blocks.set(cacheKey, hit);
-      return hit;
+      return Promise.resolve(hit);
     }
+    let loading = this.loading.get(cacheKey);
+    if (!loading) {
+      loading = retryCorrupt(() => this.fetchBlock(seg, b)).finally(() => this.loading.delete(cacheKey));
+      this.loading.set(cacheKey, loading);
+      loading.then((raw) => this.remember(cacheKey, raw), () => undefined);
+    }
+    return loading;
+  }
+
+  private async fetchBlock(seg: number, b: Block): Promise<Buffer> {
     this.fetches++;
     const compressed = await this.objects.get(segmentKey(this.serverId, seg), { offset: b.off, length: b.len });
     if (!compressed) throw missing(seg);
-    const raw = openBlock(seg, b, compressed);
+    return openBlock(seg, b, compressed);
+  }
+
+  private remember(cacheKey: string, raw: Buffer): void {
+    if (this.blocks.has(cacheKey)) return;
     this.blocks.set(cacheKey, raw);
     this.blockBytes += raw.byteLength;
     while (this.blockBytes > this.limits.blockCacheBytes && this.blocks.size > 1) {
@@ -84,7 +122,6 @@ export class BlockReader {
       this.blocks.delete(oldKey);
       this.blockBytes -= old.byteLength;
     }
-    return raw;
   }
 
   /** Drops cached footers and blocks of a segment (e.g. after it was replaced by compaction). */
@@ -97,8 +134,29 @@ export class BlockReader {
       }
     }
   }
+
+  /** Drops the cached blocks, and the footers too with "all" (the benchmark measures cold reads so). */
+  clear(what: "blocks" | "all" = "all"): void {
+    if (what === "all") this.footers.clear();
+    this.blocks.clear();
+    this.blockBytes = 0;
+  }
+}
+
+async function retryCorrupt<T>(fetch: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fetch();
+    } catch (err) {
+      if (!StrataError.is(err, "CORRUPT") || attempt >= CORRUPT_READ_ATTEMPTS) throw err;
+    }
+  }
 }
 
 function missing(seg: number): StrataError {
   return new StrataError("UNAVAILABLE", `sealed segment ${seg} is not in the object store (yet); retry, or check the tier configuration`);
+}
+
+function changed(seg: number): StrataError {
+  return new StrataError("CORRUPT", `sealed segment ${seg} in the object store is shorter than its listed size; it was truncated or replaced`);
 }

@@ -1,15 +1,23 @@
 /**
- * Index checkpoints: a compacted copy of the LMDB index, zstd-compressed, named by the log
- * position it reflects at least. A server that lost its disk restores the newest one and replays
- * only the segments uploaded after that position, instead of every segment it ever wrote.
+ * Index checkpoints: a compacted copy of the LMDB index, zstd-compressed, named by a log position
+ * at or after the one it reflects. A server that lost its disk restores the newest one and replays
+ * only the segments uploaded after it, instead of every segment it ever wrote.
  *
- * The position is read before the copy is taken, so the copy reflects that position or more; the
- * records between are replayed again on restore, which the index skips (it applies a record only
- * when its revision is newer than the location's).
+ * The copy is a consistent snapshot (one read transaction) whose own recovery checkpoint says how
+ * much of the log it reflects; restore replays from there. That position can only be at or before
+ * the index's position read once the copy is done, so the checkpoint is put only after the segment
+ * holding that later position (and, uploads being in order, every segment before it) is in the
+ * object store: a restored index never points at a segment the object store does not have.
+ *
+ * Object layout: `"STRATCKP"` | u32 CRC-32 of the rest | zstd frame of the index file. zstd has no
+ * checksum of its own here, and a flipped bit could otherwise decompress to a subtly wrong index.
+ * A checkpoint that fails verification (twice, in case the damage was in transit) is skipped for
+ * the next older one, or for a replay of every segment when none is left.
  */
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { crc32 } from "node:zlib";
 import { compress, decompress } from "zstd-napi";
 import { StrataError } from "../errors.js";
 import type { LmdbIndex } from "../index/lmdb-index.js";
@@ -23,16 +31,18 @@ export async function uploadCheckpoint(
   objects: ObjectStore,
   serverId: string,
   limits: Limits,
-  waitUploaded: (seg: number) => Promise<void>,
+  /** Resolves once every record up to `pos` is in an uploaded segment. */
+  waitUploaded: (pos: { seg: number; off: number }) => Promise<void>,
 ): Promise<void> {
-  const pos = index.checkpoint();
-  if (!pos) return;
+  if (!index.checkpoint()) return;
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "strata-checkpoint-"));
   try {
     const file = path.join(tmp, "index.mdb");
     await index.root.backup(file, true);
-    const body = compress(fs.readFileSync(file));
-    await waitUploaded(pos.seg);
+    // Read after the snapshot, so it is at or past the position the snapshot reflects.
+    const pos = index.checkpoint()!;
+    const body = frameCheckpoint(compress(fs.readFileSync(file)));
+    await waitUploaded(pos);
     await objects.put(checkpointKey(serverId, pos), body);
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
@@ -54,28 +64,74 @@ async function pruneCheckpoints(objects: ObjectStore, serverId: string, keep: nu
   for (const old of all.slice(0, Math.max(0, all.length - keep))) await objects.delete(old.key);
 }
 
+const CHECKPOINT_MAGIC = Buffer.from("STRATCKP", "latin1");
+const CHECKPOINT_HEADER_BYTES = 12;
+const CHECKPOINT_READ_ATTEMPTS = 2;
+
+function frameCheckpoint(compressed: Buffer): Buffer {
+  const header = Buffer.alloc(CHECKPOINT_HEADER_BYTES);
+  CHECKPOINT_MAGIC.copy(header, 0);
+  header.writeUInt32BE(crc32(compressed), 8);
+  return Buffer.concat([header, compressed]);
+}
+
+/** The index file held by a checkpoint object, or a CORRUPT error saying what is wrong with it. */
+export function unframeCheckpoint(key: string, objectUntrusted: Uint8Array): Buffer {
+  const obj = Buffer.from(objectUntrusted.buffer, objectUntrusted.byteOffset, objectUntrusted.byteLength);
+  const bad = (why: string, cause?: unknown) =>
+    new StrataError("CORRUPT", `index checkpoint ${key} is damaged (${why}); it is skipped for an older one`, cause === undefined ? {} : { cause });
+  if (obj.byteLength < CHECKPOINT_HEADER_BYTES || !obj.subarray(0, 8).equals(CHECKPOINT_MAGIC)) throw bad("bad magic");
+  const compressed = obj.subarray(CHECKPOINT_HEADER_BYTES);
+  if (crc32(compressed) !== obj.readUInt32BE(8)) throw bad("checksum mismatch");
+  try {
+    return decompress(compressed);
+  } catch (cause) {
+    throw bad("does not decompress", cause);
+  }
+}
+
+/** Reads and verifies one checkpoint; undefined when it is gone, CORRUPT when it stays damaged. */
+async function readCheckpoint(objects: ObjectStore, key: string): Promise<Buffer | undefined> {
+  for (let attempt = 1; ; attempt++) {
+    const body = await objects.get(key);
+    if (!body) return undefined;
+    try {
+      return unframeCheckpoint(key, body);
+    } catch (err) {
+      if (attempt >= CHECKPOINT_READ_ATTEMPTS) throw err;
+    }
+  }
+}
+
 /**
- * Writes the newest checkpoint of `serverId` as the index file in `indexDir` (atomically) and
- * returns the position it reflects, or undefined when the object store has none.
+ * Writes the newest valid checkpoint of `serverId` as the index file in `indexDir` (atomically)
+ * and returns the position it is named by, or undefined when the object store has none. Damaged
+ * checkpoints are skipped (and reported to `onDamaged`); an unreachable object store rejects.
  */
-export async function restoreCheckpoint(objects: ObjectStore, serverId: string, indexDir: string): Promise<{ seg: number; off: number } | undefined> {
+export async function restoreCheckpoint(
+  objects: ObjectStore,
+  serverId: string,
+  indexDir: string,
+  onDamaged: (err: StrataError) => void = () => undefined,
+): Promise<{ seg: number; off: number } | undefined> {
   const all = await listCheckpoints(objects, serverId);
   for (let i = all.length - 1; i >= 0; i--) {
     const { key, pos } = all[i]!;
-    const body = await objects.get(key);
-    if (!body) continue;
-    let raw: Buffer;
+    let raw: Buffer | undefined;
     try {
-      raw = decompress(body);
-    } catch (cause) {
-      throw new StrataError("CORRUPT", `index checkpoint ${key} does not decompress; delete it to fall back to an older one`, { cause });
+      raw = await readCheckpoint(objects, key);
+    } catch (err) {
+      if (!StrataError.is(err, "CORRUPT")) throw err;
+      onDamaged(err);
+      continue;
     }
+    if (!raw) continue;
     fs.mkdirSync(indexDir, { recursive: true });
     const file = path.join(indexDir, "index.mdb");
     const tmp = `${file}.restore`;
     const fd = fs.openSync(tmp, "w");
     try {
-      fs.writeSync(fd, raw);
+      for (let done = 0; done < raw.byteLength; ) done += fs.writeSync(fd, raw, done, raw.byteLength - done, done);
       fs.fsyncSync(fd);
     } finally {
       fs.closeSync(fd);

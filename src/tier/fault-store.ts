@@ -27,6 +27,14 @@ export { mulberry32 };
 export const MEMORY_LIST_PAGE_SIZE = 100;
 
 
+/**
+ * A copy that shares no memory with `bytes`. Not `bytes.slice()`: on a Buffer (which callers and
+ * backends hand around as Uint8Array) `slice` is a view, so "copies" would alias the stored object.
+ */
+function copyOf(bytes: Uint8Array): Uint8Array {
+  return new Uint8Array(bytes);
+}
+
 /** A complete in-memory `ObjectStore`: stores copies, hands out copies, lists a page at a time. */
 export class MemoryObjectStore implements ObjectStore {
   private readonly objects = new Map<string, Uint8Array>();
@@ -41,7 +49,7 @@ export class MemoryObjectStore implements ObjectStore {
     this.checkOpen();
     validateKey(key);
     validateBody(body);
-    this.objects.set(key, body.slice());
+    this.objects.set(key, copyOf(body));
   }
 
   async get(key: string, range?: ByteRange): Promise<Uint8Array | undefined> {
@@ -50,8 +58,8 @@ export class MemoryObjectStore implements ObjectStore {
     validateRange(range);
     const body = this.objects.get(key);
     if (body === undefined) return undefined;
-    if (range === undefined) return body.slice();
-    return body.slice(Math.min(range.offset, body.length), Math.min(body.length, range.offset + range.length));
+    if (range === undefined) return copyOf(body);
+    return copyOf(body.subarray(Math.min(range.offset, body.length), Math.min(body.length, range.offset + range.length)));
   }
 
   async head(key: string): Promise<{ size: number } | undefined> {
@@ -200,7 +208,7 @@ export class FaultyObjectStore implements ObjectStore {
     const body = await this.inner.get(key, range);
     if (body === undefined || body.length === 0 || !fate.corrupt) return body;
     // Corrupt a copy: the stored object stays intact, as with a bit flipped in transit.
-    const copy = body.slice();
+    const copy = copyOf(body);
     copy[Math.floor(fate.corruptAt * copy.length)] ^= fate.corruptMask;
     this.faults.corruptions++;
     return copy;

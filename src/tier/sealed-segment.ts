@@ -49,6 +49,36 @@ function corrupt(seg: number, why: string): StrataError {
 
 /** Builds the sealed object of a raw segment file (which must hold only whole, valid records). */
 export function sealSegment(seg: number, raw: Buffer, blockBytes: number, recordBytesMax: number): Buffer {
+  const steps = sealSteps(seg, raw, blockBytes, recordBytesMax);
+  for (;;) {
+    const step = steps.next();
+    if (step.done) return step.value;
+  }
+}
+
+/** Raw bytes compressed between two turns of the event loop while sealing asynchronously. */
+const SEAL_SLICE_BYTES = 1024 * 1024;
+
+/**
+ * `sealSegment`, giving the event loop a turn after every ~1 MiB compressed, so sealing a large
+ * segment does not stall the requests being served meanwhile (zstd runs synchronously).
+ */
+export async function sealSegmentAsync(seg: number, raw: Buffer, blockBytes: number, recordBytesMax: number): Promise<Buffer> {
+  const steps = sealSteps(seg, raw, blockBytes, recordBytesMax);
+  let sinceYield = 0;
+  for (;;) {
+    const step = steps.next();
+    if (step.done) return step.value;
+    sinceYield += step.value;
+    if (sinceYield >= SEAL_SLICE_BYTES) {
+      sinceYield = 0;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  }
+}
+
+/** The sealing itself; yields the raw length of each block as it is compressed. */
+function* sealSteps(seg: number, raw: Buffer, blockBytes: number, recordBytesMax: number): Generator<number, Buffer> {
   checkSegmentHeader(seg, raw);
   const parts: Buffer[] = [HEAD_MAGIC];
   let objOff = HEAD_MAGIC.byteLength;
@@ -57,7 +87,6 @@ export function sealSegment(seg: number, raw: Buffer, blockBytes: number, record
   let start = SEGMENT_HEADER_BYTES;
   let off = start;
   const flush = (end: number) => {
-    if (end === start) return;
     const compressed = compress(raw.subarray(start, end), { compressionLevel: ZSTD_LEVEL });
     blocks.push({ raw: start, rawLen: end - start, off: objOff, len: compressed.byteLength, crc: crc32(compressed) });
     parts.push(compressed);
@@ -77,9 +106,13 @@ export function sealSegment(seg: number, raw: Buffer, blockBytes: number, record
       } else locs.set(rec.loc, [block, block, 1]);
     }
     off = parsed.next;
-    if (off - start >= blockBytes) flush(off);
+    if (off - start >= blockBytes) {
+      const len = off - start;
+      flush(off);
+      yield len;
+    }
   }
-  flush(off);
+  if (off > start) flush(off);
   const footer: SealedFooter = { seg, rawBytes: raw.byteLength, blocks, locations: [...locs].map(([loc, v]) => [loc, ...v]) };
   const footerBytes = Buffer.from(encode(footer));
   const trailer = Buffer.alloc(SEALED_TRAILER_BYTES);

@@ -8,7 +8,9 @@
  * - Segments are uploaded in id order, one at a time, retried with backoff until they succeed
  *   (or the store closes); local-ack writes never wait for any of it.
  * - A local segment file is deleted only after its upload succeeded; the active segment and
- *   segments not yet uploaded are never evicted.
+ *   segments not yet uploaded are never evicted. `cacheBytes` bounds all local segment files
+ *   (active and not-yet-uploaded ones included): after every seal and every upload, uploaded
+ *   segments are evicted, least recently used first, until the files fit or none is left.
  * - A checkpoint named by log position P is uploaded only after the segment holding P is in the
  *   object store, so a restore from it never finds the index pointing at a segment it cannot get.
  */
@@ -16,12 +18,12 @@ import fs from "node:fs";
 import { StrataError } from "../errors.js";
 import type { LmdbIndex, SegmentInfo } from "../index/lmdb-index.js";
 import type { Pointer } from "../log/record.js";
-import { segmentPath } from "../log/segment-files.js";
+import { SEGMENT_HEADER_BYTES, segmentPath } from "../log/segment-files.js";
 import type { Limits } from "../limits.js";
 import { BlockReader } from "./block-reader.js";
 import { uploadCheckpoint } from "./checkpoints.js";
 import type { ObjectStore } from "./object-store.js";
-import { sealSegment } from "./sealed-segment.js";
+import { sealSegmentAsync } from "./sealed-segment.js";
 import { segmentKey } from "./segment-keys.js";
 
 export interface TierHooks {
@@ -47,15 +49,19 @@ export class Tier {
   private uploading: Promise<void> | undefined;
   private readonly uploaded = new Set<number>();
   private readonly evicted = new Set<number>();
-  private readonly localUploaded = new Map<number, number>();
+  /** Sizes of the local, sealed segment files (uploaded or not); the active one is not here. */
+  private readonly localBytes = new Map<number, number>();
+  /** Local segments that are in the object store too, so they may be evicted. */
+  private readonly localUploaded = new Set<number>();
+  /** When each evictable segment was last used (uploaded or read), for least-recently-used eviction. */
   private readonly lastAccess = new Map<number, number>();
   private waiters: Waiter[] = [];
+  private drainWaiters: Array<{ resolve: () => void; reject: (err: unknown) => void }> = [];
   private closed = false;
   private failing = false;
   private checkpointing: Promise<void> | undefined;
-  /** Highest segment id known to be in the object store. */
-  private uploadedMax = 0;
-  stats = { uploads: 0, uploadedBytes: 0, uploadFailures: 0, evictions: 0, checkpoints: 0 };
+  /** Counters for tests, the benchmark and operators: uploadedBytes are sealed (compressed) bytes. */
+  stats = { uploads: 0, uploadedBytes: 0, uploadedRawBytes: 0, uploadFailures: 0, evictions: 0, checkpoints: 0, checkpointFailures: 0 };
 
   constructor(
     readonly objects: ObjectStore,
@@ -76,8 +82,10 @@ export class Tier {
     const localSet = new Set(local);
     const active = this.hooks.activeSegment();
     for (const seg of inTier) {
-      this.uploaded.add(seg);
-      this.uploadedMax = Math.max(this.uploadedMax, seg);
+      // An object named like the active segment holds an older version of it (a crash can only
+      // leave that behind if the segment after it was never created); it is re-shipped on seal,
+      // and object acks of its records must wait for that.
+      if (seg !== active) this.uploaded.add(seg);
     }
     const updates: Array<[number, SegmentInfo]> = [];
     for (const seg of new Set([...local, ...inTier])) {
@@ -85,12 +93,16 @@ export class Tier {
       if (!localSet.has(seg)) {
         this.evicted.add(seg);
         updates.push([seg, { state: "evicted", bytes: 0 }]);
-      } else if (this.uploaded.has(seg)) {
-        this.localUploaded.set(seg, fs.statSync(segmentPath(this.segmentsDir, seg)).size);
-        updates.push([seg, { state: "uploaded", bytes: this.localUploaded.get(seg)! }]);
+        continue;
+      }
+      const bytes = fs.statSync(segmentPath(this.segmentsDir, seg)).size;
+      this.localBytes.set(seg, bytes);
+      if (this.uploaded.has(seg)) {
+        this.localUploaded.add(seg);
+        updates.push([seg, { state: "uploaded", bytes }]);
       } else {
         this.pending.push(seg);
-        updates.push([seg, { state: "sealed", bytes: fs.statSync(segmentPath(this.segmentsDir, seg)).size }]);
+        updates.push([seg, { state: "sealed", bytes }]);
       }
     }
     if (updates.length > 0) this.index.write(() => updates.forEach(([seg, info]) => this.index.segs.put(seg, info)));
@@ -115,8 +127,10 @@ export class Tier {
   /** A segment stopped taking appends: ship it. */
   onSealed(seg: number, bytes: number): void {
     this.index.write(() => this.index.segs.put(seg, { state: "sealed", bytes }));
+    this.localBytes.set(seg, bytes);
     this.pending.push(seg);
     this.kick();
+    this.evictIfNeeded();
   }
 
   /** Resolves once `seg` is in the object store; rejects with UNAVAILABLE after objectAckTimeoutMs. */
@@ -158,6 +172,7 @@ export class Tier {
       try {
         await this.upload(seg);
         this.pending.shift();
+        if (this.pending.length === 0) this.drainWaiters.splice(0).forEach((w) => w.resolve());
         backoffMs = 50;
         if (this.failing) this.hooks.onWarning(`object store reachable again; uploads caught up to segment ${seg}`);
         this.failing = false;
@@ -173,14 +188,15 @@ export class Tier {
 
   private async upload(seg: number): Promise<void> {
     const raw = fs.readFileSync(segmentPath(this.segmentsDir, seg));
-    const sealed = sealSegment(seg, raw, this.limits.blockBytes, this.limits.recordBytesMax);
+    const sealed = await sealSegmentAsync(seg, raw, this.limits.blockBytes, this.limits.recordBytesMax);
     await this.objects.put(segmentKey(this.serverId, seg), sealed);
     this.uploaded.add(seg);
-    this.uploadedMax = Math.max(this.uploadedMax, seg);
     this.stats.uploads++;
     this.stats.uploadedBytes += sealed.byteLength;
+    this.stats.uploadedRawBytes += raw.byteLength;
     if (!this.closed) this.index.write(() => this.index.segs.put(seg, { state: "uploaded", bytes: raw.byteLength }));
-    this.localUploaded.set(seg, raw.byteLength);
+    this.localUploaded.add(seg);
+    this.lastAccess.set(seg, performance.now());
     const done = this.waiters.filter((w) => this.uploaded.has(w.seg));
     this.waiters = this.waiters.filter((w) => !this.uploaded.has(w.seg));
     for (const w of done) {
@@ -190,31 +206,77 @@ export class Tier {
     this.evictIfNeeded();
   }
 
-  /** Deletes uploaded local segment files, least recently read first, until within cacheBytes. */
+  /**
+   * Deletes uploaded local segment files, least recently used first, until all local segment
+   * files (the active one included) fit in cacheBytes or nothing evictable is left.
+   */
   evictIfNeeded(): void {
-    let total = 0;
-    for (const bytes of this.localUploaded.values()) total += bytes;
-    if (total <= this.limits.cacheBytes || this.closed) return;
-    const order = [...this.localUploaded.keys()].sort((a, b) => (this.lastAccess.get(a) ?? 0) - (this.lastAccess.get(b) ?? 0) || a - b);
+    if (this.closed || this.localUploaded.size === 0) return;
+    let total = this.activeBytes();
+    for (const bytes of this.localBytes.values()) total += bytes;
+    if (total <= this.limits.cacheBytes) return;
+    // Never-read segments (no access time) go first, oldest id first.
+    const order = [...this.localUploaded].sort((a, b) => (this.lastAccess.get(a) ?? 0) - (this.lastAccess.get(b) ?? 0) || a - b);
+    const evicted: number[] = [];
     for (const seg of order) {
       if (total <= this.limits.cacheBytes) break;
       this.hooks.forgetLocal(seg);
       fs.rmSync(segmentPath(this.segmentsDir, seg), { force: true });
-      total -= this.localUploaded.get(seg)!;
+      total -= this.localBytes.get(seg) ?? 0;
+      this.localBytes.delete(seg);
       this.localUploaded.delete(seg);
       this.lastAccess.delete(seg);
       this.evicted.add(seg);
       this.stats.evictions++;
-      this.index.write(() => this.index.segs.put(seg, { state: "evicted", bytes: 0 }));
+      evicted.push(seg);
     }
+    if (evicted.length > 0) this.index.write(() => evicted.forEach((seg) => this.index.segs.put(seg, { state: "evicted", bytes: 0 })));
+  }
+
+  /** Bytes of local segment files: the active one, those waiting for upload, and uploaded ones not evicted. */
+  get localSegmentBytes(): number {
+    let total = this.activeBytes();
+    for (const bytes of this.localBytes.values()) total += bytes;
+    return total;
+  }
+
+  private activeBytes(): number {
+    try {
+      return fs.statSync(segmentPath(this.segmentsDir, this.hooks.activeSegment())).size;
+    } catch {
+      return 0; // being created
+    }
+  }
+
+  /**
+   * Resolves once the log up to `pos` is in the object store. A position at the very start of a
+   * segment (an empty active segment, as after a reopen) needs only the segments before it:
+   * waiting for that segment itself would wait for a seal that never comes.
+   */
+  private waitLogUploaded(pos: { seg: number; off: number }): Promise<void> {
+    if (pos.off > SEGMENT_HEADER_BYTES) return this.waitUploaded(pos.seg);
+    const before = this.pending.filter((seg) => seg < pos.seg);
+    return before.length === 0 ? Promise.resolve() : this.waitUploaded(before[before.length - 1]!);
   }
 
   /** Uploads a checkpoint of the index (at most one at a time). */
   checkpoint(): Promise<void> {
-    this.checkpointing ??= uploadCheckpoint(this.index, this.objects, this.serverId, this.limits, (seg) => this.waitUploaded(seg))
-      .then(() => void this.stats.checkpoints++)
+    this.checkpointing ??= uploadCheckpoint(this.index, this.objects, this.serverId, this.limits, (pos) => this.waitLogUploaded(pos))
+      .then(
+        () => void this.stats.checkpoints++,
+        (err: unknown) => {
+          this.stats.checkpointFailures++;
+          throw err;
+        },
+      )
       .finally(() => (this.checkpointing = undefined));
     return this.checkpointing;
+  }
+
+  /** Resolves once no sealed segment is waiting for upload (rejects CLOSED if the store closes first). */
+  drained(): Promise<void> {
+    if (this.pending.length === 0) return Promise.resolve();
+    return new Promise((resolve, reject) => this.drainWaiters.push({ resolve, reject }));
   }
 
   /** Number of sealed segments not yet in the object store. */
@@ -234,6 +296,7 @@ export class Tier {
       w.reject(new StrataError("CLOSED", "the store closed before the write reached the object store; it is durable locally and is shipped at the next start"));
     }
     this.waiters = [];
+    for (const w of this.drainWaiters.splice(0)) w.reject(new StrataError("CLOSED", "the store closed before its uploads finished"));
     await this.uploading?.catch(() => undefined);
     await this.checkpointing?.catch(() => undefined);
     await this.objects.close();

@@ -5,6 +5,7 @@
  *   const nats = await startNatsServer();                          // plain server
  *   const nats = await startNatsServer({ maxPayload: 64 * 1024 }); // small max_payload
  *   const nats = await startNatsServer({ config: "authorization { … }" });
+ *   const nats = await startNatsServer({ jetstream: true });       // JetStream, files in the temp dir
  *   nats.url; nats.port; nats.pid;
  *   await nats.restart();   // same port, same config (clients reconnect)
  *   await nats.stop();      // idempotent
@@ -28,6 +29,8 @@ export interface NatsServerOptions {
   config?: string;
   /** Sets `max_payload` (bytes). */
   maxPayload?: number;
+  /** Enables JetStream with its store in this server's temp dir (removed by stop()); kept across restart(). */
+  jetstream?: boolean;
 }
 
 export interface RunningNatsServer {
@@ -51,6 +54,7 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
   const confPath = join(dir, "nats-server.conf");
   const lines = [options.config ?? ""];
   if (options.maxPayload !== undefined) lines.push(`max_payload: ${options.maxPayload}`);
+  if (options.jetstream) lines.push(`jetstream { store_dir: ${JSON.stringify(join(dir, "jetstream"))} }`);
   await writeFile(confPath, lines.join("\n") + "\n");
 
   let child: ChildProcess | undefined;

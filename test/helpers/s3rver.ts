@@ -1,6 +1,8 @@
 /**
  * Starts a real S3-compatible server (s3rver) for tests: on 127.0.0.1, on a free port, storing in
  * a fresh temp directory, with one bucket created. Every test that needs S3 goes through here.
+ * `kill()` and `restart()` make an outage: the process dies, then a new one serves the same
+ * directory on the same port, so clients configured with the endpoint reconnect by themselves.
  *
  * The server runs in a child process, for three reasons:
  * - s3rver encrypts ListObjectsV2 continuation tokens with DES, which OpenSSL 3 (Node >= 17) only
@@ -37,6 +39,15 @@ export interface RunningS3rver {
   /** `http://127.0.0.1:PORT` */
   endpoint: string;
   bucket: string;
+  /** The directory s3rver stores the bucket in (kept across `kill` and `restart`). */
+  directory: string;
+  /**
+   * Stops the server process abruptly (SIGKILL), keeping its directory: an outage as clients see
+   * it, with connections reset and the port refusing new ones. Idempotent while stopped.
+   */
+  kill(): Promise<void>;
+  /** Starts the server again on the same port and directory (after `kill`): the outage is over. */
+  restart(): Promise<void>;
   /** Stops the server process and removes its directory. Idempotent. */
   stop(): Promise<void>;
 }
@@ -46,7 +57,7 @@ const CHILD_SOURCE = String.raw`
 "use strict";
 const path = require("node:path");
 const fs = require("node:fs");
-const { S3RVER_MAIN, S3RVER_DIR, S3RVER_BUCKET } = process.env;
+const { S3RVER_MAIN, S3RVER_DIR, S3RVER_BUCKET, S3RVER_PORT } = process.env;
 const lib = path.dirname(S3RVER_MAIN);
 
 // Deviation 1: list in S3 order. Must be patched before s3rver's store module captures walk().
@@ -78,7 +89,7 @@ FilesystemStore.prototype.getObject = async function (bucket, key, options) {
 
 const S3rver = require(S3RVER_MAIN);
 const server = new S3rver({
-  port: 0, address: "127.0.0.1", silent: true, directory: S3RVER_DIR,
+  port: Number(S3RVER_PORT), address: "127.0.0.1", silent: true, directory: S3RVER_DIR,
   configureBuckets: [{ name: S3RVER_BUCKET, configs: [] }],
 });
 server.run().then((address) => {
@@ -95,21 +106,11 @@ process.stdin.on("end", () => {
 
 export async function startS3rver(): Promise<RunningS3rver> {
   const directory = await mkdtemp(join(tmpdir(), "strata-s3rver-"));
-  const child = spawn(process.execPath, ["--openssl-legacy-provider", "-e", CHILD_SOURCE], {
-    stdio: ["pipe", "pipe", "inherit"],
-    env: {
-      ...process.env,
-      NODE_OPTIONS: "",
-      S3RVER_MAIN: createRequire(import.meta.url).resolve("s3rver"),
-      S3RVER_DIR: directory,
-      S3RVER_BUCKET,
-    },
-  });
+  let child: ChildProcess;
   let port: number;
   try {
-    port = await readPort(child);
+    ({ child, port } = await spawnS3rver(directory, 0));
   } catch (err) {
-    child.kill("SIGKILL");
     await rm(directory, { recursive: true, force: true });
     throw err;
   }
@@ -117,6 +118,17 @@ export async function startS3rver(): Promise<RunningS3rver> {
   return {
     endpoint: `http://127.0.0.1:${port}`,
     bucket: S3RVER_BUCKET,
+    directory,
+    async kill() {
+      if (stopped) throw new Error("s3rver was stopped for good");
+      await killChild(child);
+    },
+    async restart() {
+      if (stopped) throw new Error("s3rver was stopped for good");
+      if (child.exitCode === null && child.signalCode === null) throw new Error("s3rver is still running; kill() it first");
+      // The port was the old server's; it is free again once that process is gone.
+      ({ child } = await spawnS3rver(directory, port));
+    },
     stop() {
       stopped ??= (async () => {
         try {
@@ -128,6 +140,36 @@ export async function startS3rver(): Promise<RunningS3rver> {
       return stopped;
     },
   };
+}
+
+/** Starts the child on `port` (0: any free one) and waits until it listens. */
+async function spawnS3rver(directory: string, port: number): Promise<{ child: ChildProcess; port: number }> {
+  const child = spawn(process.execPath, ["--openssl-legacy-provider", "-e", CHILD_SOURCE], {
+    stdio: ["pipe", "pipe", "inherit"],
+    env: {
+      ...process.env,
+      NODE_OPTIONS: "",
+      S3RVER_MAIN: createRequire(import.meta.url).resolve("s3rver"),
+      S3RVER_DIR: directory,
+      S3RVER_BUCKET,
+      S3RVER_PORT: String(port),
+    },
+  });
+  try {
+    return { child, port: await readPort(child) };
+  } catch (err) {
+    child.kill("SIGKILL");
+    throw err;
+  }
+}
+
+/** Kills the child at once and waits until it is gone. */
+function killChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    child.once("exit", () => resolve());
+    child.kill("SIGKILL");
+  });
 }
 
 /** Resolves with the port the child reports on its first stdout line. */

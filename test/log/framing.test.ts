@@ -48,7 +48,10 @@ function strip<T extends object>(r: T): T {
 
 /** Byte arrays as hex, so Buffer vs Uint8Array does not matter to the comparison. */
 function comparable(r: LogRecord): unknown {
-  return JSON.parse(JSON.stringify(r, (_k, v: unknown) => (v instanceof Uint8Array ? `hex:${Buffer.from(v).toString("hex")}` : v)));
+  const hex = (b: Uint8Array) => `hex:${Buffer.from(b).toString("hex")}`;
+  const isBufferJson = (v: unknown): v is { data: number[] } => typeof v === "object" && v !== null && (v as { type?: unknown }).type === "Buffer";
+  // Buffer#toJSON runs before the replacer, so Buffers arrive as { type: "Buffer", data }.
+  return JSON.parse(JSON.stringify(r, (_k, v: unknown) => (v instanceof Uint8Array ? hex(v) : isBufferJson(v) ? hex(Uint8Array.from(v.data)) : v)));
 }
 
 const small = (r: LogRecord) => encodeRecord(r).byteLength <= 200;
@@ -230,18 +233,32 @@ describe("decodeRecord on untrusted bytes", () => {
   });
 
   it("refuses fields of the wrong type with CORRUPT", () => {
+    const v = Buffer.from("ab");
     const cases: unknown[] = [
-      [1, "loc", -1, 1, 1, null, null, null, null, 0], // negative seq
-      [1, "loc", 1.5, 1, 1, null, null, null, null, 0], // fractional seq
-      [1, 7, 1, 1, 1, null, null, null, null, 0], // loc not a string
-      [1, "loc", 1, 1, 1, "not bytes", null, null, null, 0], // value not bytes
-      [1, "loc", 1, 1, 1, null, { a: 1 }, null, null, 0], // header value not a string
-      [1, "loc", 1, 1, 1, null, ["a"], null, null, 0], // headers an array
-      [1, "loc", 1, 1, 1, null, new Map([[1, "a"]]), null, null, 0], // headers a map with a number name
-      [1, "loc", 1, 1, 1, null, new Date(5), null, null, 0], // headers a tagged date
-      [1, "loc", 1, 1, 1, null, null, null, [[1, 2]], 0], // pointer not a triple
-      [1, "loc", 1, 1, 1, null, null, null, null], // size missing
-      [4, "loc", "k", 1, 1, null, null, "soon", null, 0], // expiresAt not a number
+      [1, "loc", -1, 0, 1, v], // negative seq
+      [1, "loc", 1.5, 0, 1, v], // fractional seq
+      [1, "loc", 1, -2, 1, v], // revision below zero (seq + delta)
+      [1, "loc", 1, 0.5, 1, v], // fractional revision delta
+      [1, 7, 1, 0, 1, v], // loc not a string
+      [1, "loc", 1, 0, 1, "not bytes"], // value not bytes
+      [1, "loc", 1, 0, 1], // inline value missing
+      [1, "loc", 1, 0, 1, v, { a: 1 }], // header value not a string
+      [1, "loc", 1, 0, 1, v, ["a"]], // headers an array
+      [1, "loc", 1, 0, 1, v, new Map([[1, "a"]])], // headers a map with a number name
+      [1, "loc", 1, 0, 1, v, new Date(5)], // headers a tagged date
+      [1, "loc", 1, 0, 1, null, null, null, [[1, 2]], 0], // pointer not a triple
+      [1, "loc", 1, 0, 1, null, null, null, [], 0], // empty chunk list
+      [1, "loc", 1, 0, 1, null, null, null, [[1, 2, 3]]], // size missing for a chunked value
+      [1, "loc", 1, 0, 1, v, null, null, [[1, 2, 3]], 2], // chunked value with inline bytes
+      [1, "loc", 1, 0, 1, v, null, null, null, 2], // size stored for an inline value
+      [1, "loc", 1, 0, 1, v, null, "m", null, null, -5], // commit time below zero (ts + delta)
+      [1, "loc", 1, 0, 1, v, null], // trailing absent field written
+      [1, "loc", 1, 0, 1, v, null, null, null, null, 0, 7], // too many fields
+      [2, "loc", 1, 0, 1, 9], // too many fields for a delete
+      [2, "loc", 1, 0], // too few fields
+      [4, "loc", "k", 1, 1, v, null, "soon"], // expiresAt not a number
+      [5, "loc", "k", 1, 1, 2], // expired flag not 1
+      [6, null], // chunk without data
       [99, "loc"], // unknown type
       [1], // too short
       { t: "sset" }, // not an array

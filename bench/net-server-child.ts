@@ -1,0 +1,135 @@
+/**
+ * The responders of the net benchmark, each in a process of its own, so that their CPU is not
+ * taken from the benchmark's client (JetStream, inside nats-server, has its own process too):
+ * a strata server (`role: "strata"`), or a trivial echo responder on core NATS (`role: "echo"`,
+ * which answers every request on `subject` with its own payload: the request/reply ceiling).
+ *
+ * `startBenchServer` spawns `node [--import tsx] bench/net-server-child.ts` with its settings in the
+ * STRATA_BENCH_SERVER environment variable (JSON); the child answers { type: "ready" } over IPC
+ * once it serves, and on SIGTERM stops gracefully (exit 0).
+ * Only the child started here is ever signalled, by its PID; if it has not exited 10 s after
+ * SIGTERM it gets SIGKILL.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { isMainModule } from "./lib/args.js";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const SCRIPT = fileURLToPath(import.meta.url);
+const READY_TIMEOUT_MS = 30_000;
+const STOP_TIMEOUT_MS = 10_000;
+
+export type BenchServerSettings = StrataSettings | EchoSettings;
+
+export interface StrataSettings {
+  role: "strata";
+  url: string;
+  dir: string;
+  id: string;
+  fsync: "always" | "interval";
+  /** Directory for a V8 CPU profile of the child (`node --cpu-prof`), for finding its hot spots. */
+  cpuProfDir?: string;
+}
+
+export interface EchoSettings {
+  role: "echo";
+  url: string;
+  /** Subject (wildcards allowed) the echo responder answers on. */
+  subject: string;
+  cpuProfDir?: string;
+}
+
+export interface BenchServer {
+  readonly pid: number;
+  /** SIGTERM, wait for the graceful exit; SIGKILL after 10 s. Idempotent. */
+  stop(): Promise<void>;
+}
+
+export async function startBenchServer(settings: BenchServerSettings): Promise<BenchServer> {
+  // Run from source through tsx (bench, tests); a compiled .js needs no loader.
+  const execArgv = SCRIPT.endsWith(".ts") ? ["--import", "tsx"] : [];
+  if (settings.cpuProfDir !== undefined) execArgv.push("--cpu-prof", `--cpu-prof-dir=${settings.cpuProfDir}`);
+  const child: ChildProcess = spawn(process.execPath, [...execArgv, SCRIPT], {
+    cwd: ROOT,
+    env: { ...process.env, STRATA_BENCH_SERVER: JSON.stringify(settings) },
+    stdio: ["ignore", "ignore", "inherit", "ipc"],
+  });
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const pid = child.pid;
+  const stop = once(async () => {
+    if (pid !== undefined && child.exitCode === null && child.signalCode === null) {
+      process.kill(pid, "SIGTERM");
+      const timer = setTimeout(() => {
+        if (child.exitCode === null && child.signalCode === null) process.kill(pid, "SIGKILL");
+      }, STOP_TIMEOUT_MS);
+      await exited;
+      clearTimeout(timer);
+    }
+  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`the strata server child was not ready within ${READY_TIMEOUT_MS} ms`)), READY_TIMEOUT_MS);
+      child.on("message", (msg: { type?: string }) => {
+        if (msg?.type !== "ready") return;
+        clearTimeout(timer);
+        resolve();
+      });
+      child.once("error", reject);
+      void exited.then(() => reject(new Error(`the strata server child exited (${child.exitCode ?? child.signalCode}) before it was ready`)));
+    });
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { pid: pid!, stop };
+}
+
+function once(fn: () => Promise<void>): () => Promise<void> {
+  let running: Promise<void> | undefined;
+  return () => (running ??= fn());
+}
+
+async function childMain(): Promise<void> {
+  const settings = JSON.parse(process.env.STRATA_BENCH_SERVER ?? "{}") as BenchServerSettings;
+  const stop = settings.role === "echo" ? await serveEcho(settings) : await serveStrata(settings);
+  // A benchmark that dies without stopping us (killed, crashed) must not leave us behind.
+  process.once("disconnect", () => process.exit(1));
+  process.once("SIGTERM", () => {
+    process.removeAllListeners("disconnect");
+    stop().then(
+      // process.exit() would skip writing the --cpu-prof profile; let the event loop empty instead.
+      () => process.disconnect?.(),
+      (err: unknown) => {
+        process.stderr.write(`bench ${settings.role} child: stop failed: ${String(err)}\n`);
+        process.exit(1);
+      },
+    );
+  });
+  process.send?.({ type: "ready" });
+}
+
+async function serveStrata(settings: StrataSettings): Promise<() => Promise<void>> {
+  const { startServer } = await import("../src/net/server.js");
+  const server = await startServer({
+    id: settings.id,
+    dir: settings.dir,
+    nats: settings.url,
+    storeOptions: { fsync: settings.fsync, sweepTimers: false },
+    onWarning: (m) => process.stderr.write(`bench strata server: ${m}\n`),
+  });
+  return () => server.stop();
+}
+
+async function serveEcho(settings: EchoSettings): Promise<() => Promise<void>> {
+  const { connect } = await import("nats");
+  const nc = await connect({ servers: settings.url, name: "strata-bench-echo" });
+  nc.subscribe(settings.subject, {
+    callback: (_err, msg) => {
+      if (msg.reply) nc.publish(msg.reply, msg.data);
+    },
+  });
+  await nc.flush();
+  return () => nc.drain();
+}
+
+if (isMainModule(import.meta.url)) await childMain();

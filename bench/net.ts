@@ -1,0 +1,187 @@
+/**
+ * The net benchmark: the same workloads against Strata over core NATS and against NATS JetStream,
+ * on the same nats-server in one run, printed side by side with the ratio Strata / JetStream as one
+ * JSON document (see net-workloads.ts for the workloads, net-report.ts for the document).
+ *
+ * Strata runs twice: with its default durability (`fsync: "always"`: an ack follows the fdatasync
+ * of its record) and with `fsync: "interval"`, which is like-for-like with JetStream 2.9, whose
+ * acks precede its fsync (it syncs every 2 minutes). Each Strata mode gets a fresh data directory
+ * and a strata server in a child process for every run; JetStream gets fresh streams and buckets.
+ * Runs alternate the order of the systems, so drift in the machine's speed spreads over all of
+ * them, and every figure is the median of its runs.
+ *
+ * `npx tsx bench/net.ts [--tiny] [--runs N] [--dir DIR] [--out FILE]` prints the document on
+ * stdout (progress on stderr). It starts its own nats-server with JetStream on a loopback port
+ * (test/helpers/nats-server.ts) and ends only the processes it started. The test suite runs it at
+ * tiny scale so that it cannot rot; its numbers only mean something at full scale.
+ */
+import { connect } from "nats";
+import { startNatsServer, type RunningNatsServer } from "../test/helpers/nats-server.js";
+import { isMainModule, parseBenchArgs, type Scale } from "./lib/args.js";
+import { withTempDir } from "./lib/fs.js";
+import { emit, machineInfo, stderrProgress, type MachineInfo, type TargetResult } from "./lib/report.js";
+import { buildCeiling, buildTable, echoFigures, judgeTargets, systemFigures, type CeilingRow, type EchoFigures, type SystemFigures, type TableRow } from "./net-report.js";
+import { startEchoSystem, startJetStreamSystem, startStrataSystem, type BenchSystem, type SystemName } from "./net-systems.js";
+import { PARAMS, runEcho, runSystem, type EchoRun, type NetBenchParams, type SystemRun } from "./net-workloads.js";
+
+export type { Scale };
+
+export interface NetBenchOptions {
+  scale: Scale;
+  runs: number;
+  /** Parent of the strata servers' scratch data directories (default: the OS temp dir); removed afterwards. */
+  dir?: string;
+  /** Receives one line per step; default: silent. */
+  progress?: (line: string) => void;
+  /** Write V8 CPU profiles of the strata server children here (`node --cpu-prof`). */
+  cpuProfDir?: string;
+}
+
+export interface NetBenchResult {
+  suite: "net";
+  scale: Scale;
+  runs: number;
+  startedAt: string;
+  elapsedSeconds: number;
+  machine: MachineInfo;
+  setup: {
+    natsServer: { version: string; maxPayloadBytes: number; jetstream: string };
+    strataServer: string;
+    client: string;
+    systems: Record<SystemName, string>;
+  };
+  notes: string[];
+  params: NetBenchParams;
+  /** Medians (unit in each row), side by side; ratio = Strata / JetStream for each Strata mode. */
+  table: TableRow[];
+  /** Core NATS request/reply to a trivial responder: the most any request/reply service can do here. */
+  ceiling: CeilingRow[];
+  figures: Record<SystemName, SystemFigures> & { echo: EchoFigures };
+  targets: TargetResult[];
+  targetsMet: boolean;
+  /** False at tiny scale, where the targets are reported but mean nothing. */
+  targetsApply: boolean;
+}
+
+const SYSTEMS: readonly SystemName[] = ["strata", "jetstream", "strataInterval"];
+
+const SYSTEM_LABELS: Record<SystemName, string> = {
+  strata: 'Strata, default durability: fsync "always" (every ack follows the fdatasync of its record; concurrent writes share one, group commit)',
+  strataInterval: 'Strata with fsync "interval" (ack once written to the OS, fdatasync every second): like-for-like with JetStream 2.9',
+  jetstream: "NATS JetStream (file storage, 1 replica, direct get on): acks before it fsyncs (syncs every 2 minutes by default)",
+};
+
+const NOTES = [
+  "Each Strata mode is a row label: 'strata' = fsync always (default; acks are fsync'd), 'strataInterval' = fsync interval (acks not fsync'd, like JetStream 2.9.10, which syncs every 2 minutes). Compare strataInterval with jetstream for like-for-like durability.",
+  "ratio = Strata median / JetStream median, for each Strata mode; for rows with better = 'lower' (latency, CPU) a ratio below 1 favours Strata.",
+  "The strata server runs in a child process (node, one per mode and run), as nats-server (with JetStream inside) runs in its own; the benchmark client is a third process. All share the machine's cores, so client CPU counts against the servers.",
+  "Plain append at 256 in flight (one request per message, through StrataClient.append / nats.js js.publish) is the main row; the appendMany row batches 100 messages per request and is labelled as such.",
+  "Latencies are per operation from call to ack. The paced row is an open-loop load (sends on schedule whatever the acks do) timed from each message's due time, so stalls are not hidden.",
+  "Read back: Strata getAll (streamed batches with flow control) vs a JetStream ordered consumer (consume(), 1000 messages per pull). Random get: Strata get(seq) vs JetStream direct get (jsm.direct.getMessage). KV: StrataClient.kv vs js.views.kv (history 1).",
+  "The 8 MiB message exceeds nats-server's default max_payload (1 MiB): Strata's client uploads it in chunks, JetStream's publish is refused (recorded as such in the table's note, no figure).",
+  "cpuUsPerOp in the figures: CPU µs per operation of the client process, the strata server child and nats-server, read from process.cpuUsage() and /proc (USER_HZ = 100).",
+  "MB = 10^6 payload bytes. Every figure is the median of its runs; figures keep each run's value.",
+];
+
+async function natsServerInfo(url: string): Promise<{ version: string; maxPayloadBytes: number }> {
+  const nc = await connect({ servers: url });
+  try {
+    return { version: nc.info?.version ?? "unknown", maxPayloadBytes: nc.info?.max_payload ?? 0 };
+  } finally {
+    await nc.close();
+  }
+}
+
+async function runOnce(
+  name: SystemName,
+  nats: RunningNatsServer,
+  p: NetBenchParams,
+  opts: NetBenchOptions,
+  progress: (line: string) => void,
+): Promise<SystemRun> {
+  const run = async (system: BenchSystem) => {
+    try {
+      return await runSystem(system, p, progress);
+    } finally {
+      await system.close();
+    }
+  };
+  if (name === "jetstream") return run(await startJetStreamSystem(nats.url, nats.pid));
+  return withTempDir(`strata-bench-net-${name}`, opts.dir, async (dir) =>
+    run(await startStrataSystem({ name, natsUrl: nats.url, natsPid: nats.pid, dir, ...(opts.cpuProfDir !== undefined ? { cpuProfDir: opts.cpuProfDir } : {}) })),
+  );
+}
+
+export async function runNetBench(opts: NetBenchOptions): Promise<NetBenchResult> {
+  if (opts.scale !== "tiny" && opts.scale !== "full") throw new Error(`scale must be "tiny" or "full", got ${String(opts.scale)}`);
+  if (!Number.isSafeInteger(opts.runs) || opts.runs < 1) throw new Error(`runs must be a positive integer, got ${String(opts.runs)}`);
+  const p = PARAMS[opts.scale];
+  const progress = opts.progress ?? (() => undefined);
+  const startedAt = new Date();
+  const started = performance.now();
+  const nats = await startNatsServer({ jetstream: true });
+  try {
+    const info = await natsServerInfo(nats.url);
+    const runs: Record<SystemName, SystemRun[]> = { strata: [], strataInterval: [], jetstream: [] };
+    const echoRuns: EchoRun[] = [];
+    for (let r = 0; r < opts.runs; r++) {
+      progress(`run ${r + 1} of ${opts.runs}`);
+      const echo = await startEchoSystem(nats.url, nats.pid);
+      try {
+        echoRuns.push(await runEcho(echo, p, progress));
+      } finally {
+        await echo.close();
+      }
+      // Rotate the order every run, so no system always goes first (or right after another).
+      for (let k = 0; k < SYSTEMS.length; k++) {
+        const name = SYSTEMS[(k + r) % SYSTEMS.length]!;
+        runs[name].push(await runOnce(name, nats, p, opts, progress));
+      }
+    }
+    const figures = {
+      strata: systemFigures(runs.strata),
+      strataInterval: systemFigures(runs.strataInterval),
+      jetstream: systemFigures(runs.jetstream),
+      echo: echoFigures(echoRuns),
+    };
+    const table = buildTable({ strata: figures.strata, strataInterval: figures.strataInterval, jetstream: figures.jetstream });
+    const targets = judgeTargets(table);
+    return {
+      suite: "net",
+      scale: opts.scale,
+      runs: opts.runs,
+      startedAt: startedAt.toISOString(),
+      elapsedSeconds: Number(((performance.now() - started) / 1000).toFixed(1)),
+      machine: machineInfo(),
+      setup: {
+        natsServer: { ...info, jetstream: "enabled in the same nats-server, file store in its temp dir" },
+        strataServer: "child process per mode and run: node bench/net-server-child.ts (startServer with a fresh data dir), pinned by the client (no coordinator)",
+        client: "this process: one nats.js connection per system (StrataClient for Strata; jetstream() / jetstreamManager() / views.kv() for JetStream)",
+        systems: SYSTEM_LABELS,
+      },
+      notes: NOTES,
+      params: p,
+      table,
+      ceiling: buildCeiling(figures.echo),
+      figures,
+      targets,
+      targetsMet: targets.every((t) => t.pass),
+      targetsApply: opts.scale === "full",
+    };
+  } finally {
+    await nats.stop();
+  }
+}
+
+if (isMainModule(import.meta.url)) {
+  try {
+    const args = parseBenchArgs(process.argv.slice(2));
+    const options: NetBenchOptions = { scale: args.scale, runs: args.runs, progress: stderrProgress() };
+    if (args.dir !== undefined) options.dir = args.dir;
+    if (process.env.STRATA_BENCH_CPU_PROF_DIR) options.cpuProfDir = process.env.STRATA_BENCH_CPU_PROF_DIR;
+    emit(await runNetBench(options), args.out);
+  } catch (err) {
+    process.stderr.write(`bench/net: ${(err as Error)?.stack ?? String(err)}\n`);
+    process.exitCode = 1;
+  }
+}

@@ -1,0 +1,188 @@
+/**
+ * Keeps the net benchmark (Strata vs JetStream over one nats-server) from rotting: runs it at tiny
+ * scale, directly and through `strata bench --suite net`, and checks the JSON document's shape and
+ * that every number is positive and finite. No timing thresholds: the numbers of a tiny run on a
+ * shared machine mean nothing. It needs nats-server on PATH (or $NATS_SERVER), like test/net.
+ */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { Command } from "commander";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { runNetBench, type NetBenchResult } from "../bench/net.js";
+import type { SystemFigures, ThroughputFigures } from "../bench/net-report.js";
+import { parseSuites, register } from "../src/cli/bench.js";
+import { StrataError } from "../src/errors.js";
+
+const SYSTEMS = ["strata", "strataInterval", "jetstream"] as const;
+
+const TARGET_NAMES = [
+  "appendAt256VsJetStream",
+  "appendAt256VsJetStreamFsyncInterval",
+  "kvPutVsJetStream",
+  "kvPutVsJetStreamFsyncInterval",
+  "pacedAckP999",
+  "pacedAckP999FsyncInterval",
+];
+
+function expectPositive(value: unknown, where: string): void {
+  expect(typeof value, where).toBe("number");
+  expect(Number.isFinite(value as number), `${where} is finite`).toBe(true);
+  expect(value as number, where).toBeGreaterThan(0);
+}
+
+function expectFigure(fig: unknown, runs: number, where: string): void {
+  const f = fig as { median: unknown; runs: unknown; unit: unknown };
+  expect(typeof f.unit, `${where}.unit`).toBe("string");
+  expectPositive(f.median, `${where}.median`);
+  expect((f.runs as unknown[]).length, `${where}.runs`).toBe(runs);
+  (f.runs as unknown[]).forEach((v, i) => expectPositive(v, `${where}.runs[${i}]`));
+}
+
+function expectThroughput(t: ThroughputFigures, where: string): void {
+  expectFigure(t.opsPerSec, 1, `${where}.opsPerSec`);
+  expectFigure(t.mbPerSec, 1, `${where}.mbPerSec`);
+  expect(t.latency.unit).toBe("us");
+  for (const k of ["p50", "p99", "p999", "max"] as const) expectPositive(t.latency[k], `${where}.latency.${k}`);
+  expect(t.latency.p50).toBeLessThanOrEqual(t.latency.p99);
+  expect(t.latency.p99).toBeLessThanOrEqual(t.latency.p999);
+  expect(t.latency.p999).toBeLessThanOrEqual(t.latency.max);
+  // The client's CPU is always measured; the others where /proc can tell (Linux).
+  expect(Number.isFinite(t.cpuUsPerOp.client), `${where}.cpuUsPerOp.client`).toBe(true);
+  for (const [role, us] of Object.entries(t.cpuUsPerOp)) expect(us, `${where}.cpuUsPerOp.${role}`).toBeGreaterThanOrEqual(0);
+}
+
+function expectSystem(f: SystemFigures, name: string): void {
+  for (const [key, t] of Object.entries(f.append)) expectThroughput(t, `${name}.append.${key}`);
+  expect(Object.keys(f.append)).toEqual(["inFlight1_1KiB", "inFlight256_1KiB", "inFlight256_100B", "inFlight256_4KiB"]);
+  if (name === "jetstream") expect(f.appendMany).toBeUndefined();
+  else expectThroughput(f.appendMany!, `${name}.appendMany`);
+  expectFigure(f.readAll.msgsPerSec, 1, `${name}.readAll`);
+  expectThroughput(f.get.inFlight1, `${name}.get.inFlight1`);
+  expectThroughput(f.get.inFlight64, `${name}.get.inFlight64`);
+  expectThroughput(f.kvPut, `${name}.kvPut`);
+  expectThroughput(f.kvGet.inFlight1, `${name}.kvGet.inFlight1`);
+  expectThroughput(f.kvGet.inFlight64, `${name}.kvGet.inFlight64`);
+  if (name === "jetstream") {
+    // 8 MiB is over nats-server's default max_payload; JetStream refuses it, Strata chunks it.
+    expect(f.large).toMatchObject({ accepted: false, error: expect.stringMatching(/MAX_PAYLOAD/) });
+  } else {
+    expect(f.large.accepted).toBe(true);
+    if (f.large.accepted) {
+      expectFigure(f.large.appendMbPerSec, 1, `${name}.large.appendMbPerSec`);
+      expectFigure(f.large.getMbPerSec, 1, `${name}.large.getMbPerSec`);
+    }
+  }
+  for (const k of ["p50", "p99", "p999", "max"] as const) expectPositive(f.paced.latency[k], `${name}.paced.latency.${k}`);
+  expectFigure(f.paced.msgsPerSec, 1, `${name}.paced.msgsPerSec`);
+}
+
+function expectNetDocument(doc: NetBenchResult): void {
+  expect(doc.suite).toBe("net");
+  expect(doc.scale).toBe("tiny");
+  expect(doc.runs).toBe(1);
+  expect(doc.targetsApply).toBe(false);
+  expect(Number.isNaN(Date.parse(doc.startedAt))).toBe(false);
+  expectPositive(doc.elapsedSeconds, "elapsedSeconds");
+  expect(doc.machine.cpus).toBe(os.cpus().length);
+  expect(doc.setup.natsServer.version).toMatch(/^\d+\.\d+\.\d+/);
+  expect(doc.setup.natsServer.maxPayloadBytes).toBe(1024 * 1024);
+  expect(doc.setup.strataServer).toMatch(/child process/);
+  expect(Object.keys(doc.setup.systems).sort()).toEqual([...SYSTEMS].sort());
+  // The two Strata modes are labelled, and the notes say which one is like-for-like.
+  expect(doc.notes.join(" ")).toMatch(/fsync always/);
+  expect(doc.notes.join(" ")).toMatch(/fsync interval/);
+
+  for (const name of SYSTEMS) expectSystem(doc.figures[name], name);
+  for (const kind of ["request", "mux"] as const) {
+    expectThroughput(doc.figures.echo[kind].inFlight1, `echo.${kind}.inFlight1`);
+    expectThroughput(doc.figures.echo[kind].inFlight256, `echo.${kind}.inFlight256`);
+  }
+
+  expect(doc.table.length).toBeGreaterThan(20);
+  for (const row of doc.table) {
+    const where = `${row.workload} / ${row.metric}`;
+    expect(["higher", "lower"]).toContain(row.better);
+    expectPositive(row.strata, `${where}: strata`);
+    expectPositive(row.strataInterval, `${where}: strataInterval`);
+    if (row.workload.includes("8 MiB")) {
+      expect(row.jetstream, where).toBeNull();
+      expect(row.ratio).toEqual({ strata: null, strataInterval: null });
+    } else {
+      expectPositive(row.jetstream, `${where}: jetstream`);
+      expectPositive(row.ratio.strata, `${where}: ratio.strata`);
+      expectPositive(row.ratio.strataInterval, `${where}: ratio.strataInterval`);
+    }
+  }
+  expect(doc.table.find((r) => r.workload.includes("8 MiB"))?.note).toMatch(/jetstream rejected it/);
+  expect(doc.ceiling.length).toBe(8);
+  for (const row of doc.ceiling) expectPositive(row.value, `${row.workload} / ${row.metric}`);
+
+  expect(doc.targets.map((t) => t.name)).toEqual(TARGET_NAMES);
+  for (const t of doc.targets) {
+    expect(typeof t.pass, t.name).toBe("boolean");
+    expectPositive(t.value, `${t.name}.value`);
+  }
+  expect(doc.targetsMet).toBe(doc.targets.every((t) => t.pass));
+}
+
+describe("net benchmark (tiny)", () => {
+  const scratch: string[] = [];
+  afterEach(() => {
+    vi.restoreAllMocks();
+    for (const d of scratch.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+  });
+  const tempDir = () => {
+    const d = fs.mkdtempSync(path.join(os.tmpdir(), "strata-bench-net-test-"));
+    scratch.push(d);
+    return d;
+  };
+
+  it("compares Strata (both fsync modes) with JetStream in one complete document and cleans up", async () => {
+    const dir = tempDir();
+    const progress: string[] = [];
+    const doc = await runNetBench({ scale: "tiny", runs: 1, dir, progress: (line) => progress.push(line) });
+    expectNetDocument(doc);
+    expect(JSON.parse(JSON.stringify(doc))).toEqual(doc);
+    expect(progress.some((l) => l.startsWith("jetstream:"))).toBe(true);
+    expect(fs.readdirSync(dir)).toEqual([]);
+  });
+
+  it("runs as `strata bench --suite net --tiny --out FILE`, printing the same document it writes", async () => {
+    const dir = tempDir();
+    const out = path.join(dir, "bench.json");
+    let printed = "";
+    vi.spyOn(process.stdout, "write").mockImplementation((chunk: string | Uint8Array) => {
+      printed += String(chunk);
+      return true;
+    });
+    vi.spyOn(process.stderr, "write").mockImplementation(() => true);
+    const program = new Command().exitOverride();
+    register(program);
+    await program.parseAsync(["bench", "--suite", "net", "--tiny", "--out", out, "--dir", dir], { from: "user" });
+    vi.restoreAllMocks();
+    const written = fs.readFileSync(out, "utf8");
+    expect(printed).toBe(written);
+    const doc = JSON.parse(written) as { net: NetBenchResult };
+    expect(Object.keys(doc)).toEqual(["net"]);
+    expectNetDocument(doc.net);
+    expect(fs.readdirSync(dir)).toEqual(["bench.json"]);
+  });
+
+  it("refuses unknown suites and bad run counts at the edge", async () => {
+    expect(parseSuites("net")).toEqual(["net"]);
+    expect(parseSuites("engine,net")).toEqual(["engine", "net"]);
+    expect(parseSuites("all")).toEqual(expect.arrayContaining(["engine", "net"]));
+    for (const bad of ["", "bogus", "net,bogus"]) {
+      let err: unknown;
+      try {
+        parseSuites(bad);
+      } catch (e) {
+        err = e;
+      }
+      expect(StrataError.is(err, "INVALID_ARGUMENT"), bad).toBe(true);
+    }
+    await expect(runNetBench({ scale: "tiny", runs: 0 })).rejects.toThrow(/positive integer/);
+    await expect(runNetBench({ scale: "huge" as "tiny", runs: 1 })).rejects.toThrow(/scale/);
+  });
+});
