@@ -12,7 +12,7 @@ import { connect, createInbox, StorageType, type JetStreamClient, type JetStream
 import { StrataClient } from "../src/net/client.js";
 import { startBenchServer, type BenchServer } from "./net-server-child.js";
 
-export type SystemName = "strata" | "strataInterval" | "jetstream";
+export type SystemName = "strataFsyncAlways" | "strataFsyncInterval" | "jetstream";
 
 export interface BenchStream {
   append(value: Uint8Array): Promise<void>;
@@ -38,7 +38,7 @@ export interface BenchSystem {
 }
 
 export interface StrataSystemOptions {
-  name: "strata" | "strataInterval";
+  name: "strataFsyncAlways" | "strataFsyncInterval";
   natsUrl: string;
   natsPid: number | undefined;
   dir: string;
@@ -48,7 +48,7 @@ export interface StrataSystemOptions {
 const SERVER_ID = "bench";
 
 export async function startStrataSystem(options: StrataSystemOptions): Promise<BenchSystem> {
-  const fsync = options.name === "strata" ? "always" : "interval";
+  const fsync = options.name === "strataFsyncAlways" ? "always" : "interval";
   const server = await startBenchServer({
     role: "strata",
     url: options.natsUrl,
@@ -70,7 +70,7 @@ export async function startStrataSystem(options: StrataSystemOptions): Promise<B
 
 class StrataSystem implements BenchSystem {
   constructor(
-    readonly name: "strata" | "strataInterval",
+    readonly name: "strataFsyncAlways" | "strataFsyncInterval",
     private readonly server: BenchServer,
     private readonly nc: NatsConnection,
     private readonly client: StrataClient,
@@ -125,8 +125,12 @@ interface DirectGets {
   getMessage(stream: string, query: { seq: number }): Promise<{ data: Uint8Array }>;
 }
 
-/** Messages an ordered consumer asks for at once when reading a stream back. */
-const JS_READ_BATCH = 1000;
+/**
+ * Messages an ordered consumer asks for at once when reading a stream back: the fastest of 100
+ * (nats.js's default), 1000 and 5000 here, and about the bytes Strata's getAll keeps in flight
+ * (8 batches of up to 1000 items).
+ */
+const JS_READ_BATCH = 5000;
 
 export async function startJetStreamSystem(natsUrl: string, natsPid: number | undefined): Promise<BenchSystem> {
   const nc = await connect({ servers: natsUrl, name: "strata-bench-jetstream" });

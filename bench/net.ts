@@ -63,24 +63,24 @@ export interface NetBenchResult {
   targetsApply: boolean;
 }
 
-const SYSTEMS: readonly SystemName[] = ["strata", "jetstream", "strataInterval"];
+const SYSTEMS: readonly SystemName[] = ["strataFsyncAlways", "jetstream", "strataFsyncInterval"];
 
 const SYSTEM_LABELS: Record<SystemName, string> = {
-  strata: 'Strata, default durability: fsync "always" (every ack follows the fdatasync of its record; concurrent writes share one, group commit)',
-  strataInterval: 'Strata with fsync "interval" (ack once written to the OS, fdatasync every second): like-for-like with JetStream 2.9',
+  strataFsyncAlways: 'Strata, default durability: fsync "always" (every ack follows the fdatasync of its record; concurrent writes share one, group commit)',
+  strataFsyncInterval: 'Strata with fsync "interval" (ack once written to the OS, fdatasync every second): like-for-like with JetStream 2.9',
   jetstream: "NATS JetStream (file storage, 1 replica, direct get on): acks before it fsyncs (syncs every 2 minutes by default)",
 };
 
 const NOTES = [
-  "Each Strata mode is a row label: 'strata' = fsync always (default; acks are fsync'd), 'strataInterval' = fsync interval (acks not fsync'd, like JetStream 2.9.10, which syncs every 2 minutes). Compare strataInterval with jetstream for like-for-like durability.",
+  "Strata runs twice, as two columns: 'strataFsyncAlways' = its default durability (fsync always: every ack follows the fdatasync of its record), 'strataFsyncInterval' = fsync interval (acks once written to the OS, fdatasync every second; not fsync'd before the ack, like JetStream 2.9.10, which syncs every 2 minutes). Compare strataFsyncInterval with jetstream for like-for-like durability.",
   "ratio = Strata median / JetStream median, for each Strata mode; for rows with better = 'lower' (latency, CPU) a ratio below 1 favours Strata.",
-  "The strata server runs in a child process (node, one per mode and run), as nats-server (with JetStream inside) runs in its own; the benchmark client is a third process. All share the machine's cores, so client CPU counts against the servers.",
-  "Plain append at 256 in flight (one request per message, through StrataClient.append / nats.js js.publish) is the main row; the appendMany row batches 100 messages per request and is labelled as such.",
-  "Latencies are per operation from call to ack. The paced row is an open-loop load (sends on schedule whatever the acks do) timed from each message's due time, so stalls are not hidden.",
-  "Read back: Strata getAll (streamed batches with flow control) vs a JetStream ordered consumer (consume(), 1000 messages per pull). Random get: Strata get(seq) vs JetStream direct get (jsm.direct.getMessage). KV: StrataClient.kv vs js.views.kv (history 1).",
-  "The 8 MiB message exceeds nats-server's default max_payload (1 MiB): Strata's client uploads it in chunks, JetStream's publish is refused (recorded as such in the table's note, no figure).",
-  "cpuUsPerOp in the figures: CPU µs per operation of the client process, the strata server child and nats-server, read from process.cpuUsage() and /proc (USER_HZ = 100).",
-  "MB = 10^6 payload bytes. Every figure is the median of its runs; figures keep each run's value.",
+  "The strata server runs in a child process (node, a fresh one with a fresh data dir per mode and run), as nats-server (with JetStream inside) runs in its own; the benchmark client is a third process. All share the machine's cores, so the client's CPU counts against the servers'.",
+  "Plain append at 256 in flight (one request per message: StrataClient.append vs nats.js js.publish) is the main row; the appendMany row batches 100 messages per request and is labelled as such.",
+  "Latencies are per operation, from the call to its ack. The paced row is an open-loop load (sends on schedule whatever the acks do), timed from each message's due time so that stalls are not hidden; figures.*.paced.sendLagMsMax says how late the sender itself got.",
+  "Read back: Strata getAll (streamed batches with flow control) vs a JetStream ordered consumer (consume() with max_messages 5000, its fastest setting here). Random get: Strata get(seq) vs JetStream direct get (allow_direct streams). KV: StrataClient.kv vs js.views.kv (history 1, file storage).",
+  "The 8 MiB message exceeds nats-server's default max_payload (1 MiB): Strata's client uploads it in chunks, JetStream's publish is refused (the table's note says so; no figure).",
+  "figures.*.cpuUsPerOp: CPU µs per operation of the client process, the strata server child and nats-server, from process.cpuUsage() and /proc/<pid>/stat (USER_HZ = 100); threads included.",
+  "MB = 10^6 payload bytes. Every figure is the median of its runs (figures keep each run's value); runs rotate the order of the systems.",
 ];
 
 async function natsServerInfo(url: string): Promise<{ version: string; maxPayloadBytes: number }> {
@@ -122,7 +122,7 @@ export async function runNetBench(opts: NetBenchOptions): Promise<NetBenchResult
   const nats = await startNatsServer({ jetstream: true });
   try {
     const info = await natsServerInfo(nats.url);
-    const runs: Record<SystemName, SystemRun[]> = { strata: [], strataInterval: [], jetstream: [] };
+    const runs: Record<SystemName, SystemRun[]> = { strataFsyncAlways: [], strataFsyncInterval: [], jetstream: [] };
     const echoRuns: EchoRun[] = [];
     for (let r = 0; r < opts.runs; r++) {
       progress(`run ${r + 1} of ${opts.runs}`);
@@ -139,12 +139,12 @@ export async function runNetBench(opts: NetBenchOptions): Promise<NetBenchResult
       }
     }
     const figures = {
-      strata: systemFigures(runs.strata),
-      strataInterval: systemFigures(runs.strataInterval),
+      strataFsyncAlways: systemFigures(runs.strataFsyncAlways),
+      strataFsyncInterval: systemFigures(runs.strataFsyncInterval),
       jetstream: systemFigures(runs.jetstream),
       echo: echoFigures(echoRuns),
     };
-    const table = buildTable({ strata: figures.strata, strataInterval: figures.strataInterval, jetstream: figures.jetstream });
+    const table = buildTable({ strataFsyncAlways: figures.strataFsyncAlways, strataFsyncInterval: figures.strataFsyncInterval, jetstream: figures.jetstream });
     const targets = judgeTargets(table);
     return {
       suite: "net",

@@ -21,7 +21,8 @@ import type { Limits } from "./limits.js";
 import { restoreCheckpoint } from "./tier/checkpoints.js";
 import type { ObjectStore } from "./tier/object-store.js";
 import { unsealSegment } from "./tier/sealed-segment.js";
-import { parseSegmentKey, segmentKey, segmentsPrefix } from "./tier/segment-keys.js";
+import { segmentKey } from "./tier/segment-keys.js";
+import { tierSegmentIds } from "./tier/tier-listing.js";
 
 /** The object store as a second source of segments, for a store with a cold tier. */
 export interface TierSource {
@@ -60,7 +61,7 @@ export async function openIndexAndRecover(
   fs.mkdirSync(segmentsDir, { recursive: true });
   dropTornLastSegment(segmentsDir);
   const localIds = listSegmentIds(segmentsDir);
-  const tierIds = opts.tier ? await listTierSegments(opts.tier) : [];
+  const tierIds = opts.tier ? await tierSegmentIds(opts.tier.objects, opts.tier.serverId, { indexDir, segmentsDir }, limits) : [];
   const all = [...new Set([...localIds, ...tierIds])].sort((a, b) => a - b);
   let rebuildReason: string | undefined = opts.forceRebuild ? "requested" : unsyncedProblem(indexDir);
   // From here until a clean close, the index may hold writes the disk does not.
@@ -117,15 +118,6 @@ export async function openIndexAndRecover(
     throw err;
   }
   return { index, report };
-}
-
-async function listTierSegments(tier: TierSource): Promise<number[]> {
-  const ids: number[] = [];
-  for await (const o of tier.objects.list(segmentsPrefix(tier.serverId))) {
-    const id = parseSegmentKey(tier.serverId, o.key);
-    if (id !== undefined) ids.push(id);
-  }
-  return ids.sort((a, b) => a - b);
 }
 
 async function fetchTierSegment(tier: TierSource, id: number): Promise<Buffer> {
@@ -223,8 +215,8 @@ function replaySegment(
     });
     report.replayed += batch.length;
   };
-  const end = base + buf.byteLength;
-  while (off < end) {
+  const bufEnd = base + buf.byteLength;
+  while (off < bufEnd) {
     const parsed = parseFrame(buf, off - base, limits.recordBytesMax);
     let problem: string | undefined;
     let rec: LogRecord | undefined;
@@ -237,7 +229,7 @@ function replaySegment(
         throw new StrataError("CORRUPT", `segment ${id} holds a whole record at offset ${off} that does not decode (${(err as Error).message}); written by a newer or faulty Strata? Nothing was cut.`, { cause: err });
       }
     } else {
-      problem = parsed.kind === "corrupt" ? parsed.reason : `incomplete record (${parsed.needBytes} bytes needed, ${end - off} left)`;
+      problem = parsed.kind === "corrupt" ? parsed.reason : `incomplete record (${parsed.needBytes} bytes needed, ${bufEnd - off} left)`;
     }
     if (problem !== undefined || parsed.kind !== "ok" || rec === undefined) {
       if (!last || file === undefined) {
@@ -245,7 +237,7 @@ function replaySegment(
       }
       flush(off);
       cutTail(file, off);
-      report.cut = { seg: id, off, bytes: end - off, reason: problem ?? "invalid record" };
+      report.cut = { seg: id, off, bytes: bufEnd - off, reason: problem ?? "invalid record" };
       return off;
     }
     const next = base + parsed.next;

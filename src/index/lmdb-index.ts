@@ -2,7 +2,8 @@
  * The LMDB index: everything needed to find a record in the log without scanning it.
  *
  * Databases (all in one LMDB environment under `<data>/index`):
- * - `locs`:   location path → LocMeta (numeric id, kind, revision, lastSeq, count, bytes)
+ * - `locs`:   location path → LocMeta (numeric id, kind, revision, lastSeq, count, bytes); written
+ *             only by `IndexBatch` (./apply.ts), which keeps the read cache `meta()` exact
  * - `locIds`: id → location path
  * - `seqs`:   [locId, seq] → [seg, off, len, valueBytes]
  * - `kvs`:    [locId, key] → [seg, off, len, valueBytes, revision, expiresAt (0 = none)]

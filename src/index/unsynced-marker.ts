@@ -44,8 +44,9 @@ export function unsyncedProblem(indexDir: string, currentBoot: string = bootId()
     throw err;
   }
   const markerBoot = parseMarker(content);
-  if (markerBoot !== undefined && markerBoot === currentBoot && currentBoot !== UNKNOWN_BOOT) return undefined;
-  return "the machine restarted (OS crash or power loss) while the index was open, so its last writes may be lost";
+  if (currentBoot === UNKNOWN_BOOT) return "the index was not closed cleanly, and without a boot id an OS crash cannot be ruled out";
+  if (markerBoot !== currentBoot) return "the machine restarted (OS crash or power loss) while the index was open, so its last writes may be lost";
+  return undefined;
 }
 
 function parseMarker(content: string): string | undefined {

@@ -4,7 +4,7 @@
 import type { DeleteResult, Inventory, ItemResult, KvApi, KvEntry, KvSetOptions, KvWriteResult, WriteOptions } from "../types.js";
 import type { Caller, CallOptions } from "./client-call.js";
 import { Watcher, type Watch, type WatchDeps } from "./watch.js";
-import { compact } from "./wire-codec.js";
+import { compact, type WireMap } from "./wire-codec.js";
 
 export class KvClient implements KvApi {
   private readonly read: CallOptions;
@@ -20,10 +20,7 @@ export class KvClient implements KvApi {
   }
 
   async set(key: string, value: Uint8Array, options?: KvSetOptions): Promise<KvWriteResult> {
-    const body =
-      value instanceof Uint8Array
-        ? { value, build: (v?: Uint8Array) => compact({ op: "kv.set", key, value: v, options }) }
-        : compact({ op: "kv.set", key, value, options });
+    const body = value instanceof Uint8Array ? { value, build: (v?: Uint8Array) => setBody(key, v, options) } : compact({ op: "kv.set", key, value, options });
     return (await this.caller.request(this.write, body)) as KvWriteResult;
   }
 
@@ -58,4 +55,13 @@ export class KvClient implements KvApi {
     const filter = options.key === undefined ? { kind: "kv" as const } : { kind: "kv" as const, key: options.key };
     return new Watcher(this.deps, this.location, filter).start();
   }
+}
+
+/** The body of a kv.set, written out field by field (it runs for every set); unset fields are left out. */
+function setBody(key: string, value: Uint8Array | undefined, options: KvSetOptions | undefined): WireMap {
+  const body: WireMap = { op: "kv.set" };
+  if (key !== undefined) body.key = key;
+  if (value !== undefined) body.value = value;
+  if (options !== undefined) body.options = options;
+  return body;
 }

@@ -34,7 +34,7 @@ export class StreamClient implements StreamApi {
 
   async append(message: Message, options?: AppendOptions): Promise<WriteResult> {
     const call = hasMsgId(options) ? { ...this.write, idempotent: true } : this.write;
-    return (await this.caller.request(call, withValue(message, (m) => compact({ op: "stream.append", message: m, options })))) as WriteResult;
+    return (await this.caller.request(call, withValue(message, (m) => withOptions({ op: "stream.append", message: m }, options)))) as WriteResult;
   }
 
   /** All items in one request and one reply; each item succeeds or fails on its own. */
@@ -88,17 +88,34 @@ function hasMsgId(options: AppendOptions | undefined): boolean {
   return typeof options?.msgId === "string";
 }
 
-/** Only the fields of a Message go on the wire (a StoredMessage passed back carries a seq, too). */
+/**
+ * Only the fields of a Message go on the wire (a StoredMessage passed back carries a seq, too),
+ * and only those that are set. Written out field by field: this runs for every append.
+ */
 function shape(message: Message): unknown {
   if (message === null || typeof message !== "object") return message;
-  return compact({ value: message.value, headers: message.headers, timestamp: message.timestamp });
+  const out = metaOf(message);
+  return message.value === undefined ? out : { value: message.value, ...out };
+}
+
+/** The fields of a message other than its value. */
+function metaOf(message: Message): Omit<Message, "value"> {
+  const out: Omit<Message, "value"> = {};
+  if (message.headers !== undefined) out.headers = message.headers;
+  if (message.timestamp !== undefined) out.timestamp = message.timestamp;
+  return out;
 }
 
 /** A request whose message value may be uploaded separately when it is large. */
 function withValue(message: Message, build: (message: unknown) => WireMap): WireMap | ValueRequest {
-  const shaped = shape(message);
-  const value = (shaped as Message | undefined)?.value;
-  if (!(value instanceof Uint8Array)) return build(shaped);
-  const { value: _v, ...meta } = shaped as Message;
+  if (message === null || typeof message !== "object" || !(message.value instanceof Uint8Array)) return build(shape(message));
+  const value = message.value;
+  const meta = metaOf(message);
   return { value, build: (v) => build(v === undefined ? meta : { ...meta, value: v }) };
+}
+
+/** `body` with `options` when they are given (absent fields take no bytes on the wire). */
+function withOptions(body: WireMap, options: object | undefined): WireMap {
+  if (options !== undefined) body.options = options;
+  return body;
 }

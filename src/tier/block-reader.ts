@@ -2,9 +2,10 @@
  * Fault-in of evicted segments: a record is read from the object store by fetching only the
  * compressed block that holds it (one ranged read once the segment's footer is known), verifying
  * the block's checksum and the record's own frame checksum, and keeping recently used blocks in
- * a memory cache bounded by `blockCacheBytes`. A segment's footer costs a HEAD and one ranged read
- * of the object's tail (two when the footer is larger than `FOOTER_READ_BYTES`); footers are
- * cached up to `footerCacheMax` segments.
+ * a memory cache bounded by `blockCacheBytes`. A segment's footer costs one ranged read of the
+ * object's tail (two when the footer is larger than `FOOTER_READ_BYTES`), plus a HEAD when the
+ * object's size is not known from its upload or the tier's listing; footers are cached up to
+ * `footerCacheMax` segments.
  *
  * Corrupt bytes are reported as CORRUPT, never served. A read that fails its checksum is made once
  * more before that, since a flipped bit in transit is not corruption of the stored object.
@@ -34,6 +35,8 @@ export class BlockReader {
   /** Blocks being fetched, so concurrent reads of one block share one request. */
   private readonly loading = new Map<string, Promise<Buffer>>();
   private blockBytes = 0;
+  /** Sizes of sealed objects, when known, so reading a footer needs no HEAD request first. */
+  private readonly sizes = new Map<number, number>();
   /** Ranged reads made (for tests and the benchmark): one per block, one or two per footer. */
   fetches = 0;
 
@@ -55,7 +58,9 @@ export class BlockReader {
     if (parsed.kind !== "ok" || parsed.next !== ptr.len) {
       throw new StrataError("CORRUPT", `record at segment ${ptr.seg} offset ${ptr.off} in the object store fails verification`);
     }
-    return parsed.body;
+    // A copy: decoded values are views of the body, and the caller owns them; a view of the
+    // cached block would let a caller's change to a value damage the block for every later read.
+    return Buffer.from(parsed.body);
   }
 
   private footer(seg: number): Promise<SealedFooter> {
@@ -71,22 +76,37 @@ export class BlockReader {
     return f;
   }
 
+  /** Records the size of a sealed object (known from its upload or a listing). */
+  noteSize(seg: number, size: number): void {
+    this.sizes.set(seg, size);
+  }
+
   private async fetchFooter(seg: number): Promise<SealedFooter> {
     const key = segmentKey(this.serverId, seg);
-    const head = await this.objects.head(key);
-    if (!head) throw missing(seg);
-    const tailLen = Math.min(head.size, FOOTER_READ_BYTES);
+    const known = this.sizes.get(seg);
+    // A size learnt earlier may be stale (the object was replaced): a failure forgets it, and the
+    // retry of a CORRUPT read asks for the size again.
+    this.sizes.delete(seg);
+    const size = known ?? (await this.objects.head(key))?.size;
+    if (size === undefined) throw missing(seg);
+    const tailLen = Math.min(size, FOOTER_READ_BYTES);
     this.fetches++;
-    const tail = await this.objects.get(key, { offset: head.size - tailLen, length: tailLen });
+    const tail = await this.objects.get(key, { offset: size - tailLen, length: tailLen });
     if (!tail) throw missing(seg);
     if (tail.byteLength !== tailLen) throw changed(seg);
-    const t = parseTrailer(seg, head.size, tail.subarray(tailLen - SEALED_TRAILER_BYTES));
-    const tailStart = head.size - tailLen;
-    if (t.off >= tailStart) return parseFooter(seg, tail.subarray(t.off - tailStart, t.off - tailStart + t.len), t.crc);
-    this.fetches++;
-    const footer = await this.objects.get(key, { offset: t.off, length: t.len });
-    if (!footer) throw missing(seg);
-    return parseFooter(seg, footer, t.crc);
+    const t = parseTrailer(seg, size, tail.subarray(tailLen - SEALED_TRAILER_BYTES));
+    const tailStart = size - tailLen;
+    let footer: SealedFooter;
+    if (t.off >= tailStart) {
+      footer = parseFooter(seg, tail.subarray(t.off - tailStart, t.off - tailStart + t.len), t.crc);
+    } else {
+      this.fetches++;
+      const bytes = await this.objects.get(key, { offset: t.off, length: t.len });
+      if (!bytes) throw missing(seg);
+      footer = parseFooter(seg, bytes, t.crc);
+    }
+    this.sizes.set(seg, size);
+    return footer;
   }
 
   private block(seg: number, b: Block): Promise<Buffer> {
@@ -127,6 +147,7 @@ export class BlockReader {
   /** Drops cached footers and blocks of a segment (e.g. after it was replaced by compaction). */
   forget(seg: number): void {
     this.footers.delete(seg);
+    this.sizes.delete(seg);
     for (const key of [...this.blocks.keys()]) {
       if (key.startsWith(`${seg}:`)) {
         this.blockBytes -= this.blocks.get(key)!.byteLength;

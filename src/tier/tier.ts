@@ -11,8 +11,11 @@
  *   segments not yet uploaded are never evicted. `cacheBytes` bounds all local segment files
  *   (active and not-yet-uploaded ones included): after every seal and every upload, uploaded
  *   segments are evicted, least recently used first, until the files fit or none is left.
- * - A checkpoint named by log position P is uploaded only after the segment holding P is in the
- *   object store, so a restore from it never finds the index pointing at a segment it cannot get.
+ * - A checkpoint is uploaded only after every segment its index snapshot points into is in the
+ *   object store (./checkpoints.ts), so a restore from it never finds the index pointing at a
+ *   segment it cannot get.
+ * - Object sizes of uploaded segments are handed to the block reader (from the upload, or from one
+ *   background listing at start), so faulting a segment in needs no HEAD request.
  */
 import fs from "node:fs";
 import { StrataError } from "../errors.js";
@@ -24,7 +27,7 @@ import { BlockReader } from "./block-reader.js";
 import { uploadCheckpoint } from "./checkpoints.js";
 import type { ObjectStore } from "./object-store.js";
 import { sealSegmentAsync } from "./sealed-segment.js";
-import { segmentKey } from "./segment-keys.js";
+import { parseSegmentKey, segmentKey, segmentsPrefix } from "./segment-keys.js";
 
 export interface TierHooks {
   /** Seal the active segment soon (an object-ack write is waiting on it). */
@@ -60,6 +63,8 @@ export class Tier {
   private closed = false;
   private failing = false;
   private checkpointing: Promise<void> | undefined;
+  private learning: Promise<void> | undefined;
+  private wake: (() => void) | undefined;
   /** Counters for tests, the benchmark and operators: uploadedBytes are sealed (compressed) bytes. */
   stats = { uploads: 0, uploadedBytes: 0, uploadedRawBytes: 0, uploadFailures: 0, evictions: 0, checkpoints: 0, checkpointFailures: 0 };
 
@@ -109,6 +114,23 @@ export class Tier {
     this.pending.sort((a, b) => a - b);
     this.kick();
     this.evictIfNeeded();
+    if (this.evicted.size > 0) this.learning = this.learnSizes();
+  }
+
+  /**
+   * Lists the sealed objects once, in the background, so a first read of an evicted segment needs
+   * no HEAD request. A failure only means those reads make one; it is not worth a warning.
+   */
+  private async learnSizes(): Promise<void> {
+    try {
+      for await (const o of this.objects.list(segmentsPrefix(this.serverId))) {
+        const seg = parseSegmentKey(this.serverId, o.key);
+        if (seg !== undefined && this.evicted.has(seg)) this.reader.noteSize(seg, o.size);
+        if (this.closed) return;
+      }
+    } catch {
+      // Reads fall back to HEAD.
+    }
   }
 
   isLocal(seg: number): boolean {
@@ -180,10 +202,25 @@ export class Tier {
         this.stats.uploadFailures++;
         if (!this.failing) this.hooks.onWarning(`upload of segment ${seg} failed (${(err as Error).message}); retrying with backoff`);
         this.failing = true;
-        await new Promise((r) => setTimeout(r, backoffMs * (0.5 + Math.random())));
+        await this.pause(backoffMs * (0.5 + Math.random()));
         backoffMs = Math.min(backoffMs * 2, this.limits.uploadRetryMaxMs);
       }
     }
+  }
+
+  /** Waits between upload retries; `close` cuts the wait short. */
+  private pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.wake = undefined;
+        resolve();
+      }, ms);
+      this.wake = () => {
+        clearTimeout(timer);
+        this.wake = undefined;
+        resolve();
+      };
+    });
   }
 
   private async upload(seg: number): Promise<void> {
@@ -191,6 +228,7 @@ export class Tier {
     const sealed = await sealSegmentAsync(seg, raw, this.limits.blockBytes, this.limits.recordBytesMax);
     await this.objects.put(segmentKey(this.serverId, seg), sealed);
     this.uploaded.add(seg);
+    this.reader.noteSize(seg, sealed.byteLength);
     this.stats.uploads++;
     this.stats.uploadedBytes += sealed.byteLength;
     this.stats.uploadedRawBytes += raw.byteLength;
@@ -291,6 +329,7 @@ export class Tier {
       await Promise.race([this.uploading, new Promise((r) => setTimeout(r, 50))]);
     }
     this.closed = true;
+    this.wake?.();
     for (const w of this.waiters) {
       clearTimeout(w.timer);
       w.reject(new StrataError("CLOSED", "the store closed before the write reached the object store; it is durable locally and is shipped at the next start"));
@@ -299,6 +338,7 @@ export class Tier {
     for (const w of this.drainWaiters.splice(0)) w.reject(new StrataError("CLOSED", "the store closed before its uploads finished"));
     await this.uploading?.catch(() => undefined);
     await this.checkpointing?.catch(() => undefined);
+    await this.learning;
     await this.objects.close();
   }
 }

@@ -14,6 +14,7 @@ import { StrataError } from "../../src/errors.js";
 import { segmentPath } from "../../src/log/segment-files.js";
 import { Store } from "../../src/store.js";
 import type { StoreOptions } from "../../src/config.js";
+import { all } from "../helpers/collect.js";
 
 const LIMITS = { valueBytesMax: 1000, chunkBytes: 256, headersBytesMax: 256, headersCountMax: 4, manyItemsMax: 10, msgIdBytesMax: 32, ttlMsMax: 60_000 };
 const enc = (s: string) => new TextEncoder().encode(s);
@@ -58,11 +59,6 @@ async function dump(s: Store): Promise<unknown> {
   for (const loc of ["s", "k", "fresh", "s2"]) out[`inv:${loc}`] = s.inventory(loc);
   out.s = await all(s.stream("s").getAll());
   out.k = await all(s.kv("k").getAll());
-  return out;
-}
-async function all<T>(it: AsyncIterable<T>): Promise<T[]> {
-  const out: T[] = [];
-  for await (const x of it) out.push(x);
   return out;
 }
 

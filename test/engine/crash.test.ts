@@ -124,8 +124,8 @@ function tearTail(dir: string, rand: () => number): number {
   const last = fs.readdirSync(segs).filter((n) => n.endsWith(".seg")).sort().at(-1)!;
   const body = 1 + Math.floor(rand() * 4000);
   const partial = Buffer.alloc(8 + Math.floor(rand() * body));
-  partial.writeUInt32BE(body, 0);
-  partial.writeUInt32BE(0xdeadbeef, 4);
+  partial.writeUInt32BE(0xdeadbeef, 0); // CRC
+  partial.writeUInt32BE(body, 4); // length
   fs.appendFileSync(path.join(segs, last), partial);
   return partial.byteLength;
 }

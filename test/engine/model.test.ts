@@ -1,8 +1,9 @@
 /**
  * Model-based property test of the engine: random sequences of every Store operation (alone and
  * issued concurrently so they share group commits), interleaved with clean reopens, simulated
- * crashes that leave a torn or corrupt unacknowledged tail, and loss of the whole index, compared
- * after every step with the plain model in ./model.ts.
+ * crashes that leave a torn or corrupt unacknowledged tail, loss of the whole index, and OS crashes
+ * that damage the (unsynced) index and leave its marker behind, compared after every step with the
+ * plain model in ./model.ts.
  *
  * Invariants checked after each step: every acknowledged write is readable with its exact bytes;
  * every index entry points to a record whose checksum holds and whose location/seq matches (reads
@@ -17,6 +18,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { Store } from "../../src/store.js";
 import { StrataError } from "../../src/errors.js";
 import { frame } from "../../src/log/framing.js";
+import { unsyncedMarkerPath } from "../../src/index/unsynced-marker.js";
 import { encodeRecord } from "../../src/log/record.js";
 import { listSegmentIds, segmentPath } from "../../src/log/segment-files.js";
 import { Model, type Outcome } from "./model.js";
@@ -50,7 +52,8 @@ type Op =
   | { t: "sweep" }
   | { t: "reopen" }
   | { t: "crash"; tail: "prefix" | "flip" | "garbage"; pick: number }
-  | { t: "loseIndex" };
+  | { t: "loseIndex" }
+  | { t: "powerLoss"; keepBytes: number };
 
 function writeOpArb(value: fc.Arbitrary<Uint8Array>): fc.Arbitrary<WriteOp> {
   const seq = fc.integer({ min: 1, max: 12 });
@@ -76,6 +79,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.constant({ t: "reopen" as const }) },
   { weight: 2, arbitrary: fc.record({ t: fc.constant("crash" as const), tail: fc.constantFrom("prefix" as const, "flip" as const, "garbage" as const), pick: fc.nat() }) },
   { weight: 1, arbitrary: fc.constant({ t: "loseIndex" as const }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant("powerLoss" as const), keepBytes: fc.nat() }) },
 );
 
 async function outcome(p: Promise<unknown>): Promise<Outcome> {
@@ -168,6 +172,8 @@ class Harness {
         await this.open();
         expect(this.store.recovery.rebuilt).toBe(true);
         return;
+      case "powerLoss":
+        return this.powerLoss(op.keepBytes);
       default: {
         const i = issue(this.store, this.model, op);
         expect(await i.store).toEqual(i.model);
@@ -194,6 +200,19 @@ class Harness {
     await this.open();
     expect(this.store.recovery.cut?.off).toBe(size);
     expect(fs.statSync(file).size).toBe(size);
+  }
+
+  /**
+   * An OS crash with the store open: the index (never fsync'd while open) may have lost any of its
+   * pages, here all after `keepBytes`; the unsynced marker left behind is from another boot.
+   */
+  private async powerLoss(keepBytes: number): Promise<void> {
+    await this.store.close();
+    const file = path.join(this.dir, "index", "index.mdb");
+    fs.truncateSync(file, keepBytes % (fs.statSync(file).size + 1));
+    fs.writeFileSync(unsyncedMarkerPath(path.join(this.dir, "index")), JSON.stringify({ bootId: "before-the-crash" }));
+    await this.open();
+    expect(this.store.recovery.rebuilt).toBe(true);
   }
 
   /** Everything readable equals the model. */

@@ -16,6 +16,7 @@ import { encodeRecord } from "../../src/log/record.js";
 import { listSegmentIds, segmentPath } from "../../src/log/segment-files.js";
 import { Store } from "../../src/store.js";
 import type { Change } from "../../src/types.js";
+import { all } from "../helpers/collect.js";
 
 const KiB = 1024;
 const LIMITS = { chunkBytes: 16 * KiB, recordBytesMax: 24 * KiB, headersBytesMax: 4 * KiB, segmentBytesMax: 64 * KiB, scanPageSize: 4, dedupWindowMs: 1000, valueBytesMax: 200 * KiB };
@@ -41,11 +42,6 @@ afterEach(async () => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-async function all<T>(it: AsyncIterable<T>): Promise<T[]> {
-  const out: T[] = [];
-  for await (const x of it) out.push(x);
-  return out;
-}
 async function* pieces(list: Uint8Array[], seen?: { pulled: number; finished: boolean }): AsyncGenerator<Uint8Array> {
   try {
     for (const p of list) {
@@ -378,7 +374,7 @@ describe("durability", () => {
 // Regression tests of engine bugs found while writing this suite (each comment says the fix).
 describe("engine regressions", () => {
   // Fix: remember a msgId by commit time (an extra record field for the batch clock), not by the
-  // caller's message timestamp, in applyRecord and BatchView.storedDedup.
+  // caller's message timestamp, in IndexBatch.apply and BatchView.storedDedup.
   it("dedups a msgId whose message carries its own (older) timestamp", async () => {
     const s = store.stream("bug/dedup");
     const first = await s.append({ value: enc("x"), timestamp: 1000 }, { msgId: "m" });

@@ -76,6 +76,16 @@ describe("record encoding and framing", () => {
     expect([...seen].sort()).toEqual(["chunk", "kdel", "kset", "sdel", "sdelall", "sset"]);
   });
 
+  it("keeps an append's framing small: no placeholders, no stored size, the revision as a delta", () => {
+    const loc = "bench/append/f256";
+    const value = new Uint8Array(1024); // a plain Uint8Array must not cost a typed-array tag
+    const rec: LogRecord = { t: "sset", loc, seq: 100_000, rev: 100_000, ts: 1_763_900_000_000, value, size: 1024 };
+    const framed = frame(encodeRecord(rec));
+    // frame header 8 + array 1 + tag 1 + loc 1+17 + seq 5 + rev delta 1 + ts 9 + byte-string header 3
+    expect(framed.byteLength - value.byteLength).toBe(46);
+    expect(comparable(decodeRecord(framed.subarray(FRAME_HEADER_BYTES)))).toEqual(comparable(rec));
+  });
+
   it("writeFrame writes at an offset and parseFrame finds it there", () => {
     const body = encodeRecord({ t: "sdel", loc: "a/b", seq: 7, rev: 9, ts: 1 });
     const out = Buffer.alloc(5 + FRAME_HEADER_BYTES + body.byteLength + 3, 0xee);
@@ -86,7 +96,7 @@ describe("record encoding and framing", () => {
     const parsed = parseFrame(out, 5, BODY_MAX);
     expect(parsed).toMatchObject({ kind: "ok", next: end });
     if (parsed.kind === "ok") expect(Buffer.compare(parsed.body, Buffer.from(body))).toBe(0);
-    expect(out.readUInt32BE(5)).toBe(body.byteLength);
+    expect(out.readUInt32BE(5 + 4)).toBe(body.byteLength); // after the CRC
   });
 
   it("parses a frame truncated at every offset as incomplete, never ok", () => {
@@ -152,7 +162,7 @@ describe("record encoding and framing", () => {
   it("refuses length 0 and absurd lengths as corrupt before waiting for the bytes", () => {
     const header = (length: number) => {
       const b = Buffer.alloc(FRAME_HEADER_BYTES);
-      b.writeUInt32BE(length, 0);
+      b.writeUInt32BE(length, 4); // after the CRC
       return b;
     };
     expect(parseFrame(header(0), 0, BODY_MAX).kind).toBe("corrupt");

@@ -30,11 +30,8 @@ function patterned(length: number, seed: number): Uint8Array {
   return out;
 }
 
-export async function collect(it: AsyncIterable<ObjectInfo>): Promise<ObjectInfo[]> {
-  const out: ObjectInfo[] = [];
-  for await (const info of it) out.push(info);
-  return out;
-}
+import { all as collect } from "../helpers/collect.js";
+export { collect };
 
 async function expectCode(promise: Promise<unknown>, code: string): Promise<void> {
   const err = await promise.then(() => undefined, (e: unknown) => e);

@@ -27,6 +27,7 @@ import { S3ObjectStore } from "../../src/tier/s3-store.js";
 import { SEALED_TRAILER_BYTES, findBlock, parseFooter, parseTrailer, unsealSegment, type SealedFooter } from "../../src/tier/sealed-segment.js";
 import { checkpointsPrefix, parseSegmentKey, segmentKey, segmentsPrefix } from "../../src/tier/segment-keys.js";
 import { S3RVER_CREDENTIALS, startS3rver, type RunningS3rver } from "../helpers/s3rver.js";
+import { all as collect } from "../helpers/collect.js";
 
 const VALUE_BYTES = 1000;
 /** Small segments and blocks, so a few hundred KiB of data make many of each. */
@@ -104,6 +105,15 @@ function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
 }
 
+/** Polls `condition` (for what has no event) until it holds or `ms` pass. */
+async function eventually(condition: () => boolean, ms: number, what: string): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
 /** Seals the active segment and waits until every sealed segment is in the object store. */
 async function uploadAll(store: Store): Promise<void> {
   await store.sealActive();
@@ -119,11 +129,6 @@ function values(count: number): Uint8Array[] {
   return Array.from({ length: count }, () => randomBytes(VALUE_BYTES)); // incompressible
 }
 
-async function collect(it: AsyncIterable<ObjectInfo>): Promise<ObjectInfo[]> {
-  const out: ObjectInfo[] = [];
-  for await (const o of it) out.push(o);
-  return out;
-}
 
 async function segmentIdsIn(objects: ObjectStore, id: string): Promise<number[]> {
   return (await collect(objects.list(segmentsPrefix(id)))).map((o) => parseSegmentKey(id, o.key)!);
@@ -298,7 +303,7 @@ describe("S3 outage", () => {
         await appendMany(store, written.slice(41, 50));
         await store.sealActive();
         expect(store.tier!.backlog).toBeGreaterThan(0);
-        expect(store.tier!.stats.uploadFailures).toBeGreaterThan(0);
+        await eventually(() => store.tier!.stats.uploadFailures > 0, 10_000, "a failed upload attempt");
       } finally {
         await s3.restart();
       }

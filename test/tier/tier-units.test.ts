@@ -3,7 +3,8 @@
  * stores handing out views of what they store, sealing that stalls the event loop, a checkpoint
  * whose index points past what was uploaded, a damaged checkpoint, a checkpoint of an idle store
  * that waits for a seal that never comes, a failed checkpoint that is never retried, eviction that
- * ignores the segments not yet uploaded, and concurrent reads of one block fetching it twice.
+ * ignores the segments not yet uploaded, concurrent reads of one block fetching it twice, values
+ * handed out as views of a cached block, and a store that cannot open while S3 is down.
  */
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
@@ -275,6 +276,95 @@ describe("eviction", () => {
   });
 });
 
+describe("opening", () => {
+  it("works while the object store is down, from what the local index knows was uploaded", async () => {
+    const memory = new KeptMemoryStore();
+    const dir = dataDir();
+    const written = values(200);
+    let faulty = new FaultyObjectStore(memory, { seed: 11 });
+    let store = await open(dir, faulty, { cacheBytes: 1 });
+    await appendMany(store, written.slice(0, 150));
+    await uploadAll(store); // evicted: only in the object store now
+    const evicted = store.tier!.stats.evictions;
+    expect(evicted).toBeGreaterThan(0);
+    await appendMany(store, written.slice(150, 190)); // local only
+    faulty.setOffline(true);
+    await store.close();
+
+    faulty = new FaultyObjectStore(memory, { seed: 12 });
+    faulty.setOffline(true);
+    store = await open(dir, faulty, { cacheBytes: 1, limits: { objectAckTimeoutMs: 200 } });
+    try {
+      expect(store.recovery.tierIds.length).toBe(evicted);
+      // What is local is served and writes go on; what is only in the object store waits for it.
+      for (let seq = 151; seq <= 190; seq++) expect(Buffer.from((await store.stream(LOC).get(seq))!.value).equals(Buffer.from(written[seq - 1]!))).toBe(true);
+      const err = await store.stream(LOC).get(1).then(() => undefined, (e: unknown) => e);
+      expect(StrataError.is(err, "UNAVAILABLE")).toBe(true);
+      await appendMany(store, written.slice(190, 199));
+      const ack = await store.stream(LOC).append({ value: written[199]! }, { ack: "object" }).then(() => undefined, (e: unknown) => e);
+      expect(StrataError.is(ack, "UNAVAILABLE")).toBe(true);
+      // Back up: the segments sealed meanwhile are shipped, and everything is readable.
+      faulty.setOffline(false);
+      await withDeadline(store.tier!.drained(), 20_000, "uploads to catch up");
+      await expectAll(store, written);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("does not finish a restore that was cut short from its partial index while the object store is down", async () => {
+    const memory = new KeptMemoryStore();
+    const dir = dataDir();
+    const written = values(300);
+    let store = await open(dir, memory, { cacheBytes: 1 });
+    await appendMany(store, written.slice(0, 100));
+    await uploadAll(store);
+    // Taken with nothing written since: it names the uploaded segment, which it knows as evicted.
+    await store.tier!.checkpoint();
+    await appendMany(store, written.slice(100)); // in segments after the checkpoint
+    await uploadAll(store);
+    await store.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+
+    // The restore gets the checkpoint, then fails fetching the segments after it; then listings fail.
+    class Flaky extends KeptMemoryStore {
+      constructor(
+        private readonly inner: MemoryObjectStore,
+        private readonly fail: "segment gets" | "lists",
+      ) {
+        super();
+      }
+      override async get(key: string, range?: { offset: number; length: number }): Promise<Uint8Array | undefined> {
+        if (this.fail === "segment gets" && range === undefined && key === segmentKey("unit", 2)) throw new StrataError("UNAVAILABLE", "injected: get failed");
+        return this.inner.get(key, range);
+      }
+      override async *list(prefix: string): AsyncGenerator<{ key: string; size: number }> {
+        if (this.fail === "lists") throw new StrataError("UNAVAILABLE", "injected: list failed");
+        yield* this.inner.list(prefix);
+      }
+    }
+    const cut = await open(dir, new Flaky(memory, "segment gets")).then(() => undefined, (e: unknown) => e);
+    expect(StrataError.is(cut, "UNAVAILABLE"), "the restore cut short").toBe(true);
+    // The index left behind knows nothing of the later segments: it must not pass for a complete one.
+    const refused = await open(dir, new Flaky(memory, "lists")).then(() => undefined, (e: unknown) => e);
+    expect(StrataError.is(refused, "UNAVAILABLE"), "the open with listings failing").toBe(true);
+    // Back up, the restore completes.
+    store = await open(dir, memory, { cacheBytes: 1 });
+    try {
+      await expectAll(store, written);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("still refuses to restore an empty disk while the object store is down", async () => {
+    const faulty = new FaultyObjectStore(new MemoryObjectStore(), { seed: 13 });
+    faulty.setOffline(true);
+    const err = await open(dataDir(), faulty).then(() => undefined, (e: unknown) => e);
+    expect(StrataError.is(err, "UNAVAILABLE")).toBe(true);
+  });
+});
+
 describe("fault-in", () => {
   it("shares one fetch between concurrent reads of the same block", async () => {
     const memory = new KeptMemoryStore();
@@ -292,6 +382,23 @@ describe("fault-in", () => {
       got.forEach((m, i) => expect(Buffer.from(m!.value).equals(Buffer.from(written[[1, 2, 3, 1, 2][i]! - 1]!))).toBe(true));
       expect(store.tier!.reader.fetches - before).toBe(2); // the footer (tail read) and the block
       expect(await memory.head(segmentKey("unit", 1))).toBeDefined();
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("hands out values the caller may change without damaging the cached block", async () => {
+    const memory = new KeptMemoryStore();
+    const store = await open(dataDir(), memory, { cacheBytes: 1 });
+    try {
+      const written = values(3);
+      await appendMany(store, written);
+      await uploadAll(store);
+      const first = await store.stream(LOC).get(1);
+      first!.value.fill(0x58);
+      const fetches = store.tier!.reader.fetches;
+      await expectAll(store, written);
+      expect(store.tier!.reader.fetches).toBe(fetches); // served from the cached block
     } finally {
       await store.close();
     }
