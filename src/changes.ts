@@ -8,24 +8,25 @@ import type { Change, KvEntry, StoredMessage } from "./types.js";
 
 export function changeOf(rec: LogRecord, removed: number): Change {
   assert(rec.t !== "chunk", "chunks are not changes");
-  const base = { location: rec.loc, revision: rec.rev, timestamp: rec.ts };
+  // Written out without object spreads: this runs for every committed write, and V8 (Node 20)
+  // builds `{ ...base, more }` about a hundred times slower than a plain literal.
   switch (rec.t) {
     case "sset": {
       const message: StoredMessage = { seq: rec.seq, value: rec.chunks ? new Uint8Array(0) : rec.value, timestamp: rec.ts };
       if (rec.headers) message.headers = rec.headers;
-      return { ...base, kind: "stream", op: "set", seq: rec.seq, message, size: rec.size, chunked: rec.chunks !== undefined };
+      return { location: rec.loc, revision: rec.rev, timestamp: rec.ts, kind: "stream", op: "set", seq: rec.seq, message, size: rec.size, chunked: rec.chunks !== undefined };
     }
     case "sdel":
-      return { ...base, kind: "stream", op: "delete", seq: rec.seq };
+      return { location: rec.loc, revision: rec.rev, timestamp: rec.ts, kind: "stream", op: "delete", seq: rec.seq };
     case "sdelall":
-      return { ...base, kind: "stream", op: "deleteAll", endSeq: rec.endSeq, count: removed };
+      return { location: rec.loc, revision: rec.rev, timestamp: rec.ts, kind: "stream", op: "deleteAll", endSeq: rec.endSeq, count: removed };
     case "kset": {
       const entry: KvEntry = { key: rec.key, value: rec.chunks ? new Uint8Array(0) : rec.value, revision: rec.rev, timestamp: rec.ts };
       if (rec.headers) entry.headers = rec.headers;
       if (rec.expiresAt !== undefined) entry.expiresAt = rec.expiresAt;
-      return { ...base, kind: "kv", op: "set", key: rec.key, entry, size: rec.size, chunked: rec.chunks !== undefined };
+      return { location: rec.loc, revision: rec.rev, timestamp: rec.ts, kind: "kv", op: "set", key: rec.key, entry, size: rec.size, chunked: rec.chunks !== undefined };
     }
     case "kdel":
-      return { ...base, kind: "kv", op: rec.expired ? "expire" : "delete", key: rec.key };
+      return { location: rec.loc, revision: rec.rev, timestamp: rec.ts, kind: "kv", op: rec.expired ? "expire" : "delete", key: rec.key };
   }
 }

@@ -238,6 +238,11 @@ export interface ClientLimits {
   watchOutBufferMax: number;
   /** Changes asked for per `changes` request while catching up. */
   watchChangesPage: number;
+  /**
+   * Most small requests to one location sent together as one `batch` request when they are issued
+   * in the same turn of the event loop (client-coalesce.ts); 1 sends every request on its own.
+   */
+  coalesceItemsMax: number;
 }
 
 export const DEFAULT_CLIENT_LIMITS: Readonly<ClientLimits> = Object.freeze({
@@ -250,6 +255,7 @@ export const DEFAULT_CLIENT_LIMITS: Readonly<ClientLimits> = Object.freeze({
   watchLiveBufferMax: 10_000,
   watchOutBufferMax: 1024,
   watchChangesPage: 500,
+  coalesceItemsMax: 128,
 });
 
 function resolve<T extends object>(defaults: Readonly<T>, partial: Partial<T> | undefined, what: string): T {

@@ -34,7 +34,9 @@ export class MetaCache {
   }
 
   set(location: string, meta: LocMeta | undefined): void {
-    this.put(location, meta === undefined ? null : Object.freeze({ ...meta }));
+    // A copy, so later changes to the caller's object cannot reach the cache; field by field
+    // (no spread, no freeze) because this runs for every committed write.
+    this.put(location, meta === undefined ? null : { id: meta.id, kind: meta.kind, rev: meta.rev, lastSeq: meta.lastSeq, count: meta.count, bytes: meta.bytes });
   }
 
   get size(): number {

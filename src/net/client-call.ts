@@ -11,6 +11,7 @@
  */
 import { StrataError } from "../errors.js";
 import { chunkDataBytes, Reassembler, sliceChunks } from "./chunking.js";
+import { Coalescer } from "./client-coalesce.js";
 import type { Channel, Transport } from "./client-transport.js";
 import { DEFAULT_NET_LIMITS, type ClientLimits } from "./net-limits.js";
 import { locateSubject, requestSubject, validateServerId, type SubjectClass } from "./subjects.js";
@@ -40,13 +41,20 @@ const NET = DEFAULT_NET_LIMITS;
 
 export class Caller {
   private readonly servers = new Map<string, string>();
+  private readonly coalescer: Coalescer;
 
   constructor(
     readonly transport: Transport,
     readonly prefix: string,
     readonly limits: ClientLimits,
     private readonly pinned: string | undefined,
-  ) {}
+  ) {
+    this.coalescer = new Coalescer(
+      (target, bytes, deadline) => this.single(target as Target, bytes, deadline),
+      limits.coalesceItemsMax,
+      () => this.maxPayload() - NET.frameOverheadBytes,
+    );
+  }
 
   /**
    * A request with one result. A call that is safe to repeat waits at most a third of its budget
@@ -160,12 +168,18 @@ export class Caller {
     const max = this.maxPayload();
     let bytes: Uint8Array | undefined;
     let upload: { head: Uint8Array; value?: Uint8Array } | undefined;
+    let op: unknown;
     if (isValueRequest(body)) {
       // Encode once: a value smaller than a message is tried inline, and only a request that
       // then turns out too large (or a value that cannot fit) is sent as an upload.
-      if (body.value.byteLength < max) bytes = encode(body.build(body.value));
+      if (body.value.byteLength < max) {
+        const inline = body.build(body.value);
+        op = inline.op;
+        bytes = encode(inline);
+      }
       if (bytes === undefined || bytes.byteLength > max) upload = { head: encode(body.build()), value: body.value };
     } else {
+      op = body.op;
       bytes = encode(body);
       if (bytes.byteLength > max) upload = { head: bytes };
     }
@@ -173,10 +187,16 @@ export class Caller {
       if (!target.write) throw new StrataError("TOO_LARGE", `a read request of ${bytes?.byteLength} bytes does not fit in one message`);
       return this.upload(target, upload.head, upload.value);
     }
+    if (this.coalescer.accepts(op, bytes!.byteLength)) return this.coalescer.add(target, bytes!, deadline);
+    return this.single(target, bytes!, deadline);
+  }
+
+  /** One request in one message, one result (possibly sent back in parts). */
+  private async single(target: Target, bytes: Uint8Array, deadline: number): Promise<unknown> {
     const ch = this.transport.open();
     const reader = new ReplyReader(this, ch, target, this.limits);
     try {
-      this.transport.publish(target.subject, bytes!, ch);
+      this.transport.publish(target.subject, bytes, ch);
       const frame = await reader.frame(deadline - Date.now());
       return resultOf(frame);
     } finally {

@@ -94,8 +94,9 @@ function hasMsgId(options: AppendOptions | undefined): boolean {
  */
 function shape(message: Message): unknown {
   if (message === null || typeof message !== "object") return message;
-  const out = metaOf(message);
-  return message.value === undefined ? out : { value: message.value, ...out };
+  const out: Message = metaOf(message);
+  if (message.value !== undefined) out.value = message.value;
+  return out;
 }
 
 /** The fields of a message other than its value. */
@@ -111,7 +112,15 @@ function withValue(message: Message, build: (message: unknown) => WireMap): Wire
   if (message === null || typeof message !== "object" || !(message.value instanceof Uint8Array)) return build(shape(message));
   const value = message.value;
   const meta = metaOf(message);
-  return { value, build: (v) => build(v === undefined ? meta : { ...meta, value: v }) };
+  return { value, build: (v) => build(v === undefined ? meta : withMessageValue(meta, v)) };
+}
+
+/** `meta` plus a value, as a new object (no spread: this runs for every append). */
+function withMessageValue(meta: Omit<Message, "value">, value: Uint8Array): Message {
+  const out: Message = { value };
+  if (meta.headers !== undefined) out.headers = meta.headers;
+  if (meta.timestamp !== undefined) out.timestamp = meta.timestamp;
+  return out;
 }
 
 /** `body` with `options` when they are given (absent fields take no bytes on the wire). */

@@ -16,9 +16,14 @@
  *   changes {after, limit?} → {ok: {changes, next, more}}  (store.changesSince, bounded in bytes)
  *   stream.getAll {startSeq?}, kv.getAll {key?}, kv.keys {} → streamed batches, then
  *     {end: {base, count}}; base (also on every batch) is the location's revision before the scan
- * Both classes: credit {stream, n?, cancel?} (flow control of streamed replies; no reply).
+ * Both classes: credit {stream, n?, cancel?} (flow control of streamed replies; no reply);
+ *   batch {items: [encoded request, …]} → {ok: [ItemResult, …]}: requests a client coalesced
+ *   (client-coalesce.ts), each one of COALESCED_OPS of this subject's class, run in order and
+ *   each on its own, exactly as separate requests would be.
  */
 import { StrataError } from "../errors.js";
+import { settleAll } from "../stream-handle.js";
+import { COALESCED_OPS } from "./client-coalesce.js";
 import type { Store } from "../store.js";
 import type { Change } from "../types.js";
 import { validateNonNegativeInt } from "../validate.js";
@@ -27,7 +32,7 @@ import { streamBatches, type Replies, type ReplyTarget } from "./server-replies.
 import type { Uploads } from "./server-uploads.js";
 import { scanKv, scanStream } from "./store-scan.js";
 import type { SubjectClass } from "./subjects.js";
-import { estimateBytes, isPlainMap, type WireMap } from "./wire-codec.js";
+import { decodeMap, estimateBytes, isPlainMap, type WireMap } from "./wire-codec.js";
 
 export interface RequestContext extends ReplyTarget {
   store: Store;
@@ -62,6 +67,7 @@ const OPS: Record<string, OpSpec> = {
   upload: { cls: "w", fields: ["head", "bytes"], run: (c, b) => c.uploads.start(c, b, (head, value) => runUpload(c, head, value)) },
   chunk: { cls: "w", fields: ["upload", "k", "data"], run: (c, b) => c.uploads.chunk(c.location, c.cls, b, c.reply) },
   credit: { cls: "any", fields: ["stream", "n", "cancel"], run: credit },
+  batch: { cls: "any", fields: ["items"], run: batch },
   "stream.get": { cls: "r", fields: ["seq"], compute: async (c, b) => (await stream(c).get(b.seq as never)) ?? null },
   "kv.get": { cls: "r", fields: ["key"], compute: async (c, b) => (await kv(c).get(b.key as never)) ?? null },
   inventory: { cls: "r", fields: [], compute: (c) => c.store.inventory(c.location) },
@@ -126,6 +132,35 @@ async function runUpload(ctx: RequestContext, head: WireMap, value: AsyncIterabl
   checkFields(ctx, head, spec.fields, op);
   if (head.message !== undefined && !isPlainMap(head.message)) throw new StrataError("INVALID_ARGUMENT", "message must be a map { headers?, timestamp? }");
   return spec.write(ctx, head, value);
+}
+
+/**
+ * A coalesced batch: every item is checked to be an encoded request before any runs (a malformed
+ * batch writes nothing); then each starts in order, without waiting for the one before, so the
+ * writes share group commits as concurrent requests would, and each gets its own result or error.
+ */
+async function batch(ctx: RequestContext, body: WireMap): Promise<void> {
+  const items = body.items;
+  const max = ctx.store.limits.manyItemsMax;
+  if (!Array.isArray(items) || items.length === 0 || items.length > max) {
+    throw new StrataError("INVALID_ARGUMENT", `batch needs items: an array of 1..${max} encoded requests (manyItemsMax)`);
+  }
+  for (const item of items) {
+    if (!(item instanceof Uint8Array)) throw new StrataError("INVALID_ARGUMENT", "every item of a batch must be an encoded request (CBOR byte string)");
+  }
+  const runs = (items as Uint8Array[]).map((bytes) => {
+    try {
+      const request = decodeMap(bytes, "a batch item");
+      if (!COALESCED_OPS.has(request.op as string)) {
+        throw new StrataError("INVALID_ARGUMENT", `op ${JSON.stringify(String(request.op)).slice(0, 40)} cannot be batched; only ${[...COALESCED_OPS].join(", ")}`);
+      }
+      const spec = lookup(ctx, request);
+      return Promise.resolve(spec.compute!(ctx, request));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  });
+  await ctx.replies.result(ctx, await settleAll(runs));
 }
 
 function credit(ctx: RequestContext, body: WireMap): void {

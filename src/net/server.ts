@@ -5,8 +5,7 @@
  * subject only, decodes the CBOR body as untrusted input and hands it to server-handlers.ts; any
  * failure becomes an error reply (code + message headers), never a crash, and nothing is written
  * before a request has passed validation. Every committed change (store.onChange) is published on
- * `P.c.<location tokens>`; a change too large for one message goes out without its value and with
- * `chunked: true`, like the engine's own changes of chunked values (readers fetch it with get).
+ * `P.c.<location tokens>` (server-changes.ts).
  *
  * Shutdown: new requests are refused with UNAVAILABLE (clients retry elsewhere) while chunks and
  * credits of uploads and streamed replies in progress still flow; once those finish (or
@@ -16,14 +15,14 @@ import { connect, type ConnectionOptions, type Msg, type NatsConnection, type Su
 import { StrataError } from "../errors.js";
 import { Store } from "../store.js";
 import type { StoreOptions } from "../config.js";
-import type { Change } from "../types.js";
 import { validateLocation } from "../validate.js";
 import { chunkDataBytes } from "./chunking.js";
 import { resolveNetLimits, type NetLimits } from "./net-limits.js";
 import { handle, type RequestContext } from "./server-handlers.js";
 import { Replies, type ReplyStats } from "./server-replies.js";
 import { Uploads, type UploadStats } from "./server-uploads.js";
-import { changeSubject, DEFAULT_PREFIX, locationFromSubject, serverSubjects, validatePrefix, validateServerId, type SubjectClass } from "./subjects.js";
+import { ChangeFeed } from "./server-changes.js";
+import { DEFAULT_PREFIX, locationFromSubject, serverSubjects, validatePrefix, validateServerId, type SubjectClass } from "./subjects.js";
 import { decodeMap, encode } from "./wire-codec.js";
 import { startHeartbeat, type Heartbeat } from "./heartbeat.js";
 
@@ -90,6 +89,7 @@ export async function startServer(options: ServerOptions): Promise<StrataServer>
 class Server implements StrataServer {
   private readonly replies: Replies;
   private readonly uploads: Uploads;
+  private readonly changes: ChangeFeed;
   private readonly subs: Subscription[] = [];
   private readonly subjects;
   private unlisten: (() => void) | undefined;
@@ -97,7 +97,7 @@ class Server implements StrataServer {
   private inFlight = 0;
   private idleWaiters: Array<() => void> = [];
   private stopping: Promise<void> | undefined;
-  private counters = { requests: 0, errors: 0, changesPublished: 0 };
+  private counters = { requests: 0, errors: 0 };
 
   constructor(
     readonly id: string,
@@ -112,10 +112,11 @@ class Server implements StrataServer {
     this.replies = new Replies(nc, limits, onWarning);
     this.uploads = new Uploads(this.replies, limits, store.limits.valueBytesMax);
     this.subjects = serverSubjects(prefix, id);
+    this.changes = new ChangeFeed(nc, prefix, () => this.replies.maxPayload(), onWarning);
   }
 
   start(): void {
-    this.unlisten = this.store.onChange((change) => this.publishChange(change));
+    this.unlisten = this.store.onChange((change) => this.changes.add(change));
     for (const cls of ["w", "r"] as const) {
       this.subs.push(this.nc.subscribe(this.subjects[cls].wildcard, { callback: (err, msg) => this.onMessage(cls, err, msg) }));
     }
@@ -157,17 +158,6 @@ class Server implements StrataServer {
     }
   }
 
-  private publishChange(change: Change): void {
-    let bytes = encode(change);
-    if (bytes.byteLength > this.replies.maxPayload()) bytes = encode(withoutValue(change));
-    try {
-      this.nc.publish(changeSubject(this.prefix, change.location), bytes);
-      this.counters.changesPublished += 1;
-    } catch (err) {
-      this.onWarning(`could not publish a change of ${change.location}: ${(err as Error).message}`);
-    }
-  }
-
   /** What the heartbeat reports; must be cheap (it runs every beat). */
   private load(): { locations?: number } {
     const count = this.store.index.locs.getStats() as { entryCount?: number };
@@ -175,7 +165,7 @@ class Server implements StrataServer {
   }
 
   stats(): ServerStats {
-    return { ...this.counters, inFlight: this.inFlight, ...this.uploads.stats(), ...this.replies.stats() };
+    return { ...this.counters, changesPublished: this.changes.published, inFlight: this.inFlight, ...this.uploads.stats(), ...this.replies.stats() };
   }
 
   stop(): Promise<void> {
@@ -199,6 +189,7 @@ class Server implements StrataServer {
       }
     }
     this.unlisten?.();
+    this.changes.flush();
     try {
       if (!this.nc.isClosed()) await this.nc.flush();
     } catch {
@@ -218,11 +209,4 @@ class Server implements StrataServer {
       });
     });
   }
-}
-
-function withoutValue(change: Change): Change {
-  const empty = new Uint8Array(0);
-  if (change.op === "set" && change.kind === "stream") return { ...change, message: { ...change.message, value: empty }, chunked: true };
-  if (change.op === "set" && change.kind === "kv") return { ...change, entry: { ...change.entry, value: empty }, chunked: true };
-  return change;
 }

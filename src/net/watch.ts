@@ -273,20 +273,24 @@ export class Watcher implements Watch {
     while (this.out.length >= this.deps.limits.watchOutBufferMax && !this.stopped) await this.sleep(60_000);
   }
 
+  /** A change-feed message: an array of changes of this location in revision order. */
   private onLive(data: Uint8Array): void {
     if (this.stopped) return;
-    let change: unknown;
+    let changes: unknown;
     try {
-      change = decodeUntrusted(data, "a change");
+      changes = decodeUntrusted(data, "a change message");
     } catch {
       return; // not ours to judge; a gap check will refetch from the server if it mattered
     }
-    if (!isChange(change)) return;
-    if (this.live.length >= this.deps.limits.watchLiveBufferMax) {
-      this.live.length = 0;
-      this.liveOverflow = true;
-    } else {
-      this.live.push(change);
+    if (!Array.isArray(changes)) return;
+    for (const change of changes) {
+      if (!isChange(change)) continue;
+      if (this.live.length >= this.deps.limits.watchLiveBufferMax) {
+        this.live.length = 0;
+        this.liveOverflow = true;
+      } else {
+        this.live.push(change);
+      }
     }
     this.wakeProducer();
   }

@@ -74,6 +74,22 @@ export function byteStringHeader(n: number): Uint8Array {
   return out;
 }
 
+/** The CBOR header of an array (major type 4) of `n` items. */
+export function arrayHeader(n: number): Uint8Array {
+  if (n < 24) return new Uint8Array([0x80 + n]);
+  if (n < 0x100) return new Uint8Array([0x98, n]);
+  if (n < 0x10000) return new Uint8Array([0x99, n >> 8, n & 0xff]);
+  const out = Buffer.alloc(5);
+  out[0] = 0x9a;
+  out.writeUInt32BE(n, 1);
+  return out;
+}
+
+/** One CBOR array made of items encoded separately (no re-encoding, one copy). */
+export function joinArray(items: readonly Uint8Array[]): Uint8Array {
+  return Buffer.concat([arrayHeader(items.length), ...items]);
+}
+
 export function decodeUntrusted(bytes: Uint8Array, what: string): unknown {
   if (bytes.byteLength === 0) throw new StrataError("INVALID_ARGUMENT", `${what} is empty; expected a CBOR map`);
   try {

@@ -40,8 +40,13 @@ export function errorOfReply(msg: Msg, describe: () => string): StrataError | un
   if (isNoResponders(msg)) return unavailable(describe());
   const code = h.get(ERROR_HEADER);
   if (code === "") return undefined;
-  const message = h.get(MESSAGE_HEADER) || "the strata server reported an error without a message";
-  return new StrataError(isErrorCode(code) ? code : "INTERNAL", isErrorCode(code) ? message : `${code}: ${message}`);
+  return errorFromWire(code, h.get(MESSAGE_HEADER));
+}
+
+/** The StrataError of a code and message sent by a server (unknown codes become INTERNAL). */
+export function errorFromWire(code: string, message: string): StrataError {
+  const text = message || "the strata server reported an error without a message";
+  return new StrataError(isErrorCode(code) ? code : "INTERNAL", isErrorCode(code) ? text : `${code}: ${text}`);
 }
 
 export function unavailable(what: string): StrataError {

@@ -88,6 +88,11 @@ describe("garbage gets an error reply, never a crash, never a write", () => {
     ["credit of wrong type", R, { op: "credit", stream: "nope", n: "5" }, "INVALID_ARGUMENT"],
     ["changes with a huge limit", R, { op: "changes", after: 0, limit: 1e9 }, "INVALID_ARGUMENT"],
     ["changes without after", R, { op: "changes" }, "INVALID_ARGUMENT"],
+    ["batch items not an array", W, { op: "batch", items: { 0: bytes(1) } }, "INVALID_ARGUMENT"],
+    ["empty batch", W, { op: "batch", items: [] }, "INVALID_ARGUMENT"],
+    ["batch of too many items", W, { op: "batch", items: Array.from({ length: 20_000 }, () => bytes(0xa0)) }, "INVALID_ARGUMENT"],
+    ["batch item not an encoded request", W, { op: "batch", items: [cbor.encode({ op: "inventory" }), { op: "stream.append", message: {} }] }, "INVALID_ARGUMENT"],
+    ["batch with an unknown field", W, { op: "batch", items: [cbor.encode({ op: "stream.get", seq: 1 })], more: true }, "INVALID_ARGUMENT"],
     ["body location disagrees with the subject", W, { op: "stream.append", message: {}, location: "acct/bob/x" }, "FORBIDDEN"],
     ["a write on the read subject", R, { op: "stream.append", message: {} }, "FORBIDDEN"],
     ["a read on the write subject", W, { op: "stream.get", seq: 1 }, "FORBIDDEN"],
@@ -119,6 +124,38 @@ describe("garbage gets an error reply, never a crash, never a write", () => {
     const reply = await next();
     expect(errorOfReply(reply, () => W)?.code).toBe("INVALID_ARGUMENT");
     sub.unsubscribe();
+  });
+
+  it("a batch answers each item on its own: bad items get their error, good ones run in order", async () => {
+    const B = "strata.w.s1.acct.alice.batch";
+    const items = [
+      bytes(0xff),
+      cbor.encode({ op: "batch", items: [cbor.encode({ op: "stream.append", message: {} })] }),
+      cbor.encode({ op: "upload", head: 1, bytes: 1 }),
+      cbor.encode({ op: "stream.getAll" }),
+      cbor.encode({ op: "stream.get", seq: 1 }),
+      cbor.encode({ op: "stream.append", message: { value: bytes(7) } }),
+      cbor.encode({ op: "stream.append", message: { value: bytes(8) }, options: { expectedLastSeq: 5 } }),
+      cbor.encode({ op: "stream.append", message: { value: bytes(9) }, location: "acct/bob/x" }),
+      cbor.encode({ op: "stream.append", message: { value: bytes(10) }, options: { expectedLastSeq: 1 } }),
+    ];
+    const reply = await nc.request(B, cbor.encode({ op: "batch", items }), { timeout: 5000 });
+    expect(errorOfReply(reply, () => B)).toBeUndefined();
+    const { ok } = decode(reply.data) as { ok: Array<{ ok: boolean; result?: { seq: number }; error?: { code: string } }> };
+    expect(ok.map((r) => (r.ok ? `seq ${r.result!.seq}` : r.error!.code))).toEqual([
+      "INVALID_ARGUMENT",
+      "INVALID_ARGUMENT",
+      "INVALID_ARGUMENT",
+      "INVALID_ARGUMENT",
+      "FORBIDDEN",
+      "seq 1",
+      "CONFLICT",
+      "FORBIDDEN",
+      "seq 2",
+    ]);
+    expect(store.inventory("acct/alice/batch")).toMatchObject({ count: 2, revision: 2 });
+    expect((await store.stream("acct/alice/batch").get(1))?.value).toEqual(bytes(7));
+    expect((await store.stream("acct/alice/batch").get(2))?.value).toEqual(bytes(10));
   });
 
   it("left the server running and the location untouched", async () => {
