@@ -38,7 +38,7 @@ export interface NetBenchParams {
   large: { bytes: number; count: number };
   /** Open-loop 4 KiB appends at `bitsPerSec` of payload for `seconds`. */
   paced: { valueBytes: number; bitsPerSec: number; seconds: number };
-  /** Untimed appends and gets before each system's run, so both clients' code is compiled hot. */
+  /** Untimed appends, gets, kv puts and kv gets before each system's run, so both systems' code is compiled hot. */
   warmupOps: number;
   /** Core NATS echo requests of 1 KiB at 1 and at 256 in flight. */
   echo: { inFlight1: number; inFlight256: number; payloadBytes: number };
@@ -59,7 +59,7 @@ export const PARAMS: Readonly<Record<Scale, NetBenchParams>> = {
     appendMessages: { inFlight1_1KiB: 2000, inFlight256_1KiB: 50_000, inFlight256_100B: 50_000, inFlight256_4KiB: 20_000 },
     appendMany: { messages: 50_000, batch: 100, inFlight: 8 },
     getOps: { inFlight1: 5000, inFlight64: 20_000 },
-    kv: { keys: 20_000, putInFlight: 256, getOps: { inFlight1: 5000, inFlight64: 20_000 } },
+    kv: { keys: 50_000, putInFlight: 256, getOps: { inFlight1: 5000, inFlight64: 20_000 } },
     large: { bytes: 8 * MiB, count: 3 },
     paced: { valueBytes: 4 * KiB, bitsPerSec: 10_000_000, seconds: 20 },
     warmupOps: 3000,
@@ -146,6 +146,9 @@ export async function runSystem(system: BenchSystem, p: NetBenchParams, progress
   const warm = await system.stream("warmup");
   await runInFlight(64, p.warmupOps, () => warm.append(kib));
   await runInFlight(16, p.warmupOps, (i) => checkedGet(warm, 1 + (i % p.warmupOps), KiB));
+  const warmKv = await system.kv("warmup_kv");
+  await runInFlight(64, p.warmupOps, (i) => warmKv.put(`w-${i}`, kib));
+  await runInFlight(16, p.warmupOps, (i) => checkedKvGet(warmKv, `w-${i}`, KiB));
 
   const append = {} as Record<AppendKey, ThroughputRun>;
   const streams = {} as Record<AppendKey, BenchStream>;

@@ -1,13 +1,22 @@
 /**
- * Group commit. Every write of a store goes through this one queue; a single loop takes what has
- * queued up (bounded by `commitBatchMax` and `commitBatchBytesMax`), decides each operation
- * (`BatchView.prepare`), writes all resulting records with one write and one fdatasync, applies
- * them to the index in one transaction together with the recovery checkpoint, and only then
- * resolves the callers' promises. While a batch is being fsync'd the next one queues up, so
- * the number of fsyncs per write falls as concurrency rises.
+ * Group commit. Every write of a store goes through this one queue. Writes are taken in order
+ * into the open batch (bounded by `commitBatchMax` and `commitBatchBytesMax`): each is decided
+ * (`BatchView.prepare`) and its record encoded at once. A batch is written with one write and one
+ * fdatasync, applied to the index in one transaction together with the recovery checkpoint, and
+ * only then are its callers' promises resolved.
  *
- * Invariant: a promise resolves only after the fsync covering its record, and the index never
- * reflects a record that is not durable in the log.
+ * The commit is pipelined: while one batch is being written and fsync'd (in the thread pool), the
+ * writes arriving meanwhile are decided and encoded into the next batch, whose view of the state
+ * includes the batch in flight (a BatchView over the one in flight). So the CPU work of a batch
+ * overlaps the disk wait of the one before, and the number of fsyncs per write falls as
+ * concurrency rises. Only one batch is ever being written; batches are written, indexed and
+ * resolved strictly in order.
+ *
+ * Invariants: a promise resolves only after the fsync covering its record, and after the fsync of
+ * every earlier write its decision may depend on (results that need no record, such as a repeated
+ * msgId or a delete of something absent, resolve with their batch); the index never reflects a
+ * record that is not durable in the log. If a write fails, the queue fails: the next batch, which
+ * was decided on top of it, is refused too.
  */
 import { assert } from "./assert.js";
 import { StrataError } from "./errors.js";
@@ -34,9 +43,23 @@ interface Pending {
   reject: (err: unknown) => void;
 }
 
+/** A batch being filled: decided writes, their encoded frames, and the results that need no record. */
+interface OpenBatch {
+  view: BatchView;
+  writing: Array<{ p: Pending; record: LogRecord }>;
+  frames: Buffer[];
+  /** Decided without a record; resolved when the batch is (they may depend on earlier writes). */
+  settled: Array<{ p: Pending; result: unknown }>;
+  count: number;
+  bytes: number;
+}
+
 export class CommitQueue {
   private queue: Pending[] = [];
   private running = false;
+  /** Wakes the loop while it waits on a batch in flight (set only then). */
+  private arrival: (() => void) | undefined;
+  private wakeScheduled = false;
   private failed: StrataError | undefined;
   private idleWaiters: Array<() => void> = [];
   /** Number of records committed and batches written, for the benchmark. */
@@ -60,11 +83,7 @@ export class CommitQueue {
     }
     return new Promise((resolve, reject) => {
       this.queue.push({ op, resolve, reject });
-      if (!this.running) {
-        this.running = true;
-        // Start on a later tick so that writes issued together land in the same batch.
-        setImmediate(() => void this.run());
-      }
+      this.kick();
     });
   }
 
@@ -76,11 +95,27 @@ export class CommitQueue {
     if (this.failed) return Promise.reject(this.failed);
     return new Promise((resolve, reject) => {
       this.queue.push({ op: { op: "chunk", data: new Uint8Array(0) }, exclusive: fn, resolve: resolve as never, reject });
-      if (!this.running) {
-        this.running = true;
-        setImmediate(() => void this.run());
-      }
+      this.kick();
     });
+  }
+
+  /**
+   * Starts the loop, or wakes it while it waits on a batch in flight. Either happens on a later
+   * tick, so that writes issued together are decided together.
+   */
+  private kick(): void {
+    if (!this.running) {
+      this.running = true;
+      setImmediate(() => void this.run());
+    } else if (this.arrival !== undefined && !this.wakeScheduled) {
+      this.wakeScheduled = true;
+      setImmediate(() => {
+        this.wakeScheduled = false;
+        const wake = this.arrival;
+        this.arrival = undefined;
+        wake?.();
+      });
+    }
   }
 
   /** Resolves once nothing is queued or being committed. */
@@ -94,36 +129,50 @@ export class CommitQueue {
     this.failed ??= err;
   }
 
-  private takeBatch(): Pending[] {
-    if (this.queue[0]?.exclusive) return this.queue.splice(0, 1);
-    let bytes = 0;
-    let n = 0;
-    while (n < this.queue.length && n < this.limits.commitBatchMax && !this.queue[n]!.exclusive) {
-      bytes += opBytes(this.queue[n]!.op);
-      if (n > 0 && bytes > this.limits.commitBatchBytesMax) break;
-      n++;
-    }
-    return this.queue.splice(0, n);
-  }
-
   private async run(): Promise<void> {
+    let inFlight: { view: BatchView; done: Promise<void> } | undefined;
+    let open: OpenBatch | undefined;
     try {
-      while (this.queue.length > 0) {
-        const batch = this.takeBatch();
+      for (;;) {
         if (this.failed) {
-          for (const p of batch) p.reject(this.failed);
-          continue;
+          if (open) this.rejectOpen(open, this.failed);
+          open = undefined;
+          for (const p of this.queue.splice(0)) p.reject(this.failed);
+          if (inFlight) await inFlight.done;
+          return;
         }
-        const only = batch[0]!;
-        if (only.exclusive) {
-          try {
-            only.resolve(only.exclusive() as never);
-          } catch (err) {
-            only.reject(err);
+        // Decide and encode what has queued, into the open batch (on top of the one in flight).
+        while (this.queue.length > 0 && !this.queue[0]!.exclusive) {
+          open ??= this.openBatch(inFlight?.view);
+          if (!this.fits(open, this.queue[0]!)) break;
+          this.prepareInto(open, this.queue.shift()!);
+        }
+        if (inFlight === undefined) {
+          if (open !== undefined && open.count > 0) {
+            open.view.detach(); // everything before it is in the index now
+            inFlight = { view: open.view, done: this.writeBatch(open) };
+            open = undefined;
+            continue;
           }
+          open = undefined;
+          const head = this.queue[0];
+          if (head?.exclusive) {
+            this.queue.shift();
+            try {
+              head.resolve(head.exclusive() as never);
+            } catch (err) {
+              head.reject(err);
+            }
+            continue;
+          }
+          if (this.queue.length === 0) return;
           continue;
         }
-        await this.commit(batch);
+        // A batch is in flight: wait for it, or for more writes to decide meanwhile.
+        const batchDone = inFlight.done;
+        const finished = await Promise.race([batchDone.then(() => true), new Promise<boolean>((resolve) => (this.arrival = () => resolve(false)))]);
+        this.arrival = undefined;
+        if (finished) inFlight = undefined;
       }
     } finally {
       this.running = false;
@@ -133,26 +182,52 @@ export class CommitQueue {
     }
   }
 
-  private async commit(batch: Pending[]): Promise<void> {
-    const view = new BatchView(this.index, this.limits, this.clock());
-    const writing: Array<{ p: Pending; record: LogRecord }> = [];
-    for (const p of batch) {
-      try {
-        const prepared = view.prepare(p.op);
-        if ("record" in prepared) writing.push({ p, record: prepared.record });
-        else p.resolve({ result: prepared.result });
-      } catch (err) {
-        p.reject(err);
+  private openBatch(parent: BatchView | undefined): OpenBatch {
+    return { view: new BatchView(this.index, this.limits, this.clock(), parent), writing: [], frames: [], settled: [], count: 0, bytes: 0 };
+  }
+
+  /** Whether `p` may join the open batch (the first write always may). */
+  private fits(open: OpenBatch, p: Pending): boolean {
+    if (open.count === 0) return true;
+    return open.count < this.limits.commitBatchMax && open.bytes + opBytes(p.op) <= this.limits.commitBatchBytesMax;
+  }
+
+  private prepareInto(open: OpenBatch, p: Pending): void {
+    open.count += 1;
+    open.bytes += opBytes(p.op);
+    try {
+      const prepared = open.view.prepare(p.op);
+      if ("record" in prepared) {
+        open.frames.push(frame(encodeRecord(prepared.record)));
+        open.writing.push({ p, record: prepared.record });
+      } else {
+        open.settled.push({ p, result: prepared.result });
       }
+    } catch (err) {
+      // Refused (CONFLICT, WRONG_KIND, …): it changed nothing, so it depends on nothing durable.
+      p.reject(err);
     }
-    if (writing.length === 0) return;
+  }
+
+  private rejectOpen(open: OpenBatch, err: unknown): void {
+    for (const w of open.writing) w.p.reject(err);
+    for (const s of open.settled) s.p.reject(err);
+  }
+
+  /** Writes, fsyncs and indexes one batch, then resolves its callers. Never rejects. */
+  private async writeBatch(batch: OpenBatch): Promise<void> {
+    const { writing, settled } = batch;
+    if (writing.length === 0) {
+      for (const s of settled) s.p.resolve({ result: s.result });
+      return;
+    }
     let ptrs: Pointer[];
     try {
-      ptrs = await this.log.writeBatch(writing.map((w) => frame(encodeRecord(w.record))));
+      ptrs = await this.log.writeBatch(batch.frames);
     } catch (err) {
       const e = StrataError.is(err) ? err : new StrataError("IO", `log write failed: ${(err as Error).message}`, { cause: err });
       this.fail(e);
-      for (const w of writing) w.p.reject(e);
+      this.rejectOpen(batch, e);
       return;
     }
     assert(ptrs.length === writing.length, "one pointer per record");
@@ -170,12 +245,13 @@ export class CommitQueue {
       // replay them. Refuse further writes so nothing builds on the inconsistent index.
       const e = new StrataError("INTERNAL", `index update failed (${(err as Error).message}); the records are durable in the log and are replayed when the store is reopened`, { cause: err });
       this.fail(e);
-      for (const w of writing) w.p.reject(e);
+      this.rejectOpen(batch, e);
       return;
     }
     this.stats.records += committed.length;
     this.stats.batches += 1;
     this.onCommitted(committed);
     committed.forEach((c, i) => writing[i]!.p.resolve({ committed: c }));
+    for (const s of settled) s.p.resolve({ result: s.result });
   }
 }

@@ -4,8 +4,9 @@
  * `prepare` turns a validated operation into the log record that will carry it (assigning seq,
  * revision and timestamp) or into an error (CONFLICT, WRONG_KIND) or into a result that needs
  * no record (a duplicate msgId, a delete of something absent). It sees the index plus the effects
- * of the operations earlier in the same group-commit batch (`BatchView`), so a batch decides
- * exactly as if its operations had been committed one by one.
+ * of the operations earlier in the same group-commit batch (`BatchView`), and those of the batch
+ * still being written before it (its `parent` view, until that batch is in the index), so batches
+ * decide exactly as if their operations had been committed one by one.
  */
 import { StrataError } from "./errors.js";
 import type { LmdbIndex } from "./index/lmdb-index.js";
@@ -70,7 +71,35 @@ export class BatchView {
     private readonly index: LmdbIndex,
     private readonly limits: Limits,
     readonly now: number,
+    /** The batch being written before this one, whose effects are not in the index yet. */
+    private parent?: BatchView,
   ) {}
+
+  /** The parent batch is in the index now: look there instead. */
+  detach(): void {
+    this.parent = undefined;
+  }
+
+  // What this batch (then its parent) has decided, or undefined where they have not touched it.
+  private overlayMeta(loc: string): MetaView | undefined {
+    return this.metas.get(loc) ?? this.parent?.overlayMeta(loc);
+  }
+
+  private overlaySeq(loc: string, seq: number): boolean | undefined {
+    const own = this.seqs.get(`${loc}\0${seq}`);
+    if (own !== undefined) return own;
+    if (seq <= (this.deletedUpTo.get(loc) ?? 0)) return false;
+    return this.parent?.overlaySeq(loc, seq);
+  }
+
+  private overlayKv(dk: string): KvState | null | undefined {
+    const own = this.kv.get(dk);
+    return own !== undefined ? own : this.parent?.overlayKv(dk);
+  }
+
+  private overlayDedup(dk: string): unknown {
+    return this.dedup.get(dk) ?? this.parent?.overlayDedup(dk);
+  }
 
   prepare(op: WriteOp): Prepared {
     switch (op.op) {
@@ -95,8 +124,15 @@ export class BatchView {
   private meta(loc: string, kind: Kind): MetaView {
     let m = this.metas.get(loc);
     if (m === undefined) {
-      const stored = this.index.meta(loc);
-      m = stored ? { kind: stored.kind, rev: stored.rev, lastSeq: stored.lastSeq, id: stored.id } : { rev: 0, lastSeq: 0 };
+      const before = this.parent?.overlayMeta(loc);
+      if (before !== undefined) {
+        m = { kind: before.kind, rev: before.rev, lastSeq: before.lastSeq, id: before.id };
+        // Created by a batch that is in the index by now: entries written there are found by id.
+        if (m.id === undefined) m.id = this.index.meta(loc)?.id;
+      } else {
+        const stored = this.index.meta(loc);
+        m = stored ? { kind: stored.kind, rev: stored.rev, lastSeq: stored.lastSeq, id: stored.id } : { rev: 0, lastSeq: 0 };
+      }
       this.metas.set(loc, m);
     }
     if (m.kind !== undefined && m.kind !== kind) {
@@ -115,7 +151,7 @@ export class BatchView {
     const m = this.meta(op.loc, "stream");
     if (op.msgId !== undefined) {
       const dk = `${op.loc}\0${op.msgId}`;
-      const seen = this.dedup.get(dk) ?? this.storedDedup(m, op.msgId);
+      const seen = this.overlayDedup(dk) ?? this.storedDedup(m, op.msgId);
       if (seen !== undefined) return { result: seen };
     }
     if (m.lastSeq >= Number.MAX_SAFE_INTEGER) {
@@ -155,9 +191,8 @@ export class BatchView {
   }
 
   private seqExists(loc: string, m: MetaView, seq: number): boolean {
-    const overlay = this.seqs.get(`${loc}\0${seq}`);
+    const overlay = this.overlaySeq(loc, seq);
     if (overlay !== undefined) return overlay;
-    if (seq <= (this.deletedUpTo.get(loc) ?? 0)) return false;
     return m.id !== undefined && this.index.seqs.get([m.id, seq]) !== undefined;
   }
 
@@ -183,7 +218,7 @@ export class BatchView {
   }
 
   private kvState(loc: string, m: MetaView, key: string): KvState | null {
-    const overlay = this.kv.get(`${loc}\0${key}`);
+    const overlay = this.overlayKv(`${loc}\0${key}`);
     if (overlay !== undefined) return overlay;
     if (m.id === undefined) return null;
     const e = this.index.kvs.get([m.id, key]);

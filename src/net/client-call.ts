@@ -62,8 +62,7 @@ export class Caller {
    * is sent again within the budget; any other call waits for its whole budget once.
    */
   request(call: CallOptions, body: WireMap | ValueRequest): Promise<unknown> {
-    const site = callSite(this.request);
-    return this.withRetry(call, (target, deadline) => this.exchange(target, body, call.idempotent ? Date.now() + this.attemptMs(deadline) : deadline), site);
+    return this.withRetry(call, (target, deadline) => this.exchange(target, body, call.idempotent ? Date.now() + this.attemptMs(deadline) : deadline));
   }
 
   /** How long one attempt of a repeatable call may wait: a third of the budget, within the deadline. */
@@ -73,7 +72,6 @@ export class Caller {
 
   /** A request answered by a reply stream: yields each item; `onFrame` sees every batch and the end. */
   async *items(call: CallOptions, body: WireMap, onFrame?: (frame: WireMap) => void): AsyncGenerator<unknown> {
-    const site = callSite(this.items);
     const opened = await this.withRetry(call, async (target, deadline) => {
       const ch = this.transport.open();
       const reader = new ReplyReader(this, ch, target, this.limits);
@@ -84,7 +82,7 @@ export class Caller {
         ch.close();
         throw err;
       }
-    }, site);
+    });
     const { reader } = opened;
     let frame = opened.frame;
     let ended = false;
@@ -105,7 +103,7 @@ export class Caller {
       }
     } catch (err) {
       ended = true;
-      throw withCallerStack(err instanceof StrataError ? err : fromNatsError(err, "streamed reply"), failedAt(site));
+      throw withCallerStack(err instanceof StrataError ? err : fromNatsError(err, "streamed reply"), failedAt());
     } finally {
       if (!ended) reader.cancel();
       reader.close();
@@ -121,7 +119,7 @@ export class Caller {
     }
   }
 
-  private async withRetry<T>(call: CallOptions, attempt: (target: Target, deadline: number) => Promise<T>, site: CallSite): Promise<T> {
+  private async withRetry<T>(call: CallOptions, attempt: (target: Target, deadline: number) => Promise<T>): Promise<T> {
     const deadline = Date.now() + this.limits.timeoutMs;
     for (let n = 0; ; n++) {
       let server: string | undefined;
@@ -137,7 +135,7 @@ export class Caller {
         if (unreachable && server !== undefined && this.servers.get(call.location) === server) this.servers.delete(call.location);
         const retry = err.code === "UNAVAILABLE" || (err.code === "TIMEOUT" && call.idempotent);
         const wait = backoff(n, this.limits);
-        if (!retry || Date.now() + wait >= deadline) throw withCallerStack(err, failedAt(site));
+        if (!retry || Date.now() + wait >= deadline) throw withCallerStack(err, failedAt());
         await new Promise((resolve) => setTimeout(resolve, wait));
       }
     }
@@ -313,49 +311,18 @@ function isMap(value: unknown): value is WireMap {
   return value !== null && typeof value === "object" && !Array.isArray(value);
 }
 
-/** Frames of the caller's stack taken when a call begins, from the public method on (see callSite). */
-const CALL_SITE_FRAMES = 3;
-
-type CallSite = { stack?: string };
-
 /**
- * The caller's stack, captured when a call begins so that an error which arrives later, in a NATS
- * callback, can carry it. A capture costs microseconds (a fixed part, then more per frame; with
- * the default ten frames it was about a third of the client's CPU for a small append), so only
- * the few frames above `entry` (this library's method that was called) are taken, which also
- * keeps the library's internals out of the trace; the async callers above them are added only
- * if the call fails (failedAt), where V8 can name them at no cost to calls that succeed.
+ * The stack for a failed call, which arrives in a NATS callback: the async callers V8 can name
+ * from inside the failing call (V8's async stack traces reach every caller that awaits it), so
+ * the error points at the caller's code, not at the reply handler. It is built only when a call
+ * fails; capturing a stack when every call begins cost about a fifth of the client's CPU.
  */
-function callSite(entry: Function): CallSite {
-  const limit = Error.stackTraceLimit;
-  Error.stackTraceLimit = Math.min(limit, CALL_SITE_FRAMES);
-  try {
-    const site: CallSite = {};
-    Error.captureStackTrace(site, entry);
-    return site;
-  } finally {
-    Error.stackTraceLimit = limit;
-  }
-}
-
-/**
- * The stack for a failed call: the frames of its call site, then the async callers V8 can name
- * now (those not already among them). Call it in the failing async function itself, after its
- * awaits: there, V8's async stack traces reach the callers that are awaiting the call.
- */
-function failedAt(site: CallSite): Error {
-  const early = site.stack?.split("\n").slice(1) ?? [];
-  const late = new Error().stack?.split("\n").slice(1) ?? [];
-  const named = new Set(early.map(frameName));
-  const callers = late.filter((line) => line.trimStart().startsWith("at async ") && !named.has(frameName(line)));
+function failedAt(): Error {
+  const frames = new Error().stack?.split("\n").slice(2) ?? []; // from the library function that failed
+  const callers = frames.filter((line) => !line.includes("node:internal/"));
   const out = new Error();
-  out.stack = ["Error", ...early, ...callers].join("\n");
+  out.stack = ["Error", ...callers].join("\n");
   return out;
-}
-
-/** "    at async StreamClient.append (file:1:2)" → "StreamClient.append". */
-function frameName(line: string): string {
-  return line.trim().replace(/^at (async )?/, "").split(" (")[0]!;
 }
 
 /** Exponential backoff with full jitter. */

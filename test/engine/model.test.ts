@@ -1,6 +1,7 @@
 /**
- * Model-based property test of the engine: random sequences of every Store operation (alone and
- * issued concurrently so they share group commits), interleaved with clean reopens, simulated
+ * Model-based property test of the engine: random sequences of every Store operation (alone,
+ * issued concurrently so they share group commits, and in waves issued while earlier batches are
+ * still in flight, so the pipelined commit decides on top of them), interleaved with clean reopens, simulated
  * crashes that leave a torn or corrupt unacknowledged tail, loss of the whole index, and OS crashes
  * that damage the (unsynced) index and leave its marker behind, compared after every step with the
  * plain model in ./model.ts.
@@ -48,6 +49,7 @@ type WriteOp =
 type Op =
   | WriteOp
   | { t: "group"; ops: WriteOp[] }
+  | { t: "waves"; waves: Array<{ ops: WriteOp[]; yields: number }> }
   | { t: "tick"; ms: number }
   | { t: "sweep" }
   | { t: "reopen" }
@@ -74,6 +76,13 @@ const anyValue = fc.oneof({ weight: 6, arbitrary: smallValue }, { weight: 1, arb
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 20, arbitrary: writeOpArb(anyValue) },
   { weight: 4, arbitrary: fc.record({ t: fc.constant("group" as const), ops: fc.array(writeOpArb(smallValue), { minLength: 2, maxLength: 12 }) }) },
+  {
+    weight: 3,
+    arbitrary: fc.record({
+      t: fc.constant("waves" as const),
+      waves: fc.array(fc.record({ ops: fc.array(writeOpArb(smallValue), { minLength: 1, maxLength: 8 }), yields: fc.integer({ min: 0, max: 2 }) }), { minLength: 2, maxLength: 5 }),
+    }),
+  },
   { weight: 2, arbitrary: fc.record({ t: fc.constant("tick" as const), ms: fc.oneof(fc.integer({ min: 1, max: 3000 }), fc.constant(DEDUP_WINDOW_MS + 1)) }) },
   { weight: 1, arbitrary: fc.constant({ t: "sweep" as const }) },
   { weight: 1, arbitrary: fc.constant({ t: "reopen" as const }) },
@@ -150,6 +159,18 @@ class Harness {
         const issued = op.ops.map((w) => issue(this.store, this.model, w));
         const results = await Promise.all(issued.map((i) => i.store));
         results.forEach((r, i) => expect(r, `group item ${i}: ${JSON.stringify(op.ops[i]?.t)}`).toEqual(issued[i]!.model));
+        return;
+      }
+      case "waves": {
+        // Each wave is issued while the ones before it are still being decided, written or
+        // fsync'd, so batches are decided on top of a batch in flight (the pipelined commit).
+        const issued: Array<{ store: Promise<Outcome>; model: Outcome }> = [];
+        for (const wave of op.waves) {
+          for (const w of wave.ops) issued.push(issue(this.store, this.model, w));
+          for (let i = 0; i < wave.yields; i++) await new Promise((resolve) => setImmediate(resolve));
+        }
+        const results = await Promise.all(issued.map((i) => i.store));
+        results.forEach((r, i) => expect(r, `wave item ${i}`).toEqual(issued[i]!.model));
         return;
       }
       case "tick":

@@ -124,8 +124,9 @@ describe("kv over NATS", () => {
 describe("errors on the wire", () => {
   it("come back as StrataError with the server's code and the caller's stack", async () => {
     await client.kv("acct/alice/kind").set("k", enc("v"));
+    // The stack names the callers awaiting the call (V8's async stack traces), not the reply handler.
     const err = await (async function callerFrameForStack() {
-      return client.stream("acct/alice/kind").append({ value: enc("x") });
+      return await client.stream("acct/alice/kind").append({ value: enc("x") });
     })().catch((e: unknown) => e);
     expect(err).toBeInstanceOf(StrataError);
     expect((err as StrataError).code).toBe("WRONG_KIND");
