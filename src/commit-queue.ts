@@ -7,10 +7,12 @@
  *
  * The commit is pipelined: while one batch is being written and fsync'd (in the thread pool), the
  * writes arriving meanwhile are decided and encoded into the next batch, whose view of the state
- * includes the batch in flight (a BatchView over the one in flight). So the CPU work of a batch
- * overlaps the disk wait of the one before, and the number of fsyncs per write falls as
+ * includes the batch in flight (a BatchView over the one in flight); and once a batch is durable,
+ * the next one's write starts before the durable one is applied to the index. So the CPU work of
+ * a batch overlaps the disk wait of its neighbours, and the number of fsyncs per write falls as
  * concurrency rises. Only one batch is ever being written; batches are written, indexed and
- * resolved strictly in order.
+ * resolved strictly in order, and the index's recovery checkpoint is the end of the last batch
+ * it holds.
  *
  * Invariants: a promise resolves only after the fsync covering its record, and after the fsync of
  * every earlier write its decision may depend on (results that need no record, such as a repeated
@@ -41,6 +43,12 @@ interface Pending {
   exclusive?: () => unknown;
   resolve: (value: { result?: unknown; committed?: Committed }) => void;
   reject: (err: unknown) => void;
+}
+
+interface InFlight {
+  batch: OpenBatch;
+  /** The pointers of its records once durable, or why the write failed. */
+  written: Promise<Pointer[] | StrataError>;
 }
 
 /** A batch being filled: decided writes, their encoded frames, and the results that need no record. */
@@ -130,7 +138,8 @@ export class CommitQueue {
   }
 
   private async run(): Promise<void> {
-    let inFlight: { view: BatchView; done: Promise<void> } | undefined;
+    // The batch whose log write is in progress, and the one being filled meanwhile.
+    let inFlight: InFlight | undefined;
     let open: OpenBatch | undefined;
     try {
       for (;;) {
@@ -138,19 +147,19 @@ export class CommitQueue {
           if (open) this.rejectOpen(open, this.failed);
           open = undefined;
           for (const p of this.queue.splice(0)) p.reject(this.failed);
-          if (inFlight) await inFlight.done;
+          if (inFlight) this.rejectOpen(inFlight.batch, (await inFlight.written, this.failed));
           return;
         }
         // Decide and encode what has queued, into the open batch (on top of the one in flight).
         while (this.queue.length > 0 && !this.queue[0]!.exclusive) {
-          open ??= this.openBatch(inFlight?.view);
+          open ??= this.openBatch(inFlight?.batch.view);
           if (!this.fits(open, this.queue[0]!)) break;
           this.prepareInto(open, this.queue.shift()!);
         }
         if (inFlight === undefined) {
           if (open !== undefined && open.count > 0) {
             open.view.detach(); // everything before it is in the index now
-            inFlight = { view: open.view, done: this.writeBatch(open) };
+            inFlight = this.startWrite(open);
             open = undefined;
             continue;
           }
@@ -168,11 +177,26 @@ export class CommitQueue {
           if (this.queue.length === 0) return;
           continue;
         }
-        // A batch is in flight: wait for it, or for more writes to decide meanwhile.
-        const batchDone = inFlight.done;
-        const finished = await Promise.race([batchDone.then(() => true), new Promise<boolean>((resolve) => (this.arrival = () => resolve(false)))]);
+        // A log write is in progress: wait for it, or for more writes to decide meanwhile.
+        const finished = await Promise.race([inFlight.written.then(() => true), new Promise<boolean>((resolve) => (this.arrival = () => resolve(false)))]);
         this.arrival = undefined;
-        if (finished) inFlight = undefined;
+        if (!finished) continue;
+        const done = inFlight;
+        const outcome = await done.written;
+        inFlight = undefined;
+        if (outcome instanceof StrataError) {
+          this.fail(outcome);
+          this.rejectOpen(done.batch, outcome);
+          continue;
+        }
+        // Start the next batch's write first, so the disk works while this one is indexed.
+        const next = open !== undefined && open.count > 0 ? open : undefined;
+        if (next) {
+          inFlight = this.startWrite(next);
+          open = undefined;
+        }
+        this.indexBatch(done.batch, outcome);
+        next?.view.detach(); // `done` is in the index now
       }
     } finally {
       this.running = false;
@@ -180,6 +204,16 @@ export class CommitQueue {
       this.idleWaiters = [];
       for (const w of waiters) w();
     }
+  }
+
+  /** Starts the log write of a batch (one write, one fdatasync); its outcome never rejects. */
+  private startWrite(batch: OpenBatch): InFlight {
+    if (batch.writing.length === 0) return { batch, written: Promise.resolve([]) };
+    const written = this.log.writeBatch(batch.frames).then(
+      (ptrs) => ptrs,
+      (err: unknown) => (StrataError.is(err) ? err : new StrataError("IO", `log write failed: ${(err as Error).message}`, { cause: err })),
+    );
+    return { batch, written };
   }
 
   private openBatch(parent: BatchView | undefined): OpenBatch {
@@ -214,31 +248,26 @@ export class CommitQueue {
     for (const s of open.settled) s.p.reject(err);
   }
 
-  /** Writes, fsyncs and indexes one batch, then resolves its callers. Never rejects. */
-  private async writeBatch(batch: OpenBatch): Promise<void> {
+  /**
+   * Applies a batch whose records are durable to the index, with the recovery checkpoint at the
+   * end of its last record (a later batch's write may be in progress), then resolves its callers.
+   */
+  private indexBatch(batch: OpenBatch, ptrs: Pointer[]): void {
     const { writing, settled } = batch;
     if (writing.length === 0) {
       for (const s of settled) s.p.resolve({ result: s.result });
       return;
     }
-    let ptrs: Pointer[];
-    try {
-      ptrs = await this.log.writeBatch(batch.frames);
-    } catch (err) {
-      const e = StrataError.is(err) ? err : new StrataError("IO", `log write failed: ${(err as Error).message}`, { cause: err });
-      this.fail(e);
-      this.rejectOpen(batch, e);
-      return;
-    }
     assert(ptrs.length === writing.length, "one pointer per record");
     const committed: Committed[] = writing.map((w, i) => ({ record: w.record, ptr: ptrs[i]!, removed: 0 }));
+    const end = ptrs[ptrs.length - 1]!;
     try {
       const now = this.clock();
       this.index.write(() => {
         const indexing = new IndexBatch(this.index, { replay: false, dedupWindowMs: this.limits.dedupWindowMs, now });
         for (const c of committed) c.removed = indexing.apply(c.record, c.ptr);
         indexing.finish();
-        this.index.setCheckpoint({ seg: this.log.activeId, off: this.log.activeSize });
+        this.index.setCheckpoint({ seg: end.seg, off: end.off + end.len });
       });
     } catch (err) {
       // The records are durable but the index could not take them: recovery on reopen will

@@ -24,7 +24,9 @@
 import { StrataError } from "../errors.js";
 import { settleAll } from "../stream-handle.js";
 import { COALESCED_OPS } from "./client-coalesce.js";
+import type { KvHandle } from "../kv-handle.js";
 import type { Store } from "../store.js";
+import type { StreamHandle } from "../stream-handle.js";
 import type { Change } from "../types.js";
 import { validateNonNegativeInt } from "../validate.js";
 import type { NetLimits } from "./net-limits.js";
@@ -39,6 +41,9 @@ export interface RequestContext extends ReplyTarget {
   replies: Replies;
   uploads: Uploads;
   limits: NetLimits;
+  /** The location's handles, made on first use (a batch uses one for all its items). */
+  streamHandle?: StreamHandle;
+  kvHandle?: KvHandle;
 }
 
 type Compute = (ctx: RequestContext, body: WireMap) => unknown;
@@ -51,8 +56,8 @@ interface OpSpec {
   compute?: Compute;
 }
 
-const stream = (ctx: RequestContext) => ctx.store.stream(ctx.location);
-const kv = (ctx: RequestContext) => ctx.store.kv(ctx.location);
+const stream = (ctx: RequestContext) => (ctx.streamHandle ??= ctx.store.stream(ctx.location));
+const kv = (ctx: RequestContext) => (ctx.kvHandle ??= ctx.store.kv(ctx.location));
 
 const OPS: Record<string, OpSpec> = {
   "stream.append": { cls: "w", fields: ["message", "options"], compute: (c, b) => stream(c).append(b.message as never, b.options as never) },
@@ -106,7 +111,8 @@ function lookup(ctx: RequestContext, body: WireMap): OpSpec {
 
 /** Rejects fields an op does not know, and a body location that disagrees with the subject. */
 export function checkFields(ctx: { location: string }, body: WireMap, fields: readonly string[], op: string): void {
-  for (const [name, value] of Object.entries(body)) {
+  for (const name in body) {
+    const value = body[name];
     if (name === "op" || fields.includes(name) || value === undefined) continue;
     if (name === "location") {
       if (value !== ctx.location) {
