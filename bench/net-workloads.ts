@@ -38,7 +38,11 @@ export interface NetBenchParams {
   large: { bytes: number; count: number };
   /** Open-loop 4 KiB appends at `bitsPerSec` of payload for `seconds`. */
   paced: { valueBytes: number; bitsPerSec: number; seconds: number };
-  /** Untimed appends, gets, kv puts and kv gets before each system's run, so both systems' code is compiled hot. */
+  /**
+   * Untimed appends and kv puts (at 256 in flight, as measured), gets and kv gets before each
+   * system's run, so that what is measured is the steady state: both clients and the strata
+   * server are JIT-compiled code, hot only after some thousands of operations.
+   */
   warmupOps: number;
   /** Core NATS echo requests of 1 KiB at 1 and at 256 in flight. */
   echo: { inFlight1: number; inFlight256: number; payloadBytes: number };
@@ -62,7 +66,7 @@ export const PARAMS: Readonly<Record<Scale, NetBenchParams>> = {
     kv: { keys: 50_000, putInFlight: 256, getOps: { inFlight1: 5000, inFlight64: 20_000 } },
     large: { bytes: 8 * MiB, count: 3 },
     paced: { valueBytes: 4 * KiB, bitsPerSec: 10_000_000, seconds: 20 },
-    warmupOps: 3000,
+    warmupOps: 20_000,
     echo: { inFlight1: 5000, inFlight256: 50_000, payloadBytes: KiB },
   },
 };
@@ -144,10 +148,10 @@ export async function runSystem(system: BenchSystem, p: NetBenchParams, progress
   const kib = valueOf(KiB);
 
   const warm = await system.stream("warmup");
-  await runInFlight(64, p.warmupOps, () => warm.append(kib));
+  await runInFlight(256, p.warmupOps, () => warm.append(kib));
   await runInFlight(16, p.warmupOps, (i) => checkedGet(warm, 1 + (i % p.warmupOps), KiB));
   const warmKv = await system.kv("warmup_kv");
-  await runInFlight(64, p.warmupOps, (i) => warmKv.put(`w-${i}`, kib));
+  await runInFlight(256, p.warmupOps, (i) => warmKv.put(`w-${i}`, kib));
   await runInFlight(16, p.warmupOps, (i) => checkedKvGet(warmKv, `w-${i}`, KiB));
 
   const append = {} as Record<AppendKey, ThroughputRun>;
