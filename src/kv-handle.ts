@@ -17,6 +17,7 @@ import {
   validateTtl,
   validateValue,
 } from "./validate.js";
+import type { WriteOp } from "./write-ops.js";
 
 const SET_OPTIONS = ["headers", "ttlMs", "expectedRevision", "ack"] as const;
 
@@ -116,10 +117,15 @@ export class KvHandle implements KvApi {
   }
 
   private async write(key: string, parts: ValueParts, opts: ValidSet): Promise<KvWriteResult> {
-    const { ack, ...rest } = opts;
-    const { committed } = await this.store.submit({ op: "kset", loc: this.location, key, ...parts, ...rest });
+    // Built field by field (no object spreads): this runs for every set.
+    const op: Extract<WriteOp, { op: "kset" }> = { op: "kset", loc: this.location, key, value: parts.value, size: parts.size };
+    if (parts.chunks) op.chunks = parts.chunks;
+    if (opts.headers) op.headers = opts.headers;
+    if (opts.ttlMs !== undefined) op.ttlMs = opts.ttlMs;
+    if (opts.expectedRevision !== undefined) op.expectedRevision = opts.expectedRevision;
+    const { committed } = await this.store.submit(op);
     if (!committed || committed.record.t !== "kset") throw new StrataError("INTERNAL", "kv set produced no record");
-    await this.store.acked(ack, committed);
+    await this.store.acked(opts.ack, committed);
     return { revision: committed.record.rev, timestamp: committed.record.ts };
   }
 }

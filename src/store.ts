@@ -266,6 +266,18 @@ export class Store {
     await this.tier.waitUploaded(committed.ptr.seg);
   }
 
+  /**
+   * @internal The acknowledgement of a repeated msgId with `ack: "object"`: waits until the
+   * original message's record is in the object store (if it has been deleted since, until the
+   * segment being written now is, which holds the delete).
+   */
+  async ackedSeq(location: string, seq: number): Promise<void> {
+    if (!this.tier) throw new StrataError("INVALID_ARGUMENT", "ack: \"object\" needs a cold tier; open the store with a tier");
+    const meta = this.index.meta(location);
+    const entry = meta ? this.index.seqs.get([meta.id, seq]) : undefined;
+    await this.tier.waitUploaded(entry ? entry[0] : this.log.activeId);
+  }
+
   /** @internal Refuses `ack: "object"` up front when there is no tier, before anything is written. */
   checkAck(ack: AckMode): void {
     if (ack === "object" && !this.tier) {

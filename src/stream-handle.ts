@@ -3,6 +3,7 @@
  */
 import { StrataError } from "./errors.js";
 import type { Committed } from "./commit-queue.js";
+import type { WriteOp } from "./write-ops.js";
 import type { Pointer } from "./log/record.js";
 import { inlineParts, valueParts, valuePartsFrom, type ValueParts } from "./large-value.js";
 import type { Store } from "./store.js";
@@ -168,25 +169,35 @@ export class StreamHandle implements StreamApi {
   }
 
   private async writeAppend(msg: ValidMessage, parts: ValueParts, opts: ValidAppend): Promise<WriteResult> {
-    const { ack, ...conditions } = opts;
-    const { result, committed } = await this.store.submit({ op: "append", loc: this.location, ...withoutValue(msg), ...parts, ...conditions });
-    await this.store.acked(ack, committed);
-    return committed ? writeResult(committed) : (result as WriteResult);
+    // Built field by field (no object spreads): this runs for every append.
+    const op: Extract<WriteOp, { op: "append" }> = { op: "append", loc: this.location, value: parts.value, size: parts.size };
+    if (parts.chunks) op.chunks = parts.chunks;
+    if (msg.headers) op.headers = msg.headers;
+    if (msg.timestamp !== undefined) op.timestamp = msg.timestamp;
+    if (opts.msgId !== undefined) op.msgId = opts.msgId;
+    if (opts.expectedLastSeq !== undefined) op.expectedLastSeq = opts.expectedLastSeq;
+    const { result, committed } = await this.store.submit(op);
+    if (committed) {
+      await this.store.acked(opts.ack, committed);
+      return writeResult(committed);
+    }
+    // A repeated msgId: acknowledged as the original was, so with ack "object" only once the
+    // original's record is in the object store too.
+    const duplicate = result as WriteResult;
+    if (opts.ack === "object") await this.store.ackedSeq(this.location, duplicate.seq);
+    return duplicate;
   }
 
   private async writeSet(seq: number, msg: ValidMessage, parts: ValueParts, ack: AckMode): Promise<WriteResult> {
-    const { committed } = await this.store.submit({ op: "sset", loc: this.location, seq, ...withoutValue(msg), ...parts });
+    const op: Extract<WriteOp, { op: "sset" }> = { op: "sset", loc: this.location, seq, value: parts.value, size: parts.size };
+    if (parts.chunks) op.chunks = parts.chunks;
+    if (msg.headers) op.headers = msg.headers;
+    if (msg.timestamp !== undefined) op.timestamp = msg.timestamp;
+    const { committed } = await this.store.submit(op);
     if (!committed) throw new StrataError("INTERNAL", "set produced no record");
     await this.store.acked(ack, committed);
     return writeResult(committed);
   }
-}
-
-function withoutValue(msg: ValidMessage): { headers?: ValidMessage["headers"]; timestamp?: number } {
-  const out: { headers?: ValidMessage["headers"]; timestamp?: number } = {};
-  if (msg.headers) out.headers = msg.headers;
-  if (msg.timestamp !== undefined) out.timestamp = msg.timestamp;
-  return out;
 }
 
 function writeResult(c: Committed): WriteResult {

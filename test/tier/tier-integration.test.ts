@@ -297,6 +297,11 @@ describe("S3 outage", () => {
         expect(err.retryable).toBe(true);
         expect(waitedMs).toBeGreaterThanOrEqual(ackTimeoutMs - 20); // timer granularity
         expect(waitedMs).toBeLessThan(ackTimeoutMs + 5000);
+        // A repeated msgId with ack "object" is acknowledged only as its original would be: not
+        // before the original's record is in the object store.
+        const retried = store.stream("dup/x");
+        expect((await retried.append({ value: written[0]! }, { msgId: "retry-me" })).seq).toBe(1);
+        expect((await rejection(retried.append({ value: written[0]! }, { msgId: "retry-me", ack: "object" }))).code).toBe("UNAVAILABLE");
         // The write is durable locally all the same, and more local writes go on.
         expect(store.inventory(LOC).lastSeq).toBe(41);
         expect(Buffer.from((await s.get(41))!.value)).toEqual(Buffer.from(written[40]!));
@@ -314,6 +319,7 @@ describe("S3 outage", () => {
       expect(await segmentIdsIn(inspect, "srv-outage")).toEqual(Array.from({ length: sealed }, (_, i) => i + 1));
       const after = await store.stream(LOC).append({ value: written[50]! }, { ack: "object" });
       expect(after.seq).toBe(51);
+      expect(await store.stream("dup/x").append({ value: written[0]! }, { msgId: "retry-me", ack: "object" })).toMatchObject({ seq: 1, duplicate: true });
       for (let seq = 1; seq <= 51; seq++) expect(Buffer.from((await store.stream(LOC).get(seq))!.value)).toEqual(Buffer.from(written[seq - 1]!));
     } finally {
       await store.close();
