@@ -62,7 +62,7 @@ export class Caller {
    * is sent again within the budget; any other call waits for its whole budget once.
    */
   request(call: CallOptions, body: WireMap | ValueRequest): Promise<unknown> {
-    return this.withRetry(call, (target, deadline) => this.exchange(target, body, call.idempotent ? Date.now() + this.attemptMs(deadline) : deadline));
+    return this.withRetry(call, (target, deadline) => this.exchange(target, body, call.idempotent, call.idempotent ? Date.now() + this.attemptMs(deadline) : deadline));
   }
 
   /** How long one attempt of a repeatable call may wait: a third of the budget, within the deadline. */
@@ -162,7 +162,7 @@ export class Caller {
     }
   }
 
-  private async exchange(target: Target, body: WireMap | ValueRequest, deadline: number): Promise<unknown> {
+  private async exchange(target: Target, body: WireMap | ValueRequest, idempotent: boolean, deadline: number): Promise<unknown> {
     const max = this.maxPayload();
     let bytes: Uint8Array | undefined;
     let upload: { head: Uint8Array; value?: Uint8Array } | undefined;
@@ -185,7 +185,9 @@ export class Caller {
       if (!target.write) throw new StrataError("TOO_LARGE", `a read request of ${bytes?.byteLength} bytes does not fit in one message`);
       return this.upload(target, upload.head, upload.value);
     }
-    if (this.coalescer.accepts(op, bytes!.byteLength)) return this.coalescer.add(target, bytes!, deadline);
+    // Calls that may be sent again wait a third of their budget per attempt, the others all of it:
+    // they are coalesced apart, so that a batch waits as long as each of its calls would.
+    if (this.coalescer.accepts(op, bytes!.byteLength)) return this.coalescer.add(target, idempotent, bytes!, deadline);
     return this.single(target, bytes!, deadline);
   }
 

@@ -45,6 +45,7 @@ interface Item {
 }
 
 interface Batch {
+  kind: boolean;
   target: CoalesceTarget;
   items: Item[];
   bytes: number;
@@ -69,15 +70,19 @@ export class Coalescer {
     return this.itemsMax > 1 && typeof op === "string" && COALESCED_OPS.has(op) && bytes <= this.bytesMax();
   }
 
-  /** Queues an encoded request; settles with its own result or error. */
-  add(target: CoalesceTarget, bytes: Uint8Array, deadline: number): Promise<unknown> {
+  /**
+   * Queues an encoded request; settles with its own result or error. A request joins the open
+   * batch of its subject if that batch is of the same `kind` (calls with different time budgets
+   * are not mixed) and has room; otherwise that batch is sent first, so the order holds.
+   */
+  add(target: CoalesceTarget, kind: boolean, bytes: Uint8Array, deadline: number): Promise<unknown> {
     let batch = this.open.get(target.subject);
-    if (batch !== undefined && (batch.items.length >= this.itemsMax || batch.bytes + bytes.byteLength > this.bytesMax())) {
+    if (batch !== undefined && (batch.kind !== kind || batch.items.length >= this.itemsMax || batch.bytes + bytes.byteLength > this.bytesMax())) {
       this.dispatch(batch);
       batch = undefined;
     }
     if (batch === undefined) {
-      batch = { target, items: [], bytes: 0 };
+      batch = { kind, target, items: [], bytes: 0 };
       this.open.set(target.subject, batch);
     }
     const b = batch;

@@ -100,6 +100,20 @@ describe("coalescing", () => {
     expect((await all(s.getAll())).map((m) => dec(m.value))).toEqual(["a", "c"]);
   });
 
+  it("does not mix calls that may be sent again (msgId) with those that may not, and keeps the order", async () => {
+    const s = client.stream("co/kinds");
+    const before = requests();
+    const results = await Promise.all([
+      s.append({ value: enc("a") }),
+      s.append({ value: enc("b") }),
+      s.append({ value: enc("c") }, { msgId: "c" }),
+      s.append({ value: enc("d") }, { msgId: "d" }),
+      s.append({ value: enc("e") }),
+    ]);
+    expect(requests() - before).toBe(3);
+    expect(results.map((r) => r.seq)).toEqual([1, 2, 3, 4, 5]);
+  });
+
   it("coalesces reads too: gets of present and absent entries", async () => {
     const kv = client.kv("co/reads");
     await kv.set("x", enc("X"));
@@ -141,8 +155,14 @@ describe("change feed", () => {
   });
 });
 
+/** The options that are set (the model and the wire then see the same object). */
+function compact<T extends object>(o: T): T | undefined {
+  const out = Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
+  return Object.keys(out).length === 0 ? undefined : out;
+}
+
 type WriteOp =
-  | { t: "append"; v: number; expectedLastSeq?: number }
+  | { t: "append"; v: number; expectedLastSeq?: number; msgId?: string }
   | { t: "set"; seq: number; v: number }
   | { t: "sdel"; seq: number }
   | { t: "kset"; key: string; v: number; expectedRevision?: number }
@@ -150,7 +170,10 @@ type WriteOp =
   | { t: "wrongKind"; v: number };
 
 const writeOp: fc.Arbitrary<WriteOp> = fc.oneof(
-  fc.record({ t: fc.constant("append" as const), v: fc.nat(99), expectedLastSeq: fc.option(fc.nat(6), { nil: undefined }) }, { requiredKeys: ["t", "v"] }),
+  fc.record(
+    { t: fc.constant("append" as const), v: fc.nat(99), expectedLastSeq: fc.option(fc.nat(6), { nil: undefined }), msgId: fc.option(fc.constantFrom("x", "y"), { nil: undefined }) },
+    { requiredKeys: ["t", "v"] },
+  ),
   fc.record({ t: fc.constant("set" as const), seq: fc.nat(6), v: fc.nat(99) }),
   fc.record({ t: fc.constant("sdel" as const), seq: fc.nat(6) }),
   fc.record({ t: fc.constant("kset" as const), key: fc.constantFrom("a", "b", "c"), v: fc.nat(99), expectedRevision: fc.option(fc.nat(4), { nil: undefined }) }, { requiredKeys: ["t", "key", "v"] }),
@@ -163,7 +186,7 @@ async function issue(s: StreamApi, kv: KvApi, wrong: KvApi, ops: WriteOp[]): Pro
   const calls = ops.map((op): Promise<unknown> => {
     switch (op.t) {
       case "append":
-        return s.append({ value: enc(`v${op.v}`) }, op.expectedLastSeq === undefined ? undefined : { expectedLastSeq: op.expectedLastSeq });
+        return s.append({ value: enc(`v${op.v}`) }, compact({ expectedLastSeq: op.expectedLastSeq, msgId: op.msgId }));
       case "set":
         return s.set(op.seq, { value: enc(`v${op.v}`) });
       case "sdel":
@@ -179,8 +202,8 @@ async function issue(s: StreamApi, kv: KvApi, wrong: KvApi, ops: WriteOp[]): Pro
   const settled = await Promise.allSettled(calls);
   return settled.map((o) => {
     if (o.status === "rejected") return StrataError.is(o.reason) ? o.reason.code : `not a StrataError: ${String(o.reason)}`;
-    const r = o.value as { seq?: number; revision: number; deleted?: boolean };
-    return JSON.stringify({ seq: r.seq, revision: r.revision, deleted: r.deleted });
+    const r = o.value as { seq?: number; revision: number; deleted?: boolean; duplicate?: boolean };
+    return JSON.stringify({ seq: r.seq, revision: r.revision, deleted: r.deleted, duplicate: r.duplicate });
   });
 }
 
