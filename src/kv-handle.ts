@@ -4,7 +4,7 @@
  */
 import { StrataError } from "./errors.js";
 import { inlineParts, valueParts, valuePartsFrom, type ValueParts } from "./large-value.js";
-import type { Store } from "./store.js";
+import type { LargeRead, Store } from "./store.js";
 import { settleAll } from "./stream-handle.js";
 import type { AckMode, DeleteResult, Headers, Inventory, ItemResult, KvApi, KvEntry, KvSetOptions, KvWriteResult, WriteOptions } from "./types.js";
 import {
@@ -55,12 +55,21 @@ export class KvHandle implements KvApi {
   }
 
   async get(key: string): Promise<KvEntry | undefined> {
+    return this.read(key, false);
+  }
+
+  /** @internal get() that leaves a large value unread: `large` reads it piece by piece (the server streams it). */
+  getLazy(key: string): Promise<(KvEntry & { large?: LargeRead }) | undefined> {
+    return this.read(key, true);
+  }
+
+  private async read(key: string, lazy: boolean): Promise<(KvEntry & { large?: LargeRead }) | undefined> {
     validateKey(key, this.store.limits);
     const meta = this.store.meta(this.location, "kv");
     if (!meta) return undefined;
     const e = this.store.index.kvs.get([meta.id, key]);
     if (!e || (e[5] !== 0 && e[5] <= this.store.config.clock())) return undefined;
-    return this.store.readKvEntry(this.location, key, { seg: e[0], off: e[1], len: e[2] });
+    return this.store.readKvEntry(this.location, key, { seg: e[0], off: e[1], len: e[2] }, lazy);
   }
 
   async delete(key: string, options?: WriteOptions): Promise<DeleteResult> {

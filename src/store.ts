@@ -165,21 +165,37 @@ export class Store {
     if (!rec.chunks) return rec.value;
     const out = Buffer.allocUnsafe(rec.size);
     let at = 0;
-    for (const ptr of rec.chunks) {
-      const chunk = await this.readRecord(ptr);
-      if (chunk.t !== "chunk" || at + chunk.data.byteLength > rec.size) throw corruptPointer(ptr, "a chunk of a large value");
-      out.set(chunk.data, at);
-      at += chunk.data.byteLength;
+    for await (const piece of this.valuePieces({ chunks: rec.chunks, size: rec.size })) {
+      out.set(piece, at);
+      at += piece.byteLength;
     }
-    if (at !== rec.size) throw corruptPointer(rec.chunks[0]!, `a large value (${at} of ${rec.size} bytes)`);
     return out;
   }
 
-  /** @internal Reads the stream message an index entry points to, checking it is the one asked for. */
-  async readMessage(location: string, seq: number, ptr: Pointer): Promise<StoredMessage> {
+  /**
+   * @internal The pieces of a chunked value, one chunk record at a time (memory bounded by one
+   * chunk, whatever the value's size), checked to add up to exactly its size.
+   */
+  async *valuePieces(rec: { chunks: Pointer[]; size: number }): AsyncGenerator<Uint8Array> {
+    let at = 0;
+    for (const ptr of rec.chunks) {
+      const chunk = await this.readRecord(ptr);
+      if (chunk.t !== "chunk" || at + chunk.data.byteLength > rec.size) throw corruptPointer(ptr, "a chunk of a large value");
+      at += chunk.data.byteLength;
+      yield chunk.data;
+    }
+    if (at !== rec.size) throw corruptPointer(rec.chunks[0]!, `a large value (${at} of ${rec.size} bytes)`);
+  }
+
+  /**
+   * @internal Reads the stream message an index entry points to, checking it is the one asked for.
+   * With `lazy`, a chunked value is not read: the message has an empty value and `large` reads it.
+   */
+  async readMessage(location: string, seq: number, ptr: Pointer, lazy = false): Promise<StoredMessage & { large?: LargeRead }> {
     const rec = streamRecord(await this.readRecord(ptr), location, seq, ptr);
-    const msg: StoredMessage = { seq, value: rec.chunks ? await this.valueOf(rec) : rec.value, timestamp: rec.ts };
+    const msg: StoredMessage & { large?: LargeRead } = { seq, value: rec.chunks && !lazy ? await this.valueOf(rec) : rec.value, timestamp: rec.ts };
     if (rec.headers) msg.headers = rec.headers;
+    if (rec.chunks && lazy) msg.large = { size: rec.size, pieces: () => this.valuePieces({ chunks: rec.chunks!, size: rec.size }) };
     return msg;
   }
 
@@ -203,13 +219,14 @@ export class Store {
     return { records, next: start + n };
   }
 
-  /** @internal Reads the kv entry an index entry points to, checking it is the one asked for. */
-  async readKvEntry(location: string, key: string, ptr: Pointer): Promise<KvEntry> {
+  /** @internal Reads the kv entry an index entry points to, checking it is the one asked for (`lazy`: as readMessage). */
+  async readKvEntry(location: string, key: string, ptr: Pointer, lazy = false): Promise<KvEntry & { large?: LargeRead }> {
     const rec = await this.readRecord(ptr);
     if (rec.t !== "kset" || rec.loc !== location || rec.key !== key) throw corruptPointer(ptr, `${location} key ${key}`);
-    const entry: KvEntry = { key, value: await this.valueOf(rec), revision: rec.rev, timestamp: rec.ts };
+    const entry: KvEntry & { large?: LargeRead } = { key, value: rec.chunks && lazy ? rec.value : await this.valueOf(rec), revision: rec.rev, timestamp: rec.ts };
     if (rec.headers) entry.headers = rec.headers;
     if (rec.expiresAt !== undefined) entry.expiresAt = rec.expiresAt;
+    if (rec.chunks && lazy) entry.large = { size: rec.size, pieces: () => this.valuePieces({ chunks: rec.chunks!, size: rec.size }) };
     return entry;
   }
 
@@ -375,6 +392,12 @@ function closedError(): StrataError {
 }
 
 /** `rec` as the stream set record of `location` at `seq`, or CORRUPT when the index pointed elsewhere. */
+/** A large value not read yet: its size, and its pieces on demand. */
+export interface LargeRead {
+  size: number;
+  pieces: () => AsyncIterable<Uint8Array>;
+}
+
 function streamRecord(rec: LogRecord, location: string, seq: number, ptr: Pointer): StreamSetRecord {
   if (rec.t !== "sset" || rec.loc !== location || rec.seq !== seq) throw corruptPointer(ptr, `${location} seq ${seq}`);
   return rec;

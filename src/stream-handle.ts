@@ -6,7 +6,7 @@ import type { Committed } from "./commit-queue.js";
 import type { WriteOp } from "./write-ops.js";
 import type { Pointer } from "./log/record.js";
 import { inlineParts, valueParts, valuePartsFrom, type ValueParts } from "./large-value.js";
-import type { Store } from "./store.js";
+import type { LargeRead, Store } from "./store.js";
 import type {
   AckMode,
   AppendOptions,
@@ -89,11 +89,20 @@ export class StreamHandle implements StreamApi {
   }
 
   async get(seq: number): Promise<StoredMessage | undefined> {
+    return this.read(seq, false);
+  }
+
+  /** @internal get() that leaves a large value unread: `large` reads it piece by piece (the server streams it). */
+  getLazy(seq: number): Promise<(StoredMessage & { large?: LargeRead }) | undefined> {
+    return this.read(seq, true);
+  }
+
+  private async read(seq: number, lazy: boolean): Promise<(StoredMessage & { large?: LargeRead }) | undefined> {
     validateSeq(seq);
     const meta = this.store.meta(this.location, "stream");
     if (!meta) return undefined;
     const e = this.store.index.seqs.get([meta.id, seq]);
-    return e ? this.store.readMessage(this.location, seq, { seg: e[0], off: e[1], len: e[2] }) : undefined;
+    return e ? this.store.readMessage(this.location, seq, { seg: e[0], off: e[1], len: e[2] }, lazy) : undefined;
   }
 
   async delete(seq: number, options?: WriteOptions): Promise<DeleteResult> {

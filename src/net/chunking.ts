@@ -27,6 +27,31 @@ export function totalBytes(parts: readonly Uint8Array[]): number {
 }
 
 /**
+ * As sliceChunks, for pieces that arrive one by one (e.g. a large value read chunk record by chunk
+ * record): holds at most one chunk besides the piece being sliced.
+ */
+export async function* sliceChunksFrom(source: AsyncIterable<Uint8Array>, size: number): AsyncGenerator<Uint8Array> {
+  if (!Number.isSafeInteger(size) || size < 1) throw new RangeError(`chunk size must be a positive integer, got ${size}`);
+  let pending: Uint8Array[] = [];
+  let pendingBytes = 0;
+  for await (const piece of source) {
+    let off = 0;
+    while (off < piece.byteLength) {
+      const take = Math.min(size - pendingBytes, piece.byteLength - off);
+      pending.push(piece.subarray(off, off + take));
+      pendingBytes += take;
+      off += take;
+      if (pendingBytes === size) {
+        yield pending.length === 1 ? pending[0]! : Buffer.concat(pending, size);
+        pending = [];
+        pendingBytes = 0;
+      }
+    }
+  }
+  if (pendingBytes > 0) yield Buffer.concat(pending, pendingBytes);
+}
+
+/**
  * Yields the concatenation of `parts` as successive chunks of exactly `size` bytes (the last may be
  * shorter). A chunk that lies within one part is a view of it; only chunks that straddle parts are
  * copied, so slicing a 1 GiB value allocates at most one chunk at a time.

@@ -12,7 +12,9 @@
  * nothing: the batch is sent from `setImmediate`, after the callers of this turn have run.
  *
  * Only ops whose request fits in one message and whose reply the server computes in one go are
- * coalesced (see COALESCED_OPS); uploads, streamed replies and appendMany/setMany go alone.
+ * coalesced (see COALESCED_OPS); uploads, streamed replies and appendMany/setMany go alone, and a
+ * get whose value turns out to be large comes back marked `alone`: it is asked again by itself,
+ * so that the server can stream the value from disk instead of holding it in a batch reply.
  */
 import { StrataError } from "../errors.js";
 import type { ItemResult } from "../types.js";
@@ -118,26 +120,27 @@ export class Coalescer {
       return;
     }
     this.send(batch.target, bytes, deadline).then(
-      (results) => settle(items, results),
+      (results) => this.settle(batch.target, items, results),
       (err) => {
         for (const item of items) item.reject(err);
       },
     );
   }
-}
 
-/** Hands each call its own item of a batch reply. */
-function settle(items: Item[], results: unknown): void {
-  if (!Array.isArray(results) || results.length !== items.length) {
-    const err = new StrataError("CORRUPT", `a batch reply must hold ${items.length} results`);
-    for (const item of items) item.reject(err);
-    return;
-  }
-  for (let i = 0; i < items.length; i++) {
-    const r = results[i] as ItemResult<unknown> | undefined;
-    const item = items[i]!;
-    if (r?.ok === true) item.resolve(r.result);
-    else if (r?.ok === false && typeof r.error?.code === "string") item.reject(errorFromWire(r.error.code, String(r.error.message ?? "")));
-    else item.reject(new StrataError("CORRUPT", "malformed item in a batch reply"));
+  /** Hands each call its own item of a batch reply; an item the server wants asked alone is sent again alone. */
+  private settle(target: CoalesceTarget, items: Item[], results: unknown): void {
+    if (!Array.isArray(results) || results.length !== items.length) {
+      const err = new StrataError("CORRUPT", `a batch reply must hold ${items.length} results`);
+      for (const item of items) item.reject(err);
+      return;
+    }
+    for (let i = 0; i < items.length; i++) {
+      const r = results[i] as (ItemResult<unknown> & { alone?: boolean }) | undefined;
+      const item = items[i]!;
+      if (r?.ok === true) item.resolve(r.result);
+      else if (r?.ok === false && r.alone === true) this.send(target, item.bytes, item.deadline).then(item.resolve, item.reject);
+      else if (r?.ok === false && typeof r.error?.code === "string") item.reject(errorFromWire(r.error.code, String(r.error.message ?? "")));
+      else item.reject(new StrataError("CORRUPT", "malformed item in a batch reply"));
+    }
   }
 }

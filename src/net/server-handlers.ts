@@ -19,7 +19,8 @@
  * Both classes: credit {stream, n?, cancel?} (flow control of streamed replies; no reply);
  *   batch {items: [encoded request, …]} → {ok: [ItemResult, …]}: requests a client coalesced
  *   (client-coalesce.ts), each one of COALESCED_OPS of this subject's class, run in order and
- *   each on its own, exactly as separate requests would be.
+ *   each on its own, exactly as separate requests would be; a get of a large value answers
+ *   `alone: true` instead, and the client asks for it in a request of its own.
  */
 import { StrataError } from "../errors.js";
 import { settleAll } from "../stream-handle.js";
@@ -27,10 +28,10 @@ import { COALESCED_OPS } from "./client-coalesce.js";
 import type { KvHandle } from "../kv-handle.js";
 import type { Store } from "../store.js";
 import type { StreamHandle } from "../stream-handle.js";
-import type { Change } from "../types.js";
+import type { Change, ItemResult } from "../types.js";
 import { validateNonNegativeInt } from "../validate.js";
 import type { NetLimits } from "./net-limits.js";
-import { streamBatches, type Replies, type ReplyTarget } from "./server-replies.js";
+import { isLargeRead, streamBatches, type Replies, type ReplyTarget } from "./server-replies.js";
 import type { Uploads } from "./server-uploads.js";
 import { scanKv, scanStream } from "./store-scan.js";
 import type { SubjectClass } from "./subjects.js";
@@ -73,8 +74,9 @@ const OPS: Record<string, OpSpec> = {
   chunk: { cls: "w", fields: ["upload", "k", "data"], run: (c, b) => c.uploads.chunk(c.location, c.cls, b, c.reply) },
   credit: { cls: "any", fields: ["stream", "n", "cancel"], run: credit },
   batch: { cls: "any", fields: ["items"], run: batch },
-  "stream.get": { cls: "r", fields: ["seq"], compute: async (c, b) => (await stream(c).get(b.seq as never)) ?? null },
-  "kv.get": { cls: "r", fields: ["key"], compute: async (c, b) => (await kv(c).get(b.key as never)) ?? null },
+  // A large value is left unread here and streamed from disk into the reply (server-replies.ts).
+  "stream.get": { cls: "r", fields: ["seq"], compute: async (c, b) => (await stream(c).getLazy(b.seq as never)) ?? null },
+  "kv.get": { cls: "r", fields: ["key"], compute: async (c, b) => (await kv(c).getLazy(b.key as never)) ?? null },
   inventory: { cls: "r", fields: [], compute: (c) => c.store.inventory(c.location) },
   changes: { cls: "r", fields: ["after", "limit"], compute: changes },
   "stream.getAll": { cls: "r", fields: ["startSeq"], run: (c, b) => streamed(c, () => scanStream(c.store, c.location, b.startSeq)) },
@@ -166,7 +168,15 @@ async function batch(ctx: RequestContext, body: WireMap): Promise<void> {
       return Promise.reject(err);
     }
   });
-  await ctx.replies.result(ctx, await settleAll(runs));
+  const results: Array<ItemResult<unknown> & { alone?: true }> = await settleAll(runs);
+  for (let i = 0; i < results.length; i++) {
+    const r = results[i]!;
+    // A large value is streamed only in a reply of its own: the client sends this get again alone.
+    if (r.ok && isLargeRead(r.result)) {
+      results[i] = { ok: false, error: { code: "TOO_LARGE", message: "the value is too large for a batch reply; ask for it alone" }, alone: true };
+    }
+  }
+  await ctx.replies.result(ctx, results);
 }
 
 function credit(ctx: RequestContext, body: WireMap): void {

@@ -10,10 +10,11 @@
  */
 import { Empty, nuid, type NatsConnection } from "nats";
 import { StrataError } from "../errors.js";
-import { chunkDataBytes, sliceChunks, totalBytes } from "./chunking.js";
+import type { LargeRead } from "../store.js";
+import { chunkDataBytes, sliceChunks, sliceChunksFrom, totalBytes } from "./chunking.js";
 import type { NetLimits } from "./net-limits.js";
 import type { SubjectClass } from "./subjects.js";
-import { encode, encodeWithTail, estimateBytes, isPlainMap, type WireMap } from "./wire-codec.js";
+import { byteStringHeader, encode, encodeWithTail, estimateBytes, isPlainMap, type WireMap } from "./wire-codec.js";
 import { errorHeaders } from "./wire-errors.js";
 
 export interface ReplyTarget {
@@ -64,6 +65,8 @@ export class Replies {
 
   /** Sends the final result of a request: one message, or parts through a reply stream. */
   async result(target: ReplyTarget, result: unknown): Promise<void> {
+    const large = largeReadOf(result);
+    if (large) return this.streamLarge(target, result as WireMap, large);
     const value = largeValueOf(result, this.maxPayload() - this.limits.frameOverheadBytes);
     let parts: Uint8Array[];
     if (value) {
@@ -76,6 +79,23 @@ export class Replies {
     const stream = this.open(target);
     try {
       await stream.sendParts(parts);
+    } finally {
+      stream.close();
+    }
+  }
+
+  /**
+   * A result whose large value is still on disk (a get of a chunked value): the value is read
+   * chunk record by chunk record into reply parts, so the server holds about one chunk and the
+   * reply window, never the whole value.
+   */
+  private async streamLarge(target: ReplyTarget, result: WireMap, large: LargeRead): Promise<void> {
+    const { large: _large, value: _value, ...rest } = result;
+    const [head] = encodeWithTail((tail) => ({ ok: { ...rest, value: tail } }), new Uint8Array(0));
+    const header = byteStringHeader(large.size);
+    const stream = this.open(target);
+    try {
+      await stream.sendPartsFrom(head!.byteLength + header.byteLength + large.size, withPrefix([head!, header], large.pieces()));
     } finally {
       stream.close();
     }
@@ -153,19 +173,26 @@ export class ReplyStream {
 
   /** Sends an encoded frame (the concatenation of `frame`) as parts, each taking a credit. */
   async sendParts(frame: Uint8Array[]): Promise<void> {
-    const total = totalBytes(frame);
+    await this.emitParts(totalBytes(frame), sliceChunks(frame, this.replies.partBytes()));
+  }
+
+  /** Sends a frame of `total` bytes that arrives in pieces as parts, each taking a credit. */
+  async sendPartsFrom(total: number, pieces: AsyncIterable<Uint8Array>): Promise<void> {
+    await this.emitParts(total, sliceChunksFrom(pieces, this.replies.partBytes()));
+  }
+
+  private async emitParts(total: number, chunks: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): Promise<void> {
     let k = 0;
-    const chunks = sliceChunks(frame, this.replies.partBytes());
-    let chunk = chunks.next();
-    while (!chunk.done) {
-      const next = chunks.next();
+    let sent = 0;
+    for await (const data of chunks) {
       await this.take();
-      const msg: WireMap = { s: this.id, w: this.window, part: k, last: next.done === true, data: chunk.value };
+      sent += data.byteLength;
+      const msg: WireMap = { s: this.id, w: this.window, part: k, last: sent >= total, data };
       if (k === 0) msg.of = total;
       this.replies.publish(this.target.reply, encode(msg));
       k += 1;
-      chunk = next;
     }
+    if (sent !== total) throw new StrataError("INTERNAL", `a reply of ${total} bytes ended after ${sent}`);
   }
 
   /** Ends the stream with a final frame; it takes no credit. */
@@ -264,6 +291,20 @@ export async function streamBatches(
 }
 
 /** The value of a message or kv entry, if `item` is one with a value of more than `minBytes`. */
+/** The unread large value of a get's result, if it has one. */
+function largeReadOf(result: unknown): LargeRead | undefined {
+  return isLargeRead(result) ? result.large : undefined;
+}
+
+export function isLargeRead(result: unknown): result is { large: LargeRead } {
+  return result !== null && typeof result === "object" && (result as { large?: unknown }).large !== undefined;
+}
+
+async function* withPrefix(prefix: Uint8Array[], rest: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  yield* prefix;
+  yield* rest;
+}
+
 function largeValueOf(item: unknown, minBytes: number): Uint8Array | undefined {
   if (!isPlainMap(item) || !(item.value instanceof Uint8Array)) return undefined;
   return item.value.byteLength > minBytes ? item.value : undefined;

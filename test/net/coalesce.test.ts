@@ -123,6 +123,20 @@ describe("coalescing", () => {
     expect(got.map((e) => (e === undefined ? undefined : dec(e.value)))).toEqual(["X", undefined, "X"]);
   });
 
+  it("asks again alone for a large value, which the server streams from disk", async () => {
+    const kv = client.kv("co/large");
+    const big = new Uint8Array(3 * 1024 * 1024 + 5).map((_, i) => i % 251);
+    await kv.set("big", big);
+    await kv.set("small", enc("s"));
+    const before = requests();
+    const got = await Promise.all([kv.get("big"), kv.get("small"), kv.get("big")]);
+    // One batch, then each large get again alone.
+    expect(requests() - before).toBe(3);
+    expect(Buffer.from(got[0]!.value).equals(Buffer.from(big))).toBe(true);
+    expect(dec(got[1]!.value)).toBe("s");
+    expect(Buffer.from(got[2]!.value).equals(Buffer.from(big))).toBe(true);
+  });
+
   it("fails every call of a batch that cannot be delivered, each with its own error object", async () => {
     const c = new StrataClient(nc, { server: "nobody", timeoutMs: 300 });
     const s = c.stream("co/none");
