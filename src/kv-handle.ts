@@ -91,6 +91,11 @@ export class KvHandle implements KvApi {
     for (const { key, ptr } of this.liveEntries()) yield this.store.readKvEntry(this.location, key, ptr);
   }
 
+  /** @internal getAll() that leaves large values unread (see getLazy). */
+  async *getAllLazy(): AsyncGenerator<KvEntry & { large?: LargeRead }> {
+    for (const { key, ptr } of this.liveEntries()) yield this.store.readKvEntry(this.location, key, ptr, true);
+  }
+
   private *liveEntries(): Generator<{ key: string; ptr: { seg: number; off: number; len: number } }> {
     const meta = this.store.meta(this.location, "kv");
     if (!meta) return;

@@ -91,11 +91,9 @@ export class Replies {
    */
   private async streamLarge(target: ReplyTarget, result: WireMap, large: LargeRead): Promise<void> {
     const { large: _large, value: _value, ...rest } = result;
-    const [head] = encodeWithTail((tail) => ({ ok: { ...rest, value: tail } }), new Uint8Array(0));
-    const header = byteStringHeader(large.size);
     const stream = this.open(target);
     try {
-      await stream.sendPartsFrom(head!.byteLength + header.byteLength + large.size, withPrefix([head!, header], large.pieces()));
+      await stream.sendPartsFrom(...framedLarge((tail) => ({ ok: { ...rest, value: tail } }), large));
     } finally {
       stream.close();
     }
@@ -169,6 +167,12 @@ export class ReplyStream {
     const value = items.length === 1 ? largeValueOf(items[0], 0) : undefined;
     if (value) await this.sendParts(encodeWithTail((tail) => ({ ...extra, items: [withValue(items[0] as WireMap, tail)] }), value));
     else await this.sendParts([encode(frame)]);
+  }
+
+  /** Sends one item whose large value is still on disk as a batch of its own, streamed as parts. */
+  async largeItem(item: WireMap & { large: LargeRead }, extra?: WireMap): Promise<void> {
+    const { large, value: _value, ...rest } = item;
+    await this.sendPartsFrom(...framedLarge((tail) => ({ ...extra, items: [{ ...rest, value: tail }] }), large));
   }
 
   /** Sends an encoded frame (the concatenation of `frame`) as parts, each taking a credit. */
@@ -276,6 +280,14 @@ export async function streamBatches(
   let bytes = 16;
   let count = 0;
   for await (const item of source) {
+    if (isLargeRead(item)) {
+      if (batch.length > 0) await stream.items(batch, extra);
+      batch = [];
+      bytes = 16;
+      await stream.largeItem(item as WireMap & { large: LargeRead }, extra);
+      count += 1;
+      continue;
+    }
     const size = estimateBytes(item);
     if (batch.length > 0 && (bytes + size > budgetBytes || batch.length >= batchItemsMax)) {
       await stream.items(batch, extra);
@@ -290,7 +302,6 @@ export async function streamBatches(
   return count;
 }
 
-/** The value of a message or kv entry, if `item` is one with a value of more than `minBytes`. */
 /** The unread large value of a get's result, if it has one. */
 function largeReadOf(result: unknown): LargeRead | undefined {
   return isLargeRead(result) ? result.large : undefined;
@@ -300,11 +311,22 @@ export function isLargeRead(result: unknown): result is { large: LargeRead } {
   return result !== null && typeof result === "object" && (result as { large?: unknown }).large !== undefined;
 }
 
+/**
+ * A frame whose last field is a large value still on disk: its size in bytes, and its bytes as
+ * they are read (the frame's head, the value's byte-string header, then the value's pieces).
+ */
+function framedLarge(build: (tail: Uint8Array) => unknown, large: LargeRead): [number, AsyncIterable<Uint8Array>] {
+  const [head] = encodeWithTail(build, new Uint8Array(0));
+  const header = byteStringHeader(large.size);
+  return [head!.byteLength + header.byteLength + large.size, withPrefix([head!, header], large.pieces())];
+}
+
 async function* withPrefix(prefix: Uint8Array[], rest: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
   yield* prefix;
   yield* rest;
 }
 
+/** The value of a message or kv entry, if `item` is one with a value of more than `minBytes`. */
 function largeValueOf(item: unknown, minBytes: number): Uint8Array | undefined {
   if (!isPlainMap(item) || !(item.value instanceof Uint8Array)) return undefined;
   return item.value.byteLength > minBytes ? item.value : undefined;

@@ -5,13 +5,13 @@
  * at a time exactly as `StreamHandle.getAll` does. (An engine-level `getAll({ withRevision })`
  * would let this file go.) Kv entries carry their revision already; kv scans use the public API.
  */
-import type { Store } from "../store.js";
+import type { LargeRead, Store } from "../store.js";
 import { scanPage } from "../stream-handle.js";
 import type { KvEntry, StoredMessage } from "../types.js";
 import { validateKey, validateSeq } from "../validate.js";
 
 /** A stream message as it travels in getAll batches: the StoredMessage plus its revision. */
-export type WireStreamItem = StoredMessage & { rev: number };
+export type WireStreamItem = StoredMessage & { rev: number; large?: LargeRead };
 
 /** Messages with seq >= startSeq in seq order, each with the revision of the write that produced it. */
 export async function* scanStream(store: Store, location: string, startSeq: unknown): AsyncGenerator<WireStreamItem> {
@@ -25,8 +25,10 @@ export async function* scanStream(store: Store, location: string, startSeq: unkn
       // Records that lie back to back are read together; each is checked to be the one asked for.
       const run = await store.readStreamRun(location, entries, at);
       for (const rec of run.records) {
-        const item: WireStreamItem = { seq: rec.seq, value: rec.chunks ? await store.valueOf(rec) : rec.value, timestamp: rec.ts, rev: rec.rev };
+        const item: WireStreamItem = { seq: rec.seq, value: rec.value, timestamp: rec.ts, rev: rec.rev };
         if (rec.headers) item.headers = rec.headers;
+        // A large value is left unread: the reply streams it from disk (streamBatches).
+        if (rec.chunks) item.large = { size: rec.size, pieces: () => store.valuePieces({ chunks: rec.chunks!, size: rec.size }) };
         yield item;
       }
       at = run.next;
@@ -36,13 +38,13 @@ export async function* scanStream(store: Store, location: string, startSeq: unkn
   }
 }
 
-/** Live kv entries in key order, or just the one of `key` when given. */
-export async function* scanKv(store: Store, location: string, key: unknown): AsyncGenerator<KvEntry> {
+/** Live kv entries in key order, or just the one of `key` when given; large values left unread. */
+export async function* scanKv(store: Store, location: string, key: unknown): AsyncGenerator<KvEntry & { large?: LargeRead }> {
   const kv = store.kv(location);
   if (key === undefined) {
-    yield* kv.getAll();
+    yield* kv.getAllLazy();
     return;
   }
-  const entry = await kv.get(validateKey(key, store.limits));
+  const entry = await kv.getLazy(validateKey(key, store.limits));
   if (entry) yield entry;
 }

@@ -158,6 +158,29 @@ describe("streamed getAll", () => {
     expect(stats.replyInFlightHighWater).toBeLessThanOrEqual(DEFAULT_NET_LIMITS.replyWindowMessages);
   });
 
+  it("streams values larger than a chunk record from disk, with bounded server memory", async () => {
+    const s = client.stream("big/scan-large");
+    const values = [randomBytes(10), randomBytes(30 * MiB), randomBytes(20)];
+    for (const value of values) await s.append({ value });
+    const kv = client.kv("big/scan-large-kv");
+    const entry = randomBytes(5 * MiB + 3);
+    await kv.set("a", randomBytes(7));
+    await kv.set("b", entry);
+    const before = await server.stats();
+    const { result: got, peakRetained, samples } = await sampleRetained(before.retained, async () => {
+      const out: Buffer[] = [];
+      for await (const m of s.getAll()) out.push(Buffer.from(m.value));
+      return out;
+    });
+    expect(got.map(sha)).toEqual(values.map(sha));
+    const growth = peakRetained - before.retained;
+    expect(growth, `retained grew by ${growth} bytes over ${samples} samples`).toBeLessThan(values[1]!.byteLength / 3);
+    const entries = [];
+    for await (const e of kv.getAll()) entries.push(e);
+    expect(entries.map((e) => e.key)).toEqual(["a", "b"]);
+    expect(sha(entries[1]!.value)).toBe(sha(entry));
+  });
+
   it("frees the server's stream when the reader stops early", async () => {
     const s = client.stream("big/scan");
     for await (const m of s.getAll()) if (m.seq === 3) break;
