@@ -290,5 +290,9 @@ export function resolveClientLimits(partial?: Partial<ClientLimits>): ClientLimi
   if (l.retryBackoffMinMs > l.retryBackoffMaxMs) {
     throw new StrataError("INVALID_ARGUMENT", "inconsistent client limits: retryBackoffMinMs must be <= retryBackoffMaxMs");
   }
+  if (l.coalesceItemsMax > DEFAULT_LIMITS.manyItemsMax) {
+    // A server refuses larger batches (manyItemsMax); every call of such a batch would fail.
+    throw new StrataError("INVALID_ARGUMENT", `client limit coalesceItemsMax must be <= ${DEFAULT_LIMITS.manyItemsMax} (a server's default manyItemsMax)`);
+  }
   return l;
 }

@@ -81,6 +81,14 @@ describe("coalescing", () => {
     }
   });
 
+  it("refuses a coalesceItemsMax no server would accept, and one that is not a positive integer", () => {
+    for (const bad of [20_000, 0, 1.5]) {
+      expect(() => new StrataClient(nc, { server: "c1", limits: { coalesceItemsMax: bad } })).toThrow(
+        expect.objectContaining({ code: "INVALID_ARGUMENT", message: expect.stringContaining("coalesceItemsMax") }),
+      );
+    }
+  });
+
   it("gives each call its own error while the others in its batch succeed", async () => {
     const s = client.stream("co/errors");
     await s.append({ value: enc("first") });
