@@ -59,6 +59,8 @@ export interface Limits {
   scanReadBytesMax: number;
   /** With `fsync: "interval"`, how often the active segment is fdatasync'd. */
   fsyncIntervalMs: number;
+  /** A log write of at most this many bytes is made on the event loop (page cache copy); larger ones in the thread pool. */
+  syncWriteBytesMax: number;
   /** A dirty active segment is sealed at least this often (the object-ack window). */
   sealIntervalMs: number;
   /** Budget of local segment files once segments are in the object store. */
@@ -109,6 +111,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   metaCacheMax: 65_536,
   scanReadBytesMax: 64 * KiB,
   fsyncIntervalMs: 1000,
+  syncWriteBytesMax: 256 * KiB,
   sealIntervalMs: 1000,
   cacheBytes: 10 * GiB,
   blockBytes: 64 * KiB,

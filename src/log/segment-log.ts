@@ -135,9 +135,14 @@ export class SegmentLog {
     const buf = frames.length === 1 ? frames[0]! : Buffer.concat(frames, bytes);
     try {
       let done = 0;
+      // A small batch is copied into the page cache at once (microseconds; a trip through the
+      // thread pool costs more); a large one is written off the event loop.
+      const sync = buf.byteLength <= this.limits.syncWriteBytesMax;
       while (done < buf.byteLength) {
-        const { bytesWritten } = await write(this.activeFd, buf, done, buf.byteLength - done, this.activeSize + done);
-        done += bytesWritten;
+        const n = sync
+          ? fs.writeSync(this.activeFd, buf, done, buf.byteLength - done, this.activeSize + done)
+          : (await write(this.activeFd, buf, done, buf.byteLength - done, this.activeSize + done)).bytesWritten;
+        done += n;
       }
       if (this.fsyncMode === "always") {
         await fdatasync(this.activeFd);

@@ -133,6 +133,11 @@ export class Tier {
     }
   }
 
+  /** Whether sealed segment `seg` is in the object store. */
+  isUploaded(seg: number): boolean {
+    return this.uploaded.has(seg);
+  }
+
   isLocal(seg: number): boolean {
     return !this.evicted.has(seg);
   }
