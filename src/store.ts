@@ -285,14 +285,14 @@ export class Store {
 
   /**
    * @internal The acknowledgement of a repeated msgId with `ack: "object"`: waits until the
-   * original message's record is in the object store (if it has been deleted since, until the
-   * segment being written now is, which holds the delete).
+   * original message's record is in the object store. If the message has been deleted since,
+   * there is nothing of it left to ship, and the repeat is acknowledged at once.
    */
   async ackedSeq(location: string, seq: number): Promise<void> {
     if (!this.tier) throw new StrataError("INVALID_ARGUMENT", "ack: \"object\" needs a cold tier; open the store with a tier");
     const meta = this.index.meta(location);
     const entry = meta ? this.index.seqs.get([meta.id, seq]) : undefined;
-    await this.tier.waitUploaded(entry ? entry[0] : this.log.activeId);
+    if (entry) await this.tier.waitUploaded(entry[0]);
   }
 
   /** @internal Refuses `ack: "object"` up front when there is no tier, before anything is written. */
