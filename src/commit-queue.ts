@@ -147,7 +147,11 @@ export class CommitQueue {
           if (open) this.rejectOpen(open, this.failed);
           open = undefined;
           for (const p of this.queue.splice(0)) p.reject(this.failed);
-          if (inFlight) this.rejectOpen(inFlight.batch, (await inFlight.written, this.failed));
+          if (inFlight) {
+            // It was decided on top of what failed: refuse it too, once its write has settled.
+            await inFlight.written;
+            this.rejectOpen(inFlight.batch, this.failed);
+          }
           return;
         }
         // Decide and encode what has queued, into the open batch (on top of the one in flight).

@@ -187,6 +187,11 @@ export class Store {
     if (at !== rec.size) throw corruptPointer(rec.chunks[0]!, `a large value (${at} of ${rec.size} bytes)`);
   }
 
+  /** @internal A chunked value left unread: its size, and its pieces when asked for. */
+  largeRead(chunks: Pointer[], size: number): LargeRead {
+    return { size, pieces: () => this.valuePieces({ chunks, size }) };
+  }
+
   /**
    * @internal Reads the stream message an index entry points to, checking it is the one asked for.
    * With `lazy`, a chunked value is not read: the message has an empty value and `large` reads it.
@@ -195,7 +200,7 @@ export class Store {
     const rec = streamRecord(await this.readRecord(ptr), location, seq, ptr);
     const msg: StoredMessage & { large?: LargeRead } = { seq, value: rec.chunks && !lazy ? await this.valueOf(rec) : rec.value, timestamp: rec.ts };
     if (rec.headers) msg.headers = rec.headers;
-    if (rec.chunks && lazy) msg.large = { size: rec.size, pieces: () => this.valuePieces({ chunks: rec.chunks!, size: rec.size }) };
+    if (rec.chunks && lazy) msg.large = this.largeRead(rec.chunks, rec.size);
     return msg;
   }
 
@@ -226,7 +231,7 @@ export class Store {
     const entry: KvEntry & { large?: LargeRead } = { key, value: rec.chunks && lazy ? rec.value : await this.valueOf(rec), revision: rec.rev, timestamp: rec.ts };
     if (rec.headers) entry.headers = rec.headers;
     if (rec.expiresAt !== undefined) entry.expiresAt = rec.expiresAt;
-    if (rec.chunks && lazy) entry.large = { size: rec.size, pieces: () => this.valuePieces({ chunks: rec.chunks!, size: rec.size }) };
+    if (rec.chunks && lazy) entry.large = this.largeRead(rec.chunks, rec.size);
     return entry;
   }
 
@@ -391,13 +396,13 @@ function closedError(): StrataError {
   return new StrataError("CLOSED", "the store is closed; open it again to continue");
 }
 
-/** `rec` as the stream set record of `location` at `seq`, or CORRUPT when the index pointed elsewhere. */
 /** A large value not read yet: its size, and its pieces on demand. */
 export interface LargeRead {
   size: number;
   pieces: () => AsyncIterable<Uint8Array>;
 }
 
+/** `rec` as the stream set record of `location` at `seq`, or CORRUPT when the index pointed elsewhere. */
 function streamRecord(rec: LogRecord, location: string, seq: number, ptr: Pointer): StreamSetRecord {
   if (rec.t !== "sset" || rec.loc !== location || rec.seq !== seq) throw corruptPointer(ptr, `${location} seq ${seq}`);
   return rec;

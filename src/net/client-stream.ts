@@ -94,9 +94,7 @@ function hasMsgId(options: AppendOptions | undefined): boolean {
  */
 function shape(message: Message): unknown {
   if (message === null || typeof message !== "object") return message;
-  const out: Message = metaOf(message);
-  if (message.value !== undefined) out.value = message.value;
-  return out;
+  return message.value === undefined ? metaOf(message) : withMessageValue(message, message.value);
 }
 
 /** The fields of a message other than its value. */
@@ -115,11 +113,10 @@ function withValue(message: Message, build: (message: unknown) => WireMap): Wire
   return { value, build: (v) => build(v === undefined ? meta : withMessageValue(meta, v)) };
 }
 
-/** `meta` plus a value, as a new object (no spread: this runs for every append). */
+/** The fields of `meta` other than its value, plus `value`, as a new object. */
 function withMessageValue(meta: Omit<Message, "value">, value: Uint8Array): Message {
-  const out: Message = { value };
-  if (meta.headers !== undefined) out.headers = meta.headers;
-  if (meta.timestamp !== undefined) out.timestamp = meta.timestamp;
+  const out: Message = metaOf(meta);
+  out.value = value;
   return out;
 }
 

@@ -28,7 +28,7 @@ export async function* scanStream(store: Store, location: string, startSeq: unkn
         const item: WireStreamItem = { seq: rec.seq, value: rec.value, timestamp: rec.ts, rev: rec.rev };
         if (rec.headers) item.headers = rec.headers;
         // A large value is left unread: the reply streams it from disk (streamBatches).
-        if (rec.chunks) item.large = { size: rec.size, pieces: () => store.valuePieces({ chunks: rec.chunks!, size: rec.size }) };
+        if (rec.chunks) item.large = store.largeRead(rec.chunks, rec.size);
         yield item;
       }
       at = run.next;
