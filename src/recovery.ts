@@ -22,7 +22,7 @@ import { restoreCheckpoint } from "./tier/checkpoints.js";
 import type { ObjectStore } from "./tier/object-store.js";
 import { unsealSegment } from "./tier/sealed-segment.js";
 import { segmentKey } from "./tier/segment-keys.js";
-import { tierSegmentIds } from "./tier/tier-listing.js";
+import { tierSegments } from "./tier/tier-listing.js";
 
 /** The object store as a second source of segments, for a store with a cold tier. */
 export interface TierSource {
@@ -45,6 +45,8 @@ export interface RecoveryReport {
   /** Segment ids on the local disk and in the object store. */
   localIds: number[];
   tierIds: number[];
+  /** Sizes of the segment objects, as listed (empty when the listing was not possible). */
+  tierSizes: Map<number, number>;
   /** True when the index came from a checkpoint in the object store. */
   restoredCheckpoint?: { seg: number; off: number };
 }
@@ -61,7 +63,7 @@ export async function openIndexAndRecover(
   fs.mkdirSync(segmentsDir, { recursive: true });
   dropTornLastSegment(segmentsDir);
   const localIds = listSegmentIds(segmentsDir);
-  const tierIds = opts.tier ? await tierSegmentIds(opts.tier.objects, opts.tier.serverId, { indexDir, segmentsDir }, limits) : [];
+  const { ids: tierIds, sizes: tierSizes } = opts.tier ? await tierSegments(opts.tier.objects, opts.tier.serverId, { indexDir, segmentsDir }, limits) : { ids: [], sizes: new Map<number, number>() };
   const all = [...new Set([...localIds, ...tierIds])].sort((a, b) => a - b);
   let rebuildReason: string | undefined = opts.forceRebuild ? "requested" : unsyncedProblem(indexDir);
   // From here until a clean close, the index may hold writes the disk does not.
@@ -87,7 +89,7 @@ export async function openIndexAndRecover(
     }
   }
   const lastId = all[all.length - 1];
-  const report: RecoveryReport = { replayed: 0, rebuilt: rebuildReason !== undefined, nextId: (lastId ?? 0) + 1, localIds, tierIds };
+  const report: RecoveryReport = { replayed: 0, rebuilt: rebuildReason !== undefined, nextId: (lastId ?? 0) + 1, localIds, tierIds, tierSizes };
   if (index === undefined) {
     LmdbIndex.destroy(indexDir);
     const restored = opts.tier && opts.forceRebuild !== true ? await restoreCheckpoint(opts.tier.objects, opts.tier.serverId, indexDir) : undefined;

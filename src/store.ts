@@ -111,7 +111,7 @@ export class Store {
         onWarning: config.onWarning,
       });
       log.setEvents({ onSealed: (seg, bytes) => tier.onSealed(seg, bytes) });
-      tier.start(listSegmentIds(segmentsDir), report.tierIds);
+      tier.start(listSegmentIds(segmentsDir), report.tierIds, report.tierSizes);
       store.tier = tier;
     }
     if (config.sweepTimers) store.stopMaintenance = startMaintenance(store);

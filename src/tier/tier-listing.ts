@@ -22,30 +22,36 @@ import { segmentPath } from "../log/segment-files.js";
 import type { ObjectStore } from "./object-store.js";
 import { parseSegmentKey, segmentsPrefix } from "./segment-keys.js";
 
-/** Segment ids of `serverId` in the object store, ascending (from the local index if it is unreachable). */
-export async function tierSegmentIds(
+/** A server's segments in the object store: ids ascending, and object sizes where the listing gave them. */
+export interface TierSegments {
+  ids: number[];
+  sizes: Map<number, number>;
+}
+
+/** The segments of `serverId` in the object store (from the local index if it is unreachable). */
+export async function tierSegments(
   objects: ObjectStore,
   serverId: string,
   dirs: { indexDir: string; segmentsDir: string },
   limits: Limits,
-): Promise<number[]> {
+): Promise<TierSegments> {
   try {
-    return await listSegmentIds(objects, serverId);
+    return await listSegments(objects, serverId);
   } catch (err) {
     if (!StrataError.is(err, "UNAVAILABLE")) throw err;
     const known = await uploadedPerIndex(dirs.indexDir, dirs.segmentsDir, limits);
     if (known === undefined) throw err;
-    return known;
+    return { ids: known, sizes: new Map() };
   }
 }
 
-async function listSegmentIds(objects: ObjectStore, serverId: string): Promise<number[]> {
-  const ids: number[] = [];
+async function listSegments(objects: ObjectStore, serverId: string): Promise<TierSegments> {
+  const sizes = new Map<number, number>();
   for await (const o of objects.list(segmentsPrefix(serverId))) {
     const id = parseSegmentKey(serverId, o.key);
-    if (id !== undefined) ids.push(id);
+    if (id !== undefined) sizes.set(id, o.size);
   }
-  return ids.sort((a, b) => a - b);
+  return { ids: [...sizes.keys()].sort((a, b) => a - b), sizes };
 }
 
 /** The segments the local index records as uploaded, or undefined when there is no index to trust. */

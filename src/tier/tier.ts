@@ -14,8 +14,8 @@
  * - A checkpoint is uploaded only after every segment its index snapshot points into is in the
  *   object store (./checkpoints.ts), so a restore from it never finds the index pointing at a
  *   segment it cannot get.
- * - Object sizes of uploaded segments are handed to the block reader (from the upload, or from one
- *   background listing at start), so faulting a segment in needs no HEAD request.
+ * - Object sizes of uploaded segments are handed to the block reader (from the upload, or from the
+ *   listing recovery makes at open), so faulting a segment in needs no HEAD request.
  */
 import fs from "node:fs";
 import { StrataError } from "../errors.js";
@@ -27,7 +27,7 @@ import { BlockReader } from "./block-reader.js";
 import { uploadCheckpoint } from "./checkpoints.js";
 import type { ObjectStore } from "./object-store.js";
 import { sealSegmentAsync } from "./sealed-segment.js";
-import { parseSegmentKey, segmentKey, segmentsPrefix } from "./segment-keys.js";
+import { segmentKey } from "./segment-keys.js";
 
 export interface TierHooks {
   /** Seal the active segment soon (an object-ack write is waiting on it). */
@@ -63,7 +63,6 @@ export class Tier {
   private closed = false;
   private failing = false;
   private checkpointing: Promise<void> | undefined;
-  private learning: Promise<void> | undefined;
   private wake: (() => void) | undefined;
   /** Counters for tests, the benchmark and operators: uploadedBytes are sealed (compressed) bytes. */
   stats = { uploads: 0, uploadedBytes: 0, uploadedRawBytes: 0, uploadFailures: 0, evictions: 0, checkpoints: 0, checkpointFailures: 0 };
@@ -81,9 +80,11 @@ export class Tier {
 
   /**
    * Loads segment states from the index and queues what still has to be uploaded. `inTier` are
-   * the segment ids found in the object store; `local` those on the local disk.
+   * the segment ids found in the object store (`sizes`: their object sizes where the listing gave
+   * them, so a first read of an evicted segment needs no HEAD request); `local` those on the
+   * local disk.
    */
-  start(local: number[], inTier: number[]): void {
+  start(local: number[], inTier: number[], sizes: ReadonlyMap<number, number> = new Map()): void {
     const localSet = new Set(local);
     const active = this.hooks.activeSegment();
     for (const seg of inTier) {
@@ -97,6 +98,8 @@ export class Tier {
       if (seg === active) continue;
       if (!localSet.has(seg)) {
         this.evicted.add(seg);
+        const size = sizes.get(seg);
+        if (size !== undefined) this.reader.noteSize(seg, size);
         updates.push([seg, { state: "evicted", bytes: 0 }]);
         continue;
       }
@@ -114,23 +117,6 @@ export class Tier {
     this.pending.sort((a, b) => a - b);
     this.kick();
     this.evictIfNeeded();
-    if (this.evicted.size > 0) this.learning = this.learnSizes();
-  }
-
-  /**
-   * Lists the sealed objects once, in the background, so a first read of an evicted segment needs
-   * no HEAD request. A failure only means those reads make one; it is not worth a warning.
-   */
-  private async learnSizes(): Promise<void> {
-    try {
-      for await (const o of this.objects.list(segmentsPrefix(this.serverId))) {
-        const seg = parseSegmentKey(this.serverId, o.key);
-        if (seg !== undefined && this.evicted.has(seg)) this.reader.noteSize(seg, o.size);
-        if (this.closed) return;
-      }
-    } catch {
-      // Reads fall back to HEAD.
-    }
   }
 
   /** Whether sealed segment `seg` is in the object store. */
@@ -343,7 +329,6 @@ export class Tier {
     for (const w of this.drainWaiters.splice(0)) w.reject(new StrataError("CLOSED", "the store closed before its uploads finished"));
     await this.uploading?.catch(() => undefined);
     await this.checkpointing?.catch(() => undefined);
-    await this.learning;
     await this.objects.close();
   }
 }

@@ -41,6 +41,15 @@ class KeptMemoryStore extends MemoryObjectStore {
   override async close(): Promise<void> {}
 }
 
+/** Counts HEAD requests. */
+class HeadCountingStore extends KeptMemoryStore {
+  heads = 0;
+  override head(key: string): Promise<{ size: number } | undefined> {
+    this.heads += 1;
+    return super.head(key);
+  }
+}
+
 function dataDir(): string {
   return path.join(scratch, `data-${n++}`);
 }
@@ -365,16 +374,21 @@ describe("opening", () => {
   });
 });
 
+/** A store holding `written`, all uploaded, reopened with a cache so small that every segment is evicted. */
+async function reopenedAfterUpload(memory: KeptMemoryStore, written: Uint8Array[]): Promise<Store> {
+  const dir = dataDir();
+  const store = await open(dir, memory, { cacheBytes: 1 });
+  await appendMany(store, written);
+  await uploadAll(store);
+  await store.close();
+  return open(dir, memory, { cacheBytes: 1 });
+}
+
 describe("fault-in", () => {
   it("shares one fetch between concurrent reads of the same block", async () => {
     const memory = new KeptMemoryStore();
-    const dir = dataDir();
     const written = values(200);
-    let store = await open(dir, memory, { cacheBytes: 1 });
-    await appendMany(store, written);
-    await uploadAll(store);
-    await store.close();
-    store = await open(dir, memory, { cacheBytes: 1 });
+    const store = await reopenedAfterUpload(memory, written);
     try {
       const before = store.tier!.reader.fetches;
       // seqs 1..3 are in the first block of the first segment (4096-byte blocks of ~1 KiB records).
@@ -382,6 +396,20 @@ describe("fault-in", () => {
       got.forEach((m, i) => expect(Buffer.from(m!.value).equals(Buffer.from(written[[1, 2, 3, 1, 2][i]! - 1]!))).toBe(true));
       expect(store.tier!.reader.fetches - before).toBe(2); // the footer (tail read) and the block
       expect(await memory.head(segmentKey("unit", 1))).toBeDefined();
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("knows the object sizes from the listing made at open: faulting in after a reopen needs no HEAD", async () => {
+    const memory = new HeadCountingStore();
+    const written = values(200);
+    const store = await reopenedAfterUpload(memory, written);
+    try {
+      expect(store.tier!.isLocal(1)).toBe(false);
+      memory.heads = 0;
+      await expectAll(store, written);
+      expect(memory.heads).toBe(0);
     } finally {
       await store.close();
     }
