@@ -17,12 +17,19 @@
  * Invariants: a promise resolves only after the fsync covering its record, and after the fsync of
  * every earlier write its decision may depend on (results that need no record, such as a repeated
  * msgId or a delete of something absent, resolve with their batch); the index never reflects a
- * record that is not durable in the log. If a write fails, the queue fails: the next batch, which
- * was decided on top of it, is refused too.
+ * record that is not durable in the log.
+ *
+ * Failures. A batch whose log write fails (IO: disk full, EIO) is answered IO as a whole, and the
+ * log has cut it off again (SegmentLog.writeBatch), so none of it appears later; the batch decided
+ * on top of it is not written but re-decided from the queue's head (its view held the failed
+ * records), and the queue goes on: the next write is tried against the disk again, so writes work
+ * again once there is space. A record the index cannot take is quarantined alone
+ * (index/apply.ts `applyRecords`): its caller gets INTERNAL, every other record commits. Only a
+ * failure of the index itself (no record to blame) or `fail()` (store closing) stops the queue.
  */
 import { assert } from "./assert.js";
 import { StrataError } from "./errors.js";
-import { IndexBatch } from "./index/apply.js";
+import { applyRecords } from "./index/apply.js";
 import type { LmdbIndex } from "./index/lmdb-index.js";
 import { frame } from "./log/framing.js";
 import { encodeRecord, type LogRecord, type Pointer } from "./log/record.js";
@@ -55,6 +62,10 @@ interface InFlight {
 interface OpenBatch {
   view: BatchView;
   writing: Array<{ p: Pending; record: LogRecord }>;
+  /** Refused while being decided (CONFLICT, …); answered with the batch, as the refusal may depend on it. */
+  refused: Array<{ p: Pending; err: unknown }>;
+  /** Every write taken, in order: re-queued when the batch it was decided on top of fails. */
+  members: Pending[];
   frames: Buffer[];
   /** Decided without a record; resolved when the batch is (they may depend on earlier writes). */
   settled: Array<{ p: Pending; result: unknown }>;
@@ -69,6 +80,8 @@ export class CommitQueue {
   private arrival: (() => void) | undefined;
   private wakeScheduled = false;
   private failed: StrataError | undefined;
+  /** Whether the last log write failed (warned once per episode, not per write). */
+  private writesFailing = false;
   private idleWaiters: Array<() => void> = [];
   /** Number of records committed and batches written, for the benchmark. */
   stats = { records: 0, batches: 0 };
@@ -79,6 +92,8 @@ export class CommitQueue {
     private readonly limits: Limits,
     private readonly onCommitted: (batch: Committed[]) => void,
     private readonly clock: () => number = Date.now,
+    /** Told (for the operator) of a record that was quarantined instead of applied. */
+    private readonly onWarning: (message: string) => void = () => undefined,
   ) {}
 
   /** Queues one write; resolves to either a final result (nothing written) or the committed record. */
@@ -189,9 +204,17 @@ export class CommitQueue {
         const outcome = await done.written;
         inFlight = undefined;
         if (outcome instanceof StrataError) {
-          this.fail(outcome);
+          // Nothing of `done` is in the log; what was decided on top of it is decided again.
+          if (!this.writesFailing) this.onWarning(`log writes are failing (${outcome.message}); writes get IO until the disk recovers, reads go on`);
+          this.writesFailing = true;
           this.rejectOpen(done.batch, outcome);
+          if (open !== undefined) this.queue.unshift(...open.members);
+          open = undefined;
           continue;
+        }
+        if (this.writesFailing && done.batch.writing.length > 0) {
+          this.writesFailing = false;
+          this.onWarning("log writes work again");
         }
         // Start the next batch's write first, so the disk works while this one is indexed.
         const next = open !== undefined && open.count > 0 ? open : undefined;
@@ -221,7 +244,7 @@ export class CommitQueue {
   }
 
   private openBatch(parent: BatchView | undefined): OpenBatch {
-    return { view: new BatchView(this.index, this.limits, this.clock(), parent), writing: [], frames: [], settled: [], count: 0, bytes: 0 };
+    return { view: new BatchView(this.index, this.limits, this.clock(), parent), writing: [], refused: [], members: [], frames: [], settled: [], count: 0, bytes: 0 };
   }
 
   /** Whether `p` may join the open batch (the first write always may). */
@@ -233,6 +256,7 @@ export class CommitQueue {
   private prepareInto(open: OpenBatch, p: Pending): void {
     open.count += 1;
     open.bytes += opBytes(p.op);
+    open.members.push(p);
     try {
       const prepared = open.view.prepare(p.op);
       if ("record" in prepared) {
@@ -242,14 +266,16 @@ export class CommitQueue {
         open.settled.push({ p, result: prepared.result });
       }
     } catch (err) {
-      // Refused (CONFLICT, WRONG_KIND, …): it changed nothing, so it depends on nothing durable.
-      p.reject(err);
+      // Refused (CONFLICT, WRONG_KIND, …): it changed nothing, but the refusal may rest on a
+      // write of the batch in flight, so it is answered (or re-decided) with this batch.
+      open.refused.push({ p, err });
     }
   }
 
   private rejectOpen(open: OpenBatch, err: unknown): void {
     for (const w of open.writing) w.p.reject(err);
     for (const s of open.settled) s.p.reject(err);
+    for (const r of open.refused) r.p.reject(err);
   }
 
   /**
@@ -257,7 +283,8 @@ export class CommitQueue {
    * end of its last record (a later batch's write may be in progress), then resolves its callers.
    */
   private indexBatch(batch: OpenBatch, ptrs: Pointer[]): void {
-    const { writing, settled } = batch;
+    const { writing, settled, refused } = batch;
+    for (const r of refused) r.p.reject(r.err);
     if (writing.length === 0) {
       for (const s of settled) s.p.resolve({ result: s.result });
       return;
@@ -265,14 +292,17 @@ export class CommitQueue {
     assert(ptrs.length === writing.length, "one pointer per record");
     const committed: Committed[] = writing.map((w, i) => ({ record: w.record, ptr: ptrs[i]!, removed: 0 }));
     const end = ptrs[ptrs.length - 1]!;
+    const failed = new Map<number, StrataError>();
     try {
       const now = this.clock();
-      this.index.write(() => {
-        const indexing = new IndexBatch(this.index, { replay: false, dedupWindowMs: this.limits.dedupWindowMs, now });
-        for (const c of committed) c.removed = indexing.apply(c.record, c.ptr);
-        indexing.finish();
-        this.index.setCheckpoint({ seg: end.seg, off: end.off + end.len });
-      });
+      const items = committed.map((c) => ({ rec: c.record, ptr: c.ptr }));
+      const applied = applyRecords(this.index, items, { replay: false, dedupWindowMs: this.limits.dedupWindowMs, now }, { seg: end.seg, off: end.off + end.len });
+      committed.forEach((c, i) => (c.removed = applied.removed[i]!));
+      for (const q of applied.quarantined) {
+        const where = `segment ${q.ptr.seg} offset ${q.ptr.off}`;
+        this.onWarning(`quarantined the record at ${where} (location "${q.loc}"): the index could not apply it (${q.reason}); it was refused and is skipped on every replay`);
+        failed.set(q.i, new StrataError("INTERNAL", `the write could not be applied to the index (${q.reason}); it was not stored. Report this as a bug.`));
+      }
     } catch (err) {
       // The records are durable but the index could not take them: recovery on reopen will
       // replay them. Refuse further writes so nothing builds on the inconsistent index.
@@ -283,8 +313,12 @@ export class CommitQueue {
     }
     this.stats.records += committed.length;
     this.stats.batches += 1;
-    this.onCommitted(committed);
-    committed.forEach((c, i) => writing[i]!.p.resolve({ committed: c }));
+    this.onCommitted(failed.size === 0 ? committed : committed.filter((_, i) => !failed.has(i)));
+    committed.forEach((c, i) => {
+      const err = failed.get(i);
+      if (err) writing[i]!.p.reject(err);
+      else writing[i]!.p.resolve({ committed: c });
+    });
     for (const s of settled) s.p.resolve({ result: s.result });
   }
 }

@@ -4,6 +4,7 @@
 import path from "node:path";
 import { StrataError } from "./errors.js";
 import { resolveLimits, type Limits } from "./limits.js";
+import type { FileIo } from "./log/file-io.js";
 import type { FsyncMode } from "./log/segment-log.js";
 import { validateOptionsObject } from "./validate.js";
 import type { ObjectStore } from "./tier/object-store.js";
@@ -34,6 +35,8 @@ export interface StoreOptions {
   clock?: () => number;
   /** Run the TTL sweeper on a timer (default true); tests may sweep by hand instead. */
   sweepTimers?: boolean;
+  /** @internal The segment log's file I/O, for fault injection in tests (src/testing/fault-io.ts). */
+  io?: FileIo;
 }
 
 export interface StoreConfig {
@@ -45,10 +48,11 @@ export interface StoreConfig {
   clock: () => number;
   sweepTimers: boolean;
   fsync: FsyncMode;
+  io?: FileIo;
 }
 
 const SERVER_ID = /^[-_a-zA-Z0-9]{1,64}$/;
-const OPTION_NAMES = ["dir", "id", "tier", "objectStore", "cacheBytes", "sealIntervalMs", "limits", "onWarning", "clock", "sweepTimers", "fsync"];
+const OPTION_NAMES = ["dir", "id", "tier", "objectStore", "cacheBytes", "sealIntervalMs", "limits", "onWarning", "clock", "sweepTimers", "fsync", "io"];
 
 export function resolveStoreConfig(options: StoreOptions): StoreConfig {
   if (options === null || typeof options !== "object" || typeof options.dir !== "string" || options.dir.length === 0) {
@@ -75,5 +79,6 @@ export function resolveStoreConfig(options: StoreOptions): StoreConfig {
     throw new StrataError("INVALID_ARGUMENT", `fsync must be "always" or "interval", got ${JSON.stringify(options.fsync)}`);
   }
   if (options.tier !== undefined) config.tier = options.tier;
+  if (options.io !== undefined) config.io = options.io;
   return config;
 }

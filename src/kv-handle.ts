@@ -12,7 +12,7 @@ import {
   validateArray,
   validateHeaders,
   validateKey,
-  validateNonNegativeInt,
+  validateSeqOrZero,
   validateOptionsObject,
   validateTtl,
   validateValue,
@@ -126,7 +126,7 @@ export class KvHandle implements KvApi {
     if (headers) out.headers = headers;
     const ttlMs = validateTtl(o.ttlMs, this.store.limits);
     if (ttlMs !== undefined) out.ttlMs = ttlMs;
-    if (o.expectedRevision !== undefined) out.expectedRevision = validateNonNegativeInt(o.expectedRevision, "expectedRevision");
+    if (o.expectedRevision !== undefined) out.expectedRevision = validateSeqOrZero(o.expectedRevision, "expectedRevision");
     return out;
   }
 

@@ -4,6 +4,7 @@
  * only unreferenced chunks, which no read can reach and compaction drops.
  */
 import { StrataError } from "./errors.js";
+import { chunksAbandoned } from "./index/dead-chunks.js";
 import type { Pointer } from "./log/record.js";
 import type { Store } from "./store.js";
 
@@ -43,8 +44,18 @@ export async function valueParts(store: Store, value: Uint8Array): Promise<Value
  * chunk, whatever the value's size. Enforces `valueBytesMax` as bytes arrive.
  */
 export async function valuePartsFrom(store: Store, source: AsyncIterable<Uint8Array>): Promise<ValueParts> {
-  const { chunkBytes, valueBytesMax } = store.limits;
   const chunks: Pointer[] = [];
+  try {
+    return await gatherParts(store, source, chunks);
+  } catch (err) {
+    // An abandoned upload, a value over the limit: its chunks will never be referenced.
+    chunksAbandoned(store.index, chunks);
+    throw err;
+  }
+}
+
+async function gatherParts(store: Store, source: AsyncIterable<Uint8Array>, chunks: Pointer[]): Promise<ValueParts> {
+  const { chunkBytes, valueBytesMax } = store.limits;
   let buffered: Uint8Array[] = [];
   let bufferedBytes = 0;
   let size = 0;

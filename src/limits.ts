@@ -124,6 +124,16 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   closeUploadWaitMs: 5_000,
 });
 
+/**
+ * The largest stream seq and location revision Strata accepts or produces (2^48, about 2.8e14).
+ * Not a tunable but part of the format: every seq and revision arithmetic inside the engine
+ * (`seq + 1` of an append or a scan page, `endSeq + 1` of a deleteAll's index range, `rev + 1`)
+ * must stay an exact safe integer and fit the index key codec, so the bound sits far inside 2^53
+ * instead of at its edge. At a million appends a second a stream takes nine years to reach it.
+ * Validated at every edge (validate.ts `validateSeq`, `validateSeqOrZero`).
+ */
+export const seqMax = 2 ** 48;
+
 /** Bytes a record needs besides its value and headers: framing, CBOR structure, location, key, msgId. */
 export const RECORD_OVERHEAD_BYTES_MAX = 4 * KiB;
 
@@ -179,6 +189,18 @@ export interface NetLimits {
   uploadIdleMs: number;
   /** Most uploads in progress on one server; more are refused with UNAVAILABLE. */
   uploadsMax: number;
+  /**
+   * Most uploads in progress of one client (the first token of its reply inbox, see
+   * subjects.ts `replyClient`), so one client cannot hold every slot of `uploadsMax`.
+   */
+  uploadsPerClientMax: number;
+  /**
+   * Slowest average rate an upload may keep once its first `uploadIdleMs` are over: by then
+   * `(elapsed - uploadIdleMs) × rate` bytes must have arrived, or the upload fails with TIMEOUT.
+   * This bounds an upload's total time to `uploadIdleMs + bytes / rate` (at most 68 min for
+   * 1 GiB at the default), however often a slow client sends a chunk to renew its idle timer.
+   */
+  uploadBytesPerSecMin: number;
   /** Largest request head (everything but the value) of a streamed single-value write. */
   uploadHeadBytesMax: number;
   /** Largest appendMany / setMany request once encoded (it is reassembled in memory). */
@@ -191,6 +213,34 @@ export interface NetLimits {
   replyIdleMs: number;
   /** Most streamed replies in progress on one server; more are refused with UNAVAILABLE. */
   replyStreamsMax: number;
+  /**
+   * Bytes all replies of a server may hold at once (reply-budget.ts): replies being built (values
+   * read for a get, batch results, the message a reply stream is filling and the item it carries
+   * over) plus reply bytes published but not yet taken by nats-server. A reply that finds no room
+   * within `replyBudgetWaitMs` is answered UNAVAILABLE; this is what keeps slow or hostile readers
+   * from growing the server. Half of it at most is held by reply streams.
+   */
+  replyBytesInFlightMax: number;
+  /** How long a reply waits for room in `replyBytesInFlightMax` before it is answered UNAVAILABLE. */
+  replyBudgetWaitMs: number;
+  /**
+   * Bytes of values one `batch` reply may carry; a get whose value would go past it answers
+   * TOO_LARGE with `alone: true`, and the client asks for it in a request of its own.
+   */
+  batchReplyBytesMax: number;
+  /**
+   * Bytes of read requests (`P.r…`) a server holds at once while they wait for room or run; more
+   * are refused with UNAVAILABLE. (Writes are bounded by the upload and write-queue limits.)
+   */
+  readRequestBytesInFlightMax: number;
+  /**
+   * What a server may use in all (RSS), the target the other budgets are checked against at
+   * startup: `serverBaseBytes + 2 × replyBytesInFlightMax` (nats.js copies outbound bytes once)
+   * `+ 3 × readRequestBytesInFlightMax` (raw and decoded) must fit in it. Uploads are bounded apart.
+   */
+  serverMemoryBytesMax: number;
+  /** What a server uses before any request (code, heap, caches, lmdb's touched pages), for the check above. */
+  serverBaseBytes: number;
   /** Most requests a server handles at once; more are refused with UNAVAILABLE. */
   requestsInFlightMax: number;
   /** Most items in one getAll / keys batch message (each batch also fits in max_payload). */
@@ -210,18 +260,75 @@ export const DEFAULT_NET_LIMITS: Readonly<NetLimits> = Object.freeze({
   uploadWindowChunksMax: 64,
   uploadIdleMs: 10_000,
   uploadsMax: 64,
+  uploadsPerClientMax: 8,
+  uploadBytesPerSecMin: 256 * KiB,
   uploadHeadBytesMax: 256 * KiB,
   batchBytesMax: 64 * MiB,
   uploadHeadBytesTotalMax: 256 * MiB,
   replyWindowMessages: 8,
   replyIdleMs: 30_000,
   replyStreamsMax: 1024,
+  replyBytesInFlightMax: 128 * MiB,
+  replyBudgetWaitMs: 2000,
+  batchReplyBytesMax: 4 * MiB,
+  readRequestBytesInFlightMax: 32 * MiB,
+  serverMemoryBytesMax: 512 * MiB,
+  serverBaseBytes: 128 * MiB,
   requestsInFlightMax: 10_000,
   batchItemsMax: 1000,
   changesPageMax: 1000,
   changesReplyBytesMax: 4 * MiB,
   shutdownGraceMs: 10_000,
 });
+
+// ─── The coordinator ───────────────────────────────────────────────────────────────────
+
+export interface CoordinatorLimits {
+  /** A server is live while its heartbeats arrive within this (5 missed 1 s heartbeats). */
+  serverTtlMs: number;
+  /** Most servers remembered; bounds memory and the size of the `servers` reply. */
+  serversMax: number;
+  /** Most new locations being recorded at once; beyond this locate answers UNAVAILABLE. */
+  pendingAssignmentsMax: number;
+  /**
+   * New locations one client (first token of its reply inbox) may have assigned: a burst of
+   * `assignBurstPerClientMax`, refilled at `assignPerClientPerSecMax`. Beyond it, locate of a new
+   * location answers UNAVAILABLE (retryable); locating known locations is never limited.
+   */
+  assignBurstPerClientMax: number;
+  assignPerClientPerSecMax: number;
+  /** The same bucket for all clients together: what many clients (or forged inboxes) can add. */
+  assignBurstMax: number;
+  assignPerSecMax: number;
+  /** Most clients whose buckets are remembered; the rest share one bucket. */
+  assignClientsMax: number;
+  /** Most durable assignments in total; beyond it, new locations are refused with TOO_LARGE. */
+  assignmentsMax: number;
+}
+
+export const DEFAULT_COORDINATOR_LIMITS: Readonly<CoordinatorLimits> = Object.freeze({
+  serverTtlMs: 5000,
+  serversMax: 1000,
+  pendingAssignmentsMax: 10_000,
+  assignBurstPerClientMax: 1000,
+  assignPerClientPerSecMax: 100,
+  assignBurstMax: 20_000,
+  assignPerSecMax: 2000,
+  assignClientsMax: 100_000,
+  assignmentsMax: 50_000_000,
+});
+
+export function resolveCoordinatorLimits(partial?: Partial<CoordinatorLimits>): CoordinatorLimits {
+  const l = resolve(DEFAULT_COORDINATOR_LIMITS, partial, "coordinator");
+  const rules: Array<[boolean, string]> = [
+    [l.assignPerClientPerSecMax <= l.assignBurstPerClientMax, "assignPerClientPerSecMax must be <= assignBurstPerClientMax"],
+    [l.assignPerSecMax <= l.assignBurstMax, "assignPerSecMax must be <= assignBurstMax"],
+    [l.assignBurstPerClientMax <= l.assignBurstMax, "assignBurstPerClientMax must be <= assignBurstMax"],
+  ];
+  const broken = rules.filter(([ok]) => !ok).map(([, why]) => why);
+  if (broken.length > 0) throw new StrataError("INVALID_ARGUMENT", `inconsistent coordinator limits: ${broken.join("; ")}`);
+  return l;
+}
 
 export interface ClientLimits {
   /** Default budget of one call, retries included (the `timeoutMs` client option). */
@@ -282,6 +389,15 @@ export function resolveNetLimits(partial?: Partial<NetLimits>): NetLimits {
     [l.uploadHeadBytesMax <= l.batchBytesMax, "uploadHeadBytesMax must be <= batchBytesMax"],
     [l.batchBytesMax <= l.uploadHeadBytesTotalMax, "batchBytesMax must be <= uploadHeadBytesTotalMax"],
     [l.replyWindowMessages >= 1, "replyWindowMessages must be >= 1"],
+    [
+      l.serverBaseBytes + 2 * l.replyBytesInFlightMax + 3 * l.readRequestBytesInFlightMax <= l.serverMemoryBytesMax,
+      "serverBaseBytes + 2 × replyBytesInFlightMax + 3 × readRequestBytesInFlightMax must be <= serverMemoryBytesMax",
+    ],
+    [l.batchReplyBytesMax * 4 <= l.replyBytesInFlightMax, "batchReplyBytesMax must be at most a quarter of replyBytesInFlightMax"],
+    [l.uploadsPerClientMax <= l.uploadsMax, "uploadsPerClientMax must be <= uploadsMax"],
+    // A client can only send what the window grants: asking for more than one window per idle
+    // period would fail honest uploads whenever the writer is merely slow.
+    [l.uploadBytesPerSecMin * (l.uploadIdleMs / 1000) <= l.uploadWindowBytes, "uploadBytesPerSecMin × uploadIdleMs must be <= uploadWindowBytes"],
   ];
   const broken = rules.filter(([ok]) => !ok).map(([, why]) => why);
   if (broken.length > 0) throw new StrataError("INVALID_ARGUMENT", `inconsistent net limits: ${broken.join("; ")}`);

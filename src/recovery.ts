@@ -2,18 +2,29 @@
  * Bringing the index up to date with the log when a store opens.
  *
  * The index's checkpoint says how much of the log it reflects. Recovery replays every record
- * after it. In the last segment, the first record that is incomplete or fails its checksum ends
- * the log: the tail from there is cut (it was never acknowledged, because acknowledgement waits
- * for the fsync that covers the record) and reported, never skipped over. In any earlier segment
- * such a record is corruption, and the store refuses to open rather than lose data silently.
+ * after it. A bad record (incomplete, failing its checksum, or not decoding) is handed to
+ * ./log/frame-scan.ts `resync`, which finds where the next valid record starts:
+ * - Nothing valid follows, in the last segment: a torn tail. It is cut (it was never
+ *   acknowledged, because acknowledgement waits for the fsync that covers the record) and reported.
+ * - Valid records follow (or the segment is not the last one): corruption of the range up to the
+ *   next valid record. The range is skipped, never cut, and reported (`report.damaged`, a warning);
+ *   the records after it are replayed. The store opens and serves everything intact; a read of
+ *   anything in the range (an index entry or a chunk pointer from before) fails its checksum and
+ *   answers CORRUPT. A segment whose header is damaged is refused with CORRUPT.
  * If the index is missing, unreadable, claims more than the log holds, or may have lost writes to
- * an OS crash (./index/unsynced-marker.ts), it is rebuilt from the whole log.
+ * an OS crash (./index/unsynced-marker.ts), it is rebuilt from the whole log; a damaged index file
+ * (./index/index-check.ts) is first moved aside as `index.damaged-<time>`. A requested rebuild
+ * (`strata reindex`) builds into `index.rebuild` and swaps it in only once it is complete, so a
+ * failure or a crash leaves the old index as it was.
  */
 import fs from "node:fs";
+import path from "node:path";
 import { StrataError } from "./errors.js";
-import { IndexBatch } from "./index/apply.js";
+import { applyRecords } from "./index/apply.js";
+import { moveIndexAside } from "./index/index-check.js";
 import { LmdbIndex, type Checkpoint } from "./index/lmdb-index.js";
 import { unsyncedProblem, writeUnsyncedMarker } from "./index/unsynced-marker.js";
+import { badFrameReason, resync } from "./log/frame-scan.js";
 import { parseFrame } from "./log/framing.js";
 import { decodeRecord, type LogRecord, type Pointer } from "./log/record.js";
 import { SEGMENT_HEADER_BYTES, checkSegmentHeader, fsyncDir, listSegmentIds, segmentPath } from "./log/segment-files.js";
@@ -31,13 +42,19 @@ export interface TierSource {
 }
 
 export interface RecoveryReport {
+  /** Records replay could not apply to the index and skipped (index/apply.ts `applyRecords`). */
+  quarantined?: Array<{ seg: number; off: number; loc: string; reason: string }>;
   /** Records replayed into the index. */
   replayed: number;
   /** True when the index was rebuilt from the whole log. */
   rebuilt: boolean;
   rebuildReason?: string;
-  /** The torn or corrupt tail that was cut from the last segment, if any. */
+  /** The torn tail that was cut from the last segment, if any (nothing valid followed it). */
   cut?: { seg: number; off: number; bytes: number; reason: string };
+  /** Damaged ranges skipped by the replay (valid records followed them; nothing was cut). */
+  damaged: Array<{ seg: number; off: number; bytes: number; reason: string }>;
+  /** Where a damaged index file was moved (kept for forensics) before the rebuild. */
+  damagedIndexMovedTo?: string;
   /** The active segment to append to, or undefined when a new one must be created. */
   active?: { id: number; size: number };
   /** Id for a new active segment when `active` is undefined. */
@@ -62,6 +79,10 @@ export async function openIndexAndRecover(
 ): Promise<{ index: LmdbIndex; report: RecoveryReport }> {
   fs.mkdirSync(segmentsDir, { recursive: true });
   dropTornLastSegment(segmentsDir);
+  // What a reindex that was cut short (a crash, a failure) left behind; the index it was to
+  // replace is still in place, untouched.
+  LmdbIndex.destroy(rebuildDir(indexDir));
+  LmdbIndex.destroy(replacedDir(indexDir));
   const localIds = listSegmentIds(segmentsDir);
   const { ids: tierIds, sizes: tierSizes } = opts.tier ? await tierSegments(opts.tier.objects, opts.tier.serverId, { indexDir, segmentsDir }, limits) : { ids: [], sizes: new Map<number, number>() };
   const all = [...new Set([...localIds, ...tierIds])].sort((a, b) => a - b);
@@ -70,6 +91,7 @@ export async function openIndexAndRecover(
   writeUnsyncedMarker(indexDir);
   const indexOptions = { metaCacheMax: limits.metaCacheMax };
   let index: LmdbIndex | undefined;
+  let damagedFile = false;
   if (!rebuildReason) {
     try {
       index = LmdbIndex.open(indexDir, indexOptions);
@@ -86,33 +108,26 @@ export async function openIndexAndRecover(
     } catch (err) {
       if (!StrataError.is(err, "CORRUPT")) throw err;
       rebuildReason = err.message;
+      damagedFile = true;
     }
   }
   const lastId = all[all.length - 1];
-  const report: RecoveryReport = { replayed: 0, rebuilt: rebuildReason !== undefined, nextId: (lastId ?? 0) + 1, localIds, tierIds, tierSizes };
+  const report: RecoveryReport = { replayed: 0, rebuilt: rebuildReason !== undefined, nextId: (lastId ?? 0) + 1, localIds, tierIds, tierSizes, damaged: [] };
+  if (rebuildReason) report.rebuildReason = rebuildReason;
+  const replay = { all, localIds, lastId, segmentsDir, limits, now, report, ...(opts.tier ? { tier: opts.tier } : {}) };
+  if (index === undefined && opts.forceRebuild) {
+    await rebuildAside(indexDir, indexOptions, replay);
+    return { index: LmdbIndex.open(indexDir, indexOptions), report };
+  }
   if (index === undefined) {
-    LmdbIndex.destroy(indexDir);
+    if (damagedFile && fs.existsSync(indexDir)) report.damagedIndexMovedTo = moveIndexAside(indexDir, now);
+    else LmdbIndex.destroy(indexDir);
     const restored = opts.tier && opts.forceRebuild !== true ? await restoreCheckpoint(opts.tier.objects, opts.tier.serverId, indexDir) : undefined;
     if (restored) report.restoredCheckpoint = restored;
     index = LmdbIndex.open(indexDir, indexOptions);
   }
-  if (rebuildReason) report.rebuildReason = rebuildReason;
-  const start = index.checkpoint() ?? (all.length > 0 ? { seg: all[0]!, off: SEGMENT_HEADER_BYTES } : undefined);
-  if (start === undefined) return { index, report };
-  const localSet = new Set(localIds);
   try {
-    for (const id of all) {
-      if (id < start.seg) continue;
-      const from = id === start.seg ? start.off : SEGMENT_HEADER_BYTES;
-      if (localSet.has(id)) {
-        const last = id === lastId;
-        const size = replaySegment(index, readLocal(segmentsDir, id, from), id, from, last, limits, now, report, segmentPath(segmentsDir, id));
-        if (last) report.active = { id, size };
-      } else {
-        const raw = await fetchTierSegment(opts.tier!, id);
-        replaySegment(index, { buf: raw, base: 0 }, id, from, false, limits, now, report, undefined);
-      }
-    }
+    await replayAll(index, replay);
   } catch (err) {
     // The open fails (e.g. the object store is unreachable mid-restore); what was replayed is
     // kept, and the next open continues from there. The index must not stay open meanwhile.
@@ -120,6 +135,68 @@ export async function openIndexAndRecover(
     throw err;
   }
   return { index, report };
+}
+
+/** Where a requested rebuild builds the new index, and where the old one waits to be removed. */
+function rebuildDir(indexDir: string): string {
+  return `${indexDir}.rebuild`;
+}
+function replacedDir(indexDir: string): string {
+  return `${indexDir}.old`;
+}
+
+/**
+ * A requested rebuild: replays the whole log into a new index beside the old one, closes it
+ * (fsync'd), and only then swaps it in. A failure removes the new index and leaves the old one;
+ * a crash between the two renames leaves no index, which the next open rebuilds from the log.
+ */
+async function rebuildAside(indexDir: string, indexOptions: { metaCacheMax: number }, replay: Replay): Promise<void> {
+  const fresh = rebuildDir(indexDir);
+  const index = LmdbIndex.open(fresh, indexOptions);
+  try {
+    await replayAll(index, replay);
+  } catch (err) {
+    await closeQuietly(index);
+    LmdbIndex.destroy(fresh);
+    throw err;
+  }
+  await closeQuietly(index);
+  const old = replacedDir(indexDir);
+  if (fs.existsSync(indexDir)) fs.renameSync(indexDir, old);
+  fs.renameSync(fresh, indexDir);
+  fsyncDir(path.dirname(indexDir));
+  LmdbIndex.destroy(old);
+}
+
+/** What replaying the log needs to know besides the index. */
+interface Replay {
+  all: number[];
+  localIds: number[];
+  lastId: number | undefined;
+  segmentsDir: string;
+  limits: Limits;
+  now: number;
+  report: RecoveryReport;
+  tier?: TierSource;
+}
+
+/** Replays every segment from the index's checkpoint on (the whole log for an empty index). */
+async function replayAll(index: LmdbIndex, r: Replay): Promise<void> {
+  const start = index.checkpoint() ?? (r.all.length > 0 ? { seg: r.all[0]!, off: SEGMENT_HEADER_BYTES } : undefined);
+  if (start === undefined) return;
+  const localSet = new Set(r.localIds);
+  for (const id of r.all) {
+    if (id < start.seg) continue;
+    const from = id === start.seg ? start.off : SEGMENT_HEADER_BYTES;
+    if (localSet.has(id)) {
+      const last = id === r.lastId;
+      const size = replaySegment(index, readLocal(r.segmentsDir, id, from), id, from, last, r.limits, r.now, r.report, segmentPath(r.segmentsDir, id));
+      if (last) r.report.active = { id, size };
+    } else {
+      const raw = await fetchTierSegment(r.tier!, id);
+      replaySegment(index, { buf: raw, base: 0 }, id, from, false, r.limits, r.now, r.report, undefined);
+    }
+  }
 }
 
 async function fetchTierSegment(tier: TierSource, id: number): Promise<Buffer> {
@@ -209,38 +286,36 @@ function replaySegment(
   const flush = (end: number) => {
     const batch = pending;
     pending = [];
-    index.write(() => {
-      const indexing = new IndexBatch(index, { replay: true, dedupWindowMs: limits.dedupWindowMs, now });
-      for (const { rec, ptr } of batch) indexing.apply(rec, ptr);
-      indexing.finish();
-      index.setCheckpoint({ seg: id, off: end });
-    });
+    // A record the index cannot take is quarantined alone, never the end of replay (apply.ts).
+    const applied = applyRecords(index, batch, { replay: true, dedupWindowMs: limits.dedupWindowMs, now }, { seg: id, off: end });
+    for (const q of applied.quarantined) (report.quarantined ??= []).push({ seg: q.ptr.seg, off: q.ptr.off, loc: q.loc, reason: q.reason });
     report.replayed += batch.length;
   };
   const bufEnd = base + buf.byteLength;
   while (off < bufEnd) {
     const parsed = parseFrame(buf, off - base, limits.recordBytesMax);
-    let problem: string | undefined;
     let rec: LogRecord | undefined;
     if (parsed.kind === "ok") {
-      // A record that passes its checksum was written whole: if it does not decode, it is not a
-      // torn write and cutting it would drop the acknowledged records after it.
       try {
         rec = decodeRecord(parsed.body);
-      } catch (err) {
-        throw new StrataError("CORRUPT", `segment ${id} holds a whole record at offset ${off} that does not decode (${(err as Error).message}); written by a newer or faulty Strata? Nothing was cut.`, { cause: err });
+      } catch {
+        // A whole record that does not decode (a faulty or newer writer) is damage like any other:
+        // it is skipped and reported, never cut, so the records after it are kept.
       }
-    } else {
-      problem = parsed.kind === "corrupt" ? parsed.reason : `incomplete record (${parsed.needBytes} bytes needed, ${bufEnd - off} left)`;
     }
-    if (problem !== undefined || parsed.kind !== "ok" || rec === undefined) {
-      if (!last || file === undefined) {
-        throw new StrataError("CORRUPT", `segment ${id} is damaged at offset ${off} (${problem}); it is not the last segment, so this is not a torn write. Restore the segment from the object store.`);
+    if (parsed.kind !== "ok" || rec === undefined) {
+      const reason = badFrameReason(buf, off - base, limits.recordBytesMax);
+      const next = resync(buf, off - base, limits.recordBytesMax);
+      if (next === undefined && last && file !== undefined) {
+        flush(off);
+        cutTail(file, off);
+        report.cut = { seg: id, off, bytes: bufEnd - off, reason };
+        return off;
       }
-      flush(off);
-      cutTail(file, off);
-      report.cut = { seg: id, off, bytes: bufEnd - off, reason: problem ?? "invalid record" };
-      return off;
+      const to = next === undefined ? bufEnd : base + next;
+      report.damaged.push({ seg: id, off, bytes: to - off, reason });
+      off = to;
+      continue;
     }
     const next = base + parsed.next;
     pending.push({ rec, ptr: { seg: id, off, len: next - off } });

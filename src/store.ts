@@ -11,6 +11,8 @@ import { CommitQueue, type Committed } from "./commit-queue.js";
 import { resolveStoreConfig, type StoreConfig, type StoreOptions } from "./config.js";
 import { acquireDataLock } from "./data-lock.js";
 import { StrataError } from "./errors.js";
+import { locationEnd } from "./index/codecs.js";
+import { sweepOpenChunks } from "./index/dead-chunks.js";
 import type { LmdbIndex, LocMeta } from "./index/lmdb-index.js";
 import { removeUnsyncedMarker } from "./index/unsynced-marker.js";
 import { decodeRecord, type LogRecord, type Pointer, type StreamSetRecord } from "./log/record.js";
@@ -90,17 +92,26 @@ export class Store {
       throw err;
     }
     const { index, report } = opened;
+    // No write survives a restart: chunks no set record references are dead (index/dead-chunks.ts).
+    sweepOpenChunks(index);
     if (report.rebuilt && report.rebuildReason !== "requested" && report.replayed > 0) {
       config.onWarning(`index rebuilt from the log (${report.rebuildReason}); ${report.replayed} records replayed`);
+    }
+    for (const q of report.quarantined ?? []) {
+      config.onWarning(`quarantined the record at segment ${q.seg} offset ${q.off} (location "${q.loc}") during replay: the index could not apply it (${q.reason}); it is skipped`);
     }
     if (report.cut) {
       const c = report.cut;
       config.onWarning(`cut ${c.bytes} bytes of unacknowledged tail from segment ${c.seg} at offset ${c.off}: ${c.reason}`);
     }
-    const log = SegmentLog.open(segmentsDir, config.limits, report.active, report.nextId);
+    for (const d of report.damaged) {
+      config.onWarning(`CORRUPT: segment ${d.seg} is damaged at offset ${d.off} (${d.bytes} bytes: ${d.reason}); the records after it are kept, reads of the damaged range answer CORRUPT. Restore the segment from a copy if you have one.`);
+    }
+    if (report.damagedIndexMovedTo) config.onWarning(`the index file was damaged; moved to ${report.damagedIndexMovedTo} and rebuilt from the log (delete it once it is no longer needed)`);
+    const log = SegmentLog.open(segmentsDir, config.limits, report.active, report.nextId, {}, config.io);
     log.setFsyncMode(config.fsync);
     let store: Store | undefined;
-    const queue = new CommitQueue(log, index, config.limits, (batch) => store!.committed(batch), config.clock);
+    const queue = new CommitQueue(log, index, config.limits, (batch) => store!.committed(batch), config.clock, config.onWarning);
     store = new Store(config, index, log, queue, report, release);
     if (objects) {
       const s = store;
@@ -252,7 +263,7 @@ export class Store {
     if (meta) {
       inv.kind = meta.kind;
       if (meta.kind === "stream") {
-        for (const key of this.index.seqs.getKeys({ start: [meta.id, 0], end: [meta.id, Number.MAX_SAFE_INTEGER], limit: 1 })) {
+        for (const key of this.index.seqs.getKeys({ start: [meta.id, 0], end: locationEnd(meta.id), limit: 1 })) {
           inv.firstSeq = key[1] as number;
         }
       }
@@ -267,9 +278,9 @@ export class Store {
   async changesSince(location: string, afterRevision: number, limit: number): Promise<Change[]> {
     this.checkOpen();
     const meta = this.index.meta(location);
-    if (!meta) return [];
+    if (!meta || afterRevision >= meta.rev) return [];
     const out: Change[] = [];
-    const entries = [...this.index.revs.getRange({ start: [meta.id, afterRevision + 1], end: [meta.id, Number.MAX_SAFE_INTEGER], limit })];
+    const entries = [...this.index.revs.getRange({ start: [meta.id, afterRevision + 1], end: locationEnd(meta.id), limit })];
     for (const { key, value } of entries) {
       const rec = await this.readRecord({ seg: value[0], off: value[1], len: value[2] });
       assert(rec.t !== "chunk" && rec.rev === key[1], "revision index points at its record");

@@ -5,6 +5,7 @@ import { StrataError } from "./errors.js";
 import type { Committed } from "./commit-queue.js";
 import type { WriteOp } from "./write-ops.js";
 import type { Pointer } from "./log/record.js";
+import { locationEnd } from "./index/codecs.js";
 import { inlineParts, valueParts, valuePartsFrom, type ValueParts } from "./large-value.js";
 import type { LargeRead, Store } from "./store.js";
 import type {
@@ -26,9 +27,9 @@ import {
   validateHeaders,
   validateMessage,
   validateMsgId,
-  validateNonNegativeInt,
   validateOptionsObject,
   validateSeq,
+  validateSeqOrZero,
   validateTimestamp,
   type ValidMessage,
 } from "./validate.js";
@@ -118,7 +119,7 @@ export class StreamHandle implements StreamApi {
     const ack = validateAck(o.ack);
     this.store.checkAck(ack);
     const op: { op: "sdelall"; loc: string; endSeq?: number } = { op: "sdelall", loc: this.location };
-    if (o.endSeq !== undefined) op.endSeq = validateNonNegativeInt(o.endSeq, "endSeq");
+    if (o.endSeq !== undefined) op.endSeq = validateSeqOrZero(o.endSeq, "endSeq");
     const { result, committed } = await this.store.submit(op);
     await this.store.acked(ack, committed);
     return committed ? { count: committed.removed, revision: committed.record.t === "sdelall" ? committed.record.rev : 0 } : (result as DeleteAllResult);
@@ -143,7 +144,10 @@ export class StreamHandle implements StreamApi {
         at = run.next;
       }
       if (entries.length < page) return;
-      next = entries[entries.length - 1]!.seq + 1;
+      const last = entries[entries.length - 1]!.seq;
+      // A seq past seqMax can only come from a log written before the bound was enforced.
+      if (last >= Number.MAX_SAFE_INTEGER) return;
+      next = last + 1;
     }
   }
 
@@ -157,7 +161,7 @@ export class StreamHandle implements StreamApi {
     this.store.checkAck(out.ack);
     const msgId = validateMsgId(o.msgId, this.store.limits);
     if (msgId !== undefined) out.msgId = msgId;
-    if (o.expectedLastSeq !== undefined) out.expectedLastSeq = validateNonNegativeInt(o.expectedLastSeq, "expectedLastSeq");
+    if (o.expectedLastSeq !== undefined) out.expectedLastSeq = validateSeqOrZero(o.expectedLastSeq, "expectedLastSeq");
     return out;
   }
 
@@ -217,7 +221,7 @@ function writeResult(c: Committed): WriteResult {
 /** Up to `limit` index entries of a stream with seq >= `from`, in seq order: one page of a scan. */
 export function scanPage(store: Store, locId: number, from: number, limit: number): Array<{ seq: number; ptr: Pointer }> {
   const entries: Array<{ seq: number; ptr: Pointer }> = [];
-  for (const { key, value } of store.index.seqs.getRange({ start: [locId, from], end: [locId, Number.MAX_SAFE_INTEGER], limit })) {
+  for (const { key, value } of store.index.seqs.getRange({ start: [locId, from], end: locationEnd(locId), limit })) {
     entries.push({ seq: key[1] as number, ptr: { seg: value[0], off: value[1], len: value[2] } });
   }
   return entries;

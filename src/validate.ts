@@ -5,7 +5,7 @@
  * of a request have passed.
  */
 import { StrataError } from "./errors.js";
-import type { Limits } from "./limits.js";
+import { seqMax, type Limits } from "./limits.js";
 import type { AckMode, Headers, Message } from "./types.js";
 
 const LOCATION_SEGMENT = /^[-_=a-zA-Z0-9]+$/;
@@ -51,11 +51,23 @@ export function validateKey(key: unknown, limits: Limits): string {
   return key;
 }
 
+/** A stream seq: an integer in 1..seqMax (see limits.ts for why the bound is far inside 2^53). */
 export function validateSeq(seq: unknown, name = "seq"): number {
-  if (typeof seq !== "number" || !Number.isSafeInteger(seq) || seq < 1) {
-    throw new StrataError("INVALID_ARGUMENT", `${name} must be an integer >= 1, got ${describe(seq)}`);
+  if (typeof seq !== "number" || !Number.isSafeInteger(seq) || seq < 1 || seq > seqMax) {
+    throw new StrataError("INVALID_ARGUMENT", `${name} must be an integer in 1..${seqMax} (seqMax), got ${describe(seq)}`);
   }
   return seq;
+}
+
+/**
+ * A seq or revision where 0 means "none" or "from the start": endSeq, expectedLastSeq,
+ * expectedRevision, a change feed's `after`. An integer in 0..seqMax.
+ */
+export function validateSeqOrZero(value: unknown, name: string): number {
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0 || value > seqMax) {
+    throw new StrataError("INVALID_ARGUMENT", `${name} must be an integer in 0..${seqMax} (seqMax), got ${describe(value)}`);
+  }
+  return value;
 }
 
 export function validateNonNegativeInt(value: unknown, name: string): number {

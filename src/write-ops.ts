@@ -11,7 +11,7 @@
 import { StrataError } from "./errors.js";
 import type { LmdbIndex } from "./index/lmdb-index.js";
 import type { LogRecord, Pointer } from "./log/record.js";
-import type { Limits } from "./limits.js";
+import { seqMax, type Limits } from "./limits.js";
 import type { Headers, Kind } from "./types.js";
 
 interface ValueParts {
@@ -142,6 +142,10 @@ export class BatchView {
   }
 
   private bump(m: MetaView, kind: Kind): number {
+    // Checked before anything of the write is staged: a refused write changes nothing.
+    if (m.rev >= seqMax) {
+      throw new StrataError("TOO_LARGE", `location has reached the largest revision (${m.rev}, seqMax ${seqMax}); write to a new location`);
+    }
     m.kind = kind;
     m.rev += 1;
     return m.rev;
@@ -154,8 +158,8 @@ export class BatchView {
       const seen = this.overlayDedup(dk) ?? this.storedDedup(m, op.msgId);
       if (seen !== undefined) return { result: seen };
     }
-    if (m.lastSeq >= Number.MAX_SAFE_INTEGER) {
-      throw new StrataError("TOO_LARGE", `stream "${op.loc}" is at the largest seq (${m.lastSeq}); append is impossible, use set() with a smaller seq`);
+    if (m.lastSeq >= seqMax) {
+      throw new StrataError("TOO_LARGE", `stream "${op.loc}" is at seq ${m.lastSeq}, and seqMax is ${seqMax}; append is impossible, use set() with a smaller seq or a new stream`);
     }
     if (op.expectedLastSeq !== undefined && op.expectedLastSeq !== m.lastSeq) {
       throw new StrataError("CONFLICT", `expectedLastSeq is ${op.expectedLastSeq} but the stream "${op.loc}" is at ${m.lastSeq}; re-read and retry`);
@@ -199,8 +203,8 @@ export class BatchView {
   private streamDelete(op: { loc: string; seq: number }): Prepared {
     const m = this.meta(op.loc, "stream");
     if (!this.seqExists(op.loc, m, op.seq)) return { result: { deleted: false, revision: m.rev } };
-    this.seqs.set(`${op.loc}\0${op.seq}`, false);
     const rev = this.bump(m, "stream");
+    this.seqs.set(`${op.loc}\0${op.seq}`, false);
     return { record: { t: "sdel", loc: op.loc, seq: op.seq, rev, ts: this.now } };
   }
 
@@ -208,12 +212,12 @@ export class BatchView {
     const m = this.meta(op.loc, "stream");
     const endSeq = Math.min(op.endSeq ?? m.lastSeq, m.lastSeq);
     if (m.kind === undefined || endSeq < 1) return { result: { count: 0, revision: m.rev } };
+    const rev = this.bump(m, "stream");
     for (const key of this.seqs.keys()) {
       const [loc, seq] = key.split("\0");
       if (loc === op.loc && Number(seq) <= endSeq) this.seqs.set(key, false);
     }
     this.deletedUpTo.set(op.loc, Math.max(endSeq, this.deletedUpTo.get(op.loc) ?? 0));
-    const rev = this.bump(m, "stream");
     return { record: { t: "sdelall", loc: op.loc, endSeq, rev, ts: this.now } };
   }
 
@@ -261,8 +265,8 @@ export class BatchView {
     } else if (!this.live(current)) {
       return { result: { deleted: false, revision: m.rev } };
     }
-    this.kv.set(`${op.loc}\0${op.key}`, null);
     const rev = this.bump(m, "kv");
+    this.kv.set(`${op.loc}\0${op.key}`, null);
     const record: LogRecord = { t: "kdel", loc: op.loc, key: op.key, rev, ts: this.now };
     if (op.op === "kexpire") record.expired = true;
     return { record };

@@ -3,11 +3,94 @@
  * a location, and it runs both for live writes (after the record is durable in the log) and for
  * replay during recovery or reindex, so both paths produce the same index by construction.
  * It runs inside `LmdbIndex.write`, a batch of records per transaction.
+ *
+ * One record that cannot be applied must not make the log unusable: `applyRecords` applies a batch
+ * in one transaction and, when that throws, applies its records one at a time; a record that fails
+ * alone is quarantined (skipped, remembered in `sys` under `quarantine/<seg>/<off>` with the reason,
+ * and returned so the caller reports it) and every other record applies. Replay goes through the
+ * same function and skips a remembered record, so a record whose writer got an error stays absent.
  */
 import { assert } from "../assert.js";
 import type { LogRecord, Pointer } from "../log/record.js";
+import type { Checkpoint } from "./lmdb-index.js";
 import type { Kind } from "../types.js";
+import { locationEnd } from "./codecs.js";
+import { chunkWritten, chunksReferenced } from "./dead-chunks.js";
 import type { KvIndexEntry, LmdbIndex, LocMeta } from "./lmdb-index.js";
+
+/**
+ * Test-only: when set, called for each record before it is applied; a throw simulates a record
+ * the index cannot take (see test/engine/seq-bounds.test.ts). Never set in production code.
+ */
+export const applyFaultHook: { fn?: (rec: LogRecord) => void } = {};
+
+export interface Quarantined {
+  /** Position of the record in the batch given to `applyRecords`. */
+  i: number;
+  loc: string;
+  ptr: Pointer;
+  reason: string;
+}
+
+export interface Applied {
+  /** Per record, as `IndexBatch.apply` returns (-1 when skipped or quarantined). */
+  removed: number[];
+  quarantined: Quarantined[];
+}
+
+const QUARANTINE_PREFIX = "quarantine/";
+const QUARANTINE_END = "quarantine0"; // "0" follows "/": the end of the prefix's key range
+
+function quarantineKey(ptr: Pointer): string {
+  return `${QUARANTINE_PREFIX}${ptr.seg}/${ptr.off}`;
+}
+
+/**
+ * Applies durable records to the index with the recovery checkpoint `checkpoint`, isolating a
+ * record that cannot be applied (see the file comment). Throws only when the index cannot take a
+ * write at all (then no record is to blame, and nothing is quarantined).
+ */
+export function applyRecords(index: LmdbIndex, items: ReadonlyArray<{ rec: LogRecord; ptr: Pointer }>, opts: ApplyOptions, checkpoint: Checkpoint): Applied {
+  // Replay skips what was quarantined before; one range probe spares the lookups when nothing was.
+  let any = false;
+  if (opts.replay) for (const _ of index.sys.getKeys({ start: QUARANTINE_PREFIX, end: QUARANTINE_END, limit: 1 })) any = true;
+  const known = any ? items.map(({ ptr }) => index.sys.get(quarantineKey(ptr)) !== undefined) : [];
+  try {
+    return index.write(() => {
+      const batch = new IndexBatch(index, opts);
+      const removed = items.map(({ rec, ptr }, i) => (known[i] ? -1 : batch.apply(rec, ptr)));
+      batch.finish();
+      index.setCheckpoint(checkpoint);
+      return { removed, quarantined: [] };
+    });
+  } catch {
+    // Some record broke the transaction (nothing of it committed): find which, one at a time.
+  }
+  const removed: number[] = [];
+  const quarantined: Quarantined[] = [];
+  items.forEach(({ rec, ptr }, i) => {
+    if (known[i]) return void removed.push(-1);
+    try {
+      removed.push(
+        index.write(() => {
+          const batch = new IndexBatch(index, opts);
+          const n = batch.apply(rec, ptr);
+          batch.finish();
+          return n;
+        }),
+      );
+    } catch (err) {
+      removed.push(-1);
+      quarantined.push({ i, loc: rec.t === "chunk" ? "" : rec.loc, ptr, reason: err instanceof Error ? err.message : String(err) });
+    }
+  });
+  // This write succeeding shows the index works, so the failures were the records' own.
+  index.write(() => {
+    for (const q of quarantined) index.sys.put(quarantineKey(q.ptr), { loc: q.loc, reason: q.reason });
+    index.setCheckpoint(checkpoint);
+  });
+  return { removed, quarantined };
+}
 
 export interface ApplyOptions {
   /** Replay tolerates records of a kind other than the location's (a damaged log) by skipping them. */
@@ -34,7 +117,13 @@ export class IndexBatch {
    * replayed record was skipped because the index already reflects it or it conflicts with it.
    */
   apply(rec: LogRecord, ptr: Pointer): number {
-    if (rec.t === "chunk") return 0;
+    applyFaultHook.fn?.(rec);
+    // Chunks stay "open" until the set record listing them is applied (./dead-chunks.ts).
+    if (rec.t === "chunk") {
+      chunkWritten(this.index, ptr);
+      return 0;
+    }
+    if ((rec.t === "sset" || rec.t === "kset") && rec.chunks) chunksReferenced(this.index, rec.chunks);
     const kind: Kind = rec.t === "kset" || rec.t === "kdel" ? "kv" : "stream";
     const meta = this.locationFor(rec.loc, kind);
     if (meta.kind !== kind || rec.rev <= meta.rev) {
@@ -96,7 +185,9 @@ function applyToLocation(index: LmdbIndex, meta: LocMeta, rec: Exclude<LogRecord
     }
     case "sdelall": {
       let removed = 0;
-      for (const { key, value } of index.seqs.getRange({ start: [meta.id, 0], end: [meta.id, rec.endSeq + 1] })) {
+      // endSeq + 1 is exact only below 2^53 − 1; a deleteAll up to there covers the whole stream.
+      const end: [number, number] = rec.endSeq < Number.MAX_SAFE_INTEGER ? [meta.id, rec.endSeq + 1] : locationEnd(meta.id);
+      for (const { key, value } of index.seqs.getRange({ start: [meta.id, 0], end })) {
         meta.count -= 1;
         meta.bytes -= value[3];
         index.seqs.remove(key);

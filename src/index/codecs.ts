@@ -36,6 +36,15 @@ function readUint(source: Uint8Array, at: number, end: number): [value: number, 
   return [v, at + 1 + len];
 }
 
+/**
+ * The exclusive end of a range over all `[locId, …]` keys of one location: the first key of the
+ * next location id, below which every key of `locId` sorts whatever its second part (even one at
+ * or past 2^53 − 1, where `seq + 1` would no longer be exact).
+ */
+export function locationEnd(locId: number): [number, number] {
+  return [locId + 1, 0];
+}
+
 /** lmdb-js key encoder for `[uint, uint]` keys. Raw byte keys (lmdb-js's defaults) pass through. */
 export const uintPairKey = {
   writeKey(key: unknown, target: Uint8Array, start: number): number {

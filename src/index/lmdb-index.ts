@@ -11,6 +11,8 @@
  * - `dedup`:  [locId, msgId] → [seq, revision, timestamp, commitTime]; `dedupAge`: [commitTime, locId, msgId]
  * - `ttl`:    [expiresAt, locId, key] → revision
  * - `segs`:   segment id → SegmentInfo
+ * - `openChunks`: [seg, off] → frame length of a chunk record no set record references yet;
+ *             `deadBytes`: segment id → bytes of chunk frames nothing will reference (./dead-chunks.ts)
  * - `sys`:    "checkpoint" → how far of the log the index reflects, "nextLocId", "format"
  *
  * The per-record databases (`seqs`, `revs`, `kvs`) use the compact binary keys and values of
@@ -20,7 +22,10 @@
  * records. Writes happen in synchronous LMDB transactions, and LMDB never fsyncs them (`noSync`):
  * the log is the durable truth, the checkpoint says how much of it to replay, and a process crash
  * loses nothing written to the OS. Only an OS crash or power loss can lose or tear index pages;
- * ./unsynced-marker.ts detects that and has the index rebuilt from the log. `close` fsyncs.
+ * ./unsynced-marker.ts detects that and has the index rebuilt from the log. `close` fsyncs, then
+ * records a checksum of the file; `open` checks the file (that checksum, LMDB's meta pages) before
+ * lmdb maps it (./index-check.ts), so a damaged file is refused with CORRUPT instead of crashing
+ * the process with SIGBUS or SIGSEGV.
  */
 import fs from "node:fs";
 import path from "node:path";
@@ -29,6 +34,7 @@ import { assert } from "../assert.js";
 import { StrataError } from "../errors.js";
 import type { Kind } from "../types.js";
 import { uintPairKey, uintStringKey, uintTupleValue } from "./codecs.js";
+import { INDEX_FILE, dropIndexSum, indexFileProblem, writeIndexSum } from "./index-check.js";
 import { MetaCache } from "./meta-cache.js";
 
 export const INDEX_FORMAT = 2;
@@ -49,7 +55,8 @@ export type RevEntry = [seg: number, off: number, len: number, removed?: number]
 /** `at` is the commit time the dedup window counts from. */
 export type DedupEntry = [seq: number, rev: number, ts: number, at: number];
 
-export type SegmentState = "active" | "sealed" | "uploaded" | "evicted";
+/** "damaged": uploaded with damaged ranges carried as they are; kept locally, never evicted. */
+export type SegmentState = "active" | "sealed" | "uploaded" | "damaged" | "evicted";
 export interface SegmentInfo {
   state: SegmentState;
   bytes: number;
@@ -76,6 +83,8 @@ export class LmdbIndex {
   readonly dedupAge: Database<null, [number, number, string]>;
   readonly ttl: Database<number, [number, number, string]>;
   readonly segs: Database<SegmentInfo, number>;
+  readonly openChunks: Database<number, [number, number]>;
+  readonly deadBytes: Database<number, number>;
   readonly sys: Database<unknown, string>;
   private readonly metaCache: MetaCache;
   /** Metadata written by the transaction in progress, for the cache once it commits. */
@@ -94,14 +103,22 @@ export class LmdbIndex {
     this.dedupAge = sub("dedupAge");
     this.ttl = sub("ttl");
     this.segs = sub("segs");
+    this.openChunks = sub("openChunks", { keyEncoder: uintPairKey });
+    this.deadBytes = sub("deadBytes");
     this.sys = sub("sys");
   }
 
   static open(dir: string, opts: { metaCacheMax: number }): LmdbIndex {
     fs.mkdirSync(dir, { recursive: true });
+    const problem = indexFileProblem(dir);
+    if (problem !== undefined) {
+      throw new StrataError("CORRUPT", `the index at ${dir} is damaged (${problem}); it will be moved aside and rebuilt from the log`);
+    }
+    // From here on the file may change, and the checksum of its last close no longer holds.
+    dropIndexSum(dir);
     let root: RootDatabase;
     try {
-      root = open({ path: path.join(dir, "index.mdb"), maxDbs: 16, mapSize: INDEX_MAP_BYTES, noSubdir: true, noSync: true });
+      root = open({ path: path.join(dir, INDEX_FILE), maxDbs: 16, mapSize: INDEX_MAP_BYTES, noSubdir: true, noSync: true });
     } catch (cause) {
       throw new StrataError("CORRUPT", `the index at ${dir} cannot be opened (${(cause as Error).message}); it will be rebuilt from the log`, { cause });
     }
@@ -180,5 +197,6 @@ export class LmdbIndex {
     const root = this.root as unknown as { sync(done: (err?: Error) => void): void };
     await new Promise<void>((resolve, reject) => root.sync((err) => (err ? reject(err) : resolve())));
     await this.root.close();
+    writeIndexSum(this.dir);
   }
 }

@@ -8,21 +8,35 @@
  * - A record never spans two segments; the active segment is rolled before a record that would
  *   take it past `segmentBytesMax`. A segment is fsync'd before the next one is created, so only
  *   the last segment can have a torn tail after a crash.
- * - Reads go through `readBody` / `readBodies`, which verify each frame's checksum and exact
- *   length before returning a byte of it.
+ * - Reads go through `readBody` / `readBodies` (./segment-reader.ts), which verify each frame's
+ *   checksum and exact length before returning a byte of it. Only `close` stops them.
+ * - A batch is all or nothing. When a write or fdatasync fails, the log is cut back (ftruncate +
+ *   fsync, removing any segment the batch started) to the end of the last acknowledged record
+ *   before the error (IO) reaches a caller, so a restart, even right after it (kill -9), cannot
+ *   bring the failed records back. After a failed fdatasync the file's page-cache state is
+ *   unknown ("fsyncgate": a later fsync may report success for pages never written), so appends
+ *   continue in a new segment. If the cut itself fails, appends are refused (IO) until it
+ *   succeeds; the next append retries it, so writes work again once the disk does.
+ * - All file access goes through a `FileIo` (./file-io.ts), the seam for fault injection.
  * Reads of local segments are synchronous (pread on page-cached files), like LMDB's mmap reads.
  */
 import fs from "node:fs";
-import { promisify } from "node:util";
 import { assert } from "../assert.js";
 import { StrataError, ioError } from "../errors.js";
 import type { Limits } from "../limits.js";
-import { FRAME_HEADER_BYTES, parseFrame } from "./framing.js";
+import { nodeFileIo, type FileIo } from "./file-io.js";
+import { FRAME_HEADER_BYTES } from "./framing.js";
 import type { Pointer } from "./record.js";
-import { SEGMENT_HEADER_BYTES, checkSegmentHeader, fsyncDir, listSegmentIds, segmentHeader, segmentPath } from "./segment-files.js";
+import { createSegmentFile, fsyncDirIo } from "./segment-create.js";
+import { SEGMENT_HEADER_BYTES, listSegmentIds, segmentPath } from "./segment-files.js";
+import { SegmentReader } from "./segment-reader.js";
 
-const write = promisify(fs.write);
-const fdatasync = promisify(fs.fdatasync);
+/** A failed fdatasync, told apart from a failed write: the file must then be left behind. */
+class FsyncFailed extends Error {
+  constructor(override readonly cause: unknown) {
+    super("fdatasync failed");
+  }
+}
 
 /**
  * "always": every batch is fdatasync'd before it is acknowledged (the default). "interval": batches
@@ -39,10 +53,17 @@ export interface SegmentLogEvents {
 }
 
 export class SegmentLog {
-  private activeFd: number;
-  private readonly readFds = new Map<number, number>();
+  private activeFd: number | undefined;
+  private readonly reader: SegmentReader;
   private closed = false;
   private writing = false;
+  /**
+   * Set when a batch write failed: the log must end at `seg`/`size` (the end of the last
+   * acknowledged record) before it takes another append, and a new segment must be started
+   * first when `roll` (an fsync failed, so the old file's page-cache state is unknown). `repair`
+   * makes that so, durably; until it succeeds every append fails with IO. Reads never look here.
+   */
+  private broken: { seg: number; size: number; roll: boolean; cause: unknown } | undefined;
   /** Number of fdatasync calls made so far (measured by the benchmark). */
   fsyncCount = 0;
   /** When the active segment first took a record (performance.now()), undefined while it is empty. */
@@ -57,21 +78,31 @@ export class SegmentLog {
     private events: SegmentLogEvents,
     public activeId: number,
     public activeSize: number,
+    private readonly io: FileIo,
   ) {
-    this.activeFd = fs.openSync(segmentPath(dir, activeId), "r+");
+    this.activeFd = io.openSync(segmentPath(dir, activeId), "r+");
+    this.reader = new SegmentReader(dir, limits, io);
   }
 
   /**
    * Opens the log for appending at `activeId`'s end `activeSize` (as found by recovery, which has
-   * already cut any torn tail). Creates the first segment when there is none.
+   * already cut any torn tail). Creates the first segment when there is none. `io` is the file
+   * system seam (fault injection in tests).
    */
-  static open(dir: string, limits: Limits, active: { id: number; size: number } | undefined, nextId = 1, events: SegmentLogEvents = {}): SegmentLog {
+  static open(
+    dir: string,
+    limits: Limits,
+    active: { id: number; size: number } | undefined,
+    nextId = 1,
+    events: SegmentLogEvents = {},
+    io: FileIo = nodeFileIo,
+  ): SegmentLog {
     fs.mkdirSync(dir, { recursive: true });
     if (active === undefined) {
-      createSegmentFile(dir, nextId);
-      return new SegmentLog(dir, limits, events, nextId, SEGMENT_HEADER_BYTES);
+      createSegmentFile(dir, nextId, io);
+      return new SegmentLog(dir, limits, events, nextId, SEGMENT_HEADER_BYTES, io);
     }
-    return new SegmentLog(dir, limits, events, active.id, active.size);
+    return new SegmentLog(dir, limits, events, active.id, active.size, io);
   }
 
   setEvents(events: SegmentLogEvents): void {
@@ -87,11 +118,12 @@ export class SegmentLog {
   }
 
   private syncNow(): void {
-    if (!this.unsynced || this.closed || this.writing) return;
+    if (!this.unsynced || this.closed || this.writing || this.broken || this.activeFd === undefined) return;
     this.unsynced = false;
-    fdatasync(this.activeFd).then(
+    this.io.fdatasync(this.activeFd).then(
       () => void this.fsyncCount++,
-      () => undefined,
+      // Acknowledged in "interval" mode already (a process crash keeps the page cache); try again.
+      () => void (this.unsynced = true),
     );
   }
 
@@ -102,155 +134,212 @@ export class SegmentLog {
   /**
    * Appends framed records and makes them durable. Resolves to one pointer per frame, in order.
    * Only one batch may be in progress at a time (the commit queue guarantees it).
+   *
+   * All or nothing: when it fails (IO), none of the batch's records stays in the log, not even
+   * those of a segment it already completed, so a write answered with an error never appears
+   * after a restart; the log is cut back to where the batch began before the error is thrown, and
+   * the next call (once the disk has space again) appends from there.
    */
   async writeBatch(frames: Buffer[]): Promise<Pointer[]> {
     this.checkOpen();
     assert(!this.writing, "writeBatch calls must not overlap");
     this.writing = true;
+    const sealed: Array<[id: number, bytes: number]> = [];
+    let start: { seg: number; size: number } | undefined;
+    let rolling = false;
+    let ok = false;
     try {
+      if (this.broken) this.repair();
+      start = { seg: this.activeId, size: this.activeSize };
       const pointers: Pointer[] = [];
       let pending: Buffer[] = [];
       let pendingBytes = 0;
       for (const f of frames) {
         assert(f.byteLength <= this.limits.recordBytesMax + FRAME_HEADER_BYTES, "frame larger than recordBytesMax");
         if (this.activeSize + pendingBytes + f.byteLength > this.limits.segmentBytesMax && this.activeSize + pendingBytes > SEGMENT_HEADER_BYTES) {
-          await this.flush(pending, pendingBytes);
+          await this.flush(pending, pendingBytes, this.fsyncMode === "always");
           pending = [];
           pendingBytes = 0;
+          sealed.push([this.activeId, this.activeSize]);
+          rolling = true;
           this.rollActive();
+          rolling = false;
         }
         pointers.push({ seg: this.activeId, off: this.activeSize + pendingBytes, len: f.byteLength });
         pending.push(f);
         pendingBytes += f.byteLength;
       }
-      await this.flush(pending, pendingBytes);
+      await this.flush(pending, pendingBytes, this.fsyncMode === "always");
+      ok = true;
       return pointers;
+    } catch (thrown) {
+      // After a failed fsync the file's page-cache state is unknown (a retried fsync may report
+      // success for pages that never reached the disk), so the next appends go to a new file.
+      const fsyncFailed = thrown instanceof FsyncFailed || rolling;
+      const err = thrown instanceof FsyncFailed ? thrown.cause : thrown;
+      if (start !== undefined) {
+        this.broken = { ...start, roll: fsyncFailed, cause: err };
+        try {
+          this.repair();
+        } catch {
+          // Stays broken: the next append retries the repair first.
+        }
+      }
+      throw StrataError.is(err) ? err : ioError("appending to the segment log", err);
     } finally {
       this.writing = false;
+      // Only once the batch is durable may the tier see the segments it completed.
+      if (ok) {
+        for (const [id, bytes] of sealed) {
+          this.events.onSealed?.(id, bytes);
+          this.events.onCreated?.(id + 1);
+        }
+      }
     }
   }
 
-  private async flush(frames: Buffer[], bytes: number): Promise<void> {
+  /**
+   * Writes `bytes` at the end of the active segment and, when `sync`, fdatasyncs it; a failed
+   * fdatasync throws `FsyncFailed` (see `writeBatch`).
+   */
+  private async flush(frames: Buffer[], bytes: number, sync: boolean): Promise<void> {
     if (bytes === 0) return;
     const buf = frames.length === 1 ? frames[0]! : Buffer.concat(frames, bytes);
-    try {
-      let done = 0;
-      // A small batch is copied into the page cache at once (microseconds; a trip through the
-      // thread pool costs more); a large one is written off the event loop.
-      const sync = buf.byteLength <= this.limits.syncWriteBytesMax;
-      while (done < buf.byteLength) {
-        const n = sync
-          ? fs.writeSync(this.activeFd, buf, done, buf.byteLength - done, this.activeSize + done)
-          : (await write(this.activeFd, buf, done, buf.byteLength - done, this.activeSize + done)).bytesWritten;
-        done += n;
-      }
-      if (this.fsyncMode === "always") {
-        await fdatasync(this.activeFd);
-        this.fsyncCount++;
-      } else {
-        this.unsynced = true;
-      }
-      this.dirtySince ??= performance.now();
-    } catch (cause) {
-      // The file may now hold part of this batch; it was never acknowledged and recovery cuts
-      // it. Refuse further appends rather than write after a hole.
-      this.closed = true;
-      throw ioError("appending to the segment log", cause);
+    const fd = this.activeFd!;
+    let done = 0;
+    // A small batch is copied into the page cache at once (microseconds; a trip through the
+    // thread pool costs more); a large one is written off the event loop.
+    const small = buf.byteLength <= this.limits.syncWriteBytesMax;
+    while (done < buf.byteLength) {
+      const n = small
+        ? this.io.writeSync(fd, buf, done, buf.byteLength - done, this.activeSize + done)
+        : await this.io.write(fd, buf, done, buf.byteLength - done, this.activeSize + done);
+      done += n;
     }
+    if (sync) {
+      try {
+        await this.io.fdatasync(fd);
+      } catch (cause) {
+        throw new FsyncFailed(cause);
+      }
+      this.fsyncCount++;
+    } else {
+      this.unsynced = true;
+    }
+    this.dirtySince ??= performance.now();
     this.activeSize += bytes;
+  }
+
+  /**
+   * Makes the log end at `broken.seg`/`broken.size`, durably: removes any segment after it (the
+   * failed batch may have started one), truncates it to that size and fsyncs it, then, if an
+   * fsync failed, starts a new segment after it. Idempotent, so a failure part way is retried
+   * from the start by the next append. Throws IO while it cannot be done.
+   */
+  private repair(): void {
+    const b = this.broken;
+    assert(b !== undefined, "repair of a log that is not broken");
+    try {
+      if (this.activeFd !== undefined) {
+        this.io.closeSync(this.activeFd);
+        this.activeFd = undefined;
+      }
+      let removed = false;
+      for (const id of listSegmentIds(this.dir)) {
+        if (id <= b.seg) continue;
+        this.forget(id);
+        fs.rmSync(segmentPath(this.dir, id), { force: true });
+        removed = true;
+      }
+      if (removed) fsyncDirIo(this.dir, this.io);
+      const fd = this.io.openSync(segmentPath(this.dir, b.seg), "r+");
+      try {
+        this.io.ftruncateSync(fd, b.size);
+        this.io.fsyncSync(fd);
+      } catch (err) {
+        this.io.closeSync(fd);
+        throw err;
+      }
+      this.activeId = b.seg;
+      this.activeSize = b.size;
+      this.activeFd = fd;
+      if (b.roll && b.size === SEGMENT_HEADER_BYTES) {
+        // Nothing acknowledged is in it: replace it with a fresh file rather than seal it empty.
+        this.io.closeSync(fd);
+        this.activeFd = undefined;
+        createSegmentFile(this.dir, b.seg, this.io, true);
+        this.activeFd = this.io.openSync(segmentPath(this.dir, b.seg), "r+");
+      } else if (b.roll) {
+        this.rollActive(); // emits no events; done below
+      }
+    } catch (cause) {
+      throw ioError(`repairing the segment log after a failed write (${(b.cause as Error)?.message ?? String(b.cause)})`, cause);
+    }
+    this.broken = undefined;
+    if (b.roll && b.size > SEGMENT_HEADER_BYTES) {
+      this.events.onSealed?.(b.seg, b.size);
+      this.events.onCreated?.(this.activeId);
+    }
   }
 
   /** Seals the active segment and starts the next one (the seal timer; never during a batch). */
   roll(): void {
     this.checkOpen();
     assert(!this.writing, "roll must not overlap a batch write");
-    this.rollActive();
-  }
-
-  private rollActive(): void {
+    if (this.broken) {
+      // The repair rolls, or the next append does; the seal timer only asks for what it finds.
+      try {
+        this.repair();
+      } catch {
+        return;
+      }
+      if (this.activeSize === SEGMENT_HEADER_BYTES) return; // the repair rolled already
+    }
     const sealedId = this.activeId;
     const sealedBytes = this.activeSize;
-    fs.fsyncSync(this.activeFd);
-    fs.closeSync(this.activeFd);
-    const next = sealedId + 1;
-    createSegmentFile(this.dir, next);
-    this.activeFd = fs.openSync(segmentPath(this.dir, next), "r+");
-    this.activeId = next;
-    this.activeSize = SEGMENT_HEADER_BYTES;
-    this.dirtySince = undefined;
+    try {
+      this.rollActive();
+    } catch (cause) {
+      this.broken = { seg: sealedId, size: sealedBytes, roll: true, cause };
+      throw ioError("sealing the active segment", cause);
+    }
     this.events.onSealed?.(sealedId, sealedBytes);
-    this.events.onCreated?.(next);
-  }
-
-  /** Reads and verifies the record at `ptr`; returns its body. */
-  readBody(ptr: Pointer): Buffer {
-    return this.readBodies(ptr.seg, [ptr])[0]!;
+    this.events.onCreated?.(this.activeId);
   }
 
   /**
-   * Reads records that lie back to back in segment `seg` (each pointer starts where the previous
-   * one ends; see `adjacentRun`) with one read, and verifies each as `readBody` does. The bodies
-   * share one buffer.
+   * Makes the active segment durable and switches to a new empty one after it. The new file is
+   * created before the old descriptor is given up, so a failure leaves the active segment as it
+   * was (a half-created next file is removed by `repair`, or by recovery after a crash).
    */
-  readBodies(seg: number, ptrs: readonly Pointer[]): Buffer[] {
-    this.checkOpen();
-    const first = ptrs[0]!.off;
-    const last = ptrs[ptrs.length - 1]!;
-    const bytes = last.off + last.len - first;
-    const buf = Buffer.allocUnsafe(bytes);
-    const fd = this.readFd(seg);
-    let n: number;
-    try {
-      n = fs.readSync(fd, buf, 0, bytes, first);
-    } catch (cause) {
-      throw ioError(`reading segment ${seg}`, cause);
-    }
-    let at = 0;
-    return ptrs.map((ptr) => {
-      assert(ptr.seg === seg && ptr.off === first + at, "records read together lie back to back");
-      const end = at + ptr.len;
-      const parsed = end <= n ? parseFrame(buf, at, this.limits.recordBytesMax) : undefined;
-      if (parsed === undefined || parsed.kind !== "ok" || parsed.next !== end) {
-        const why = parsed === undefined ? `short read (${Math.max(0, n - at)} of ${ptr.len} bytes)` : parsed.kind === "corrupt" ? parsed.reason : "frame length mismatch";
-        throw new StrataError("CORRUPT", `record at segment ${seg} offset ${ptr.off} failed verification: ${why}. Run \`strata reindex\` or restore the segment.`);
-      }
-      at = end;
-      return parsed.body;
-    });
+  private rollActive(): void {
+    const fd = this.activeFd!;
+    this.io.fsyncSync(fd);
+    const next = this.activeId + 1;
+    createSegmentFile(this.dir, next, this.io);
+    const nextFd = this.io.openSync(segmentPath(this.dir, next), "r+");
+    this.io.closeSync(fd);
+    this.activeFd = nextFd;
+    this.activeId = next;
+    this.activeSize = SEGMENT_HEADER_BYTES;
+    this.dirtySince = undefined;
   }
 
-  private readFd(seg: number): number {
-    let fd = this.readFds.get(seg);
-    if (fd !== undefined) {
-      // Move to the back: the map's order is least-recently-used first.
-      this.readFds.delete(seg);
-      this.readFds.set(seg, fd);
-      return fd;
-    }
-    try {
-      fd = fs.openSync(segmentPath(this.dir, seg), "r");
-    } catch (cause) {
-      if ((cause as NodeJS.ErrnoException).code === "ENOENT") {
-        throw new StrataError("CORRUPT", `segment ${seg} is referenced by the index but missing on disk; run \`strata reindex\` or restore it`);
-      }
-      throw ioError(`opening segment ${seg}`, cause);
-    }
-    this.readFds.set(seg, fd);
-    while (this.readFds.size > this.limits.openSegmentsMax) {
-      const [oldest, oldFd] = this.readFds.entries().next().value as [number, number];
-      fs.closeSync(oldFd);
-      this.readFds.delete(oldest);
-    }
-    return fd;
+  /** Reads and verifies the record at `ptr`; returns its body. Never affected by a failed append. */
+  readBody(ptr: Pointer): Buffer {
+    this.checkOpen();
+    return this.reader.readBodies(ptr.seg, [ptr])[0]!;
+  }
+
+  /** See `SegmentReader.readBodies`. */
+  readBodies(seg: number, ptrs: readonly Pointer[]): Buffer[] {
+    this.checkOpen();
+    return this.reader.readBodies(seg, ptrs);
   }
 
   /** Closes a cached read descriptor, e.g. before a segment file is removed or replaced. */
   forget(seg: number): void {
-    const fd = this.readFds.get(seg);
-    if (fd !== undefined) {
-      fs.closeSync(fd);
-      this.readFds.delete(seg);
-    }
+    this.reader.forget(seg);
   }
 
   async close(): Promise<void> {
@@ -259,26 +348,30 @@ export class SegmentLog {
       this.closeFds();
       return;
     }
+    if (this.broken) {
+      try {
+        this.repair();
+      } catch {
+        // The failed batch's bytes may stay; they were never acknowledged. See README "Failure modes".
+      }
+    }
     this.closed = true;
     try {
-      fs.fsyncSync(this.activeFd);
+      if (this.activeFd !== undefined && !this.broken) this.io.fsyncSync(this.activeFd);
     } finally {
       this.closeFds();
     }
   }
 
   private closeFds(): void {
-    try {
-      fs.closeSync(this.activeFd);
-    } catch {
-      // Already closed after a failed append.
-    }
-    for (const fd of this.readFds.values()) fs.closeSync(fd);
-    this.readFds.clear();
+    if (this.activeFd !== undefined) this.io.closeSync(this.activeFd);
+    this.activeFd = undefined;
+    this.reader.close();
   }
 
+  /** Only `close` closes the log; a failed write does not (reads go on, appends retry). */
   private checkOpen(): void {
-    if (this.closed) throw new StrataError("CLOSED", "the segment log is closed (store closed, or a write failed); reopen the store");
+    if (this.closed) throw new StrataError("CLOSED", "the segment log is closed (the store was closed); reopen the store");
   }
 }
 
@@ -295,24 +388,4 @@ export function adjacentRun(items: ReadonlyArray<{ ptr: Pointer }>, start: numbe
     n++;
   }
   return n;
-}
-
-/** Creates an empty segment (header only), durable, including its directory entry. */
-export function createSegmentFile(dir: string, id: number): void {
-  const file = segmentPath(dir, id);
-  const fd = fs.openSync(file, "wx");
-  try {
-    fs.writeSync(fd, segmentHeader(id), 0, SEGMENT_HEADER_BYTES, 0);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fsyncDir(dir);
-}
-
-/** Reads a whole segment file and checks its header; used by recovery and reindex. */
-export function readSegmentFile(dir: string, id: number): Buffer {
-  const buf = fs.readFileSync(segmentPath(dir, id));
-  checkSegmentHeader(id, buf);
-  return buf;
 }

@@ -71,6 +71,8 @@ export class CoordinatorState {
   private readonly servers = new Map<string, ServerState>();
   private readonly pending = new Map<string, Promise<AssignmentRecord>>();
   private closed = false;
+  /** Durable assignments plus pending ones; what `assignmentsMax` bounds. */
+  private assignedTotal = 0;
 
   private constructor(
     private readonly root: RootDatabase,
@@ -101,6 +103,7 @@ export class CoordinatorState {
         opts,
       );
       state.loadServers();
+      state.assignedTotal = (state.assignDb.getStats() as { entryCount?: number }).entryCount ?? 0;
       return state;
     } catch (err) {
       void root?.close();
@@ -141,10 +144,12 @@ export class CoordinatorState {
     }
     const record: AssignmentRecord = { server, assignedAt: this.opts.now() };
     state.assigned += 1;
+    this.assignedTotal += 1;
     const done = this.commitAssignment(location, record).then(
       () => record,
       (cause: unknown) => {
         state.assigned -= 1;
+        this.assignedTotal -= 1;
         throw StrataError.is(cause) ? cause : ioError("recording the assignment", cause);
       },
     );
@@ -215,6 +220,11 @@ export class CoordinatorState {
       .catch(() => {
         // Liveness is kept in memory; a lost heartbeat write only makes the post-restart seed older.
       });
+  }
+
+  /** Assignments on disk and pending, across all servers. */
+  assignmentCount(): number {
+    return this.assignedTotal;
   }
 
   isLive(id: string): boolean {

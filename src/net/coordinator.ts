@@ -11,12 +11,24 @@
  *   because moving safely needs leases with epochs (DESIGN.md), which come later.
  * - `P.coord.servers` → `{ servers: ServerView[] }` for operators.
  *
+ * Abuse bounds. An assignment is durable and never removed, so `locate` of new locations is what a
+ * hostile client could use to grow the state without end. New assignments are rate limited per
+ * client (token bucket `assignBurstPerClientMax` / `assignPerClientPerSecMax`, the client being
+ * the first token of its reply inbox) and for all clients together (`assignBurstMax` /
+ * `assignPerSecMax`), both answered UNAVAILABLE (the client retries with backoff), and bounded in
+ * total (`assignmentsMax`, TOO_LARGE). Locating a known location is never limited. We keep
+ * assigning at first locate (not at first write) because that is what keeps placement sticky and
+ * correct without a claim round trip from servers in every first write: an answer once given is
+ * never contradicted. Replies go only to subjects below `inboxPrefix` (default "_INBOX"); a
+ * request naming another reply subject (e.g. someone's change feed) is dropped unanswered.
+ *
  * Every wire input is parsed in coordinator-protocol.ts; a malformed request gets an error reply
  * and never reaches the state. Nothing a client sends can crash the process: each handler ends
  * in an error reply, and only `assert` failures (bugs) escape.
  */
 import type { Msg, NatsConnection, Subscription } from "nats";
 import { StrataError } from "../errors.js";
+import { DEFAULT_COORDINATOR_LIMITS, resolveCoordinatorLimits, type CoordinatorLimits } from "../limits.js";
 import { pickServer } from "./coordinator-placement.js";
 import {
   DEFAULT_PREFIX,
@@ -32,16 +44,11 @@ import {
   type ServersReply,
 } from "./coordinator-protocol.js";
 import { CoordinatorState } from "./coordinator-state.js";
+import { TokenBuckets } from "./rate-limit.js";
+import { DEFAULT_INBOX_PREFIX, replyClient, validateInboxPrefix } from "./subjects.js";
 
-/** Defaults of the coordinator; each can be overridden in `startCoordinator`'s options. */
-export const COORDINATOR_DEFAULTS = Object.freeze({
-  /** A server is live while its heartbeats arrive within this (5 missed 1 s heartbeats). */
-  serverTtlMs: 5000,
-  /** Most servers remembered; bounds memory and the size of the `servers` reply. */
-  serversMax: 1000,
-  /** Most new locations being recorded at once; beyond this locate answers UNAVAILABLE. */
-  pendingAssignmentsMax: 10_000,
-});
+/** Defaults of the coordinator (src/limits.ts); each can be overridden in `startCoordinator`'s options. */
+export const COORDINATOR_DEFAULTS = DEFAULT_COORDINATOR_LIMITS;
 
 export interface CoordinatorOptions {
   nc: NatsConnection;
@@ -51,27 +58,50 @@ export interface CoordinatorOptions {
   serverTtlMs?: number;
   serversMax?: number;
   pendingAssignmentsMax?: number;
+  /** The other limits (assignment rates and total, see src/limits.ts `CoordinatorLimits`). */
+  limits?: Partial<CoordinatorLimits>;
+  /** Replies go only below this prefix (default "_INBOX"); other requests are dropped unanswered. */
+  inboxPrefix?: string;
   /** Problems worth an operator's attention (malformed heartbeats, refused servers). */
   onWarning?: (message: string) => void;
   /** Notable events: a server joined or restarted. */
   onEvent?: (message: string) => void;
 }
 
+export interface CoordinatorStats {
+  /** Assignments on disk and being recorded. */
+  assignments: number;
+  /** Requests dropped unanswered because their reply subject lies outside the inbox prefix. */
+  repliesRefused: number;
+}
+
 export interface Coordinator {
+  stats(): CoordinatorStats;
   /** Stops answering, waits for in-flight requests, closes the state. Does not close `nc`. */
   stop(): Promise<void>;
 }
 
 export async function startCoordinator(options: CoordinatorOptions): Promise<Coordinator> {
   const prefix = validatePrefix(options.prefix ?? DEFAULT_PREFIX);
-  const serverTtlMs = positiveInt(options.serverTtlMs ?? COORDINATOR_DEFAULTS.serverTtlMs, "serverTtlMs");
+  const inboxPrefix = validateInboxPrefix(options.inboxPrefix ?? DEFAULT_INBOX_PREFIX);
+  const limits = resolveCoordinatorLimits({
+    ...options.limits,
+    ...(options.serverTtlMs !== undefined ? { serverTtlMs: positiveInt(options.serverTtlMs, "serverTtlMs") } : {}),
+    ...(options.serversMax !== undefined ? { serversMax: positiveInt(options.serversMax, "serversMax") } : {}),
+    ...(options.pendingAssignmentsMax !== undefined ? { pendingAssignmentsMax: positiveInt(options.pendingAssignmentsMax, "pendingAssignmentsMax") } : {}),
+  });
+  const serverTtlMs = limits.serverTtlMs;
+  const monotonicNow = () => performance.now();
   const state = CoordinatorState.open(options.dataDir, {
     serverTtlMs,
-    serversMax: positiveInt(options.serversMax ?? COORDINATOR_DEFAULTS.serversMax, "serversMax"),
-    pendingAssignmentsMax: positiveInt(options.pendingAssignmentsMax ?? COORDINATOR_DEFAULTS.pendingAssignmentsMax, "pendingAssignmentsMax"),
+    serversMax: limits.serversMax,
+    pendingAssignmentsMax: limits.pendingAssignmentsMax,
     now: Date.now,
-    monotonicNow: () => performance.now(),
+    monotonicNow,
   });
+  const perClient = new TokenBuckets(limits.assignBurstPerClientMax, limits.assignPerClientPerSecMax, limits.assignClientsMax, monotonicNow);
+  const overall = new TokenBuckets(limits.assignBurstMax, limits.assignPerSecMax, 1, monotonicNow);
+  let repliesRefused = 0;
   const warn = throttled(options.onWarning ?? ((m) => process.emitWarning(m, "StrataWarning")));
   const event = options.onEvent ?? (() => undefined);
   const subjects = coordSubjects(prefix);
@@ -82,18 +112,30 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
     void work.finally(() => inFlight.delete(work));
   };
 
+  /** The client of a request whose reply subject may be answered; undefined drops the request. */
+  const answerable = (msg: Msg): string | undefined => {
+    if (!msg.reply) return undefined;
+    const client = replyClient(msg.reply, inboxPrefix);
+    if (client === undefined) {
+      repliesRefused += 1;
+      warn(`dropped a request on ${msg.subject} whose reply subject is outside the inbox prefix "${inboxPrefix}" (${repliesRefused} so far)`);
+    }
+    return client;
+  };
+
   const onLocate = async (msg: Msg): Promise<void> => {
     // A bare publish (no reply subject) asks nothing; it must not assign a location either.
-    if (!msg.reply) return;
+    const client = answerable(msg);
+    if (client === undefined) return;
     try {
       const location = parseLocateRequest(decodeBody(msg.data, "locate request"));
-      respondBody(msg, await locate(location));
+      respondBody(msg, await locate(location, client));
     } catch (err) {
       respondError(msg, err, err instanceof ServerDownError ? { [SERVER_HEADER]: err.server } : {});
     }
   };
 
-  const locate = async (location: string): Promise<LocateReply> => {
+  const locate = async (location: string, client: string): Promise<LocateReply> => {
     // Look up and (if absent) assign without an `await` in between, so two requests for the same
     // new location cannot both decide to assign it; the second one finds the pending promise.
     const found = state.assignment(location);
@@ -104,9 +146,24 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
     }
     const candidates = state.liveCandidates();
     if (candidates.length === 0) throw noLiveServer();
+    admitNewLocation(client);
     const server = pickServer(location, candidates);
     await state.assign(location, server);
     return { server };
+  };
+
+  /** Spends the tokens of one new assignment, or refuses it; runs with no await before `assign`. */
+  const admitNewLocation = (client: string): void => {
+    if (state.assignmentCount() >= limits.assignmentsMax) {
+      throw new StrataError("TOO_LARGE", `the coordinator holds ${state.assignmentCount()} locations (assignmentsMax); no new location can be placed. Raise assignmentsMax or run another cluster`);
+    }
+    if (!perClient.take(client)) {
+      throw new StrataError("UNAVAILABLE", `this client placed new locations faster than ${limits.assignPerClientPerSecMax}/s (assignPerClientPerSecMax); retry shortly`);
+    }
+    if (!overall.take("all")) {
+      perClient.refund(client);
+      throw new StrataError("UNAVAILABLE", `new locations are being placed faster than ${limits.assignPerSecMax}/s (assignPerSecMax); retry shortly`);
+    }
   };
 
   const serverDown = (location: string, server: string): ServerDownError => {
@@ -126,6 +183,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   };
 
   const onServers = (msg: Msg): void => {
+    if (answerable(msg) === undefined) return;
     try {
       // The body is optional; if one is sent it must at least be CBOR, so garbage is reported.
       if (msg.data.byteLength > 0) decodeBody(msg.data, "servers request");
@@ -145,10 +203,10 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       } else if (kind !== "seen") {
         event(`server ${hb.id} ${kind === "new" ? "joined" : "restarted"}`);
       }
-      if (msg.reply) respondBody(msg, { ok: true });
+      if (msg.reply && answerable(msg) !== undefined) respondBody(msg, { ok: true });
     } catch (err) {
       warn(`ignored a heartbeat: ${(err as Error).message}`);
-      respondError(msg, err);
+      if (msg.reply && answerable(msg) !== undefined) respondError(msg, err);
     }
   };
 
@@ -177,6 +235,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
 
   let stopping: Promise<void> | undefined;
   return {
+    stats: () => ({ assignments: state.assignmentCount(), repliesRefused }),
     stop() {
       stopping ??= (async () => {
         await Promise.allSettled(subs.map((s) => (s.isClosed() ? Promise.resolve() : s.drain())));

@@ -29,15 +29,18 @@ import type { KvHandle } from "../kv-handle.js";
 import type { Store } from "../store.js";
 import type { StreamHandle } from "../stream-handle.js";
 import type { Change, ItemResult } from "../types.js";
-import { validateNonNegativeInt } from "../validate.js";
+import { validateNonNegativeInt, validateSeqOrZero } from "../validate.js";
 import type { NetLimits } from "./net-limits.js";
 import { isLargeRead, streamBatches, type Replies, type ReplyTarget } from "./server-replies.js";
 import type { Uploads } from "./server-uploads.js";
+import { ASK_ALONE, BatchReads, holdForRead } from "./server-reads.js";
 import { scanKv, scanStream } from "./store-scan.js";
 import type { SubjectClass } from "./subjects.js";
 import { decodeMap, estimateBytes, isPlainMap, type WireMap } from "./wire-codec.js";
 
 export interface RequestContext extends ReplyTarget {
+  /** Who sent it, for per-client limits: the first token of its reply inbox (subjects.ts). */
+  client: string;
   store: Store;
   replies: Replies;
   uploads: Uploads;
@@ -95,8 +98,14 @@ const VALUE_OPS: Record<string, { fields: readonly string[]; write: (c: RequestC
 export async function handle(ctx: RequestContext, body: WireMap): Promise<void> {
   const spec = lookup(ctx, body);
   if (spec.run) return spec.run(ctx, body);
-  const result = await spec.compute!(ctx, body);
-  await ctx.replies.result(ctx, result);
+  // Room for a read's reply is reserved before the read (server-reads.ts).
+  const hold = await holdForRead(ctx, body);
+  try {
+    const result = await spec.compute!(ctx, body);
+    await ctx.replies.result(ctx, result);
+  } finally {
+    hold?.release();
+  }
 }
 
 function lookup(ctx: RequestContext, body: WireMap): OpSpec {
@@ -117,8 +126,10 @@ export function checkFields(ctx: { location: string }, body: WireMap, fields: re
     const value = body[name];
     if (name === "op" || fields.includes(name) || value === undefined) continue;
     if (name === "location") {
+      // Check the type before using the value: a decoded map may carry any keys (toString, …).
+      if (typeof value !== "string") throw new StrataError("INVALID_LOCATION", "location in the body must be a string (the subject names the location)");
       if (value !== ctx.location) {
-        throw new StrataError("FORBIDDEN", `the body names location ${JSON.stringify(String(value).slice(0, 300))} but the subject names "${ctx.location}"; the subject decides`);
+        throw new StrataError("FORBIDDEN", `the body names location ${JSON.stringify(value.slice(0, 300))} but the subject names "${ctx.location}"; the subject decides`);
       }
       continue;
     }
@@ -129,7 +140,7 @@ export function checkFields(ctx: { location: string }, body: WireMap, fields: re
 async function runUpload(ctx: RequestContext, head: WireMap, value: AsyncIterable<Uint8Array> | undefined): Promise<unknown> {
   const op = head.op;
   if (typeof op !== "string" || op === "upload" || op === "chunk" || op === "credit" || !Object.hasOwn(OPS, op) || OPS[op]!.cls !== "w") {
-    throw new StrataError("INVALID_ARGUMENT", `an upload must carry a write request, got op ${JSON.stringify(String(op)).slice(0, 40)}`);
+    throw new StrataError("INVALID_ARGUMENT", `an upload must carry a write request, got op ${describeOp(op)}`);
   }
   if (value === undefined) {
     checkFields(ctx, head, OPS[op]!.fields, op);
@@ -156,14 +167,16 @@ async function batch(ctx: RequestContext, body: WireMap): Promise<void> {
   for (const item of items) {
     if (!(item instanceof Uint8Array)) throw new StrataError("INVALID_ARGUMENT", "every item of a batch must be an encoded request (CBOR byte string)");
   }
+  const reads = new BatchReads(ctx);
   const runs = (items as Uint8Array[]).map((bytes) => {
     try {
       const request = decodeMap(bytes, "a batch item");
       if (!COALESCED_OPS.has(request.op as string)) {
-        throw new StrataError("INVALID_ARGUMENT", `op ${JSON.stringify(String(request.op)).slice(0, 40)} cannot be batched; only ${[...COALESCED_OPS].join(", ")}`);
+        throw new StrataError("INVALID_ARGUMENT", `op ${describeOp(request.op)} cannot be batched; only ${[...COALESCED_OPS].join(", ")}`);
       }
       const spec = lookup(ctx, request);
-      return Promise.resolve(spec.compute!(ctx, request));
+      // Gets are read in turn within the batch's reply budget; writes start at once.
+      return spec.cls === "r" ? reads.read(request, () => spec.compute!(ctx, request)) : Promise.resolve(spec.compute!(ctx, request));
     } catch (err) {
       return Promise.reject(err);
     }
@@ -171,12 +184,22 @@ async function batch(ctx: RequestContext, body: WireMap): Promise<void> {
   const results: Array<ItemResult<unknown> & { alone?: true }> = await settleAll(runs);
   for (let i = 0; i < results.length; i++) {
     const r = results[i]!;
-    // A large value is streamed only in a reply of its own: the client sends this get again alone.
-    if (r.ok && isLargeRead(r.result)) {
+    // A large value is streamed only in a reply of its own, and a batch carries at most
+    // batchReplyBytesMax of values: the client sends such a get again alone.
+    if (r.ok && (isLargeRead(r.result) || r.result === ASK_ALONE)) {
       results[i] = { ok: false, error: { code: "TOO_LARGE", message: "the value is too large for a batch reply; ask for it alone" }, alone: true };
     }
   }
-  await ctx.replies.result(ctx, results);
+  try {
+    await ctx.replies.result(ctx, results);
+  } finally {
+    reads.release();
+  }
+}
+
+/** An untrusted op for a message: never calls anything on it (a decoded map may own `toString`). */
+function describeOp(op: unknown): string {
+  return typeof op === "string" ? JSON.stringify(op.slice(0, 40)) : op === null ? "null" : Array.isArray(op) ? "an array" : typeof op;
 }
 
 function credit(ctx: RequestContext, body: WireMap): void {
@@ -189,7 +212,7 @@ function credit(ctx: RequestContext, body: WireMap): void {
 
 async function streamed(ctx: RequestContext, scan: () => Iterable<unknown> | AsyncIterable<unknown>): Promise<void> {
   const base = ctx.store.inventory(ctx.location).revision;
-  const reply = ctx.replies.open(ctx);
+  const reply = await ctx.replies.open(ctx);
   try {
     const budget = ctx.replies.maxPayload() - ctx.limits.frameOverheadBytes;
     const count = await streamBatches(reply, scan(), ctx.limits.batchItemsMax, budget, { base });
@@ -200,7 +223,7 @@ async function streamed(ctx: RequestContext, scan: () => Iterable<unknown> | Asy
 }
 
 async function changes(ctx: RequestContext, body: WireMap): Promise<{ changes: Change[]; next: number; more: boolean }> {
-  const after = validateNonNegativeInt(body.after, "after");
+  const after = validateSeqOrZero(body.after, "after");
   const max = ctx.limits.changesPageMax;
   const limit = body.limit === undefined ? max : validateNonNegativeInt(body.limit, "limit");
   if (limit < 1 || limit > max) throw new StrataError("INVALID_ARGUMENT", `limit must be in 1..${max}`);

@@ -7,12 +7,22 @@
  * takes one credit and waits for the client's `credit` request when none is left; a client that
  * grants nothing for `replyIdleMs` loses its stream. So a slow or vanished reader costs the server
  * at most a window of messages and one paused scan, never an unbounded queue.
+ *
+ * Memory in total, not only per stream, is bounded by the reply budget (reply-budget.ts): every
+ * message of a stream waits for room in `replyBytesInFlightMax` before it is published (bytes
+ * nats-server has not taken yet count against it), and each open stream holds a standing
+ * reservation for what it may keep while paused (the message it is filling, the item it carries
+ * over, the chunk it is slicing). When the streams' half of the budget is full, a stream that has
+ * waited for credit longer than `replyBudgetWaitMs` is abandoned to make room for a new one: a
+ * reader who never grants credit cannot keep others from streaming.
  */
 import { Empty, nuid, type NatsConnection } from "nats";
 import { StrataError } from "../errors.js";
 import type { LargeRead } from "../store.js";
 import { chunkDataBytes, sliceChunks, sliceChunksFrom, totalBytes } from "./chunking.js";
 import type { NetLimits } from "./net-limits.js";
+import { OutboundMeter } from "./outbound-meter.js";
+import { ReplyBudget, SMALL_REPLY_BYTES, type Hold } from "./reply-budget.js";
 import type { SubjectClass } from "./subjects.js";
 import { byteStringHeader, encode, encodeWithTail, estimateBytes, isPlainMap, type WireMap } from "./wire-codec.js";
 import { errorHeaders } from "./wire-errors.js";
@@ -27,17 +37,53 @@ export interface ReplyStats {
   /** Most messages any one reply stream had sent beyond the client's credit at once. */
   replyInFlightHighWater: number;
   replyStreamsOpen: number;
+  /** Reply streams abandoned because they waited for credit while others needed their room. */
+  replyStreamsEvicted: number;
+  /** Bytes reserved by replies being built, and published bytes nats-server has not taken yet. */
+  replyBytesHeld: number;
+  replyBytesPending: number;
+  /** Most of both at once, and how many replies found no room in time (answered UNAVAILABLE). */
+  replyBytesHighWater: number;
+  replyBudgetRefused: number;
 }
 
 export class Replies {
   private readonly streams = new Map<string, ReplyStream>();
+  readonly budget: ReplyBudget;
+  /**
+   * Readers (reply subject minus its last token) that were sent a bulk reply lately, until when:
+   * all their replies, errors too, go on the bulk connection. nats-server stalls whichever
+   * connection publishes to a reader who has stopped reading, so a reader who asks for large
+   * replies must not be sent anything on the main connection either.
+   */
+  private readonly bulkReaders = new Map<string, number>();
   replyInFlightHighWater = 0;
+  private evicted = 0;
 
+  /**
+   * @param carryBytesMax most bytes a paused scan may keep besides the message it fills: one
+   *   record read ahead and the read buffer it shares (recordBytesMax + scanReadBytesMax)
+   */
+  /**
+   * @param bulk the connection for large replies and reply streams (reply-budget.ts says why);
+   *   the main connection `nc` when the server has only one
+   */
   constructor(
     private readonly nc: NatsConnection,
     readonly limits: NetLimits,
     private readonly onWarning: (message: string) => void,
-  ) {}
+    private readonly carryBytesMax: number,
+    private readonly bulk: NatsConnection = nc,
+  ) {
+    const main = new OutboundMeter(nc, () => this.budget.wake());
+    const bulkMeter = bulk === nc ? main : new OutboundMeter(bulk, () => this.budget.wake());
+    this.budget = new ReplyBudget(limits.replyBytesInFlightMax, limits.replyBudgetWaitMs, main, bulkMeter);
+  }
+
+  /** What a reply stream reserves for as long as it is open (see the file comment). */
+  streamHoldBytes(): number {
+    return this.maxPayload() + this.carryBytesMax;
+  }
 
   maxPayload(): number {
     return this.nc.info?.max_payload ?? 1024 * 1024;
@@ -47,17 +93,41 @@ export class Replies {
     return chunkDataBytes(this.maxPayload(), this.limits.frameOverheadBytes, this.limits.maxPayloadMinBytes);
   }
 
-  publish(subject: string, data: Uint8Array): void {
+  /** Whether replies to `reply` go on the bulk connection whatever their size (see bulkReaders). */
+  isBulkReader(reply: string): boolean {
+    const key = readerOf(reply);
+    const until = this.bulkReaders.get(key);
+    if (until === undefined) return false;
+    if (until >= Date.now()) return true;
+    this.bulkReaders.delete(key);
+    return false;
+  }
+
+  private markBulkReader(reply: string): void {
+    const key = readerOf(reply);
+    this.bulkReaders.delete(key);
+    this.bulkReaders.set(key, Date.now() + this.limits.replyIdleMs);
+    if (this.bulkReaders.size > BULK_READERS_MAX) this.bulkReaders.delete(this.bulkReaders.keys().next().value!);
+  }
+
+  /** Publishes a reply: on the bulk connection when asked to, when it is larger than a small reply, or for a bulk reader. */
+  publish(subject: string, data: Uint8Array, bulkWanted = data.byteLength > SMALL_REPLY_BYTES): void {
+    const bulk = bulkWanted || this.isBulkReader(subject);
+    if (bulk && this.bulk !== this.nc) this.markBulkReader(subject);
     try {
-      this.nc.publish(subject, data);
+      (bulk ? this.bulk : this.nc).publish(subject, data);
+      (bulk ? this.budget.bulk : this.budget.main).add(data.byteLength);
     } catch (err) {
       this.onWarning(`could not publish a reply to ${subject}: ${(err as Error).message}`);
     }
   }
 
-  error(reply: string, err: unknown): void {
+  /** Publishes an error reply; `bulk` for a reply stream's, which must follow its messages. */
+  error(reply: string, err: unknown, bulkWanted = false): void {
+    const bulk = bulkWanted || this.isBulkReader(reply);
     try {
-      this.nc.publish(reply, Empty, { headers: errorHeaders(err) });
+      (bulk ? this.bulk : this.nc).publish(reply, Empty, { headers: errorHeaders(err) });
+      (bulk ? this.budget.bulk : this.budget.main).add(0);
     } catch (e) {
       this.onWarning(`could not publish an error reply to ${reply}: ${(e as Error).message}`);
     }
@@ -76,7 +146,7 @@ export class Replies {
       if (bytes.byteLength <= this.maxPayload()) return this.publish(target.reply, bytes);
       parts = [bytes];
     }
-    const stream = this.open(target);
+    const stream = await this.open(target);
     try {
       await stream.sendParts(parts);
     } finally {
@@ -91,7 +161,7 @@ export class Replies {
    */
   private async streamLarge(target: ReplyTarget, result: WireMap, large: LargeRead): Promise<void> {
     const { large: _large, value: _value, ...rest } = result;
-    const stream = this.open(target);
+    const stream = await this.open(target);
     try {
       await stream.sendPartsFrom(...framedLarge((tail) => ({ ok: { ...rest, value: tail } }), large));
     } finally {
@@ -99,13 +169,40 @@ export class Replies {
     }
   }
 
-  open(target: ReplyTarget): ReplyStream {
+  /** Opens a reply stream once its standing reservation is granted (UNAVAILABLE if none in time). */
+  async open(target: ReplyTarget): Promise<ReplyStream> {
+    const full = () => new StrataError("UNAVAILABLE", `the server has ${this.streams.size} streamed replies in progress (replyStreamsMax); retry shortly`);
+    if (this.streams.size >= this.limits.replyStreamsMax && !this.evictStarved()) throw full();
+    const bytes = this.streamHoldBytes();
+    if (!this.budget.fits(bytes, "stream")) this.evictStarved();
+    const hold = await this.budget.reserve(bytes, "stream");
     if (this.streams.size >= this.limits.replyStreamsMax) {
-      throw new StrataError("UNAVAILABLE", `the server has ${this.streams.size} streamed replies in progress (replyStreamsMax); retry shortly`);
+      hold.release();
+      throw full();
     }
-    const stream = new ReplyStream(this, target, nuid.next());
+    const stream = new ReplyStream(this, target, nuid.next(), hold);
     this.streams.set(stream.id, stream);
     return stream;
+  }
+
+  /**
+   * Abandons the stream that has waited longest for credit, if that is longer than
+   * `replyBudgetWaitMs` (what any reply waits for room): its reader is slow or gone, and another
+   * reader needs the room. Returns whether one was abandoned.
+   */
+  private evictStarved(): boolean {
+    const now = Date.now();
+    let oldest: ReplyStream | undefined;
+    for (const stream of this.streams.values()) {
+      const since = stream.starvedSince;
+      if (since !== undefined && now - since > this.limits.replyBudgetWaitMs && (oldest === undefined || since < oldest.starvedSince!)) oldest = stream;
+    }
+    if (oldest === undefined) return false;
+    this.evicted += 1;
+    oldest.abort(new StrataError("TIMEOUT", `the client granted no credit for ${now - oldest.starvedSince!} ms while the server needed the room for other readers; the streamed reply was abandoned`), true);
+    // The stream's hold is released when its sender sees the abort (a turn later); free it now.
+    this.forget(oldest);
+    return true;
   }
 
   /** A `credit` request: the client consumed `n` messages of stream `id`, or cancels it. */
@@ -121,15 +218,22 @@ export class Replies {
   /** @internal */
   forget(stream: ReplyStream): void {
     this.streams.delete(stream.id);
+    stream.hold.release();
   }
 
-  /** Ends every stream in progress (server shutdown). */
+  /** Ends every stream in progress and every wait for room (server shutdown). */
   abortAll(err: StrataError): void {
     for (const stream of [...this.streams.values()]) stream.abort(err, true);
+    this.budget.abortAll(err);
+  }
+
+  stop(): void {
+    this.budget.main.stop();
+    this.budget.bulk.stop();
   }
 
   stats(): ReplyStats {
-    return { replyInFlightHighWater: this.replyInFlightHighWater, replyStreamsOpen: this.streams.size };
+    return { replyInFlightHighWater: this.replyInFlightHighWater, replyStreamsOpen: this.streams.size, replyStreamsEvicted: this.evicted, ...this.budget.stats() };
   }
 }
 
@@ -140,11 +244,15 @@ export class ReplyStream {
   private failure: StrataError | undefined;
   /** True when the client cancelled; nothing more should be sent, not even an error. */
   cancelled = false;
+  /** When the stream began to wait for credit, while it waits. */
+  starvedSince: number | undefined;
 
   constructor(
     private readonly replies: Replies,
     readonly target: ReplyTarget,
     readonly id: string,
+    /** The standing reservation (Replies.streamHoldBytes), released when the stream closes. */
+    readonly hold: Hold,
   ) {}
 
   private get window(): number {
@@ -157,11 +265,7 @@ export class ReplyStream {
     const frame = { ...extra, items };
     if (estimateBytes(frame) + this.replies.limits.frameOverheadBytes <= max) {
       const bytes = encode({ s: this.id, w: this.window, ...frame });
-      if (bytes.byteLength <= max) {
-        await this.take();
-        this.replies.publish(this.target.reply, bytes);
-        return;
-      }
+      if (bytes.byteLength <= max) return this.send(bytes);
     }
     // A single large message or entry: its value goes out as it is, never copied into a frame.
     const value = items.length === 1 ? largeValueOf(items[0], 0) : undefined;
@@ -189,25 +293,36 @@ export class ReplyStream {
     let k = 0;
     let sent = 0;
     for await (const data of chunks) {
-      await this.take();
       sent += data.byteLength;
       const msg: WireMap = { s: this.id, w: this.window, part: k, last: sent >= total, data };
       if (k === 0) msg.of = total;
-      this.replies.publish(this.target.reply, encode(msg));
+      await this.send(encode(msg));
       k += 1;
     }
     if (sent !== total) throw new StrataError("INTERNAL", `a reply of ${total} bytes ended after ${sent}`);
   }
 
+  /** Publishes one message of the stream: takes a credit, then waits for room in the reply budget. */
+  private async send(bytes: Uint8Array): Promise<void> {
+    await this.take();
+    const room = await this.replies.budget.reserve(bytes.byteLength);
+    try {
+      if (this.failure) throw this.failure;
+      this.replies.publish(this.target.reply, bytes, true);
+    } finally {
+      room.release();
+    }
+  }
+
   /** Ends the stream with a final frame; it takes no credit. */
   end(info: unknown): void {
     this.close();
-    if (!this.failure) this.replies.publish(this.target.reply, encode({ s: this.id, w: this.window, end: info ?? null }));
+    if (!this.failure) this.replies.publish(this.target.reply, encode({ s: this.id, w: this.window, end: info ?? null }), true);
   }
 
   fail(err: unknown): void {
     this.close();
-    if (!this.cancelled) this.replies.error(this.target.reply, err);
+    if (!this.cancelled) this.replies.error(this.target.reply, err, true);
   }
 
   close(): void {
@@ -219,6 +334,7 @@ export class ReplyStream {
     if (this.waiter && this.sent < this.credited + this.window) {
       const w = this.waiter;
       this.waiter = undefined;
+      this.starvedSince = undefined;
       clearTimeout(w.timer);
       w.resolve();
     }
@@ -230,6 +346,7 @@ export class ReplyStream {
     if (this.waiter) {
       const w = this.waiter;
       this.waiter = undefined;
+      this.starvedSince = undefined;
       clearTimeout(w.timer);
       w.reject(err);
     }
@@ -241,9 +358,11 @@ export class ReplyStream {
       this.count();
       return Promise.resolve();
     }
+    this.starvedSince = Date.now();
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiter = undefined;
+        this.starvedSince = undefined;
         this.failure = new StrataError("TIMEOUT", `the client granted no credit for ${this.replies.limits.replyIdleMs} ms; the streamed reply was abandoned`);
         reject(this.failure);
       }, this.replies.limits.replyIdleMs);
@@ -300,6 +419,15 @@ export async function streamBatches(
   }
   if (batch.length > 0) await stream.items(batch, extra);
   return count;
+}
+
+/** Most readers remembered in `bulkReaders` (the oldest is forgotten first). */
+const BULK_READERS_MAX = 10_000;
+
+/** The reader a reply subject belongs to: its inbox, without the request's own last token. */
+function readerOf(reply: string): string {
+  const dot = reply.lastIndexOf(".");
+  return dot > 0 ? reply.slice(0, dot) : reply;
 }
 
 /** The unread large value of a get's result, if it has one. */

@@ -13,6 +13,13 @@
  * writer consumes them, never more than a window ahead, so an upload holds at most `window` chunks
  * in memory whatever the value's size. A chunk beyond the grant, out of order, past the declared
  * size, or silence for `uploadIdleMs` fails the upload; the engine then leaves nothing visible.
+ *
+ * Slots: at most `uploadsMax` uploads at once, and at most `uploadsPerClientMax` of one client
+ * (the first token of its reply inbox, subjects.ts `replyClient`). A chunk renews the idle timer,
+ * so idleness alone would let a client that sends a byte every few seconds hold a slot forever:
+ * an upload must also keep an average of `uploadBytesPerSecMin` once its first `uploadIdleMs` are
+ * over, which bounds its total time to `uploadIdleMs + bytes / uploadBytesPerSecMin`. The chunk
+ * records a failed upload already wrote are marked dead by the engine (large-value.ts).
  */
 import { nuid } from "nats";
 import { StrataError } from "../errors.js";
@@ -33,6 +40,8 @@ export interface UploadStats {
 
 export class Uploads {
   private readonly sessions = new Map<string, UploadSession>();
+  /** Uploads in progress per client; an entry exists only while its count is above zero. */
+  private readonly perClient = new Map<string, number>();
   headBytesTotal = 0;
   bufferedBytes = 0;
   bufferedHighWater = 0;
@@ -44,7 +53,7 @@ export class Uploads {
   ) {}
 
   /** Starts an upload; resolves when it has finished (replied) one way or the other. */
-  start(target: ReplyTarget, body: WireMap, run: UploadRunner): Promise<void> {
+  start(target: ReplyTarget & { client: string }, body: WireMap, run: UploadRunner): Promise<void> {
     const head = body.head;
     const bytes = body.bytes;
     if (typeof head !== "number" || !Number.isSafeInteger(head) || head < 1 || typeof bytes !== "number" || !Number.isSafeInteger(bytes) || bytes < 0) {
@@ -60,10 +69,15 @@ export class Uploads {
     if (this.sessions.size >= this.limits.uploadsMax || this.headBytesTotal + head > this.limits.uploadHeadBytesTotalMax) {
       throw new StrataError("UNAVAILABLE", `the server has ${this.sessions.size} uploads in progress; retry shortly`);
     }
+    const mine = this.perClient.get(target.client) ?? 0;
+    if (mine >= this.limits.uploadsPerClientMax) {
+      throw new StrataError("UNAVAILABLE", `this client already has ${mine} uploads in progress (uploadsPerClientMax); retry when one has finished`);
+    }
     const chunkBytes = this.replies.partBytes();
     const window = windowChunks(this.limits.uploadWindowBytes, chunkBytes, this.limits.uploadWindowChunksMin, this.limits.uploadWindowChunksMax);
     const session = new UploadSession(this, target, nuid.next(), head, bytes, window, run);
     this.sessions.set(session.id, session);
+    this.perClient.set(target.client, mine + 1);
     this.headBytesTotal += head;
     session.begin();
     return session.done;
@@ -86,7 +100,11 @@ export class Uploads {
 
   /** @internal */
   forget(session: UploadSession): void {
-    if (this.sessions.delete(session.id)) this.headBytesTotal -= session.headBytes;
+    if (!this.sessions.delete(session.id)) return;
+    this.headBytesTotal -= session.headBytes;
+    const left = (this.perClient.get(session.target.client) ?? 0) - 1;
+    if (left > 0) this.perClient.set(session.target.client, left);
+    else this.perClient.delete(session.target.client);
   }
 
   /** @internal */
@@ -123,12 +141,13 @@ class UploadSession {
   private started = false;
   private wake: (() => void) | undefined;
   private timer: NodeJS.Timeout | undefined;
+  private readonly startedAt = performance.now();
   private resolveDone!: () => void;
   readonly done = new Promise<void>((resolve) => (this.resolveDone = resolve));
 
   constructor(
     private readonly uploads: Uploads,
-    readonly target: ReplyTarget,
+    readonly target: ReplyTarget & { client: string },
     readonly id: string,
     readonly headBytes: number,
     private readonly valueBytes: number,
@@ -243,13 +262,24 @@ class UploadSession {
     wake?.();
   }
 
+  /**
+   * (Re)arms the one timer of an upload at whichever comes first: `uploadIdleMs` of silence, or
+   * the moment the bytes received so far fall below the minimum average rate.
+   */
   private touch(): void {
     if (this.settled || this.failure) return;
     if (this.timer) clearTimeout(this.timer);
-    const ms = this.uploads.limits.uploadIdleMs;
+    const { uploadIdleMs: idleMs, uploadBytesPerSecMin: rate } = this.uploads.limits;
+    const now = performance.now();
+    const received = this.headFilled + this.valueReceived;
+    const rateDue = this.startedAt + idleMs + (received * 1000) / rate;
+    const idleDue = now + idleMs;
     this.timer = setTimeout(() => {
-      this.fail(new StrataError("TIMEOUT", `the upload received no chunk for ${ms} ms and was abandoned; nothing was written`));
-    }, ms);
+      const why = idleDue <= rateDue
+        ? `the upload received no chunk for ${idleMs} ms`
+        : `the upload sent ${received} of ${this.headBytes + this.valueBytes} bytes in ${Math.round(performance.now() - this.startedAt)} ms, slower than uploadBytesPerSecMin (${rate} bytes/s)`;
+      this.fail(new StrataError("TIMEOUT", `${why} and was abandoned; nothing was written`));
+    }, Math.max(0, Math.min(idleDue, rateDue) - now));
   }
 
   private stopTimer(): void {

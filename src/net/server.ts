@@ -22,7 +22,7 @@ import { handle, type RequestContext } from "./server-handlers.js";
 import { Replies, type ReplyStats } from "./server-replies.js";
 import { Uploads, type UploadStats } from "./server-uploads.js";
 import { ChangeFeed } from "./server-changes.js";
-import { DEFAULT_PREFIX, locationFromSubject, serverSubjects, validatePrefix, validateServerId, type SubjectClass } from "./subjects.js";
+import { DEFAULT_INBOX_PREFIX, DEFAULT_PREFIX, locationFromSubject, replyClient, serverSubjects, validateInboxPrefix, validatePrefix, validateServerId, type SubjectClass } from "./subjects.js";
 import { decodeMap, encode } from "./wire-codec.js";
 import { startHeartbeat, type Heartbeat } from "./heartbeat.js";
 
@@ -41,11 +41,19 @@ export interface ServerOptions {
   /** Auth, TLS, … when `nats` is given as URLs. */
   natsOptions?: Omit<ConnectionOptions, "servers">;
   limits?: Partial<NetLimits>;
+  /**
+   * Replies go only to subjects below this prefix (default "_INBOX", nats.js's default); requests
+   * naming any other reply subject are dropped unanswered and counted in `repliesRefused`.
+   * Set it to the common prefix of your clients' `inboxPrefix` options.
+   */
+  inboxPrefix?: string;
   onWarning?: (message: string) => void;
 }
 
 export interface ServerStats extends UploadStats, ReplyStats {
   requests: number;
+  /** Requests dropped unanswered because their reply subject lies outside the inbox prefix. */
+  repliesRefused: number;
   errors: number;
   inFlight: number;
   changesPublished: number;
@@ -64,24 +72,31 @@ export async function startServer(options: ServerOptions): Promise<StrataServer>
   const id = validateServerId(options.id);
   const prefix = validatePrefix(options.prefix ?? DEFAULT_PREFIX);
   const limits = resolveNetLimits(options.limits);
+  const inboxPrefix = validateInboxPrefix(options.inboxPrefix ?? DEFAULT_INBOX_PREFIX);
   const onWarning = options.onWarning ?? ((m: string) => process.stderr.write(`strata server ${id}: ${m}\n`));
   if ((options.store === undefined) === (options.dir === undefined)) {
     throw new StrataError("INVALID_ARGUMENT", "startServer needs exactly one of { store } or { dir }");
   }
   const ownStore = options.store === undefined;
   const store = options.store ?? (await Store.open({ ...options.storeOptions, dir: options.dir!, id }));
-  let nc: NatsConnection;
+  let nc: NatsConnection | undefined;
+  let bulk: NatsConnection;
   const ownNc = typeof options.nats === "string" || Array.isArray(options.nats);
   try {
-    nc = ownNc
-      ? await connect({ maxReconnectAttempts: -1, name: `strata-server-${id}`, ...options.natsOptions, servers: options.nats as string | string[] })
-      : (options.nats as NatsConnection);
+    const open = (name: string) => connect({ maxReconnectAttempts: -1, name, ...options.natsOptions, servers: options.nats as string | string[] });
+    nc = ownNc ? await open(`strata-server-${id}`) : (options.nats as NatsConnection);
     chunkDataBytes(nc.info?.max_payload ?? 0, limits.frameOverheadBytes, limits.maxPayloadMinBytes);
+    // Large replies and reply streams go on a connection of their own, so that a reader who does
+    // not read (nats-server then stalls the connection that publishes to it) cannot hold up the
+    // small replies everyone else is waiting for (reply-budget.ts). A connection the caller owns
+    // is used for both.
+    bulk = ownNc ? await open(`strata-server-${id}-bulk`) : nc;
   } catch (err) {
+    if (ownNc && nc && !nc.isClosed()) await nc.close();
     if (ownStore) await store.close();
     throw err instanceof StrataError ? err : new StrataError("UNAVAILABLE", `cannot connect to NATS: ${(err as Error).message}`, { cause: err });
   }
-  const server = new Server(id, prefix, store, nc, limits, onWarning, ownStore, ownNc);
+  const server = new Server(id, prefix, store, nc, limits, onWarning, ownStore, ownNc, inboxPrefix, bulk);
   server.start();
   return server;
 }
@@ -95,9 +110,11 @@ class Server implements StrataServer {
   private unlisten: (() => void) | undefined;
   private heartbeat: Heartbeat | undefined;
   private inFlight = 0;
+  /** Bytes of read requests in flight (readRequestBytesInFlightMax). */
+  private readBytesInFlight = 0;
   private idleWaiters: Array<() => void> = [];
   private stopping: Promise<void> | undefined;
-  private counters = { requests: 0, errors: 0 };
+  private counters = { requests: 0, errors: 0, repliesRefused: 0 };
 
   constructor(
     readonly id: string,
@@ -108,8 +125,10 @@ class Server implements StrataServer {
     private readonly onWarning: (message: string) => void,
     private readonly ownStore: boolean,
     private readonly ownNc: boolean,
+    private readonly inboxPrefix: string,
+    private readonly bulk: NatsConnection,
   ) {
-    this.replies = new Replies(nc, limits, onWarning);
+    this.replies = new Replies(nc, limits, onWarning, store.limits.recordBytesMax + store.limits.scanReadBytesMax, bulk);
     this.uploads = new Uploads(this.replies, limits, store.limits.valueBytesMax);
     this.subjects = serverSubjects(prefix, id);
     this.changes = new ChangeFeed(nc, prefix, () => this.replies.maxPayload(), onWarning);
@@ -127,19 +146,33 @@ class Server implements StrataServer {
   private onMessage(cls: SubjectClass, err: Error | null, msg: Msg): void {
     if (err) return this.onWarning(`subscription error: ${err.message}`);
     if (!msg.reply) return; // nobody to answer; every request of the protocol has a reply subject
+    // A reply subject outside the inbox namespace (e.g. someone's change feed) gets nothing.
+    const client = replyClient(msg.reply, this.inboxPrefix);
+    if (client === undefined) {
+      this.counters.repliesRefused += 1;
+      return;
+    }
     this.counters.requests += 1;
     if (this.inFlight >= this.limits.requestsInFlightMax) {
       this.counters.errors += 1;
       return this.replies.error(msg.reply, new StrataError("UNAVAILABLE", `the server has ${this.inFlight} requests in flight; retry shortly`));
     }
+    // Read requests wait for room in the reply budget; what they hold while they wait is bounded too.
+    const readBytes = cls === "r" ? msg.data.byteLength : 0;
+    if (readBytes > 0 && this.readBytesInFlight + readBytes > this.limits.readRequestBytesInFlightMax) {
+      this.counters.errors += 1;
+      return this.replies.error(msg.reply, new StrataError("UNAVAILABLE", `the server holds ${this.readBytesInFlight} bytes of read requests (readRequestBytesInFlightMax); retry shortly`));
+    }
     this.inFlight += 1;
-    this.process(cls, msg).finally(() => {
+    this.readBytesInFlight += readBytes;
+    this.process(cls, msg, client).finally(() => {
       this.inFlight -= 1;
+      this.readBytesInFlight -= readBytes;
       if (this.inFlight === 0) for (const wake of this.idleWaiters.splice(0)) wake();
     });
   }
 
-  private async process(cls: SubjectClass, msg: Msg): Promise<void> {
+  private async process(cls: SubjectClass, msg: Msg, client: string): Promise<void> {
     const reply = msg.reply!;
     try {
       const raw = locationFromSubject(msg.subject, this.subjects[cls].base);
@@ -149,7 +182,7 @@ class Server implements StrataServer {
       if (this.stopping && body.op !== "chunk" && body.op !== "credit") {
         throw new StrataError("UNAVAILABLE", `server "${this.id}" is shutting down; retry (the location will be served again)`);
       }
-      const ctx: RequestContext = { reply, location, cls, store: this.store, replies: this.replies, uploads: this.uploads, limits: this.limits };
+      const ctx: RequestContext = { reply, client, location, cls, store: this.store, replies: this.replies, uploads: this.uploads, limits: this.limits };
       await handle(ctx, body);
     } catch (err) {
       this.counters.errors += 1;
@@ -189,6 +222,7 @@ class Server implements StrataServer {
       }
     }
     this.unlisten?.();
+    this.replies.stop();
     this.changes.flush();
     try {
       if (!this.nc.isClosed()) await this.nc.flush();
@@ -197,6 +231,7 @@ class Server implements StrataServer {
     }
     if (this.ownStore) await this.store.close();
     if (this.ownNc && !this.nc.isClosed()) await this.nc.drain();
+    if (this.bulk !== this.nc && !this.bulk.isClosed()) await this.bulk.drain();
   }
 
   private idle(ms: number): Promise<boolean> {

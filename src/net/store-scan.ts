@@ -34,7 +34,9 @@ export async function* scanStream(store: Store, location: string, startSeq: unkn
       at = run.next;
     }
     if (entries.length < page) return;
-    next = entries[entries.length - 1]!.seq + 1;
+    const last = entries[entries.length - 1]!.seq;
+    if (last >= Number.MAX_SAFE_INTEGER) return;
+    next = last + 1;
   }
 }
 
@@ -47,4 +49,23 @@ export async function* scanKv(store: Store, location: string, key: unknown): Asy
   }
   const entry = await kv.getLazy(validateKey(key, store.limits));
   if (entry) yield entry;
+}
+
+/**
+ * Bytes of the record a `stream.get` / `kv.get` would read, looked up in the index before the read
+ * (the reply budget reserves them first, server-reads.ts); 0 when there is none or the argument
+ * is invalid (the get itself then answers that). A chunked value's record is only its small head:
+ * such a value is streamed from disk under a reply stream's own reservation.
+ */
+export function getRecordBytes(store: Store, location: string, op: "stream.get" | "kv.get", arg: unknown): number {
+  try {
+    if (op === "stream.get") {
+      const meta = store.meta(location, "stream");
+      return meta ? (store.index.seqs.get([meta.id, validateSeq(arg)])?.[2] ?? 0) : 0;
+    }
+    const meta = store.meta(location, "kv");
+    return meta ? (store.index.kvs.get([meta.id, validateKey(arg, store.limits)])?.[2] ?? 0) : 0;
+  } catch {
+    return 0;
+  }
 }

@@ -10,10 +10,20 @@
  * A location `acct/alice/chat` becomes the tokens `acct.alice.chat`. Location segments are
  * `[-_=a-zA-Z0-9]+`, which are always valid NATS tokens, so the mapping is exact both ways and
  * nats-server permissions on these subjects decide who may read or write which locations.
+ *
+ * Reply subjects: servers and the coordinator publish only to reply subjects inside the inbox
+ * namespace (`<inboxPrefix>.<token>…`, nats.js's default `_INBOX`). A request naming any other
+ * reply subject, e.g. someone's change feed `P.c.…`, gets no reply at all: otherwise any client
+ * could make a server publish onto subjects the client itself may not publish to. The first token
+ * after the inbox prefix names "a client" for per-client limits: a nats.js connection's inbox
+ * (`_INBOX.<nuid>`), or a user's when nats-server permissions pin users to `_INBOX.<user>.>`.
  */
 import { StrataError } from "../errors.js";
+import { describeValue } from "./wire-codec.js";
 
 export const DEFAULT_PREFIX = "strata";
+/** nats.js's default inbox prefix; replies go only below it unless a server is told otherwise. */
+export const DEFAULT_INBOX_PREFIX = "_INBOX";
 
 export type SubjectClass = "w" | "r";
 
@@ -23,14 +33,35 @@ const SERVER_ID = /^[-_a-zA-Z0-9]{1,64}$/;
 /** A prefix is one or more dot-separated tokens of `[-_a-zA-Z0-9]`. */
 export function validatePrefix(prefix: unknown): string {
   if (typeof prefix !== "string" || prefix.length === 0 || prefix.length > 128 || !prefix.split(".").every((t) => PREFIX_TOKEN.test(t))) {
-    throw new StrataError("INVALID_ARGUMENT", `prefix must be dot-separated tokens of [-_a-zA-Z0-9] (e.g. "strata"), got ${JSON.stringify(prefix)}`);
+    throw new StrataError("INVALID_ARGUMENT", `prefix must be dot-separated tokens of [-_a-zA-Z0-9] (e.g. "strata"), got ${describeValue(prefix)}`);
   }
   return prefix;
 }
 
+/** An inbox prefix is one or more dot-separated tokens without wildcards (e.g. "_INBOX"). */
+export function validateInboxPrefix(prefix: unknown): string {
+  if (typeof prefix !== "string" || prefix.length === 0 || prefix.length > 128 || !prefix.split(".").every((t) => PREFIX_TOKEN.test(t))) {
+    throw new StrataError("INVALID_ARGUMENT", `inboxPrefix must be dot-separated tokens of [-_a-zA-Z0-9] (e.g. "_INBOX"), got ${describeValue(prefix)}`);
+  }
+  return prefix;
+}
+
+/**
+ * The client a reply subject belongs to (`<inboxPrefix>.<first token>`), or undefined when the
+ * subject lies outside the inbox namespace, or is not a plain subject, and must get no reply.
+ */
+export function replyClient(reply: string, inboxPrefix: string): string | undefined {
+  if (reply.length <= inboxPrefix.length + 1 || !reply.startsWith(inboxPrefix) || reply[inboxPrefix.length] !== ".") return undefined;
+  const rest = reply.slice(inboxPrefix.length + 1);
+  // nats-server refuses to deliver to wildcards; empty tokens or whitespace are not a subject.
+  if (/[\s*>]/.test(rest) || rest.split(".").some((t) => t.length === 0)) return undefined;
+  const end = rest.indexOf(".");
+  return `${inboxPrefix}.${end < 0 ? rest : rest.slice(0, end)}`;
+}
+
 export function validateServerId(id: unknown): string {
   if (typeof id !== "string" || !SERVER_ID.test(id)) {
-    throw new StrataError("INVALID_ARGUMENT", `server id must be 1..64 characters of [-_a-zA-Z0-9], got ${JSON.stringify(id)}`);
+    throw new StrataError("INVALID_ARGUMENT", `server id must be 1..64 characters of [-_a-zA-Z0-9], got ${describeValue(id)}`);
   }
   return id;
 }

@@ -9,7 +9,7 @@
  * tier needs beyond that (retries, caching, checksums of the content) is built on top of it.
  *
  * Backends: `dir-store.ts` (a local directory or an NFS mount) and `s3-store.ts` (S3 or any
- * S3-compatible server). `fault-store.ts` holds an in-memory store and a seeded fault injector
+ * S3-compatible server). `../testing/fault-store.ts` holds an in-memory store and a seeded fault injector
  * for tests. All of them pass the one conformance suite in `test/tier/object-store-suite.ts`.
  */
 import { StrataError } from "../errors.js";

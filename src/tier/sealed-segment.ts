@@ -9,13 +9,22 @@
  * block, verified before decompressing) and a per-location directory (which blocks hold records of
  * which location), used to rebuild and compact without decompressing everything.
  *
+ * A segment with damaged ranges (a record that fails its checksum or does not decode, found by
+ * ../log/frame-scan.ts `resync` exactly as recovery finds it) is sealed all the same: the damaged
+ * bytes are carried as they are, in blocks like any others, and listed in the footer (`damaged`),
+ * so the sealed object unseals to the very bytes of the local file, a restore replays it exactly
+ * as the local recovery would (skipping the same ranges), and a pointer into a damaged range still
+ * fails its frame checksum on read (CORRUPT). Only a segment whose header is wrong is refused.
+ *
  * Everything here is pure: bytes in, bytes out.
  */
 import { crc32 } from "node:zlib";
 import { decode, encode } from "cbor-x";
 import { compress, decompress } from "zstd-napi";
 import { StrataError } from "../errors.js";
+import { badFrameReason, resync, type DamagedRange } from "../log/frame-scan.js";
 import { parseFrame } from "../log/framing.js";
+import type { LogRecord } from "../log/record.js";
 import { decodeRecord } from "../log/record.js";
 import { SEGMENT_HEADER_BYTES, checkSegmentHeader, segmentHeader } from "../log/segment-files.js";
 
@@ -41,15 +50,20 @@ export interface SealedFooter {
   blocks: BlockEntry[];
   /** location → [first block, last block, record count]. */
   locations: Array<[string, number, number, number]>;
+  /** Damaged ranges carried as raw bytes: [raw offset, length]. Absent when there are none. */
+  damaged?: Array<[number, number]>;
 }
 
 function corrupt(seg: number, why: string): StrataError {
   return new StrataError("CORRUPT", `sealed segment ${seg} in the object store is damaged: ${why}. It is not served; restore it from another copy.`);
 }
 
-/** Builds the sealed object of a raw segment file (which must hold only whole, valid records). */
-export function sealSegment(seg: number, raw: Buffer, blockBytes: number, recordBytesMax: number): Buffer {
-  const steps = sealSteps(seg, raw, blockBytes, recordBytesMax);
+/** Reports each damaged range carried by a sealing. */
+export type OnDamaged = (range: DamagedRange) => void;
+
+/** Builds the sealed object of a raw segment file; damaged ranges are carried and reported. */
+export function sealSegment(seg: number, raw: Buffer, blockBytes: number, recordBytesMax: number, onDamaged?: OnDamaged): Buffer {
+  const steps = sealSteps(seg, raw, blockBytes, recordBytesMax, onDamaged);
   for (;;) {
     const step = steps.next();
     if (step.done) return step.value;
@@ -63,8 +77,8 @@ const SEAL_SLICE_BYTES = 1024 * 1024;
  * `sealSegment`, giving the event loop a turn after every ~1 MiB compressed, so sealing a large
  * segment does not stall the requests being served meanwhile (zstd runs synchronously).
  */
-export async function sealSegmentAsync(seg: number, raw: Buffer, blockBytes: number, recordBytesMax: number): Promise<Buffer> {
-  const steps = sealSteps(seg, raw, blockBytes, recordBytesMax);
+export async function sealSegmentAsync(seg: number, raw: Buffer, blockBytes: number, recordBytesMax: number, onDamaged?: OnDamaged): Promise<Buffer> {
+  const steps = sealSteps(seg, raw, blockBytes, recordBytesMax, onDamaged);
   let sinceYield = 0;
   for (;;) {
     const step = steps.next();
@@ -78,7 +92,7 @@ export async function sealSegmentAsync(seg: number, raw: Buffer, blockBytes: num
 }
 
 /** The sealing itself; yields the raw length of each block as it is compressed. */
-function* sealSteps(seg: number, raw: Buffer, blockBytes: number, recordBytesMax: number): Generator<number, Buffer> {
+function* sealSteps(seg: number, raw: Buffer, blockBytes: number, recordBytesMax: number, onDamaged?: OnDamaged): Generator<number, Buffer> {
   checkSegmentHeader(seg, raw);
   const parts: Buffer[] = [HEAD_MAGIC];
   let objOff = HEAD_MAGIC.byteLength;
@@ -93,10 +107,33 @@ function* sealSteps(seg: number, raw: Buffer, blockBytes: number, recordBytesMax
     objOff += compressed.byteLength;
     start = end;
   };
+  const damaged: Array<[number, number]> = [];
   while (off < raw.byteLength) {
     const parsed = parseFrame(raw, off, recordBytesMax);
-    if (parsed.kind !== "ok") throw new StrataError("CORRUPT", `segment ${seg} has an invalid record at offset ${off} and cannot be sealed`);
-    const rec = decodeRecord(parsed.body);
+    let rec: LogRecord | undefined;
+    if (parsed.kind === "ok") {
+      try {
+        rec = decodeRecord(parsed.body);
+      } catch {
+        // Damage like any other, below.
+      }
+    }
+    if (parsed.kind !== "ok" || rec === undefined) {
+      const next = resync(raw, off, recordBytesMax) ?? raw.byteLength;
+      damaged.push([off, next - off]);
+      onDamaged?.({ off, bytes: next - off, reason: badFrameReason(raw, off, recordBytesMax) });
+      // Carried as they are, in block-sized pieces: a block is a byte range, whole records are
+      // only needed where there are records.
+      while (off < next) {
+        off = Math.min(next, start + blockBytes);
+        if (off - start >= blockBytes) {
+          const len = off - start;
+          flush(off);
+          yield len;
+        }
+      }
+      continue;
+    }
     if (rec.t !== "chunk") {
       const block = blocks.length;
       const l = locs.get(rec.loc);
@@ -114,6 +151,7 @@ function* sealSteps(seg: number, raw: Buffer, blockBytes: number, recordBytesMax
   }
   if (off > start) flush(off);
   const footer: SealedFooter = { seg, rawBytes: raw.byteLength, blocks, locations: [...locs].map(([loc, v]) => [loc, ...v]) };
+  if (damaged.length > 0) footer.damaged = damaged;
   const footerBytes = Buffer.from(encode(footer));
   const trailer = Buffer.alloc(SEALED_TRAILER_BYTES);
   trailer.writeUInt32BE(footerBytes.byteLength, 0);
@@ -141,7 +179,7 @@ export function parseFooter(seg: number, footerUntrusted: Uint8Array, crc: numbe
   } catch {
     throw corrupt(seg, "footer does not decode");
   }
-  if (f === null || typeof f !== "object" || f.seg !== seg || !Array.isArray(f.blocks) || !Array.isArray(f.locations)) {
+  if (f === null || typeof f !== "object" || f.seg !== seg || !Array.isArray(f.blocks) || !Array.isArray(f.locations) || (f.damaged !== undefined && !Array.isArray(f.damaged))) {
     throw corrupt(seg, "footer has the wrong shape or names another segment");
   }
   return f;

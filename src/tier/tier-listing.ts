@@ -69,7 +69,7 @@ async function uploadedPerIndex(indexDir: string, segmentsDir: string, limits: L
     if (cp === undefined || !fs.existsSync(segmentPath(segmentsDir, cp.seg))) return undefined;
     const ids: number[] = [];
     for (const { key, value } of index.segs.getRange({})) {
-      if (value.state === "uploaded" || value.state === "evicted") ids.push(key);
+      if (value.state === "uploaded" || value.state === "damaged" || value.state === "evicted") ids.push(key);
     }
     return ids.sort((a, b) => a - b);
   } finally {

@@ -5,9 +5,16 @@
  * time, and uploads index checkpoints.
  *
  * Invariants:
- * - Segments are uploaded in id order, one at a time, retried with backoff until they succeed
- *   (or the store closes); local-ack writes never wait for any of it.
- * - A local segment file is deleted only after its upload succeeded; the active segment and
+ * - Segments are uploaded in id order, one at a time. A transient failure (object store down, a
+ *   read error) is retried with backoff (../backoff.ts) until it succeeds or the store closes; a
+ *   permanent one (CORRUPT: the segment's header is damaged, or its file is gone) is not retried:
+ *   the segment is quarantined with a loud warning (kept locally, never uploaded or evicted, its
+ *   object-ack writes answered CORRUPT), and the segments after it go on being shipped. Local-ack
+ *   writes never wait for any of it.
+ * - A segment with damaged ranges is shipped with them (./sealed-segment.ts carries them as raw
+ *   bytes), loudly, and is marked "damaged": it was not shipped whole, so it is never evicted
+ *   (an operator may still repair the local file from another copy).
+ * - A local segment file is deleted only after its upload succeeded whole; the active segment and
  *   segments not yet uploaded are never evicted. `cacheBytes` bounds all local segment files
  *   (active and not-yet-uploaded ones included): after every seal and every upload, uploaded
  *   segments are evicted, least recently used first, until the files fit or none is left.
@@ -18,6 +25,7 @@
  *   listing recovery makes at open), so faulting a segment in needs no HEAD request.
  */
 import fs from "node:fs";
+import { backoff } from "../backoff.js";
 import { StrataError } from "../errors.js";
 import type { LmdbIndex, SegmentInfo } from "../index/lmdb-index.js";
 import type { Pointer } from "../log/record.js";
@@ -27,6 +35,7 @@ import { BlockReader } from "./block-reader.js";
 import { uploadCheckpoint } from "./checkpoints.js";
 import type { ObjectStore } from "./object-store.js";
 import { sealSegmentAsync } from "./sealed-segment.js";
+import type { DamagedRange } from "../log/frame-scan.js";
 import { segmentKey } from "./segment-keys.js";
 
 export interface TierHooks {
@@ -51,6 +60,8 @@ export class Tier {
   private readonly pending: number[] = [];
   private uploading: Promise<void> | undefined;
   private readonly uploaded = new Set<number>();
+  /** Segments that cannot be sealed (permanent failure): skipped, kept locally, never evicted. */
+  private readonly quarantined = new Set<number>();
   private readonly evicted = new Set<number>();
   /** Sizes of the local, sealed segment files (uploaded or not); the active one is not here. */
   private readonly localBytes = new Map<number, number>();
@@ -65,7 +76,7 @@ export class Tier {
   private checkpointing: Promise<void> | undefined;
   private wake: (() => void) | undefined;
   /** Counters for tests, the benchmark and operators: uploadedBytes are sealed (compressed) bytes. */
-  stats = { uploads: 0, uploadedBytes: 0, uploadedRawBytes: 0, uploadFailures: 0, evictions: 0, checkpoints: 0, checkpointFailures: 0 };
+  stats = { uploads: 0, uploadedBytes: 0, uploadedRawBytes: 0, uploadFailures: 0, evictions: 0, checkpoints: 0, checkpointFailures: 0, quarantined: 0, damagedUploads: 0 };
 
   constructor(
     readonly objects: ObjectStore,
@@ -105,7 +116,9 @@ export class Tier {
       }
       const bytes = fs.statSync(segmentPath(this.segmentsDir, seg)).size;
       this.localBytes.set(seg, bytes);
-      if (this.uploaded.has(seg)) {
+      if (this.uploaded.has(seg) && this.index.segs.get(seg)?.state === "damaged") {
+        // Shipped with damaged ranges: kept locally for good (see the invariants).
+      } else if (this.uploaded.has(seg)) {
         this.localUploaded.add(seg);
         updates.push([seg, { state: "uploaded", bytes }]);
       } else {
@@ -149,6 +162,7 @@ export class Tier {
   /** Resolves once `seg` is in the object store; rejects with UNAVAILABLE after objectAckTimeoutMs. */
   waitUploaded(seg: number): Promise<void> {
     if (this.uploaded.has(seg)) return Promise.resolve();
+    if (this.quarantined.has(seg)) return Promise.reject(quarantinedError(seg));
     if (this.closed) return Promise.reject(new StrataError("CLOSED", "the store closed before the write reached the object store; it is durable locally"));
     if (seg === this.hooks.activeSegment()) this.hooks.requestSeal();
     return new Promise((resolve, reject) => {
@@ -179,24 +193,48 @@ export class Tier {
   }
 
   private async uploadLoop(): Promise<void> {
-    let backoffMs = 50;
+    const delays = backoff({ initialMs: UPLOAD_RETRY_FIRST_MS, maxMs: this.limits.uploadRetryMaxMs });
     while (this.pending.length > 0 && !this.closed) {
       const seg = this.pending[0]!;
       try {
         await this.upload(seg);
         this.pending.shift();
         if (this.pending.length === 0) this.drainWaiters.splice(0).forEach((w) => w.resolve());
-        backoffMs = 50;
+        delays.reset();
         if (this.failing) this.hooks.onWarning(`object store reachable again; uploads caught up to segment ${seg}`);
         this.failing = false;
       } catch (err) {
         this.stats.uploadFailures++;
+        if (isPermanent(err)) {
+          this.quarantine(seg, err);
+          continue;
+        }
         if (!this.failing) this.hooks.onWarning(`upload of segment ${seg} failed (${(err as Error).message}); retrying with backoff`);
         this.failing = true;
-        await this.pause(backoffMs * (0.5 + Math.random()));
-        backoffMs = Math.min(backoffMs * 2, this.limits.uploadRetryMaxMs);
+        await this.pause(delays.next());
       }
     }
+  }
+
+  /**
+   * A segment that can never be sealed: skipped so the ones after it are shipped. It stays on the
+   * local disk (never evicted) and is tried again at the next start; object acks waiting for it
+   * are answered CORRUPT.
+   */
+  private quarantine(seg: number, err: unknown): void {
+    this.pending.shift();
+    this.quarantined.add(seg);
+    this.stats.quarantined++;
+    this.hooks.onWarning(
+      `CORRUPT: segment ${seg} cannot be shipped to the object store (${(err as Error).message}); it is quarantined on the local disk and skipped, later segments are shipped. Restore it from a copy, or move it away and run \`strata reindex\`.`,
+    );
+    const stuck = this.waiters.filter((w) => w.seg === seg);
+    this.waiters = this.waiters.filter((w) => w.seg !== seg);
+    for (const w of stuck) {
+      clearTimeout(w.timer);
+      w.reject(quarantinedError(seg));
+    }
+    if (this.pending.length === 0) this.drainWaiters.splice(0).forEach((w) => w.resolve());
   }
 
   /** Waits between upload retries; `close` cuts the wait short. */
@@ -216,16 +254,27 @@ export class Tier {
 
   private async upload(seg: number): Promise<void> {
     const raw = fs.readFileSync(segmentPath(this.segmentsDir, seg));
-    const sealed = await sealSegmentAsync(seg, raw, this.limits.blockBytes, this.limits.recordBytesMax);
+    const damaged: DamagedRange[] = [];
+    const sealed = await sealSegmentAsync(seg, raw, this.limits.blockBytes, this.limits.recordBytesMax, (d) => damaged.push(d));
     await this.objects.put(segmentKey(this.serverId, seg), sealed);
+    if (damaged.length > 0) {
+      this.stats.damagedUploads++;
+      const list = damaged.map((d) => `offset ${d.off} (${d.bytes} bytes: ${d.reason})`).join(", ");
+      this.hooks.onWarning(
+        `CORRUPT: segment ${seg} was shipped with damaged ranges carried as they are: ${list}. Reads of them answer CORRUPT; the segment is kept on the local disk (never evicted) so it can be repaired from another copy.`,
+      );
+    }
     this.uploaded.add(seg);
     this.reader.noteSize(seg, sealed.byteLength);
     this.stats.uploads++;
     this.stats.uploadedBytes += sealed.byteLength;
     this.stats.uploadedRawBytes += raw.byteLength;
-    if (!this.closed) this.index.write(() => this.index.segs.put(seg, { state: "uploaded", bytes: raw.byteLength }));
-    this.localUploaded.add(seg);
-    this.lastAccess.set(seg, performance.now());
+    const state = damaged.length > 0 ? "damaged" : "uploaded";
+    if (!this.closed) this.index.write(() => this.index.segs.put(seg, { state, bytes: raw.byteLength }));
+    if (damaged.length === 0) {
+      this.localUploaded.add(seg);
+      this.lastAccess.set(seg, performance.now());
+    }
     const done = this.waiters.filter((w) => this.uploaded.has(w.seg));
     this.waiters = this.waiters.filter((w) => !this.uploaded.has(w.seg));
     for (const w of done) {
@@ -283,6 +332,8 @@ export class Tier {
    * waiting for that segment itself would wait for a seal that never comes.
    */
   private waitLogUploaded(pos: { seg: number; off: number }): Promise<void> {
+    // A quarantined segment is settled: the object store will not have it, whatever we wait for.
+    if (this.quarantined.has(pos.seg)) return Promise.resolve();
     if (pos.off > SEGMENT_HEADER_BYTES) return this.waitUploaded(pos.seg);
     const before = this.pending.filter((seg) => seg < pos.seg);
     return before.length === 0 ? Promise.resolve() : this.waitUploaded(before[before.length - 1]!);
@@ -331,4 +382,19 @@ export class Tier {
     await this.checkpointing?.catch(() => undefined);
     await this.objects.close();
   }
+}
+
+/** The first pause between upload retries; it doubles up to `uploadRetryMaxMs`. */
+const UPLOAD_RETRY_FIRST_MS = 50;
+
+/**
+ * Whether an upload failure will fail the same way however often it is retried: the segment cannot
+ * be sealed (CORRUPT), or its file is gone. Object-store errors and read errors are transient.
+ */
+function isPermanent(err: unknown): boolean {
+  return StrataError.is(err, "CORRUPT") || (err as NodeJS.ErrnoException)?.code === "ENOENT";
+}
+
+function quarantinedError(seg: number): StrataError {
+  return new StrataError("CORRUPT", `segment ${seg} is damaged and cannot be shipped to the object store; the write is durable locally only. See the server's warnings.`);
 }

@@ -342,7 +342,7 @@ describe("CORRUPT and IO", () => {
     fs.closeSync(fd);
   };
 
-  it("refuses to open (or reindex) a log with a damaged record in a non-last segment, and opens once it is repaired", async () => {
+  it("opens (and reindexes) a log with a damaged record in a non-last segment, skipping only that record, and recovers it once repaired", async () => {
     const ptr = await multiSegment();
     await store.close();
     const file = segmentPath(path.join(dir, "segments"), ptr.seg);
@@ -354,13 +354,19 @@ describe("CORRUPT and IO", () => {
     expect(await codeOf(() => store.stream("seg").getAll())).toBe("CORRUPT");
     expect((await store.stream("seg").get(40))!.value[0]).toBe(39);
     await store.close();
-    // Without an index the log must be replayed, and the damage is refused rather than cut.
+    // Without an index the log must be replayed: the damaged record is skipped and reported, never
+    // cut, and every record after it is kept (issue #8 item 2).
     fs.rmSync(path.join(dir, "index"), { recursive: true });
-    expect(await codeOf(() => open())).toBe("CORRUPT");
-    expect(await codeOf(() => open())).toBe("CORRUPT"); // not UNAVAILABLE: the lock was released
-    expect(await codeOf(() => Store.reindex({ dir, limits: LIMITS }))).toBe("CORRUPT");
+    store = await open();
+    expect(store.recovery.damaged).toEqual([expect.objectContaining({ seg: ptr.seg, off: ptr.off, bytes: ptr.len })]);
+    expect(store.inventory("seg")).toMatchObject({ count: 39, lastSeq: 40 });
+    expect(await store.stream("seg").get(1)).toBeUndefined();
+    expect((await store.stream("seg").get(2))!.value[0]).toBe(1);
+    await store.close();
+    expect((await Store.reindex({ dir, limits: LIMITS })).damaged).toHaveLength(1);
     expect(fs.statSync(file).size).toBe(original.byteLength);
     fs.writeFileSync(file, original);
+    await Store.reindex({ dir, limits: LIMITS });
     store = await open();
     expect(store.inventory("seg")).toMatchObject({ count: 40, lastSeq: 40 });
     expect((await store.stream("seg").get(1))!.value[0]).toBe(0);

@@ -17,12 +17,12 @@ import path from "node:path";
 import fc from "fast-check";
 import { afterAll, describe, expect, it } from "vitest";
 import { Store } from "../../src/store.js";
-import { StrataError } from "../../src/errors.js";
 import { frame } from "../../src/log/framing.js";
 import { unsyncedMarkerPath } from "../../src/index/unsynced-marker.js";
 import { encodeRecord } from "../../src/log/record.js";
 import { listSegmentIds, segmentPath } from "../../src/log/segment-files.js";
 import { Model, type Outcome } from "./model.js";
+import { applyToModel, applyToStore, concretize, writeOpArb as workloadOpArb, type WriteOp } from "./workload.js";
 
 const STREAMS = ["s/a", "s/b", "mixed"] as const;
 const KVS = ["k/a", "k/b", "mixed"] as const;
@@ -38,14 +38,6 @@ const LIMITS = {
 };
 const DEDUP_WINDOW_MS = 60_000;
 
-type Cond = "none" | "current" | "wrong";
-type WriteOp =
-  | { t: "append"; loc: string; value: Uint8Array; msgId?: string; cond: Cond }
-  | { t: "set"; loc: string; seq: number; value: Uint8Array }
-  | { t: "delete"; loc: string; seq: number }
-  | { t: "deleteAll"; loc: string; endSeq?: number }
-  | { t: "kvSet"; loc: string; key: string; value: Uint8Array; ttlMs?: number; cond: Cond | "absent" }
-  | { t: "kvDelete"; loc: string; key: string };
 type Op =
   | WriteOp
   | { t: "group"; ops: WriteOp[] }
@@ -57,18 +49,8 @@ type Op =
   | { t: "loseIndex" }
   | { t: "powerLoss"; keepBytes: number };
 
-function writeOpArb(value: fc.Arbitrary<Uint8Array>): fc.Arbitrary<WriteOp> {
-  const seq = fc.integer({ min: 1, max: 12 });
-  const cond = fc.constantFrom<Cond>("none", "none", "current", "wrong");
-  return fc.oneof(
-    { weight: 5, arbitrary: fc.record({ t: fc.constant("append" as const), loc: fc.constantFrom(...STREAMS), value, msgId: fc.option(fc.constantFrom("m1", "m2", "m3"), { nil: undefined }), cond }, { requiredKeys: ["t", "loc", "value", "cond"] }) },
-    { weight: 2, arbitrary: fc.record({ t: fc.constant("set" as const), loc: fc.constantFrom(...STREAMS), seq, value }) },
-    { weight: 2, arbitrary: fc.record({ t: fc.constant("delete" as const), loc: fc.constantFrom(...STREAMS), seq }) },
-    { weight: 1, arbitrary: fc.record({ t: fc.constant("deleteAll" as const), loc: fc.constantFrom(...STREAMS), endSeq: fc.option(fc.integer({ min: 0, max: 14 }), { nil: undefined }) }, { requiredKeys: ["t", "loc"] }) },
-    { weight: 4, arbitrary: fc.record({ t: fc.constant("kvSet" as const), loc: fc.constantFrom(...KVS), key: fc.constantFrom(...KEYS), value, ttlMs: fc.option(fc.integer({ min: 1, max: 5000 }), { nil: undefined }), cond: fc.constantFrom<Cond | "absent">("none", "none", "current", "wrong", "absent") }, { requiredKeys: ["t", "loc", "key", "value", "cond"] }) },
-    { weight: 2, arbitrary: fc.record({ t: fc.constant("kvDelete" as const), loc: fc.constantFrom(...KVS), key: fc.constantFrom(...KEYS) }) },
-  );
-}
+const LOCS = { streams: STREAMS, kvs: KVS, keys: KEYS };
+const writeOpArb = (value: fc.Arbitrary<Uint8Array>) => workloadOpArb(value, LOCS);
 
 const smallValue = fc.uint8Array({ maxLength: 40 });
 const anyValue = fc.oneof({ weight: 6, arbitrary: smallValue }, { weight: 1, arbitrary: fc.uint8Array({ minLength: 257, maxLength: 1200 }) });
@@ -91,47 +73,10 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ t: fc.constant("powerLoss" as const), keepBytes: fc.nat() }) },
 );
 
-async function outcome(p: Promise<unknown>): Promise<Outcome> {
-  try {
-    return { ok: true, result: await p };
-  } catch (err) {
-    if (!StrataError.is(err)) throw err;
-    return { ok: false, code: err.code };
-  }
-}
-
 /** Runs one write on the store and the model; returns both outcomes (store's still pending). */
 function issue(store: Store, model: Model, op: WriteOp): { store: Promise<Outcome>; model: Outcome } {
-  switch (op.t) {
-    case "append": {
-      const l = model.locs.get(op.loc);
-      const lastSeq = l?.kind === "stream" ? l.lastSeq : 0;
-      const opts: { msgId?: string; expectedLastSeq?: number } = {};
-      if (op.msgId !== undefined) opts.msgId = op.msgId;
-      if (op.cond !== "none") opts.expectedLastSeq = op.cond === "current" ? lastSeq : lastSeq + 3;
-      return { store: outcome(store.stream(op.loc).append({ value: op.value }, opts)), model: model.append(op.loc, op.value, opts) };
-    }
-    case "set":
-      return { store: outcome(store.stream(op.loc).set(op.seq, { value: op.value })), model: model.set(op.loc, op.seq, op.value) };
-    case "delete":
-      return { store: outcome(store.stream(op.loc).delete(op.seq)), model: model.delete(op.loc, op.seq) };
-    case "deleteAll": {
-      const opts = op.endSeq === undefined ? undefined : { endSeq: op.endSeq };
-      return { store: outcome(store.stream(op.loc).deleteAll(opts)), model: model.deleteAll(op.loc, op.endSeq) };
-    }
-    case "kvSet": {
-      const entry = model.locs.get(op.loc)?.kv.get(op.key);
-      const live = entry && (entry.expiresAt === undefined || entry.expiresAt > model.now) ? entry.revision : 0;
-      const opts: { ttlMs?: number; expectedRevision?: number } = {};
-      if (op.ttlMs !== undefined) opts.ttlMs = op.ttlMs;
-      if (op.cond === "current") opts.expectedRevision = live;
-      if (op.cond === "wrong") opts.expectedRevision = live + 2;
-      if (op.cond === "absent") opts.expectedRevision = 0;
-      return { store: outcome(store.kv(op.loc).set(op.key, op.value, opts)), model: model.kvSet(op.loc, op.key, op.value, opts) };
-    }
-    case "kvDelete":
-      return { store: outcome(store.kv(op.loc).delete(op.key)), model: model.kvDelete(op.loc, op.key) };
-  }
+  const c = concretize(op, model);
+  return { store: applyToStore(store, c), model: applyToModel(model, c) };
 }
 
 class Harness {

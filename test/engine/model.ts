@@ -8,6 +8,8 @@ export interface ModelMessage {
   value: Uint8Array;
   headers?: Record<string, string>;
   timestamp: number;
+  /** The location revision of the write that stored it (which log record holds it). */
+  revision: number;
 }
 
 export interface ModelKvEntry {
@@ -39,6 +41,16 @@ export class Model {
     public now: number,
   ) {}
 
+  /** An independent copy (values are never mutated, so they are shared). */
+  clone(): Model {
+    const m = new Model(this.dedupWindowMs, this.now);
+    m.created = this.created;
+    for (const [name, l] of this.locs) {
+      m.locs.set(name, { ...l, msgs: new Map(l.msgs), kv: new Map(l.kv), dedup: new Map(l.dedup) });
+    }
+    return m;
+  }
+
   private loc(name: string, kind: "stream" | "kv"): ModelLocation | Outcome {
     const l = this.locs.get(name);
     if (l && l.kind !== kind) return { ok: false, code: "WRONG_KIND" };
@@ -65,7 +77,7 @@ export class Model {
     const seq = l.lastSeq + 1;
     const rev = this.commit(name, l);
     l.lastSeq = seq;
-    l.msgs.set(seq, { value, timestamp: this.now });
+    l.msgs.set(seq, { value, timestamp: this.now, revision: rev });
     if (opts.msgId !== undefined) l.dedup.set(opts.msgId, { seq, rev, ts: this.now });
     return { ok: true, result: { seq, revision: rev, timestamp: this.now } };
   }
@@ -75,7 +87,7 @@ export class Model {
     if ("ok" in l) return l;
     const rev = this.commit(name, l);
     if (seq > l.lastSeq) l.lastSeq = seq;
-    l.msgs.set(seq, { value, timestamp: this.now });
+    l.msgs.set(seq, { value, timestamp: this.now, revision: rev });
     return { ok: true, result: { seq, revision: rev, timestamp: this.now } };
   }
 

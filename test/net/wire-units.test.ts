@@ -117,6 +117,9 @@ function fakeConnection(maxPayload: number) {
   const published: Array<{ subject: string; body?: Record<string, unknown>; error?: string }> = [];
   const nc = {
     info: { max_payload: maxPayload },
+    // The reply budget asks nats-server, with a flush, when published bytes have left.
+    flush: () => Promise.resolve(),
+    isClosed: () => false,
     publish(subject: string, data: Uint8Array, opts?: { headers?: { get(k: string): string } }) {
       const error = opts?.headers?.get(ERROR_HEADER);
       published.push(error ? { subject, error } : { subject, body: decodeMap(data, "published") });
@@ -127,11 +130,11 @@ function fakeConnection(maxPayload: number) {
 
 describe("upload flow control", () => {
   const limits = resolveNetLimits({ uploadWindowBytes: 4 * 7168, uploadIdleMs: 100 });
-  const target = { reply: "inbox.1", location: "a/b", cls: "w" as const };
+  const target = { reply: "inbox.1", client: "inbox.1", location: "a/b", cls: "w" as const };
 
   function setup() {
     const { nc, published } = fakeConnection(8192);
-    const uploads = new Uploads(new Replies(nc, limits, () => undefined), limits, 1 << 20);
+    const uploads = new Uploads(new Replies(nc, limits, () => undefined, 1 << 20), limits, 1 << 20);
     let gate!: () => void;
     const opened = new Promise<void>((resolve) => (gate = resolve));
     let received = 0;
@@ -202,8 +205,8 @@ describe("reply stream flow control", () => {
   it("never has more than the window in flight, and resumes on credit", async () => {
     const limits = resolveNetLimits({ replyWindowMessages: 3, replyIdleMs: 1000 });
     const { nc, published } = fakeConnection(8192);
-    const replies = new Replies(nc, limits, () => undefined);
-    const stream = replies.open({ reply: "inbox.2", location: "a/b", cls: "r" });
+    const replies = new Replies(nc, limits, () => undefined, 1 << 20);
+    const stream = await replies.open({ reply: "inbox.2", location: "a/b", cls: "r" });
     let sent = 0;
     const sending = (async () => {
       for (let i = 0; i < 10; i++) {
@@ -226,6 +229,6 @@ describe("reply stream flow control", () => {
     await sending;
     expect(sent).toBe(10);
     expect(published.at(-1)?.body).toMatchObject({ end: { count: 10 } });
-    expect(replies.stats()).toEqual({ replyInFlightHighWater: 3, replyStreamsOpen: 0 });
+    expect(replies.stats()).toMatchObject({ replyInFlightHighWater: 3, replyStreamsOpen: 0, replyBytesHeld: 0 });
   });
 });

@@ -97,6 +97,10 @@ describe("garbage gets an error reply, never a crash, never a write", () => {
     ["a write on the read subject", R, { op: "stream.append", message: {} }, "FORBIDDEN"],
     ["a read on the write subject", W, { op: "stream.get", seq: 1 }, "FORBIDDEN"],
     ["invalid location token", "strata.w.s1.acct.al=ce!", { op: "inventory" }, "INVALID_LOCATION"],
+    // Types are checked before a value is used: String() of a map owning toString throws.
+    ["location a map with a toString key", W, { op: "stream.append", message: {}, location: { toString: 1 } }, "INVALID_LOCATION"],
+    ["location a map with a valueOf key", R, { op: "inventory", location: { valueOf: "x" } }, "INVALID_LOCATION"],
+    ["location a number", R, { op: "inventory", location: 7 }, "INVALID_LOCATION"],
     ["too many location segments", `strata.r.s1.${Array.from({ length: 20 }, () => "a").join(".")}`, { op: "inventory" }, "INVALID_LOCATION"],
   ];
 
@@ -156,6 +160,12 @@ describe("garbage gets an error reply, never a crash, never a write", () => {
     expect(store.inventory("acct/alice/batch")).toMatchObject({ count: 2, revision: 2 });
     expect((await store.stream("acct/alice/batch").get(1))?.value).toEqual(bytes(7));
     expect((await store.stream("acct/alice/batch").get(2))?.value).toEqual(bytes(10));
+  });
+
+  it("a batch item whose op is a map owning toString gets INVALID_ARGUMENT, not INTERNAL", async () => {
+    const reply = await nc.request(W, cbor.encode({ op: "batch", items: [cbor.encode({ op: { toString: 1 } })] }), { timeout: 5000 });
+    const { ok } = decode(reply.data) as { ok: Array<{ ok: boolean; error?: { code: string } }> };
+    expect(ok.map((r) => r.error?.code)).toEqual(["INVALID_ARGUMENT"]);
   });
 
   it("left the server running and the location untouched", async () => {

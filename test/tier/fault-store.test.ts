@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { StrataError } from "../../src/errors.js";
-import { FaultyObjectStore, MemoryObjectStore, mulberry32, type FaultOptions } from "../../src/tier/fault-store.js";
+import { FaultyObjectStore, MemoryObjectStore, mulberry32, type FaultOptions } from "../../src/testing/fault-store.js";
 import { collect } from "./object-store-suite.js";
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);

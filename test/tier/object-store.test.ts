@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StrataError } from "../../src/errors.js";
 import { DirObjectStore } from "../../src/tier/dir-store.js";
-import { FaultyObjectStore, MemoryObjectStore } from "../../src/tier/fault-store.js";
+import { FaultyObjectStore, MemoryObjectStore } from "../../src/testing/fault-store.js";
 import { openObjectStore, parseTierUrl, redactTierUrl } from "../../src/tier/object-store.js";
 import { S3ObjectStore } from "../../src/tier/s3-store.js";
 import { S3RVER_CREDENTIALS, startS3rver, type RunningS3rver } from "../helpers/s3rver.js";

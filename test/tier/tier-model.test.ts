@@ -27,7 +27,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { StrataError } from "../../src/errors.js";
 import { listSegmentIds, segmentPath } from "../../src/log/segment-files.js";
 import { Store } from "../../src/store.js";
-import { FaultyObjectStore, MemoryObjectStore } from "../../src/tier/fault-store.js";
+import { FaultyObjectStore, MemoryObjectStore } from "../../src/testing/fault-store.js";
 import { Model, type Outcome } from "../engine/model.js";
 
 const STREAMS = ["s/a", "s/b", "mixed"] as const;

@@ -16,7 +16,7 @@ import { frame } from "../../src/log/framing.js";
 import { encodeRecord } from "../../src/log/record.js";
 import { listSegmentIds, segmentHeader } from "../../src/log/segment-files.js";
 import { Store } from "../../src/store.js";
-import { FaultyObjectStore, MemoryObjectStore } from "../../src/tier/fault-store.js";
+import { FaultyObjectStore, MemoryObjectStore } from "../../src/testing/fault-store.js";
 import { sealSegment, sealSegmentAsync, unsealSegment } from "../../src/tier/sealed-segment.js";
 import { checkpointsPrefix, segmentKey } from "../../src/tier/segment-keys.js";
 

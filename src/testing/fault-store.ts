@@ -19,7 +19,7 @@ import {
   type ByteRange,
   type ObjectInfo,
   type ObjectStore,
-} from "./object-store.js";
+} from "../tier/object-store.js";
 import { mulberry32 } from "../random.js";
 export { mulberry32 };
 

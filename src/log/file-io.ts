@@ -1,0 +1,40 @@
+/**
+ * The file-I/O seam of the segment log: every file-system call the log's append and read paths
+ * make goes through a `FileIo`, so a test can put a fault-injecting one in front of the disk
+ * (src/testing/fault-io.ts) and produce ENOSPC, EIO or torn writes that a real disk produces only
+ * rarely. `nodeFileIo` is the real one, a thin pass-through to `node:fs`.
+ *
+ * Contract (the same as node:fs): a failing call throws a `NodeJS.ErrnoException` with `code`;
+ * `writeSync`/`write` may write fewer bytes than asked and return how many; `readSync` returns 0
+ * at end of file. Nothing here buffers or retries; callers decide what a failure means.
+ */
+import fs from "node:fs";
+import { promisify } from "node:util";
+
+export interface FileIo {
+  openSync(path: string, flags: string): number;
+  closeSync(fd: number): void;
+  readSync(fd: number, buf: Uint8Array, offset: number, length: number, position: number): number;
+  writeSync(fd: number, buf: Uint8Array, offset: number, length: number, position: number): number;
+  /** Like `writeSync`, off the event loop; resolves to the number of bytes written. */
+  write(fd: number, buf: Uint8Array, offset: number, length: number, position: number): Promise<number>;
+  fdatasync(fd: number): Promise<void>;
+  fsyncSync(fd: number): void;
+  ftruncateSync(fd: number, length: number): void;
+  fstatSync(fd: number): { size: number };
+}
+
+const writeAsync = promisify(fs.write);
+const fdatasyncAsync = promisify(fs.fdatasync);
+
+export const nodeFileIo: FileIo = {
+  openSync: (path, flags) => fs.openSync(path, flags),
+  closeSync: (fd) => fs.closeSync(fd),
+  readSync: (fd, buf, offset, length, position) => fs.readSync(fd, buf, offset, length, position),
+  writeSync: (fd, buf, offset, length, position) => fs.writeSync(fd, buf, offset, length, position),
+  write: async (fd, buf, offset, length, position) => (await writeAsync(fd, buf, offset, length, position)).bytesWritten,
+  fdatasync: (fd) => fdatasyncAsync(fd),
+  fsyncSync: (fd) => fs.fsyncSync(fd),
+  ftruncateSync: (fd, length) => fs.ftruncateSync(fd, length),
+  fstatSync: (fd) => ({ size: fs.fstatSync(fd).size }),
+};
