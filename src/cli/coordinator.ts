@@ -12,6 +12,7 @@ import { connect, credsAuthenticator, type ConnectionOptions } from "nats";
 import { StrataError } from "../errors.js";
 import { startCoordinator, type Coordinator } from "../net/coordinator.js";
 import { DEFAULT_PREFIX } from "../net/coordinator-protocol.js";
+import { DEFAULT_INBOX_PREFIX } from "../net/subjects.js";
 
 export interface NatsFlags {
   nats: string;
@@ -24,6 +25,7 @@ interface CoordinatorFlags extends NatsFlags {
   data: string;
   prefix: string;
   serverTtlMs?: string;
+  inboxPrefix: string;
 }
 
 /** NATS connection options for a long-running Strata process: reconnect forever, named. */
@@ -90,7 +92,8 @@ export function register(program: Command): void {
     .description("run the coordinator: tracks live servers and answers which server holds a location")
     .requiredOption("--data <dir>", "directory of the coordinator's state (LMDB)")
     .option("--prefix <prefix>", "subject prefix", DEFAULT_PREFIX)
-    .option("--server-ttl-ms <ms>", "a server is live while its heartbeats arrive within this");
+    .option("--server-ttl-ms <ms>", "a server is live while its heartbeats arrive within this")
+    .option("--inbox-prefix <prefix>", "answer only reply subjects below this prefix (your clients' inboxPrefix)", DEFAULT_INBOX_PREFIX);
   addNatsFlags(command).action(async (flags: CoordinatorFlags) => {
     const serverTtlMs = flags.serverTtlMs === undefined ? undefined : Number(flags.serverTtlMs);
     const nc = await connect(natsOptions(flags, "strata-coordinator"));
@@ -100,6 +103,7 @@ export function register(program: Command): void {
         nc,
         dataDir: flags.data,
         prefix: flags.prefix,
+        inboxPrefix: flags.inboxPrefix,
         ...(serverTtlMs === undefined ? {} : { serverTtlMs }),
         onWarning: (m) => log(`warning: ${m}`),
         onEvent: log,

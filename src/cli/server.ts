@@ -1,7 +1,7 @@
 /**
  * `strata server --id NAME --data DIR --nats URL [--prefix strata] [--creds FILE | --user U --pass P]
  *  [--tls-ca FILE --tls-cert FILE --tls-key FILE] [--tier dir:/path | --tier s3://…] [--cache-bytes N]
- *  [--seal-interval-ms N] [--fsync always|interval]`:
+ *  [--seal-interval-ms N] [--fsync always|interval] [--inbox-prefix _INBOX]`:
  * serves one data directory over NATS until SIGTERM or SIGINT, then refuses new requests, lets
  * the ones in flight (uploads and streamed replies included) finish, drains its subscriptions,
  * closes the store and drains the connection before exiting 0.
@@ -10,7 +10,7 @@ import type { Command } from "commander";
 import { connect, type ConnectionOptions } from "nats";
 import { StrataError } from "../errors.js";
 import { startServer, type StrataServer } from "../net/server.js";
-import { DEFAULT_PREFIX } from "../net/subjects.js";
+import { DEFAULT_INBOX_PREFIX, DEFAULT_PREFIX } from "../net/subjects.js";
 import { addNatsFlags, exitOnSignal, natsOptions, type NatsFlags } from "./coordinator.js";
 
 interface ServerFlags extends NatsFlags {
@@ -24,6 +24,7 @@ interface ServerFlags extends NatsFlags {
   cacheBytes?: string;
   sealIntervalMs?: string;
   fsync: string;
+  inboxPrefix: string;
 }
 
 export function register(program: Command): void {
@@ -39,7 +40,8 @@ export function register(program: Command): void {
     .option("--tier <uri>", "cold tier: dir:/path or s3://bucket/prefix?endpoint=URL")
     .option("--cache-bytes <n>", "local byte budget for segments already in the tier")
     .option("--seal-interval-ms <n>", "seal and ship a dirty segment at least this often (default 1000)")
-    .option("--fsync <mode>", "always: ack after fdatasync; interval: ack after write, fdatasync every second", "always");
+    .option("--fsync <mode>", "always: ack after fdatasync; interval: ack after write, fdatasync every second", "always")
+    .option("--inbox-prefix <prefix>", "answer only reply subjects below this prefix (your clients' inboxPrefix)", DEFAULT_INBOX_PREFIX);
   addNatsFlags(command).action(async (flags: ServerFlags) => {
     const options = withTls(natsOptions(flags, `strata-server-${flags.id}`), flags);
     const storeOptions = {
@@ -57,7 +59,7 @@ export function register(program: Command): void {
     }
     let server: StrataServer;
     try {
-      server = await startServer({ id: flags.id, prefix: flags.prefix, dir: flags.data, storeOptions, nats: nc, onWarning: (m) => log(`warning: ${m}`) });
+      server = await startServer({ id: flags.id, prefix: flags.prefix, inboxPrefix: flags.inboxPrefix, dir: flags.data, storeOptions, nats: nc, onWarning: (m) => log(`warning: ${m}`) });
     } catch (err) {
       await nc.close();
       throw err;

@@ -98,8 +98,10 @@ const VALUE_OPS: Record<string, { fields: readonly string[]; write: (c: RequestC
 export async function handle(ctx: RequestContext, body: WireMap): Promise<void> {
   const spec = lookup(ctx, body);
   if (spec.run) return spec.run(ctx, body);
-  // Room for a read's reply is reserved before the read (server-reads.ts).
-  const hold = await holdForRead(ctx, body);
+  // Room for a read's reply is reserved before the read (server-reads.ts). Writes go on without
+  // an await, so requests of one connection reach the commit queue in the order they arrived.
+  const holding = holdForRead(ctx, body);
+  const hold = holding === undefined ? undefined : await holding;
   try {
     const result = await spec.compute!(ctx, body);
     await ctx.replies.result(ctx, result);
