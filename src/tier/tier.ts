@@ -193,7 +193,8 @@ export class Tier {
   }
 
   private async uploadLoop(): Promise<void> {
-    const delays = backoff({ initialMs: UPLOAD_RETRY_FIRST_MS, maxMs: this.limits.uploadRetryMaxMs });
+    const maxMs = this.limits.uploadRetryMaxMs;
+    const delays = backoff({ initialMs: Math.min(UPLOAD_RETRY_FIRST_MS, maxMs), maxMs });
     while (this.pending.length > 0 && !this.closed) {
       const seg = this.pending[0]!;
       try {

@@ -50,7 +50,7 @@ export const LIMITS = {
   scanPageSize: 3,
   dedupWindowMs: 60_000,
 };
-const TIER_LIMITS = { sealIntervalMs: 40, uploadRetryMaxMs: 40, closeUploadWaitMs: 2000, objectAckTimeoutMs: 2000 };
+const TIER_LIMITS = { sealIntervalMs: 40, uploadRetryMaxMs: 100, closeUploadWaitMs: 2000, objectAckTimeoutMs: 2000 };
 
 const CHILD = fileURLToPath(new URL("./fault-child.ts", import.meta.url));
 const REPO = fileURLToPath(new URL("../..", import.meta.url));
@@ -186,6 +186,7 @@ export class FaultHarness {
 
   async step(step: FaultStep): Promise<void> {
     this.log.push(describe(step));
+    if (process.env.STRATA_FAULT_TRACE) console.log(`${this.dir}: ${describe(step).slice(0, 300)}`);
     this.count(`step ${step.t}`);
     switch (step.t) {
       case "write":
