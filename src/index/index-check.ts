@@ -171,7 +171,10 @@ export function writeIndexSum(dir: string): void {
  * returns the new path. The log is the truth; the index is rebuilt from it.
  */
 export function moveIndexAside(dir: string, now: number): string {
-  const aside = `${dir}.damaged-${new Date(now).toISOString().replace(/[:.]/g, "-")}`;
+  const base = `${dir}.damaged-${new Date(now).toISOString().replace(/[:.]/g, "-")}`;
+  // A second damaged index within the same millisecond (or clock value) must not collide.
+  let aside = base;
+  for (let n = 1; fs.existsSync(aside); n++) aside = `${base}-${n}`;
   fs.renameSync(dir, aside);
   fsyncDir(path.dirname(dir));
   return aside;

@@ -186,10 +186,24 @@ export class Tier {
 
   private kick(): void {
     if (this.uploading || this.closed || this.pending.length === 0) return;
-    this.uploading = this.uploadLoop().finally(() => {
-      this.uploading = undefined;
-      this.kick();
-    });
+    this.uploading = this.uploadLoop().then(
+      () => {
+        this.uploading = undefined;
+        this.kick();
+      },
+      (err: unknown) => {
+        // Only a bug gets here (the loop handles every upload error). Restarting at once would
+        // spin on the same failure and starve the process; wait the longest backoff first.
+        this.uploading = undefined;
+        this.stats.uploadFailures++;
+        setTimeout(() => this.kick(), this.limits.uploadRetryMaxMs).unref();
+        try {
+          this.hooks.onWarning(`the upload loop failed (${(err as Error)?.message ?? String(err)}); it restarts in ${this.limits.uploadRetryMaxMs} ms`);
+        } catch {
+          // The warning hook is what failed; the restart above is already scheduled.
+        }
+      },
+    );
   }
 
   private async uploadLoop(): Promise<void> {

@@ -15,7 +15,7 @@ import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Store } from "../../src/index.js";
 import { StrataError } from "../../src/errors.js";
-import { indexFileProblem } from "../../src/index/index-check.js";
+import { indexFileProblem, moveIndexAside } from "../../src/index/index-check.js";
 import { bootId, unsyncedMarkerPath } from "../../src/index/unsynced-marker.js";
 import { listSegmentIds, segmentPath } from "../../src/log/segment-files.js";
 import { mulberry32 } from "../../src/random.js";
@@ -215,4 +215,25 @@ describe("strata reindex", () => {
     expect(seen!.rebuilt).toBe(false); // the old index was untouched
     expect(fs.existsSync(path.join(dir, "index.rebuild"))).toBe(false); // the leftover is gone
   }, 30_000);
+});
+
+describe("moving a damaged index aside", () => {
+  it("keeps every damaged copy, even two at the same clock value", () => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), "strata-aside-"));
+    try {
+      const dir = path.join(root, "index");
+      const now = Date.UTC(2026, 0, 1);
+      const moved: string[] = [];
+      for (const content of ["first", "second"]) {
+        fs.mkdirSync(dir);
+        fs.writeFileSync(path.join(dir, "data.mdb"), content);
+        moved.push(moveIndexAside(dir, now));
+      }
+      expect(new Set(moved).size).toBe(2);
+      expect(moved.map((m) => fs.readFileSync(path.join(m, "data.mdb"), "utf8"))).toEqual(["first", "second"]);
+      expect(fs.existsSync(dir)).toBe(false);
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  });
 });

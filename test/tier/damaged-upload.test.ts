@@ -171,3 +171,39 @@ describe("sealing a damaged segment", () => {
     expect(unsealSegment(bad.seg, sealed).equals(garbage)).toBe(true);
   });
 });
+
+describe("the upload loop", () => {
+  it("does not spin when something outside an upload fails (here the warning hook): the next attempt waits uploadRetryMaxMs", async () => {
+    const dir = path.join(scratch, `data-${n++}`);
+    const retryMs = 300;
+    const puts: number[] = [];
+    let reachedTwo: () => void = () => undefined;
+    const two = new Promise<void>((resolve) => (reachedTwo = resolve));
+    class FailingStore extends KeptMemoryStore {
+      override async put(key: string, body: Uint8Array): Promise<void> {
+        if (key.includes("seg")) {
+          puts.push(performance.now());
+          if (puts.length === 2) reachedTwo();
+          throw new StrataError("UNAVAILABLE", "simulated outage");
+        }
+        return super.put(key, body);
+      }
+    }
+    const store = await Store.open({
+      dir, id: "spin", objectStore: new FailingStore(), limits: { ...LIMITS, uploadRetryMaxMs: retryMs, closeUploadWaitMs: 100 }, sweepTimers: false,
+      onWarning: () => {
+        throw new Error("a warning hook that throws");
+      },
+    });
+    try {
+      await store.stream("t/s").append({ value: enc("x") });
+      await store.sealActive();
+      await withDeadline(two, 10_000, "a second upload attempt");
+      // Before the fix the loop restarted at once, thousands of times, and starved the process.
+      expect(puts[1]! - puts[0]!).toBeGreaterThanOrEqual(retryMs * 0.9);
+      expect(store.tier!.stats.uploadFailures).toBeLessThan(10);
+    } finally {
+      await store.close();
+    }
+  });
+});
