@@ -106,8 +106,8 @@ export class Replies {
 
   /** Publishes a reply: on the bulk connection when asked to, when it is larger than a small reply, or for a bulk reader. */
   publish(subject: string, data: Uint8Array, bulkWanted = data.byteLength > SMALL_REPLY_BYTES): void {
-    const bulk = bulkWanted || this.isBulkReader(subject);
-    if (bulk && this.bulk !== this.nc) this.markBulkReader(subject);
+    const bulk = (bulkWanted || this.isBulkReader(subject)) && this.bulk !== this.nc;
+    if (bulk) this.markBulkReader(subject);
     try {
       (bulk ? this.bulk : this.nc).publish(subject, data);
       (bulk ? this.budget.bulk : this.budget.main).add(data.byteLength);
@@ -118,7 +118,7 @@ export class Replies {
 
   /** Publishes an error reply; `bulk` for a reply stream's, which must follow its messages. */
   error(reply: string, err: unknown, bulkWanted = false): void {
-    const bulk = bulkWanted || this.isBulkReader(reply);
+    const bulk = (bulkWanted || this.isBulkReader(reply)) && this.bulk !== this.nc;
     try {
       (bulk ? this.bulk : this.nc).publish(reply, Empty, { headers: errorHeaders(err) });
       (bulk ? this.budget.bulk : this.budget.main).add(0);

@@ -11,7 +11,7 @@
  * credits of uploads and streamed replies in progress still flow; once those finish (or
  * `shutdownGraceMs` passes and they are aborted) the subscriptions are drained and the store closed.
  */
-import { connect, type ConnectionOptions, type Msg, type NatsConnection, type Subscription } from "nats";
+import { connect, ErrorCode, Events, nuid, type ConnectionOptions, type Msg, type NatsConnection, type Subscription } from "nats";
 import { StrataError } from "../errors.js";
 import { Store } from "../store.js";
 import type { StoreOptions } from "../config.js";
@@ -91,6 +91,13 @@ export async function startServer(options: ServerOptions): Promise<StrataServer>
     // small replies everyone else is waiting for (reply-budget.ts). A connection the caller owns
     // is used for both.
     bulk = ownNc ? await open(`strata-server-${id}-bulk`) : nc;
+    if (bulk !== nc && !(await mayPublishReplies(bulk, inboxPrefix))) {
+      onWarning(
+        `the second ("bulk") NATS connection may not publish to reply subjects below "${inboxPrefix}" (nats-server's allow_responses admits only the connection that received a request); all replies share one connection, so a reader who does not read can delay others. Allow this server's user to publish to "${inboxPrefix}.>" to separate them (deploy/README.md).`,
+      );
+      await bulk.close();
+      bulk = nc;
+    }
   } catch (err) {
     if (ownNc && nc && !nc.isClosed()) await nc.close();
     if (ownStore) await store.close();
@@ -244,4 +251,24 @@ class Server implements StrataServer {
       });
     });
   }
+}
+
+/**
+ * Whether `conn` may publish to subjects below `inboxPrefix` on its own (not only as a response
+ * to a request it received): publishes to a subject nobody listens on and flushes. nats-server
+ * answers a denied publish with an error before the flush's PONG, so the answer is known then.
+ */
+async function mayPublishReplies(conn: NatsConnection, inboxPrefix: string): Promise<boolean> {
+  let denied = false;
+  const watching = (async () => {
+    for await (const s of conn.status()) {
+      if (s.type === Events.Error && s.data === ErrorCode.PermissionsViolation) denied = true;
+    }
+  })();
+  conn.publish(`${inboxPrefix}.strata-probe.${nuid.next()}`);
+  await conn.flush();
+  // The status iterator hands events over asynchronously: let it catch up with the flush.
+  await new Promise((resolve) => setImmediate(resolve));
+  void watching;
+  return !denied;
 }

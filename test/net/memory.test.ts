@@ -105,7 +105,12 @@ describe("hostile readers", () => {
       hostileNc.subscribe(`${inbox}.*`, { callback: () => undefined });
       const batch = encodeRequest({ op: "batch", items: Array.from({ length: 300 }, () => get) });
       for (let i = 0; i < 3; i++) hostileNc.publish(readSubject("mem", "mem/kv"), batch, { reply: `${inbox}.${i}` });
-      await new Promise((resolve) => setTimeout(resolve, 5000));
+      // The load runs for 5 s, and until the starved streams have had their first messages (on a
+      // busy machine that can take longer; bounded).
+      const loadEnds = Date.now() + 5000;
+      while ((Date.now() < loadEnds || starved.received() === 0) && Date.now() < loadEnds + 20_000) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
       received = starved.received();
     } finally {
       active = false;
