@@ -2,8 +2,8 @@
  * Bringing the index up to date with the log when a store opens.
  *
  * The index's checkpoint says how much of the log it reflects. Recovery replays every record
- * after it. A bad record (incomplete, failing its checksum, or not decoding) is handed to
- * ./log/frame-scan.ts `resync`, which finds where the next valid record starts:
+ * after it, walking each segment with ./log/frame-scan.ts `scanRecords`; for a bad record
+ * (incomplete, failing its checksum, or not decoding) it says where the next valid record starts:
  * - Nothing valid follows, in the last segment: a torn tail. It is cut (it was never
  *   acknowledged, because acknowledgement waits for the fsync that covers the record) and reported.
  * - Valid records follow (or the segment is not the last one): corruption of the range up to the
@@ -24,9 +24,8 @@ import { applyRecords } from "./index/apply.js";
 import { moveIndexAside } from "./index/index-check.js";
 import { LmdbIndex, type Checkpoint } from "./index/lmdb-index.js";
 import { unsyncedProblem, writeUnsyncedMarker } from "./index/unsynced-marker.js";
-import { badFrameReason, resync } from "./log/frame-scan.js";
-import { parseFrame } from "./log/framing.js";
-import { decodeRecord, type LogRecord, type Pointer } from "./log/record.js";
+import { scanRecords } from "./log/frame-scan.js";
+import type { LogRecord, Pointer } from "./log/record.js";
 import { SEGMENT_HEADER_BYTES, checkSegmentHeader, fsyncDir, listSegmentIds, segmentPath } from "./log/segment-files.js";
 import type { Limits } from "./limits.js";
 import { restoreCheckpoint } from "./tier/checkpoints.js";
@@ -292,33 +291,24 @@ function replaySegment(
     report.replayed += batch.length;
   };
   const bufEnd = base + buf.byteLength;
-  while (off < bufEnd) {
-    const parsed = parseFrame(buf, off - base, limits.recordBytesMax);
-    let rec: LogRecord | undefined;
-    if (parsed.kind === "ok") {
-      try {
-        rec = decodeRecord(parsed.body);
-      } catch {
-        // A whole record that does not decode (a faulty or newer writer) is damage like any other:
-        // it is skipped and reported, never cut, so the records after it are kept.
-      }
-    }
-    if (parsed.kind !== "ok" || rec === undefined) {
-      const reason = badFrameReason(buf, off - base, limits.recordBytesMax);
-      const next = resync(buf, off - base, limits.recordBytesMax);
-      if (next === undefined && last && file !== undefined) {
+  for (const step of scanRecords(buf, from - base, limits.recordBytesMax)) {
+    off = base + step.off;
+    if (step.kind === "damaged") {
+      // Nothing valid follows in the last local segment: a torn write, cut. Anywhere else the
+      // range is skipped and reported, and the records after it are kept.
+      if (step.next === undefined && last && file !== undefined) {
         flush(off);
         cutTail(file, off);
-        report.cut = { seg: id, off, bytes: bufEnd - off, reason };
+        report.cut = { seg: id, off, bytes: bufEnd - off, reason: step.reason };
         return off;
       }
-      const to = next === undefined ? bufEnd : base + next;
-      report.damaged.push({ seg: id, off, bytes: to - off, reason });
+      const to = step.next === undefined ? bufEnd : base + step.next;
+      report.damaged.push({ seg: id, off, bytes: to - off, reason: step.reason });
       off = to;
       continue;
     }
-    const next = base + parsed.next;
-    pending.push({ rec, ptr: { seg: id, off, len: next - off } });
+    const next = base + step.next;
+    pending.push({ rec: step.rec, ptr: { seg: id, off, len: next - off } });
     off = next;
     if (pending.length >= REPLAY_TXN_RECORDS) flush(off);
   }

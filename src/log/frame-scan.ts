@@ -1,8 +1,10 @@
 /**
- * Resynchronisation after a bad frame: given the offset of a frame that is incomplete, fails its
- * checksum or does not decode, `resync` finds where the next whole, valid record starts, or says
- * that none follows. Recovery (../recovery.ts) and sealing (../tier/sealed-segment.ts) share it, so
- * the local replay and the object store agree byte for byte on what is damaged.
+ * Walking a segment's bytes record by record, and resynchronisation after a bad frame.
+ * `scanRecords` is the one walk of a segment: it yields each whole, valid record, and each damaged
+ * range (a frame that is incomplete, fails its checksum or does not decode) with where the next
+ * valid record starts (found by `resync`), or that none follows. Recovery (../recovery.ts) and
+ * sealing (../tier/sealed-segment.ts) both walk with it, so the local replay and the object store
+ * agree byte for byte on what is a record and what is damaged.
  *
  * Why it matters: a torn write can only be at the very end of the log, so "nothing valid
  * follows" is a torn tail (cut), while "valid records follow" is corruption of a range in the
@@ -10,7 +12,9 @@
  * are kept.
  *
  * Invariants:
- * - Pure: bytes in, an offset out. It only ever starts at a frame already known to be bad, so it
+ * - Pure: bytes in, offsets out; `scanRecords` decides nothing (cutting a torn tail or skipping a
+ *   damaged range is the caller's choice), and its offsets are relative to the buffer.
+ * - `resync` only ever starts at a frame already known to be bad It only ever starts at a frame already known to be bad, so it
  *   never looks for records inside a valid record (a value holding bytes that look like a frame
  *   is never mistaken for a record while the record holding it is intact).
  * - A candidate is valid only if its length is in 1..bodyBytesMax, the whole frame lies in the
@@ -33,7 +37,7 @@
  */
 import { crc32 } from "node:zlib";
 import { FRAME_HEADER_BYTES, parseFrame } from "./framing.js";
-import { decodeRecord } from "./record.js";
+import { decodeRecord, type LogRecord } from "./record.js";
 
 const CRC_BYTES = 4;
 
@@ -153,5 +157,41 @@ export function badFrameReason(bufUntrusted: Buffer, off: number, bodyBytesMax: 
     return "valid record";
   } catch (err) {
     return `a whole record that does not decode (${(err as Error).message})`;
+  }
+}
+
+/** One step of `scanRecords`; offsets are relative to the scanned buffer. */
+export type ScanStep =
+  | { kind: "record"; off: number; next: number; rec: LogRecord }
+  /** `next` is where the next valid record starts, undefined when nothing valid follows. */
+  | { kind: "damaged"; off: number; next: number | undefined; reason: string };
+
+/**
+ * Walks `bufUntrusted` from `from` to its end: each whole record that decodes, and each damaged
+ * range, in order. After a damaged range with nothing valid after it the walk ends; a caller that
+ * stops early (a torn tail it cuts) simply stops iterating.
+ */
+export function* scanRecords(bufUntrusted: Buffer, from: number, bodyBytesMax: number): Generator<ScanStep, void> {
+  let off = from;
+  while (off < bufUntrusted.byteLength) {
+    const parsed = parseFrame(bufUntrusted, off, bodyBytesMax);
+    let rec: LogRecord | undefined;
+    if (parsed.kind === "ok") {
+      try {
+        rec = decodeRecord(parsed.body);
+      } catch {
+        // A whole record that does not decode (a faulty or newer writer) is damage like any
+        // other: a range to skip, never a reason to stop, so the records after it are kept.
+      }
+    }
+    if (parsed.kind !== "ok" || rec === undefined) {
+      const next = resync(bufUntrusted, off, bodyBytesMax);
+      yield { kind: "damaged", off, next, reason: badFrameReason(bufUntrusted, off, bodyBytesMax) };
+      if (next === undefined) return;
+      off = next;
+      continue;
+    }
+    yield { kind: "record", off, next: parsed.next, rec };
+    off = parsed.next;
   }
 }

@@ -10,7 +10,7 @@
  * which location), used to rebuild and compact without decompressing everything.
  *
  * A segment with damaged ranges (a record that fails its checksum or does not decode, found by
- * ../log/frame-scan.ts `resync` exactly as recovery finds it) is sealed all the same: the damaged
+ * ../log/frame-scan.ts `scanRecords`, the very walk recovery uses) is sealed all the same: the damaged
  * bytes are carried as they are, in blocks like any others, and listed in the footer (`damaged`),
  * so the sealed object unseals to the very bytes of the local file, a restore replays it exactly
  * as the local recovery would (skipping the same ranges), and a pointer into a damaged range still
@@ -22,10 +22,7 @@ import { crc32 } from "node:zlib";
 import { decode, encode } from "cbor-x";
 import { compress, decompress } from "zstd-napi";
 import { StrataError } from "../errors.js";
-import { badFrameReason, resync, type DamagedRange } from "../log/frame-scan.js";
-import { parseFrame } from "../log/framing.js";
-import type { LogRecord } from "../log/record.js";
-import { decodeRecord } from "../log/record.js";
+import { scanRecords, type DamagedRange } from "../log/frame-scan.js";
 import { SEGMENT_HEADER_BYTES, checkSegmentHeader, segmentHeader } from "../log/segment-files.js";
 
 const HEAD_MAGIC = Buffer.from("STRATSST", "latin1");
@@ -108,20 +105,11 @@ function* sealSteps(seg: number, raw: Buffer, blockBytes: number, recordBytesMax
     start = end;
   };
   const damaged: Array<[number, number]> = [];
-  while (off < raw.byteLength) {
-    const parsed = parseFrame(raw, off, recordBytesMax);
-    let rec: LogRecord | undefined;
-    if (parsed.kind === "ok") {
-      try {
-        rec = decodeRecord(parsed.body);
-      } catch {
-        // Damage like any other, below.
-      }
-    }
-    if (parsed.kind !== "ok" || rec === undefined) {
-      const next = resync(raw, off, recordBytesMax) ?? raw.byteLength;
+  for (const step of scanRecords(raw, off, recordBytesMax)) {
+    if (step.kind === "damaged") {
+      const next = step.next ?? raw.byteLength;
       damaged.push([off, next - off]);
-      onDamaged?.({ off, bytes: next - off, reason: badFrameReason(raw, off, recordBytesMax) });
+      onDamaged?.({ off, bytes: next - off, reason: step.reason });
       // Carried as they are, in block-sized pieces: a block is a byte range, whole records are
       // only needed where there are records.
       while (off < next) {
@@ -134,6 +122,7 @@ function* sealSteps(seg: number, raw: Buffer, blockBytes: number, recordBytesMax
       }
       continue;
     }
+    const rec = step.rec;
     if (rec.t !== "chunk") {
       const block = blocks.length;
       const l = locs.get(rec.loc);
@@ -142,7 +131,7 @@ function* sealSteps(seg: number, raw: Buffer, blockBytes: number, recordBytesMax
         l[2] += 1;
       } else locs.set(rec.loc, [block, block, 1]);
     }
-    off = parsed.next;
+    off = step.next;
     if (off - start >= blockBytes) {
       const len = off - start;
       flush(off);

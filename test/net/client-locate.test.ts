@@ -4,10 +4,7 @@
  * answer (no responders) or the coordinator says UNAVAILABLE, retrying with backoff within the
  * call's budget. Ends with the real coordinator, which the server registers with by heartbeat.
  */
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { connect, type Msg, type NatsConnection } from "nats";
+import type { Msg, NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StrataError } from "../../src/errors.js";
 import { StrataClient } from "../../src/net/client.js";
@@ -15,32 +12,25 @@ import { startCoordinator } from "../../src/net/coordinator.js";
 import { startServer, type StrataServer } from "../../src/net/server.js";
 import { decodeMap, encode } from "../../src/net/wire-codec.js";
 import { errorHeaders } from "../../src/net/wire-errors.js";
-import { startNatsServer, type RunningNatsServer } from "../helpers/nats-server.js";
+import { startBus, type Bus } from "../helpers/strata-stack.js";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 
-let nats: RunningNatsServer;
+let bus: Bus;
 let nc: NatsConnection;
 let server: StrataServer;
-const dirs: string[] = [];
 
-async function tempDir(): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), "strata-locate-"));
-  dirs.push(dir);
-  return dir;
-}
+const tempDir = () => bus.tempDir("locate");
 
 beforeAll(async () => {
-  nats = await startNatsServer();
-  nc = await connect({ servers: nats.url });
-  server = await startServer({ dir: await tempDir(), nats: nats.url, id: "s1", prefix: "fake" });
+  bus = await startBus();
+  ({ nc } = bus);
+  server = await startServer({ dir: await tempDir(), nats: bus.nats.url, id: "s1", prefix: "fake" });
 });
 
 afterAll(async () => {
   await server?.stop();
-  await nc?.close();
-  await nats?.stop();
-  for (const dir of dirs) await rm(dir, { recursive: true, force: true });
+  await bus?.stop();
 });
 
 /** A stand-in coordinator answering locate requests from a script of replies. */

@@ -3,43 +3,32 @@
  * wire with the same results, errors coming back as StrataError with the same code and the
  * caller's stack, batches in one request, and no-responders / timeouts as UNAVAILABLE / TIMEOUT.
  */
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { connect, type NatsConnection } from "nats";
+import type { NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StrataError } from "../../src/errors.js";
 import { StrataClient } from "../../src/net/client.js";
-import { startServer, type StrataServer } from "../../src/net/server.js";
-import { Store } from "../../src/store.js";
-import { startNatsServer, type RunningNatsServer } from "../helpers/nats-server.js";
+import type { StrataServer } from "../../src/net/server.js";
+import type { Store } from "../../src/store.js";
+import { startStack, type Stack } from "../helpers/strata-stack.js";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array | undefined) => new TextDecoder().decode(b);
 
-let nats: RunningNatsServer;
-let dir: string;
+let stack: Stack;
 let store: Store;
 let server: StrataServer;
 let nc: NatsConnection;
 let client: StrataClient;
 
 beforeAll(async () => {
-  nats = await startNatsServer();
-  dir = await mkdtemp(join(tmpdir(), "strata-net-"));
-  store = await Store.open({ dir, id: "s1" });
-  server = await startServer({ store, nats: nats.url, id: "s1" });
-  nc = await connect({ servers: nats.url });
+  stack = await startStack({ id: "s1" });
+  ({ store, server, nc } = stack);
   client = new StrataClient(nc, { server: "s1" });
 });
 
 afterAll(async () => {
   client?.close();
-  await nc?.close();
-  await server?.stop();
-  await store?.close();
-  await nats?.stop();
-  await rm(dir, { recursive: true, force: true });
+  await stack?.stop();
 });
 
 describe("stream over NATS", () => {

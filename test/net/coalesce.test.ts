@@ -6,26 +6,23 @@
  * invisible: any mix of writes issued together over the wire gives exactly the results the same
  * calls give in-process, in the same order.
  */
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { decode } from "cbor-x";
 import fc from "fast-check";
-import { connect, type NatsConnection } from "nats";
+import type { NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StrataError } from "../../src/errors.js";
 import { StrataClient } from "../../src/net/client.js";
-import { startServer, type StrataServer } from "../../src/net/server.js";
+import type { StrataServer } from "../../src/net/server.js";
 import { Store } from "../../src/store.js";
 import type { KvApi, StreamApi } from "../../src/types.js";
 import { all } from "../helpers/collect.js";
-import { startNatsServer, type RunningNatsServer } from "../helpers/nats-server.js";
+import { startStack, type Stack } from "../helpers/strata-stack.js";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array | undefined) => new TextDecoder().decode(b);
 
-let nats: RunningNatsServer;
-let dirs: string[] = [];
+let stack: Stack;
 let store: Store;
 let model: Store;
 let server: StrataServer;
@@ -33,23 +30,16 @@ let nc: NatsConnection;
 let client: StrataClient;
 
 beforeAll(async () => {
-  nats = await startNatsServer();
-  dirs = [await mkdtemp(join(tmpdir(), "strata-coalesce-")), await mkdtemp(join(tmpdir(), "strata-coalesce-model-"))];
-  store = await Store.open({ dir: dirs[0]!, id: "c1" });
-  model = await Store.open({ dir: dirs[1]!, id: "model" });
-  server = await startServer({ store, nats: nats.url, id: "c1" });
-  nc = await connect({ servers: nats.url });
+  stack = await startStack({ id: "c1" });
+  ({ store, server, nc } = stack);
+  model = await Store.open({ dir: join(stack.dir, "model"), id: "model" });
   client = new StrataClient(nc, { server: "c1" });
 });
 
 afterAll(async () => {
   client?.close();
-  await nc?.close();
-  await server?.stop();
-  await store?.close();
   await model?.close();
-  await nats?.stop();
-  for (const d of dirs) await rm(d, { recursive: true, force: true });
+  await stack?.stop();
 });
 
 const requests = () => server.stats().requests;

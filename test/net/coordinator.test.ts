@@ -8,31 +8,31 @@
  */
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { encode } from "cbor-x";
-import { connect, type NatsConnection } from "nats";
+import type { NatsConnection } from "nats";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { StrataError } from "../../src/errors.js";
 import { startCoordinator, type Coordinator } from "../../src/net/coordinator.js";
 import { SERVER_HEADER, decodeBody, type ServerView } from "../../src/net/coordinator-protocol.js";
 import { errorOfReply } from "../../src/net/wire-errors.js";
 import { startHeartbeat, type Heartbeat } from "../../src/net/heartbeat.js";
-import { startNatsServer, type RunningNatsServer } from "../helpers/nats-server.js";
+import type { RunningNatsServer } from "../helpers/nats-server.js";
+import { startBus, type Bus } from "../helpers/strata-stack.js";
 
 const P = "strata";
 const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const WAIT_MS = 10_000;
 
+let bus: Bus;
 let nats: RunningNatsServer;
 let nc: NatsConnection;
 const cleanups: Array<() => unknown> = [];
 
 beforeAll(async () => {
-  nats = await startNatsServer();
-  nc = await connect({ servers: nats.url });
+  bus = await startBus();
+  ({ nats, nc } = bus);
 });
 
 afterEach(async () => {
@@ -40,15 +40,10 @@ afterEach(async () => {
 });
 
 afterAll(async () => {
-  await nc?.close();
-  await nats?.stop();
+  await bus?.stop();
 });
 
-async function tempDir(): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), "strata-coord-"));
-  cleanups.unshift(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
+const tempDir = () => bus.tempDir("coord");
 
 async function coordinator(dataDir: string, serverTtlMs?: number): Promise<Coordinator> {
   const c = await startCoordinator({ nc, dataDir, prefix: P, ...(serverTtlMs ? { serverTtlMs } : {}), onWarning: () => undefined });

@@ -6,40 +6,32 @@
  * - `locate` of new locations is rate limited per client (the first token of its inbox) and in
  *   total, while known locations are always answered and other clients keep being served.
  */
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { Encoder, decode } from "cbor-x";
-import { connect, type Msg, type NatsConnection } from "nats";
+import type { Msg, NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StrataClient } from "../../src/net/client.js";
 import { startCoordinator, type Coordinator } from "../../src/net/coordinator.js";
 import { startServer, type StrataServer } from "../../src/net/server.js";
 import { errorOfReply } from "../../src/net/wire-errors.js";
 import { Store } from "../../src/store.js";
-import { startNatsServer, type RunningNatsServer } from "../helpers/nats-server.js";
+import { startBus, type Bus } from "../helpers/strata-stack.js";
 
 const cbor = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false });
-let nats: RunningNatsServer;
+let bus: Bus;
 let nc: NatsConnection;
 const cleanup: Array<() => Promise<unknown>> = [];
 
 beforeAll(async () => {
-  nats = await startNatsServer();
-  nc = await connect({ servers: nats.url });
+  bus = await startBus();
+  ({ nc } = bus);
 });
 
 afterAll(async () => {
   for (const fn of cleanup.reverse()) await fn();
-  await nc?.close();
-  await nats?.stop();
+  await bus?.stop();
 });
 
-async function tempDir(): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), "strata-reply-"));
-  cleanup.push(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
+const tempDir = () => bus.tempDir("reply");
 
 async function serve(id: string, opts: { inboxPrefix?: string; prefix?: string } = {}): Promise<{ store: Store; server: StrataServer }> {
   const store = await Store.open({ dir: await tempDir(), id });

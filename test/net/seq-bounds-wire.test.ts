@@ -2,43 +2,30 @@
  * Issue #8 item 1 over the wire: seqs and revisions past `seqMax` get INVALID_ARGUMENT on every
  * subject (never INTERNAL, never a wedged server), and the bound itself works end to end.
  */
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { Encoder } from "cbor-x";
-import { connect, type NatsConnection } from "nats";
+import type { NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { seqMax } from "../../src/limits.js";
-import { startServer, type StrataServer } from "../../src/net/server.js";
 import { errorOfReply } from "../../src/net/wire-errors.js";
-import { Store } from "../../src/store.js";
-import { startNatsServer, type RunningNatsServer } from "../helpers/nats-server.js";
+import type { Store } from "../../src/store.js";
+import { startStack, type Stack } from "../helpers/strata-stack.js";
 
 const cbor = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false });
 const W = "strata.w.s1.acct.b.x";
 const R = "strata.r.s1.acct.b.x";
 const MAX_SAFE = Number.MAX_SAFE_INTEGER;
 
-let nats: RunningNatsServer;
-let dir: string;
+let stack: Stack;
 let store: Store;
-let server: StrataServer;
 let nc: NatsConnection;
 
 beforeAll(async () => {
-  nats = await startNatsServer();
-  dir = await mkdtemp(join(tmpdir(), "strata-seqwire-"));
-  store = await Store.open({ dir, id: "s1" });
-  server = await startServer({ store, nats: nats.url, id: "s1" });
-  nc = await connect({ servers: nats.url });
+  stack = await startStack({ id: "s1" });
+  ({ store, nc } = stack);
 });
 
 afterAll(async () => {
-  await nc?.close();
-  await server?.stop();
-  await store?.close();
-  await nats?.stop();
-  await rm(dir, { recursive: true, force: true });
+  await stack?.stop();
 });
 
 async function code(subject: string, body: unknown): Promise<string> {

@@ -6,41 +6,33 @@
  */
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { connect, type NatsConnection } from "nats";
+import type { NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StrataError } from "../../src/errors.js";
 import { StrataClient } from "../../src/net/client.js";
 import { startServer } from "../../src/net/server.js";
 import { Store } from "../../src/store.js";
-import { startNatsServer, type RunningNatsServer } from "../helpers/nats-server.js";
+import type { RunningNatsServer } from "../helpers/nats-server.js";
+import { startBus, type Bus } from "../helpers/strata-stack.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const enc = (s: string) => new TextEncoder().encode(s);
 
+let bus: Bus;
 let nats: RunningNatsServer;
 let nc: NatsConnection;
-const dirs: string[] = [];
 
 beforeAll(async () => {
-  nats = await startNatsServer();
-  nc = await connect({ servers: nats.url });
+  bus = await startBus();
+  ({ nats, nc } = bus);
 });
 
 afterAll(async () => {
-  await nc?.close();
-  await nats?.stop();
-  for (const dir of dirs) await rm(dir, { recursive: true, force: true });
+  await bus?.stop();
 });
 
-async function tempDir(): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), "strata-life-"));
-  dirs.push(dir);
-  return dir;
-}
+const tempDir = () => bus.tempDir("life");
 
 describe("strata server (CLI)", () => {
   it("serves until SIGTERM, then exits 0 with its data on disk", async () => {

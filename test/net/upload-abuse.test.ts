@@ -8,41 +8,37 @@
  *   a restart, chunks left open by a "crash" are counted at the next open, and the chunks of a
  *   completed upload are never counted.
  */
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { Encoder, decode } from "cbor-x";
-import { connect, type Msg, type NatsConnection, type Subscription } from "nats";
+import type { Msg, NatsConnection, Subscription } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { deadBytesBySegment } from "../../src/index/dead-chunks.js";
 import { startServer, type StrataServer } from "../../src/net/server.js";
 import { errorOfReply } from "../../src/net/wire-errors.js";
 import { Store } from "../../src/store.js";
 import type { StoreOptions } from "../../src/config.js";
-import { startNatsServer, type RunningNatsServer } from "../helpers/nats-server.js";
+import { startBus, type Bus } from "../helpers/strata-stack.js";
 
 const cbor = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false });
 const KiB = 1024;
 /** Small chunk records, so a modest upload writes many of them. */
 const storeLimits: StoreOptions["limits"] = { chunkBytes: 16 * KiB, recordBytesMax: 32 * KiB, headersBytesMax: 8 * KiB };
 
-let nats: RunningNatsServer;
+let bus: Bus;
 let nc: NatsConnection;
 const cleanup: Array<() => Promise<unknown>> = [];
 
 beforeAll(async () => {
-  nats = await startNatsServer();
-  nc = await connect({ servers: nats.url });
+  bus = await startBus();
+  ({ nc } = bus);
 });
 
 afterAll(async () => {
   for (const fn of cleanup.reverse()) await fn();
-  await nc?.close();
-  await nats?.stop();
+  await bus?.stop();
 });
 
 async function serve(id: string, limits: Parameters<typeof startServer>[0]["limits"]): Promise<{ store: Store; server: StrataServer; dir: string }> {
-  const dir = await mkdtemp(join(tmpdir(), "strata-upload-abuse-"));
+  const dir = await bus.tempDir("upload-abuse");
   const store = await Store.open({ dir, id, limits: storeLimits });
   // A short grace: the slot tests leave uploads open on purpose.
   const server = await startServer({ store, nats: nc, id, limits: { shutdownGraceMs: 300, ...limits } });
@@ -50,7 +46,6 @@ async function serve(id: string, limits: Parameters<typeof startServer>[0]["limi
   cleanup.push(async () => {
     await handle.server.stop();
     await handle.store.close();
-    await rm(dir, { recursive: true, force: true });
   });
   return handle;
 }
@@ -219,8 +214,7 @@ describe("chunks of abandoned uploads are counted dead", () => {
   });
 
   it("chunks still open when the store closes (no set record will come) are counted dead at the next open, also after a reindex", async () => {
-    const dir = await mkdtemp(join(tmpdir(), "strata-open-chunks-"));
-    cleanup.push(() => rm(dir, { recursive: true, force: true }));
+    const dir = await bus.tempDir("open-chunks");
     const store = await Store.open({ dir, id: "s", limits: storeLimits });
     await store.stream("acct/a/kept").append({ value: new Uint8Array(100 * KiB).fill(3) });
     // What a crash between the chunks and their set record leaves: chunk records nothing lists.

@@ -10,20 +10,18 @@
  * replays a failure exactly (fast-check also prints the counterexample and its path).
  * `STRATA_FUZZ_RUNS` raises the count for a longer run by hand.
  */
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Encoder, decode } from "cbor-x";
 import fc from "fast-check";
-import { connect, type NatsConnection } from "nats";
+import type { NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ERROR_CODES } from "../../src/errors.js";
 import { StrataClient } from "../../src/net/client.js";
 import { startCoordinator, type Coordinator } from "../../src/net/coordinator.js";
-import { startServer, type StrataServer } from "../../src/net/server.js";
+import type { StrataServer } from "../../src/net/server.js";
 import { ERROR_HEADER } from "../../src/net/wire-errors.js";
-import { Store } from "../../src/store.js";
-import { startNatsServer, type RunningNatsServer } from "../helpers/nats-server.js";
+import type { Store } from "../../src/store.js";
+import { startStack, type Stack } from "../helpers/strata-stack.js";
 
 const SEED = Number(process.env.STRATA_FUZZ_SEED ?? 20_240_808);
 const RUNS = Number(process.env.STRATA_FUZZ_RUNS ?? 600);
@@ -35,37 +33,30 @@ const LOCS = ["acct/a/x", "acct/a/y", "acct/b/kv"];
 const cbor = new Encoder({ useRecords: false, mapsAsObjects: false, tagUint8Array: false });
 const KNOWN = new Set<string>(ERROR_CODES.filter((c) => c !== "INTERNAL"));
 
-let nats: RunningNatsServer;
+let stack: Stack;
 let nc: NatsConnection;
-let dir: string;
 let store: Store;
 let server: StrataServer;
 let coordinator: Coordinator;
 
 beforeAll(async () => {
-  nats = await startNatsServer();
-  nc = await connect({ servers: nats.url });
-  dir = await mkdtemp(join(tmpdir(), "strata-fuzz-"));
-  store = await Store.open({ dir: join(dir, "store"), id: ID });
-  server = await startServer({
-    store,
-    nats: nc,
+  stack = await startStack({
     id: ID,
-    prefix: P,
-    // Fuzzed uploads and streamed reads are left open on purpose: let them lapse quickly.
-    limits: { uploadIdleMs: 300, uploadBytesPerSecMin: 1024, replyIdleMs: 300, shutdownGraceMs: 500 },
-    onWarning: () => undefined,
+    shareConnection: true,
+    server: {
+      prefix: P,
+      // Fuzzed uploads and streamed reads are left open on purpose: let them lapse quickly.
+      limits: { uploadIdleMs: 300, uploadBytesPerSecMin: 1024, replyIdleMs: 300, shutdownGraceMs: 500 },
+      onWarning: () => undefined,
+    },
   });
-  coordinator = await startCoordinator({ nc, prefix: P, dataDir: join(dir, "coord"), onWarning: () => undefined });
+  ({ nc, store, server } = stack);
+  coordinator = await startCoordinator({ nc, prefix: P, dataDir: join(stack.dir, "coord"), onWarning: () => undefined });
 });
 
 afterAll(async () => {
   await coordinator?.stop();
-  await server?.stop();
-  await store?.close();
-  await nc?.close();
-  await nats?.stop();
-  if (dir) await rm(dir, { recursive: true, force: true });
+  await stack?.stop();
 });
 
 const KEYS = ["toString", "valueOf", "constructor", "__proto__", "hasOwnProperty", "then", "length", "0"];

@@ -3,42 +3,31 @@
  * oversize fields, unknown ops, huge counts, mismatched locations, ops on the wrong subject class)
  * gets an error reply with a stable code; the server keeps running and writes nothing.
  */
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { Encoder, decode } from "cbor-x";
 import { connect, createInbox, type Msg, type NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StrataClient } from "../../src/net/client.js";
-import { startServer, type StrataServer } from "../../src/net/server.js";
 import { errorOfReply } from "../../src/net/wire-errors.js";
-import { Store } from "../../src/store.js";
-import { startNatsServer, type RunningNatsServer } from "../helpers/nats-server.js";
+import type { Store } from "../../src/store.js";
+import type { RunningNatsServer } from "../helpers/nats-server.js";
+import { startStack, type Stack } from "../helpers/strata-stack.js";
 
 const cbor = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false });
 const W = "strata.w.s1.acct.alice.x";
 const R = "strata.r.s1.acct.alice.x";
 
+let stack: Stack;
 let nats: RunningNatsServer;
-let dir: string;
 let store: Store;
-let server: StrataServer;
 let nc: NatsConnection;
 
 beforeAll(async () => {
-  nats = await startNatsServer();
-  dir = await mkdtemp(join(tmpdir(), "strata-wire-"));
-  store = await Store.open({ dir, id: "s1" });
-  server = await startServer({ store, nats: nats.url, id: "s1" });
-  nc = await connect({ servers: nats.url });
+  stack = await startStack({ id: "s1" });
+  ({ nats, store, nc } = stack);
 });
 
 afterAll(async () => {
-  await nc?.close();
-  await server?.stop();
-  await store?.close();
-  await nats?.stop();
-  await rm(dir, { recursive: true, force: true });
+  await stack?.stop();
 });
 
 /** Sends raw bytes and returns the error code of the reply (or "OK"). */
