@@ -296,7 +296,9 @@ export class Store {
   async acked(ack: AckMode, committed: Committed | undefined): Promise<void> {
     if (ack !== "object" || committed === undefined) return;
     if (!this.tier) throw new StrataError("INVALID_ARGUMENT", "ack: \"object\" needs a cold tier; open the store with a tier");
-    await this.tier.waitUploaded(committed.ptr.seg);
+    const rec = committed.record;
+    const chunks = (rec.t === "sset" || rec.t === "kset") && rec.chunks ? rec.chunks : [];
+    await this.tier.waitRecordsUploaded([...chunks, committed.ptr]);
   }
 
   /**
@@ -308,7 +310,7 @@ export class Store {
     if (!this.tier) throw new StrataError("INVALID_ARGUMENT", "ack: \"object\" needs a cold tier; open the store with a tier");
     const meta = this.index.meta(location);
     const entry = meta ? this.index.seqs.get([meta.id, seq]) : undefined;
-    if (entry) await this.tier.waitUploaded(entry[0]);
+    if (entry) await this.tier.waitRecordsUploaded([{ seg: entry[0], off: entry[1], len: entry[2] }]);
   }
 
   /** @internal Refuses `ack: "object"` up front when there is no tier, before anything is written. */

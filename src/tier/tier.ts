@@ -62,6 +62,8 @@ export class Tier {
   private readonly uploaded = new Set<number>();
   /** Segments that cannot be sealed (permanent failure): skipped, kept locally, never evicted. */
   private readonly quarantined = new Set<number>();
+  /** Damaged ranges of the segments shipped with damage since this start (for object acks). */
+  private readonly damagedRanges = new Map<number, DamagedRange[]>();
   private readonly evicted = new Set<number>();
   /** Sizes of the local, sealed segment files (uploaded or not); the active one is not here. */
   private readonly localBytes = new Map<number, number>();
@@ -157,6 +159,21 @@ export class Tier {
     this.pending.push(seg);
     this.kick();
     this.evictIfNeeded();
+  }
+
+  /**
+   * Resolves once the records at `ptrs` are in the object store whole: as `waitUploaded` for their
+   * segments, then CORRUPT when one of them was shipped inside a damaged range (its bytes were
+   * damaged on the local disk after it was written, so the object store does not hold it either).
+   */
+  async waitRecordsUploaded(ptrs: readonly Pointer[]): Promise<void> {
+    for (const seg of new Set(ptrs.map((p) => p.seg))) await this.waitUploaded(seg);
+    for (const p of ptrs) {
+      const hit = this.damagedRanges.get(p.seg)?.find((d) => d.off < p.off + p.len && p.off < d.off + d.bytes);
+      if (hit) {
+        throw new StrataError("CORRUPT", `the record at segment ${p.seg} offset ${p.off} was damaged on the local disk before it was shipped; it is not in the object store. Write it again.`);
+      }
+    }
   }
 
   /** Resolves once `seg` is in the object store; rejects with UNAVAILABLE after objectAckTimeoutMs. */
@@ -273,6 +290,7 @@ export class Tier {
     const sealed = await sealSegmentAsync(seg, raw, this.limits.blockBytes, this.limits.recordBytesMax, (d) => damaged.push(d));
     await this.objects.put(segmentKey(this.serverId, seg), sealed);
     if (damaged.length > 0) {
+      this.damagedRanges.set(seg, damaged);
       this.stats.damagedUploads++;
       const list = damaged.map((d) => `offset ${d.off} (${d.bytes} bytes: ${d.reason})`).join(", ");
       this.hooks.onWarning(

@@ -207,3 +207,30 @@ describe("the upload loop", () => {
     }
   });
 });
+
+describe("an object ack of a record damaged before it was shipped", () => {
+  it("answers CORRUPT instead of acknowledging bytes the object store does not hold", async () => {
+    const dir = path.join(scratch, `data-${n++}`);
+    const store = await openTiered(dir, new KeptMemoryStore(), []);
+    try {
+      const s = store.stream("t/ack");
+      const { seq } = await s.append({ value: valueOf(1) }, { msgId: "m" });
+      await s.append({ value: valueOf(2) });
+      const meta = store.index.locs.get("t/ack")!;
+      const [seg, off, len] = store.index.seqs.get([meta.id, seq])!;
+      // The bytes rot on the local disk after the fsync, before the segment is sealed.
+      flip(segmentPath(path.join(dir, "segments"), seg!), off! + len! - 5);
+      // A repeat of the msgId with ack "object" waits for the original record to be shipped.
+      const outcome = await withDeadline(
+        s.append({ value: valueOf(1) }, { msgId: "m", ack: "object" }).then(() => "acknowledged", (e: unknown) => (StrataError.is(e, "CORRUPT") ? "CORRUPT" : String(e))),
+        10_000,
+        "the object ack",
+      );
+      expect(outcome).toBe("CORRUPT");
+      // A record shipped whole is still acknowledged.
+      await expect(withDeadline(s.append({ value: valueOf(3) }, { ack: "object" }), 10_000, "an object ack")).resolves.toMatchObject({ seq: 3 });
+    } finally {
+      await store.close();
+    }
+  });
+});
