@@ -109,7 +109,7 @@ async function childMain(): Promise<void> {
 }
 
 async function serveStrata(settings: StrataSettings): Promise<() => Promise<void>> {
-  const { startServer } = await import("../src/net/server.js");
+  const { startServer } = await import("../src/net/server/server.js");
   const server = await startServer({
     id: settings.id,
     dir: settings.dir,

@@ -9,7 +9,7 @@
  * to its one server (no coordinator), as `strata up` would place every location on it anyway.
  */
 import { connect, createInbox, StorageType, type JetStreamClient, type JetStreamManager, type NatsConnection } from "nats";
-import { StrataClient } from "../src/net/client.js";
+import { StrataClient } from "../src/net/client/client.js";
 import { startBenchServer, type BenchServer } from "./net-server-child.js";
 
 export type SystemName = "strataFsyncAlways" | "strataFsyncInterval" | "jetstream";

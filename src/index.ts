@@ -8,4 +8,4 @@ export { DEFAULT_LIMITS, type Limits } from "./limits.js";
 export type { StreamHandle } from "./stream-handle.js";
 export type { KvHandle } from "./kv-handle.js";
 export type * from "./types.js";
-export { StrataClient } from "./net/client.js";
+export { StrataClient } from "./net/client/client.js";

@@ -1,10 +1,12 @@
 /**
  * A kv location of an in-process Store. Only the last value of each key is kept; entries whose
  * TTL has passed are invisible at once, before the sweeper writes their expiry.
+ * It depends on the `Engine` interface (./engine.ts), never on `Store`'s index, log or tier.
  */
 import { StrataError } from "./errors.js";
 import { inlineParts, valueParts, valuePartsFrom, type ValueParts } from "./large-value.js";
-import type { LargeRead, Store } from "./store.js";
+import { kvLive, type Engine, type LargeRead } from "./engine.js";
+import type { Pointer } from "./log/record.js";
 import { settleAll } from "./stream-handle.js";
 import type { AckMode, DeleteResult, Headers, Inventory, ItemResult, KvApi, KvEntry, KvSetOptions, KvWriteResult, WriteOptions } from "./types.js";
 import {
@@ -30,27 +32,27 @@ interface ValidSet {
 
 export class KvHandle implements KvApi {
   constructor(
-    private readonly store: Store,
+    private readonly engine: Engine,
     readonly location: string,
   ) {}
 
   async set(key: string, value: Uint8Array, options?: KvSetOptions): Promise<KvWriteResult> {
-    validateKey(key, this.store.limits);
-    const v = validateValue(value, this.store.limits);
+    validateKey(key, this.engine.limits);
+    const v = validateValue(value, this.engine.limits);
     const opts = this.setOptions(options);
-    return this.write(key, inlineParts(this.store, v) ?? (await valueParts(this.store, v)), opts);
+    return this.write(key, inlineParts(this.engine, v) ?? (await valueParts(this.engine, v)), opts);
   }
 
   /** Sets a value that arrives in pieces, with memory bounded by one chunk. */
   async setFrom(key: string, source: AsyncIterable<Uint8Array>, options?: KvSetOptions): Promise<KvWriteResult> {
-    validateKey(key, this.store.limits);
+    validateKey(key, this.engine.limits);
     const opts = this.setOptions(options);
-    this.store.meta(this.location, "kv");
-    return this.write(key, await valuePartsFrom(this.store, source), opts);
+    this.engine.meta(this.location, "kv");
+    return this.write(key, await valuePartsFrom(this.engine, source), opts);
   }
 
   async setMany(items: Array<{ key: string; value: Uint8Array; options?: KvSetOptions }>): Promise<Array<ItemResult<KvWriteResult>>> {
-    validateArray(items, this.store.limits, "setMany");
+    validateArray(items, this.engine.limits, "setMany");
     return settleAll(items.map((item) => this.set(item?.key, item?.value, item?.options)));
   }
 
@@ -64,20 +66,19 @@ export class KvHandle implements KvApi {
   }
 
   private async read(key: string, lazy: boolean): Promise<(KvEntry & { large?: LargeRead }) | undefined> {
-    validateKey(key, this.store.limits);
-    const meta = this.store.meta(this.location, "kv");
+    validateKey(key, this.engine.limits);
+    const meta = this.engine.meta(this.location, "kv");
     if (!meta) return undefined;
-    const e = this.store.index.kvs.get([meta.id, key]);
-    if (!e || (e[5] !== 0 && e[5] <= this.store.config.clock())) return undefined;
-    return this.store.readKvEntry(this.location, key, { seg: e[0], off: e[1], len: e[2] }, lazy);
+    const e = this.engine.liveKv(meta.id, key, this.engine.now());
+    return e ? this.engine.readKvEntry(this.location, key, e.ptr, lazy) : undefined;
   }
 
   async delete(key: string, options?: WriteOptions): Promise<DeleteResult> {
-    validateKey(key, this.store.limits);
+    validateKey(key, this.engine.limits);
     const ack = validateAck(validateOptionsObject(options, ["ack"], "delete").ack);
-    this.store.checkAck(ack);
-    const { result, committed } = await this.store.submit({ op: "kdel", loc: this.location, key });
-    await this.store.acked(ack, committed);
+    this.engine.checkAck(ack);
+    const { result, committed } = await this.engine.submit({ op: "kdel", loc: this.location, key });
+    await this.engine.acked(ack, committed);
     return committed ? { deleted: true, revision: committed.record.t === "kdel" ? committed.record.rev : 0 } : (result as DeleteResult);
   }
 
@@ -88,43 +89,42 @@ export class KvHandle implements KvApi {
 
   /** Live entries in key order, read a page at a time. */
   async *getAll(): AsyncGenerator<KvEntry> {
-    for (const { key, ptr } of this.liveEntries()) yield this.store.readKvEntry(this.location, key, ptr);
+    for (const { key, ptr } of this.liveEntries()) yield this.engine.readKvEntry(this.location, key, ptr);
   }
 
   /** @internal getAll() that leaves large values unread (see getLazy). */
   async *getAllLazy(): AsyncGenerator<KvEntry & { large?: LargeRead }> {
-    for (const { key, ptr } of this.liveEntries()) yield this.store.readKvEntry(this.location, key, ptr, true);
+    for (const { key, ptr } of this.liveEntries()) yield this.engine.readKvEntry(this.location, key, ptr, true);
   }
 
-  private *liveEntries(): Generator<{ key: string; ptr: { seg: number; off: number; len: number } }> {
-    const meta = this.store.meta(this.location, "kv");
+  private *liveEntries(): Generator<{ key: string; ptr: Pointer }> {
+    const meta = this.engine.meta(this.location, "kv");
     if (!meta) return;
-    const page = this.store.limits.scanPageSize;
+    const page = this.engine.limits.scanPageSize;
     let after: string | undefined;
     for (;;) {
-      const start: [number, string] = [meta.id, after === undefined ? "" : after + "\0"];
-      const entries = [...this.store.index.kvs.getRange({ start, end: [meta.id + 1, ""], limit: page })];
-      const now = this.store.config.clock();
-      for (const { key, value } of entries) {
-        after = key[1] as string;
-        if (value[5] !== 0 && value[5] <= now) continue;
-        yield { key: after, ptr: { seg: value[0], off: value[1], len: value[2] } };
+      const entries = this.engine.scanKv(meta.id, after, page);
+      const now = this.engine.now();
+      for (const e of entries) {
+        after = e.key;
+        if (!kvLive(e, now)) continue;
+        yield { key: e.key, ptr: e.ptr };
       }
       if (entries.length < page) return;
     }
   }
 
   async inventory(): Promise<Inventory> {
-    return this.store.inventory(this.location);
+    return this.engine.inventory(this.location);
   }
 
   private setOptions(options: KvSetOptions | undefined): ValidSet {
     const o = validateOptionsObject(options, SET_OPTIONS, "kv set");
     const out: ValidSet = { ack: validateAck(o.ack) };
-    this.store.checkAck(out.ack);
-    const headers = validateHeaders(o.headers, this.store.limits);
+    this.engine.checkAck(out.ack);
+    const headers = validateHeaders(o.headers, this.engine.limits);
     if (headers) out.headers = headers;
-    const ttlMs = validateTtl(o.ttlMs, this.store.limits);
+    const ttlMs = validateTtl(o.ttlMs, this.engine.limits);
     if (ttlMs !== undefined) out.ttlMs = ttlMs;
     if (o.expectedRevision !== undefined) out.expectedRevision = validateSeqOrZero(o.expectedRevision, "expectedRevision");
     return out;
@@ -137,9 +137,9 @@ export class KvHandle implements KvApi {
     if (opts.headers) op.headers = opts.headers;
     if (opts.ttlMs !== undefined) op.ttlMs = opts.ttlMs;
     if (opts.expectedRevision !== undefined) op.expectedRevision = opts.expectedRevision;
-    const { committed } = await this.store.submit(op);
+    const { committed } = await this.engine.submit(op);
     if (!committed || committed.record.t !== "kset") throw new StrataError("INTERNAL", "kv set produced no record");
-    await this.store.acked(opts.ack, committed);
+    await this.engine.acked(opts.ack, committed);
     return { revision: committed.record.rev, timestamp: committed.record.ts };
   }
 }

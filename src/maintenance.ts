@@ -2,60 +2,71 @@
  * Background upkeep of a store that is not part of any one request: turning expired kv entries
  * into expiry records, forgetting msgIds older than the dedup window, sealing a dirty active
  * segment every `sealIntervalMs` and uploading index checkpoints when a tier is configured.
+ *
+ * It depends on the few capabilities it is handed (`Sweepable`, `Upkeep`), not on `Store`'s
+ * fields; index entries are read through ./index/index-reads.ts.
  */
-import type { Store } from "./store.js";
+import type { Committed } from "./commit-queue.js";
+import { dueTtl, locationName, pruneDedup } from "./index/index-reads.js";
+import type { LmdbIndex } from "./index/lmdb-index.js";
+import type { Limits } from "./limits.js";
 import type { WriteOp } from "./write-ops.js";
 
-export async function sweepExpired(store: Store): Promise<number> {
-  const now = store.config.clock();
+/** What the TTL sweep needs: the clock, the limits and the group commit. */
+export interface Sweepable {
+  readonly limits: Limits;
+  now(): number;
+  submit(op: WriteOp): Promise<{ result?: unknown; committed?: Committed }>;
+}
+
+/** What the timers need; `checkpoint` only with a tier. */
+export interface Upkeep {
+  readonly limits: Limits;
+  warn(message: string): void;
+  sweep(): Promise<unknown>;
+  sealActive(): Promise<void>;
+  /** When the active segment got its first unsealed record (performance.now()), if it has one. */
+  dirtySince(): number | undefined;
+  /** Records committed so far: a checkpoint is due only when it changed. */
+  records(): number;
+  checkpoint?: () => Promise<unknown>;
+}
+
+export async function sweepExpired(store: Sweepable, index: LmdbIndex): Promise<number> {
+  const now = store.now();
   const due: WriteOp[] = [];
-  for (const { key, value } of store.index.ttl.getRange({ start: [0, 0, ""], end: [now + 1, 0, ""], limit: store.limits.ttlSweepBatchMax })) {
-    const [, locId, k] = key;
-    const loc = store.index.locIds.get(locId);
-    if (loc !== undefined) due.push({ op: "kexpire", loc, key: k, rev: value });
+  for (const { locId, key, rev } of dueTtl(index, now, store.limits.ttlSweepBatchMax)) {
+    const loc = locationName(index, locId);
+    if (loc !== undefined) due.push({ op: "kexpire", loc, key, rev });
   }
   const results = await Promise.all(due.map((op) => store.submit(op)));
-  pruneDedup(store, now);
+  pruneDedup(index, now - store.limits.dedupWindowMs, store.limits.ttlSweepBatchMax);
   return results.filter((r) => r.committed !== undefined).length;
 }
 
-function pruneDedup(store: Store, now: number): void {
-  const { index } = store;
-  const cutoff = now - store.limits.dedupWindowMs;
-  const old = [...index.dedupAge.getKeys({ start: [0, 0, ""], end: [cutoff, 0, ""], limit: store.limits.ttlSweepBatchMax })];
-  if (old.length === 0) return;
-  index.write(() => {
-    for (const key of old) {
-      const [ts, locId, msgId] = key;
-      const hit = index.dedup.get([locId, msgId]);
-      if (hit && hit[3] === ts) index.dedup.remove([locId, msgId]);
-      index.dedupAge.remove(key);
-    }
-  });
-}
-
 /** Starts the store's timers; returns a function that stops them. */
-export function startMaintenance(store: Store): () => void {
-  const warn = (what: string) => (err: unknown) => store.config.onWarning(`${what} failed: ${(err as Error).message}`);
+export function startMaintenance(store: Upkeep): () => void {
+  const warn = (what: string) => (err: unknown) => store.warn(`${what} failed: ${(err as Error).message}`);
   const timers: NodeJS.Timeout[] = [];
   timers.push(setInterval(() => store.sweep().catch(warn("TTL sweep")), store.limits.ttlSweepIntervalMs));
-  if (store.tier) {
+  const checkpoint = store.checkpoint;
+  if (checkpoint) {
     const sealEveryMs = Math.max(10, Math.floor(store.limits.sealIntervalMs / 4));
     timers.push(
       setInterval(() => {
-        const since = store.log.dirtySince;
+        const since = store.dirtySince();
         if (since !== undefined && performance.now() - since >= store.limits.sealIntervalMs) store.sealActive().catch(warn("sealing"));
       }, sealEveryMs),
     );
     // A checkpoint that failed (object store down) is tried again at the next interval, even
     // if nothing was written since.
-    let checkpointed = store.stats().records;
+    let checkpointed = store.records();
     timers.push(
       setInterval(() => {
-        const records = store.stats().records;
-        if (records === checkpointed || !store.tier) return;
+        const records = store.records();
+        if (records === checkpointed) return;
         checkpointed = records;
-        store.tier.checkpoint().catch((err: unknown) => {
+        checkpoint().catch((err: unknown) => {
           checkpointed = -1;
           warn("index checkpoint")(err);
         });

@@ -2,6 +2,8 @@
  * The `Store`: one data directory's segment log and LMDB index, used in-process or served over
  * NATS. It owns the write path (validated handles → commit queue → log → index → change hook),
  * the read path (index → verified record), the TTL sweeper and the store's lifecycle.
+ * It implements `Engine` (./engine.ts), the narrow interface the handles depend on; its index,
+ * log, queue and tier are internal (callers outside the engine use the typed reads instead).
  */
 import fs from "node:fs";
 import path from "node:path";
@@ -11,8 +13,10 @@ import { CommitQueue, type Committed } from "./commit-queue.js";
 import { resolveStoreConfig, type StoreConfig, type StoreOptions } from "./config.js";
 import { acquireDataLock } from "./data-lock.js";
 import { StrataError } from "./errors.js";
-import { locationEnd } from "./index/codecs.js";
-import { sweepOpenChunks } from "./index/dead-chunks.js";
+import type { LargeRead } from "./engine.js";
+import { chunksAbandoned, sweepOpenChunks } from "./index/dead-chunks.js";
+import * as reads from "./index/index-reads.js";
+import type { KvPointer, StreamPointer } from "./index/index-reads.js";
 import type { LmdbIndex, LocMeta } from "./index/lmdb-index.js";
 import { removeUnsyncedMarker } from "./index/unsynced-marker.js";
 import { decodeRecord, type LogRecord, type Pointer, type StreamSetRecord } from "./log/record.js";
@@ -30,7 +34,10 @@ import { validateLocation } from "./validate.js";
 import type { WriteOp } from "./write-ops.js";
 
 export type ChangeListener = (change: Change) => void;
+export type { LargeRead } from "./engine.js";
 
+// Store implements `Engine` structurally (checked where it hands itself to the handles) rather
+// than with `implements`: its Engine members are internal, left out of the published .d.ts.
 export class Store {
   private readonly listeners = new Set<ChangeListener>();
   private stopMaintenance: (() => void) | undefined;
@@ -51,6 +58,11 @@ export class Store {
 
   get limits(): Limits {
     return this.config.limits;
+  }
+
+  /** @internal The store's clock (ms since the epoch). */
+  now(): number {
+    return this.config.clock();
   }
 
   static async open(options: StoreOptions): Promise<Store> {
@@ -125,7 +137,19 @@ export class Store {
       tier.start(listSegmentIds(segmentsDir), report.tierIds, report.tierSizes);
       store.tier = tier;
     }
-    if (config.sweepTimers) store.stopMaintenance = startMaintenance(store);
+    if (config.sweepTimers) {
+      const s = store;
+      const tier = s.tier;
+      store.stopMaintenance = startMaintenance({
+        limits: config.limits,
+        warn: (message) => config.onWarning(message),
+        sweep: () => s.sweep(),
+        sealActive: () => s.sealActive(),
+        dirtySince: () => log.dirtySince,
+        records: () => s.stats().records,
+        ...(tier ? { checkpoint: () => tier.checkpoint() } : {}),
+      });
+    }
     return store;
   }
 
@@ -169,6 +193,31 @@ export class Store {
     if (this.tier && !this.tier.isLocal(ptr.seg)) return decodeRecord(await this.tier.readBody(ptr));
     this.tier?.touch(ptr.seg);
     return decodeRecord(this.log.readBody(ptr));
+  }
+
+  /** @internal The index entry of a stream message, if the stream holds `seq`. */
+  streamPointer(locId: number, seq: number): StreamPointer | undefined {
+    return reads.streamPointer(this.index, locId, seq);
+  }
+
+  /** @internal One page of a stream's index entries with seq >= `fromSeq`. */
+  scanStream(locId: number, fromSeq: number, limit: number): StreamPointer[] {
+    return reads.scanStream(this.index, locId, fromSeq, limit);
+  }
+
+  /** @internal The index entry of a kv key that is live at `now`. */
+  liveKv(locId: number, key: string, now: number): KvPointer | undefined {
+    return reads.liveKv(this.index, locId, key, now);
+  }
+
+  /** @internal One page of a kv location's index entries after `afterKey`, expired ones included. */
+  scanKv(locId: number, afterKey: string | undefined, limit: number): KvPointer[] {
+    return reads.scanKv(this.index, locId, afterKey, limit);
+  }
+
+  /** @internal Marks chunks of a value that will never be made visible as dead (index/dead-chunks.ts). */
+  abandonChunks(chunks: Pointer[]): void {
+    chunksAbandoned(this.index, chunks);
   }
 
   /** @internal Assembles a value: inline, or the concatenation of its chunk records. */
@@ -263,9 +312,8 @@ export class Store {
     if (meta) {
       inv.kind = meta.kind;
       if (meta.kind === "stream") {
-        for (const key of this.index.seqs.getKeys({ start: [meta.id, 0], end: locationEnd(meta.id), limit: 1 })) {
-          inv.firstSeq = key[1] as number;
-        }
+        const first = reads.firstSeq(this.index, meta.id);
+        if (first !== undefined) inv.firstSeq = first;
       }
     }
     return inv;
@@ -280,11 +328,10 @@ export class Store {
     const meta = this.index.meta(location);
     if (!meta || afterRevision >= meta.rev) return [];
     const out: Change[] = [];
-    const entries = [...this.index.revs.getRange({ start: [meta.id, afterRevision + 1], end: locationEnd(meta.id), limit })];
-    for (const { key, value } of entries) {
-      const rec = await this.readRecord({ seg: value[0], off: value[1], len: value[2] });
-      assert(rec.t !== "chunk" && rec.rev === key[1], "revision index points at its record");
-      out.push(changeOf(rec, value[3] ?? 0));
+    for (const { rev, ptr, removed } of reads.scanRevs(this.index, meta.id, afterRevision, limit)) {
+      const rec = await this.readRecord(ptr);
+      assert(rec.t !== "chunk" && rec.rev === rev, "revision index points at its record");
+      out.push(changeOf(rec, removed));
     }
     return out;
   }
@@ -309,8 +356,8 @@ export class Store {
   async ackedSeq(location: string, seq: number): Promise<void> {
     if (!this.tier) throw new StrataError("INVALID_ARGUMENT", "ack: \"object\" needs a cold tier; open the store with a tier");
     const meta = this.index.meta(location);
-    const entry = meta ? this.index.seqs.get([meta.id, seq]) : undefined;
-    if (entry) await this.tier.waitRecordsUploaded([{ seg: entry[0], off: entry[1], len: entry[2] }]);
+    const entry = meta ? reads.streamPointer(this.index, meta.id, seq) : undefined;
+    if (entry) await this.tier.waitRecordsUploaded([entry.ptr]);
   }
 
   /** @internal Refuses `ack: "object"` up front when there is no tier, before anything is written. */
@@ -360,7 +407,7 @@ export class Store {
     if (this.sweeping || this.closing) return { expired: 0 };
     this.sweeping = true;
     try {
-      return { expired: await sweepExpired(this) };
+      return { expired: await sweepExpired(this, this.index) };
     } finally {
       this.sweeping = false;
     }
@@ -407,12 +454,6 @@ export class Store {
 
 function closedError(): StrataError {
   return new StrataError("CLOSED", "the store is closed; open it again to continue");
-}
-
-/** A large value not read yet: its size, and its pieces on demand. */
-export interface LargeRead {
-  size: number;
-  pieces: () => AsyncIterable<Uint8Array>;
 }
 
 /** `rec` as the stream set record of `location` at `seq`, or CORRUPT when the index pointed elsewhere. */

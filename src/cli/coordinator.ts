@@ -10,9 +10,9 @@ import fs from "node:fs";
 import type { Command } from "commander";
 import { connect, credsAuthenticator, type ConnectionOptions } from "nats";
 import { StrataError } from "../errors.js";
-import { startCoordinator, type Coordinator } from "../net/coordinator.js";
-import { DEFAULT_PREFIX } from "../net/coordinator-protocol.js";
-import { DEFAULT_INBOX_PREFIX } from "../net/subjects.js";
+import { startCoordinator, type Coordinator } from "../net/coord/coordinator.js";
+import { DEFAULT_PREFIX } from "../net/wire/coordinator-protocol.js";
+import { DEFAULT_INBOX_PREFIX } from "../net/wire/subjects.js";
 
 export interface NatsFlags {
   nats: string;

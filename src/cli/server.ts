@@ -9,8 +9,8 @@
 import type { Command } from "commander";
 import { connect, type ConnectionOptions } from "nats";
 import { StrataError } from "../errors.js";
-import { startServer, type StrataServer } from "../net/server.js";
-import { DEFAULT_INBOX_PREFIX, DEFAULT_PREFIX } from "../net/subjects.js";
+import { startServer, type StrataServer } from "../net/server/server.js";
+import { DEFAULT_INBOX_PREFIX, DEFAULT_PREFIX } from "../net/wire/subjects.js";
 import { addNatsFlags, exitOnSignal, natsOptions, type NatsFlags } from "./coordinator.js";
 
 interface ServerFlags extends NatsFlags {

@@ -18,9 +18,9 @@ import fs from "node:fs";
 import path from "node:path";
 import type { Command } from "commander";
 import { connect, type NatsConnection } from "nats";
-import { startCoordinator, type Coordinator } from "../net/coordinator.js";
-import { DEFAULT_PREFIX } from "../net/coordinator-protocol.js";
-import { startServer } from "../net/server.js";
+import { startCoordinator, type Coordinator } from "../net/coord/coordinator.js";
+import { DEFAULT_PREFIX } from "../net/wire/coordinator-protocol.js";
+import { startServer } from "../net/server/server.js";
 import { exitOnSignal } from "./coordinator.js";
 
 const NATS_READY_TIMEOUT_MS = 15_000;

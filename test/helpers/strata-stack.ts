@@ -17,7 +17,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "nats";
 import type { StoreOptions } from "../../src/config.js";
-import { startServer, type ServerOptions, type StrataServer } from "../../src/net/server.js";
+import { startServer, type ServerOptions, type StrataServer } from "../../src/net/server/server.js";
 import { Store } from "../../src/store.js";
 import { startNatsServer, type NatsServerOptions, type RunningNatsServer } from "./nats-server.js";
 

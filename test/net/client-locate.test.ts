@@ -7,11 +7,11 @@
 import type { Msg, NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StrataError } from "../../src/errors.js";
-import { StrataClient } from "../../src/net/client.js";
-import { startCoordinator } from "../../src/net/coordinator.js";
-import { startServer, type StrataServer } from "../../src/net/server.js";
-import { decodeMap, encode } from "../../src/net/wire-codec.js";
-import { errorHeaders } from "../../src/net/wire-errors.js";
+import { StrataClient } from "../../src/net/client/client.js";
+import { startCoordinator } from "../../src/net/coord/coordinator.js";
+import { startServer, type StrataServer } from "../../src/net/server/server.js";
+import { decodeMap, encode } from "../../src/net/wire/wire-codec.js";
+import { errorHeaders } from "../../src/net/wire/wire-errors.js";
 import { startBus, type Bus } from "../helpers/strata-stack.js";
 
 const enc = (s: string) => new TextEncoder().encode(s);

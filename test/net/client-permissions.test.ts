@@ -10,8 +10,8 @@ import { join } from "node:path";
 import { connect, type NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StrataError } from "../../src/errors.js";
-import { StrataClient } from "../../src/net/client.js";
-import { startServer, type StrataServer } from "../../src/net/server.js";
+import { StrataClient } from "../../src/net/client/client.js";
+import { startServer, type StrataServer } from "../../src/net/server/server.js";
 import { startNatsServer, type RunningNatsServer } from "../helpers/nats-server.js";
 
 const CONFIG = `

@@ -6,8 +6,8 @@
 import type { NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StrataError } from "../../src/errors.js";
-import { StrataClient } from "../../src/net/client.js";
-import type { StrataServer } from "../../src/net/server.js";
+import { StrataClient } from "../../src/net/client/client.js";
+import type { StrataServer } from "../../src/net/server/server.js";
 import type { Store } from "../../src/store.js";
 import { startStack, type Stack } from "../helpers/strata-stack.js";
 

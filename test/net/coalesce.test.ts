@@ -1,5 +1,5 @@
 /**
- * Client-side coalescing (src/net/client-coalesce.ts) against a real nats-server and server:
+ * Client-side coalescing (src/net/wire/client-coalesce.ts) against a real nats-server and server:
  * calls issued together travel as one `batch` request, yet each keeps its own result, its own
  * error and its place in the order; coalescing can be turned off; a batch that fails as a whole
  * fails each of its calls. The property test checks the invariant that makes coalescing
@@ -12,8 +12,8 @@ import fc from "fast-check";
 import type { NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StrataError } from "../../src/errors.js";
-import { StrataClient } from "../../src/net/client.js";
-import type { StrataServer } from "../../src/net/server.js";
+import { StrataClient } from "../../src/net/client/client.js";
+import type { StrataServer } from "../../src/net/server/server.js";
 import { Store } from "../../src/store.js";
 import type { KvApi, StreamApi } from "../../src/types.js";
 import { all } from "../helpers/collect.js";

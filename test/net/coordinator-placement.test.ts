@@ -4,7 +4,7 @@
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { pairHash, pickServer, type Candidate } from "../../src/net/coordinator-placement.js";
+import { pairHash, pickServer, type Candidate } from "../../src/net/coord/coordinator-placement.js";
 
 function assignAll(locations: string[], candidates: Candidate[]): Map<string, number> {
   const counts = new Map(candidates.map((c) => [c.id, 0]));

@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { connect } from "nats";
 import { afterEach, expect, it } from "vitest";
-import { StrataClient } from "../../src/net/client.js";
+import { StrataClient } from "../../src/net/client/client.js";
 
 const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const cleanups: Array<() => unknown> = [];

@@ -14,10 +14,10 @@ import { encode } from "cbor-x";
 import type { NatsConnection } from "nats";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { StrataError } from "../../src/errors.js";
-import { startCoordinator, type Coordinator } from "../../src/net/coordinator.js";
-import { SERVER_HEADER, decodeBody, type ServerView } from "../../src/net/coordinator-protocol.js";
-import { errorOfReply } from "../../src/net/wire-errors.js";
-import { startHeartbeat, type Heartbeat } from "../../src/net/heartbeat.js";
+import { startCoordinator, type Coordinator } from "../../src/net/coord/coordinator.js";
+import { SERVER_HEADER, decodeBody, type ServerView } from "../../src/net/wire/coordinator-protocol.js";
+import { errorOfReply } from "../../src/net/wire/wire-errors.js";
+import { startHeartbeat, type Heartbeat } from "../../src/net/server/heartbeat.js";
 import type { RunningNatsServer } from "../helpers/nats-server.js";
 import { startBus, type Bus } from "../helpers/strata-stack.js";
 

@@ -14,9 +14,9 @@ import { join } from "node:path";
 import { Encoder, decode } from "cbor-x";
 import { connect, createInbox, type Msg, type NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { StrataClient } from "../../src/net/client.js";
-import { DEFAULT_NET_LIMITS } from "../../src/net/net-limits.js";
-import { errorOfReply } from "../../src/net/wire-errors.js";
+import { StrataClient } from "../../src/net/client/client.js";
+import { DEFAULT_NET_LIMITS } from "../../src/net/wire/net-limits.js";
+import { errorOfReply } from "../../src/net/wire/wire-errors.js";
 import { startNatsServer, type RunningNatsServer } from "../helpers/nats-server.js";
 import { startChildServer, type ChildServer } from "./server-child.js";
 

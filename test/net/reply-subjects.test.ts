@@ -9,10 +9,10 @@
 import { Encoder, decode } from "cbor-x";
 import type { Msg, NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { StrataClient } from "../../src/net/client.js";
-import { startCoordinator, type Coordinator } from "../../src/net/coordinator.js";
-import { startServer, type StrataServer } from "../../src/net/server.js";
-import { errorOfReply } from "../../src/net/wire-errors.js";
+import { StrataClient } from "../../src/net/client/client.js";
+import { startCoordinator, type Coordinator } from "../../src/net/coord/coordinator.js";
+import { startServer, type StrataServer } from "../../src/net/server/server.js";
+import { errorOfReply } from "../../src/net/wire/wire-errors.js";
 import { Store } from "../../src/store.js";
 import { startBus, type Bus } from "../helpers/strata-stack.js";
 

@@ -6,7 +6,7 @@ import { Encoder } from "cbor-x";
 import type { NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { seqMax } from "../../src/limits.js";
-import { errorOfReply } from "../../src/net/wire-errors.js";
+import { errorOfReply } from "../../src/net/wire/wire-errors.js";
 import type { Store } from "../../src/store.js";
 import { startStack, type Stack } from "../helpers/strata-stack.js";
 

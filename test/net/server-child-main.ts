@@ -8,8 +8,8 @@
  * after a full GC (the child runs with --expose-gc), i.e. what the server really holds, without
  * the garbage that happens not to be collected yet. SIGTERM stops it gracefully (exit code 0).
  */
-import { startServer } from "../../src/net/server.js";
-import type { NetLimits } from "../../src/net/net-limits.js";
+import { startServer } from "../../src/net/server/server.js";
+import type { NetLimits } from "../../src/net/wire/net-limits.js";
 
 interface Settings {
   dir: string;

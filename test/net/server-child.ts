@@ -4,8 +4,8 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import type { ServerStats } from "../../src/net/server.js";
-import type { NetLimits } from "../../src/net/net-limits.js";
+import type { ServerStats } from "../../src/net/server/server.js";
+import type { NetLimits } from "../../src/net/wire/net-limits.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 

@@ -10,8 +10,8 @@ import { fileURLToPath } from "node:url";
 import type { NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StrataError } from "../../src/errors.js";
-import { StrataClient } from "../../src/net/client.js";
-import { startServer } from "../../src/net/server.js";
+import { StrataClient } from "../../src/net/client/client.js";
+import { startServer } from "../../src/net/server/server.js";
 import { Store } from "../../src/store.js";
 import type { RunningNatsServer } from "../helpers/nats-server.js";
 import { startBus, type Bus } from "../helpers/strata-stack.js";
@@ -84,7 +84,11 @@ describe("graceful stop", () => {
     const upload = client.stream("g/s").append({ value });
     while (server.stats().uploadsOpen === 0) await new Promise((resolve) => setImmediate(resolve));
     const stopped = server.stop();
-    const refused = await client.stream("g/s").inventory().catch((e: unknown) => e);
+    // Its own client with room for a loaded machine: a refusal must come back as UNAVAILABLE,
+    // not time out because the reply was slow while 24 MiB are being taken in.
+    const asker = new StrataClient(nc, { server: "g1", timeoutMs: 2000 });
+    const refused = await asker.stream("g/s").inventory().catch((e: unknown) => e);
+    asker.close();
     expect(StrataError.is(refused, "UNAVAILABLE")).toBe(true);
     const { seq } = await upload;
     await stopped;

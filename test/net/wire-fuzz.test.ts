@@ -16,10 +16,10 @@ import fc from "fast-check";
 import type { NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ERROR_CODES } from "../../src/errors.js";
-import { StrataClient } from "../../src/net/client.js";
-import { startCoordinator, type Coordinator } from "../../src/net/coordinator.js";
-import type { StrataServer } from "../../src/net/server.js";
-import { ERROR_HEADER } from "../../src/net/wire-errors.js";
+import { StrataClient } from "../../src/net/client/client.js";
+import { startCoordinator, type Coordinator } from "../../src/net/coord/coordinator.js";
+import type { StrataServer } from "../../src/net/server/server.js";
+import { ERROR_HEADER } from "../../src/net/wire/wire-errors.js";
 import type { Store } from "../../src/store.js";
 import { startStack, type Stack } from "../helpers/strata-stack.js";
 

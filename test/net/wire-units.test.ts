@@ -7,14 +7,14 @@ import fc from "fast-check";
 import type { NatsConnection } from "nats";
 import { describe, expect, it } from "vitest";
 import { StrataError } from "../../src/errors.js";
-import { Reassembler, sliceChunks, windowChunks } from "../../src/net/chunking.js";
-import { backoff } from "../../src/net/client-call.js";
-import { resolveNetLimits } from "../../src/net/net-limits.js";
-import { Replies } from "../../src/net/server-replies.js";
-import { Uploads } from "../../src/net/server-uploads.js";
-import { changeSubject, locationFromSubject, locationTokens, requestSubject, serverSubjects, validatePrefix } from "../../src/net/subjects.js";
-import { decodeMap, decodeUntrusted, encode, encodeWithTail, estimateBytes } from "../../src/net/wire-codec.js";
-import { ERROR_HEADER } from "../../src/net/wire-errors.js";
+import { Reassembler, sliceChunks, windowChunks } from "../../src/net/wire/chunking.js";
+import { backoff } from "../../src/net/client/client-call.js";
+import { resolveNetLimits } from "../../src/net/wire/net-limits.js";
+import { Replies } from "../../src/net/server/server-replies.js";
+import { Uploads } from "../../src/net/server/server-uploads.js";
+import { changeSubject, locationFromSubject, locationTokens, requestSubject, serverSubjects, validatePrefix } from "../../src/net/wire/subjects.js";
+import { decodeMap, decodeUntrusted, encode, encodeWithTail, estimateBytes } from "../../src/net/wire/wire-codec.js";
+import { ERROR_HEADER } from "../../src/net/wire/wire-errors.js";
 
 describe("subjects", () => {
   it("map a location to tokens and back through the server's subscription", () => {

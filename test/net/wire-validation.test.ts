@@ -6,8 +6,8 @@
 import { Encoder, decode } from "cbor-x";
 import { connect, createInbox, type Msg, type NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { StrataClient } from "../../src/net/client.js";
-import { errorOfReply } from "../../src/net/wire-errors.js";
+import { StrataClient } from "../../src/net/client/client.js";
+import { errorOfReply } from "../../src/net/wire/wire-errors.js";
 import type { Store } from "../../src/store.js";
 import type { RunningNatsServer } from "../helpers/nats-server.js";
 import { startStack, type Stack } from "../helpers/strata-stack.js";

@@ -14,7 +14,7 @@
  * the first time a location is seen.
  */
 import { createHash } from "node:crypto";
-import { assert } from "../assert.js";
+import { assert } from "../../assert.js";
 
 export interface Candidate {
   id: string;

@@ -2,7 +2,7 @@
  * The coordinator (first version): knows which persistence servers are live and answers which
  * server holds a location.
  *
- * - Servers register simply by heartbeating on `P.coord.heartbeat` (see heartbeat.ts); a server
+ * - Servers register simply by heartbeating on `P.coord.heartbeat` (see server/heartbeat.ts); a server
  *   is live while its heartbeats arrive within `serverTtlMs`.
  * - `P.coord.locate` `{ location }` → `{ server }`. A location keeps the server it was first
  *   given (sticky). A new location goes to a live server chosen by weighted rendezvous hashing
@@ -22,13 +22,13 @@
  * never contradicted. Replies go only to subjects below `inboxPrefix` (default "_INBOX"); a
  * request naming another reply subject (e.g. someone's change feed) is dropped unanswered.
  *
- * Every wire input is parsed in coordinator-protocol.ts; a malformed request gets an error reply
+ * Every wire input is parsed in wire/coordinator-protocol.ts; a malformed request gets an error reply
  * and never reaches the state. Nothing a client sends can crash the process: each handler ends
  * in an error reply, and only `assert` failures (bugs) escape.
  */
 import type { Msg, NatsConnection, Subscription } from "nats";
-import { StrataError } from "../errors.js";
-import { DEFAULT_COORDINATOR_LIMITS, resolveCoordinatorLimits, type CoordinatorLimits } from "../limits.js";
+import { StrataError } from "../../errors.js";
+import { DEFAULT_COORDINATOR_LIMITS, resolveCoordinatorLimits, type CoordinatorLimits } from "../../limits.js";
 import { pickServer } from "./coordinator-placement.js";
 import {
   DEFAULT_PREFIX,
@@ -42,10 +42,10 @@ import {
   validatePrefix,
   type LocateReply,
   type ServersReply,
-} from "./coordinator-protocol.js";
+} from "../wire/coordinator-protocol.js";
 import { CoordinatorState } from "./coordinator-state.js";
 import { TokenBuckets } from "./rate-limit.js";
-import { DEFAULT_INBOX_PREFIX, replyClient, validateInboxPrefix } from "./subjects.js";
+import { DEFAULT_INBOX_PREFIX, replyClient, validateInboxPrefix } from "../wire/subjects.js";
 
 /** Defaults of the coordinator (src/limits.ts); each can be overridden in `startCoordinator`'s options. */
 export const COORDINATOR_DEFAULTS = DEFAULT_COORDINATOR_LIMITS;

@@ -8,9 +8,9 @@
  * chunked values; readers fetch such a value with get.
  */
 import type { NatsConnection } from "nats";
-import type { Change } from "../types.js";
-import { changeSubject } from "./subjects.js";
-import { encode, joinArray } from "./wire-codec.js";
+import type { Change } from "../../types.js";
+import { changeSubject } from "../wire/subjects.js";
+import { encode, joinArray } from "../wire/wire-codec.js";
 
 /** Bytes of a change message's array header (at most 5) and a margin. */
 const ARRAY_OVERHEAD_BYTES = 16;

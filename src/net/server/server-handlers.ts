@@ -18,29 +18,29 @@
  *     {end: {base, count}}; base (also on every batch) is the location's revision before the scan
  * Both classes: credit {stream, n?, cancel?} (flow control of streamed replies; no reply);
  *   batch {items: [encoded request, …]} → {ok: [ItemResult, …]}: requests a client coalesced
- *   (client-coalesce.ts), each one of COALESCED_OPS of this subject's class, run in order and
+ *   (wire/client-coalesce.ts), each one of COALESCED_OPS of this subject's class, run in order and
  *   each on its own, exactly as separate requests would be; a get of a large value answers
  *   `alone: true` instead, and the client asks for it in a request of its own.
  */
-import { StrataError } from "../errors.js";
-import { settleAll } from "../stream-handle.js";
-import { COALESCED_OPS } from "./client-coalesce.js";
-import type { KvHandle } from "../kv-handle.js";
-import type { Store } from "../store.js";
-import type { StreamHandle } from "../stream-handle.js";
-import type { Change, ItemResult } from "../types.js";
-import { validateNonNegativeInt, validateSeqOrZero } from "../validate.js";
-import type { NetLimits } from "./net-limits.js";
+import { StrataError } from "../../errors.js";
+import { settleAll } from "../../stream-handle.js";
+import { COALESCED_OPS } from "../wire/client-coalesce.js";
+import type { KvHandle } from "../../kv-handle.js";
+import type { Store } from "../../store.js";
+import type { StreamHandle } from "../../stream-handle.js";
+import type { Change, ItemResult } from "../../types.js";
+import { validateNonNegativeInt, validateSeqOrZero } from "../../validate.js";
+import type { NetLimits } from "../wire/net-limits.js";
 import { isLargeRead, streamBatches } from "./reply-stream.js";
 import type { Replies, ReplyTarget } from "./server-replies.js";
 import type { Uploads } from "./server-uploads.js";
 import { ASK_ALONE, BatchReads, holdForRead } from "./server-reads.js";
 import { scanKv, scanStream } from "./store-scan.js";
-import type { SubjectClass } from "./subjects.js";
-import { decodeMap, estimateBytes, isPlainMap, type WireMap } from "./wire-codec.js";
+import type { SubjectClass } from "../wire/subjects.js";
+import { decodeMap, estimateBytes, isPlainMap, type WireMap } from "../wire/wire-codec.js";
 
 export interface RequestContext extends ReplyTarget {
-  /** Who sent it, for per-client limits: the first token of its reply inbox (subjects.ts). */
+  /** Who sent it, for per-client limits: the first token of its reply inbox (wire/subjects.ts). */
   client: string;
   store: Store;
   replies: Replies;
@@ -115,7 +115,7 @@ function lookup(ctx: RequestContext, body: WireMap): OpSpec {
   const op = body.op;
   if (typeof op !== "string") throw new StrataError("INVALID_ARGUMENT", 'the request has no "op" string field');
   const spec = Object.hasOwn(OPS, op) ? OPS[op] : undefined;
-  if (!spec) throw new StrataError("INVALID_ARGUMENT", `unknown op "${op.slice(0, 40)}"; see src/net/server-handlers.ts for the ops`);
+  if (!spec) throw new StrataError("INVALID_ARGUMENT", `unknown op "${op.slice(0, 40)}"; see src/net/server/server-handlers.ts for the ops`);
   if (spec.cls !== "any" && spec.cls !== ctx.cls) {
     throw new StrataError("FORBIDDEN", `op "${op}" is a ${spec.cls === "w" ? "write" : "read"} and must be sent on the ${spec.cls === "w" ? "write (P.w…)" : "read (P.r…)"} subject`);
   }

@@ -9,7 +9,7 @@
  * (TOO_LARGE with `alone: true` on the wire), and the client asks for it in a request of its own,
  * exactly as for a value too large for a batch reply.
  */
-import type { WireMap } from "./wire-codec.js";
+import type { WireMap } from "../wire/wire-codec.js";
 import type { RequestContext } from "./server-handlers.js";
 import { SMALL_REPLY_BYTES, type Hold } from "./reply-budget.js";
 import { getRecordBytes } from "./store-scan.js";

@@ -12,16 +12,16 @@
  * reader who never grants credit cannot keep others from streaming.
  */
 import { Empty, nuid, type NatsConnection } from "nats";
-import { StrataError } from "../errors.js";
-import type { LargeRead } from "../store.js";
-import { chunkDataBytes } from "./chunking.js";
-import type { NetLimits } from "./net-limits.js";
+import { StrataError } from "../../errors.js";
+import type { LargeRead } from "../../store.js";
+import { chunkDataBytes } from "../wire/chunking.js";
+import type { NetLimits } from "../wire/net-limits.js";
 import { OutboundMeter } from "./outbound-meter.js";
 import { ReplyBudget, SMALL_REPLY_BYTES } from "./reply-budget.js";
 import { framedLarge, isLargeRead, largeValueOf, ReplyStream, withValue } from "./reply-stream.js";
-import type { SubjectClass } from "./subjects.js";
-import { encode, encodeWithTail, type WireMap } from "./wire-codec.js";
-import { errorHeaders } from "./wire-errors.js";
+import type { SubjectClass } from "../wire/subjects.js";
+import { encode, encodeWithTail, type WireMap } from "../wire/wire-codec.js";
+import { errorHeaders } from "../wire/wire-errors.js";
 
 export interface ReplyTarget {
   reply: string;

@@ -9,4 +9,4 @@ export {
   resolveNetLimits,
   type ClientLimits,
   type NetLimits,
-} from "../limits.js";
+} from "../../limits.js";

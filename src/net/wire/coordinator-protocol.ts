@@ -11,11 +11,14 @@
  * - `P.coord.locate`    request `{ location }` → `{ server }` or an error reply
  * - `P.coord.servers`   request (empty body)  → `{ servers: ServerView[] }` for operators
  * - `P.coord.heartbeat` publish `{ id, startedAt, load: { locations?, bytes? } }` from each server
+ *
+ * It lives in wire/ because both sides speak it: the coordinator (coord/) and each server's
+ * heartbeat (server/heartbeat.ts); neither imports the other.
  */
 import type { Msg, MsgHdrs } from "nats";
-import { StrataError } from "../errors.js";
-import { DEFAULT_LIMITS } from "../limits.js";
-import { validateLocation } from "../validate.js";
+import { StrataError } from "../../errors.js";
+import { DEFAULT_LIMITS } from "../../limits.js";
+import { validateLocation } from "../../validate.js";
 import { DEFAULT_PREFIX, heartbeatSubject, locateSubject, validatePrefix, validateServerId } from "./subjects.js";
 import { decodeUntrusted, encode, isPlainMap } from "./wire-codec.js";
 import { ERROR_HEADER, MESSAGE_HEADER, errorHeaders } from "./wire-errors.js";

@@ -10,10 +10,10 @@
  * the message, and once it is closed the publish fails and is simply skipped.
  */
 import type { NatsConnection } from "nats";
-import { StrataError } from "../errors.js";
-import type { HeartbeatBody, ServerLoad } from "./coordinator-protocol.js";
-import { heartbeatSubject, validatePrefix, validateServerId } from "./subjects.js";
-import { encode } from "./wire-codec.js";
+import { StrataError } from "../../errors.js";
+import type { HeartbeatBody, ServerLoad } from "../wire/coordinator-protocol.js";
+import { heartbeatSubject, validatePrefix, validateServerId } from "../wire/subjects.js";
+import { encode } from "../wire/wire-codec.js";
 
 export const HEARTBEAT_INTERVAL_MS_DEFAULT = 1000;
 

@@ -9,8 +9,8 @@
  * were waiting on a reply to that subject with FORBIDDEN instead of letting them time out.
  */
 import { createInbox, type Msg, type NatsConnection, type Status, type Subscription } from "nats";
-import { StrataError } from "../errors.js";
-import { forbidden, fromNatsError } from "./wire-errors.js";
+import { StrataError } from "../../errors.js";
+import { forbidden, fromNatsError } from "../wire/wire-errors.js";
 
 export class Transport {
   readonly inbox: string;

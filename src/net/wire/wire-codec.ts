@@ -1,7 +1,7 @@
 /**
  * CBOR encoding of every body on the wire, and the frames replies are made of.
  *
- * Requests are CBOR maps with an `op` field (see server-handlers.ts for the ops). Replies to a
+ * Requests are CBOR maps with an `op` field (see server/server-handlers.ts for the ops). Replies to a
  * request's reply subject are CBOR maps of one of these shapes (errors travel as headers instead,
  * see wire-errors.ts):
  *
@@ -21,7 +21,7 @@
  * map become INVALID_ARGUMENT; cbor-x bounds allocations by the input size.
  */
 import { Decoder, Encoder } from "cbor-x";
-import { StrataError } from "../errors.js";
+import { StrataError } from "../../errors.js";
 
 const encoder = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false });
 const decoder = new Decoder({ useRecords: false, mapsAsObjects: true });

@@ -14,10 +14,10 @@ import type {
   StreamApi,
   WriteOptions,
   WriteResult,
-} from "../types.js";
+} from "../../types.js";
 import type { Caller, CallOptions, ValueRequest } from "./client-call.js";
 import { Watcher, type Watch, type WatchDeps } from "./watch.js";
-import { compact, type WireMap } from "./wire-codec.js";
+import { compact, type WireMap } from "../wire/wire-codec.js";
 
 export class StreamClient implements StreamApi {
   private readonly read: CallOptions;

@@ -23,11 +23,11 @@
 import fs from "node:fs";
 import path from "node:path";
 import { open, type Database, type RootDatabase } from "lmdb";
-import { assert } from "../assert.js";
-import { acquireDataLock } from "../data-lock.js";
-import { StrataError, ioError } from "../errors.js";
+import { assert } from "../../assert.js";
+import { acquireDataLock } from "../../data-lock.js";
+import { StrataError, ioError } from "../../errors.js";
 import type { Candidate } from "./coordinator-placement.js";
-import type { HeartbeatBody, ServerLoad, ServerView } from "./coordinator-protocol.js";
+import type { HeartbeatBody, ServerLoad, ServerView } from "../wire/coordinator-protocol.js";
 
 export const COORDINATOR_FORMAT = 1;
 const MAP_BYTES = 16 * 1024 * 1024 * 1024;

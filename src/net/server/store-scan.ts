@@ -5,10 +5,10 @@
  * at a time exactly as `StreamHandle.getAll` does. (An engine-level `getAll({ withRevision })`
  * would let this file go.) Kv entries carry their revision already; kv scans use the public API.
  */
-import type { LargeRead, Store } from "../store.js";
-import { scanPage } from "../stream-handle.js";
-import type { KvEntry, StoredMessage } from "../types.js";
-import { validateKey, validateSeq } from "../validate.js";
+import type { LargeRead, Store } from "../../store.js";
+import { scanPage } from "../../stream-handle.js";
+import type { KvEntry, StoredMessage } from "../../types.js";
+import { validateKey, validateSeq } from "../../validate.js";
 
 /** A stream message as it travels in getAll batches: the StoredMessage plus its revision. */
 export type WireStreamItem = StoredMessage & { rev: number; large?: LargeRead };

@@ -8,20 +8,23 @@
  * separate requests would run), and answers each with its own result or error; a call's promise
  * settles with its own item. Only when the batch as a whole fails (timeout, no responders, a
  * refused publish) do all its calls get that error, and each call's retry rule then applies to it
- * alone (client-call.ts). A turn with a single request sends it as it is, so a lone call waits for
+ * alone (client/client-call.ts). A turn with a single request sends it as it is, so a lone call waits for
  * nothing: the batch is sent from `setImmediate`, after the callers of this turn have run.
  *
  * Only ops whose request fits in one message and whose reply the server computes in one go are
  * coalesced (see COALESCED_OPS); uploads, streamed replies and appendMany/setMany go alone, and a
  * get whose value turns out to be large comes back marked `alone`: it is asked again by itself,
  * so that the server can stream the value from disk instead of holding it in a batch reply.
+ *
+ * It lives in wire/, not client/, because `COALESCED_OPS` is part of the protocol: the server
+ * (server/server-handlers.ts) accepts a batch only of these ops, and server/ never imports client/.
  */
-import { StrataError } from "../errors.js";
-import type { ItemResult } from "../types.js";
+import { StrataError } from "../../errors.js";
+import type { ItemResult } from "../../types.js";
 import { encode } from "./wire-codec.js";
 import { errorFromWire } from "./wire-errors.js";
 
-/** Ops the server accepts inside a `batch` (server-handlers.ts checks the same list). */
+/** Ops the server accepts inside a `batch` (server/server-handlers.ts checks the same list). */
 export const COALESCED_OPS: ReadonlySet<string> = new Set([
   "stream.append",
   "stream.set",

@@ -13,12 +13,12 @@
  * final frame or error, so that they arrive after its messages. A large value, in memory or still
  * on disk, is sent as the tail of its frame as it is, never copied into one.
  */
-import { StrataError } from "../errors.js";
-import type { LargeRead } from "../store.js";
-import { sliceChunks, sliceChunksFrom, totalBytes } from "./chunking.js";
+import { StrataError } from "../../errors.js";
+import type { LargeRead } from "../../store.js";
+import { sliceChunks, sliceChunksFrom, totalBytes } from "../wire/chunking.js";
 import type { Hold } from "./reply-budget.js";
 import type { Replies, ReplyTarget } from "./server-replies.js";
-import { byteStringHeader, encode, encodeWithTail, estimateBytes, isPlainMap, type WireMap } from "./wire-codec.js";
+import { byteStringHeader, encode, encodeWithTail, estimateBytes, isPlainMap, type WireMap } from "../wire/wire-codec.js";
 
 export class ReplyStream {
   private sent = 0;

@@ -1,10 +1,10 @@
 /**
  * A kv location over NATS: the KvApi of the in-process store, request for request, plus watch().
  */
-import type { DeleteResult, Inventory, ItemResult, KvApi, KvEntry, KvSetOptions, KvWriteResult, WriteOptions } from "../types.js";
+import type { DeleteResult, Inventory, ItemResult, KvApi, KvEntry, KvSetOptions, KvWriteResult, WriteOptions } from "../../types.js";
 import type { Caller, CallOptions } from "./client-call.js";
 import { Watcher, type Watch, type WatchDeps } from "./watch.js";
-import { compact, type WireMap } from "./wire-codec.js";
+import { compact, type WireMap } from "../wire/wire-codec.js";
 
 export class KvClient implements KvApi {
   private readonly read: CallOptions;

@@ -11,14 +11,14 @@
  * subscription for all its calls and never closes the NATS connection it was given.
  */
 import type { NatsConnection } from "nats";
-import { DEFAULT_LIMITS } from "../limits.js";
-import { validateLocation } from "../validate.js";
+import { DEFAULT_LIMITS } from "../../limits.js";
+import { validateLocation } from "../../validate.js";
 import { Caller } from "./client-call.js";
 import { KvClient } from "./client-kv.js";
 import { StreamClient } from "./client-stream.js";
 import { Transport } from "./client-transport.js";
-import { resolveClientLimits, type ClientLimits } from "./net-limits.js";
-import { DEFAULT_PREFIX, validatePrefix, validateServerId } from "./subjects.js";
+import { resolveClientLimits, type ClientLimits } from "../wire/net-limits.js";
+import { DEFAULT_PREFIX, validatePrefix, validateServerId } from "../wire/subjects.js";
 import type { WatchDeps } from "./watch.js";
 
 export interface StrataClientOptions {

@@ -15,19 +15,19 @@
  * size, or silence for `uploadIdleMs` fails the upload; the engine then leaves nothing visible.
  *
  * Slots: at most `uploadsMax` uploads at once, and at most `uploadsPerClientMax` of one client
- * (the first token of its reply inbox, subjects.ts `replyClient`). A chunk renews the idle timer,
+ * (the first token of its reply inbox, wire/subjects.ts `replyClient`). A chunk renews the idle timer,
  * so idleness alone would let a client that sends a byte every few seconds hold a slot forever:
  * an upload must also keep an average of `uploadBytesPerSecMin` once its first `uploadIdleMs` are
  * over, which bounds its total time to `uploadIdleMs + bytes / uploadBytesPerSecMin`. The chunk
  * records a failed upload already wrote are marked dead by the engine (large-value.ts).
  */
 import { nuid } from "nats";
-import { StrataError } from "../errors.js";
-import { windowChunks } from "./chunking.js";
-import type { NetLimits } from "./net-limits.js";
+import { StrataError } from "../../errors.js";
+import { windowChunks } from "../wire/chunking.js";
+import type { NetLimits } from "../wire/net-limits.js";
 import type { Replies, ReplyTarget } from "./server-replies.js";
-import type { SubjectClass } from "./subjects.js";
-import { decodeMap, encode, type WireMap } from "./wire-codec.js";
+import type { SubjectClass } from "../wire/subjects.js";
+import { decodeMap, encode, type WireMap } from "../wire/wire-codec.js";
 
 export type UploadRunner = (head: WireMap, value: AsyncIterable<Uint8Array> | undefined) => Promise<unknown>;
 

@@ -24,7 +24,7 @@
  * Invariants: held = sum of live holds of "reply"/"stream"; streamHeld <= limit / 2;
  * smallHeld + main pending <= limit / 8 at every grant; a hold is released once.
  */
-import { StrataError } from "../errors.js";
+import { StrataError } from "../../errors.js";
 import { OutboundMeter } from "./outbound-meter.js";
 
 export type Pool = "small" | "reply" | "stream";

@@ -7,7 +7,7 @@
  * no bucket is full, further keys share one overflow bucket (they lose fairness, not the bound;
  * the overflow bucket is the one key allowed beyond `keysMax`).
  */
-import { assert } from "../assert.js";
+import { assert } from "../../assert.js";
 
 interface Bucket {
   tokens: number;

@@ -2,9 +2,10 @@
  * Pure helpers for moving byte sequences larger than one NATS message: slicing a sequence (held as
  * a list of buffers, e.g. request head + value) into chunks, and reassembling the parts of one
  * frame into a buffer whose size was declared up front. No I/O here; both sides of the protocol
- * (server-uploads.ts, server-replies.ts, reply-stream.ts, client-call.ts) build on these.
+ * (server/server-uploads.ts, server/server-replies.ts, server/reply-stream.ts,
+ * client/client-call.ts) build on these.
  */
-import { StrataError } from "../errors.js";
+import { StrataError } from "../../errors.js";
 
 /** Data bytes per chunk or part, leaving room for the CBOR envelope in a max_payload message. */
 export function chunkDataBytes(maxPayload: number, overheadBytes: number, minPayload: number): number {

@@ -21,14 +21,14 @@
  * slow consumer pauses the watcher rather than growing a queue.
  */
 import type { Subscription } from "nats";
-import { StrataError } from "../errors.js";
-import type { Change, KvEntry, StoredMessage } from "../types.js";
+import { StrataError } from "../../errors.js";
+import type { Change, KvEntry, StoredMessage } from "../../types.js";
 import { backoff, type Caller } from "./client-call.js";
 import type { Transport } from "./client-transport.js";
-import type { ClientLimits } from "./net-limits.js";
-import { changeSubject } from "./subjects.js";
-import { decodeUntrusted, isPlainMap, type WireMap } from "./wire-codec.js";
-import { fromNatsError } from "./wire-errors.js";
+import type { ClientLimits } from "../wire/net-limits.js";
+import { changeSubject } from "../wire/subjects.js";
+import { decodeUntrusted, isPlainMap, type WireMap } from "../wire/wire-codec.js";
+import { fromNatsError } from "../wire/wire-errors.js";
 
 export interface WatchDeps {
   caller: Caller;

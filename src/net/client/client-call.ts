@@ -9,14 +9,14 @@
  * appends with a msgId), which wait a third of the budget per attempt; other writes report it,
  * with a hint, because they may have been applied.
  */
-import { StrataError } from "../errors.js";
-import { chunkDataBytes, Reassembler, sliceChunks } from "./chunking.js";
-import { Coalescer } from "./client-coalesce.js";
+import { StrataError } from "../../errors.js";
+import { chunkDataBytes, Reassembler, sliceChunks } from "../wire/chunking.js";
+import { Coalescer } from "../wire/client-coalesce.js";
 import type { Channel, Transport } from "./client-transport.js";
-import { DEFAULT_NET_LIMITS, type ClientLimits } from "./net-limits.js";
-import { locateSubject, requestSubject, validateServerId, type SubjectClass } from "./subjects.js";
-import { decodeMap, encode, type WireMap } from "./wire-codec.js";
-import { errorOfReply, fromNatsError, timeoutError, withCallerStack } from "./wire-errors.js";
+import { DEFAULT_NET_LIMITS, type ClientLimits } from "../wire/net-limits.js";
+import { locateSubject, requestSubject, validateServerId, type SubjectClass } from "../wire/subjects.js";
+import { decodeMap, encode, type WireMap } from "../wire/wire-codec.js";
+import { errorOfReply, fromNatsError, timeoutError, withCallerStack } from "../wire/wire-errors.js";
 
 export interface CallOptions {
   location: string;

@@ -18,7 +18,7 @@
  * after the inbox prefix names "a client" for per-client limits: a nats.js connection's inbox
  * (`_INBOX.<nuid>`), or a user's when nats-server permissions pin users to `_INBOX.<user>.>`.
  */
-import { StrataError } from "../errors.js";
+import { StrataError } from "../../errors.js";
 import { describeValue } from "./wire-codec.js";
 
 export const DEFAULT_PREFIX = "strata";

@@ -12,18 +12,18 @@
  * `shutdownGraceMs` passes and they are aborted) the subscriptions are drained and the store closed.
  */
 import { connect, ErrorCode, Events, nuid, type ConnectionOptions, type Msg, type NatsConnection, type Subscription } from "nats";
-import { StrataError } from "../errors.js";
-import { Store } from "../store.js";
-import type { StoreOptions } from "../config.js";
-import { validateLocation } from "../validate.js";
-import { chunkDataBytes } from "./chunking.js";
-import { resolveNetLimits, type NetLimits } from "./net-limits.js";
+import { StrataError } from "../../errors.js";
+import { Store } from "../../store.js";
+import type { StoreOptions } from "../../config.js";
+import { validateLocation } from "../../validate.js";
+import { chunkDataBytes } from "../wire/chunking.js";
+import { resolveNetLimits, type NetLimits } from "../wire/net-limits.js";
 import { handle, type RequestContext } from "./server-handlers.js";
 import { Replies, type ReplyStats } from "./server-replies.js";
 import { Uploads, type UploadStats } from "./server-uploads.js";
 import { ChangeFeed } from "./server-changes.js";
-import { DEFAULT_INBOX_PREFIX, DEFAULT_PREFIX, locationFromSubject, replyClient, serverSubjects, validateInboxPrefix, validatePrefix, validateServerId, type SubjectClass } from "./subjects.js";
-import { decodeMap, encode } from "./wire-codec.js";
+import { DEFAULT_INBOX_PREFIX, DEFAULT_PREFIX, locationFromSubject, replyClient, serverSubjects, validateInboxPrefix, validatePrefix, validateServerId, type SubjectClass } from "../wire/subjects.js";
+import { decodeMap, encode } from "../wire/wire-codec.js";
 import { startHeartbeat, type Heartbeat } from "./heartbeat.js";
 
 export interface ServerOptions {

@@ -5,7 +5,7 @@
  * reply handler. NATS-level failures (timeout, no responders, permissions) get codes and hints.
  */
 import { headers as natsHeaders, type Msg, type MsgHdrs } from "nats";
-import { isErrorCode, StrataError, type ErrorCode } from "../errors.js";
+import { isErrorCode, StrataError, type ErrorCode } from "../../errors.js";
 
 export const ERROR_HEADER = "Strata-Error";
 export const MESSAGE_HEADER = "Strata-Message";
