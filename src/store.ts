@@ -1,7 +1,8 @@
 /**
  * The `Store`: one data directory's segment log and LMDB index, used in-process or served over
  * NATS. It owns the write path (validated handles → commit queue → log → index → change hook),
- * the read path (index → verified record), the TTL sweeper and the store's lifecycle.
+ * the read path (index → verified record, the record reads in ./record-reader.ts), the TTL sweeper
+ * and the store's lifecycle.
  * It implements `Engine` (./engine.ts), the narrow interface the handles depend on; its index,
  * log, queue and tier are internal (callers outside the engine use the typed reads instead).
  */
@@ -19,11 +20,12 @@ import * as reads from "./index/index-reads.js";
 import type { KvPointer, StreamPointer } from "./index/index-reads.js";
 import type { LmdbIndex, LocMeta } from "./index/lmdb-index.js";
 import { removeUnsyncedMarker } from "./index/unsynced-marker.js";
-import { decodeRecord, type LogRecord, type Pointer, type StreamSetRecord } from "./log/record.js";
+import type { LogRecord, Pointer, StreamSetRecord } from "./log/record.js";
 import { SEGMENT_HEADER_BYTES, listSegmentIds } from "./log/segment-files.js";
-import { SegmentLog, adjacentRun } from "./log/segment-log.js";
+import { SegmentLog } from "./log/segment-log.js";
 import type { Limits } from "./limits.js";
 import { startMaintenance, sweepExpired } from "./maintenance.js";
+import { RecordReader } from "./record-reader.js";
 import { openIndexAndRecover, type RecoveryReport } from "./recovery.js";
 import { openObjectStore, type ObjectStore } from "./tier/object-store.js";
 import { Tier } from "./tier/tier.js";
@@ -44,6 +46,7 @@ export class Store {
   private sweeping = false;
   private sealRequested = false;
   private closing: Promise<void> | undefined;
+  private readonly reader: RecordReader;
   /** @internal The cold tier, when the store has one. */
   tier: Tier | undefined;
 
@@ -54,7 +57,9 @@ export class Store {
     /** @internal */ readonly queue: CommitQueue,
     readonly recovery: RecoveryReport,
     private readonly releaseLock: () => void,
-  ) {}
+  ) {
+    this.reader = new RecordReader(log, config.limits, () => this.tier);
+  }
 
   get limits(): Limits {
     return this.config.limits;
@@ -185,14 +190,9 @@ export class Store {
     return meta;
   }
 
-  /**
-   * @internal Reads and verifies the record at `ptr`: from the local segment file (synchronously)
-   * when it is on disk, else a block at a time from the object store.
-   */
-  async readRecord(ptr: Pointer): Promise<LogRecord> {
-    if (this.tier && !this.tier.isLocal(ptr.seg)) return decodeRecord(await this.tier.readBody(ptr));
-    this.tier?.touch(ptr.seg);
-    return decodeRecord(this.log.readBody(ptr));
+  /** @internal Reads and verifies the record at `ptr` (record-reader.ts, as are the reads below). */
+  readRecord(ptr: Pointer): Promise<LogRecord> {
+    return this.reader.readRecord(ptr);
   }
 
   /** @internal The index entry of a stream message, if the stream holds `seq`. */
@@ -203,6 +203,11 @@ export class Store {
   /** @internal One page of a stream's index entries with seq >= `fromSeq`. */
   scanStream(locId: number, fromSeq: number, limit: number): StreamPointer[] {
     return reads.scanStream(this.index, locId, fromSeq, limit);
+  }
+
+  /** @internal The index entry of a kv key, expired or not (the sweeper may not have written its expiry yet). */
+  kvEntry(locId: number, key: string): KvPointer | undefined {
+    return reads.kvEntry(this.index, locId, key);
   }
 
   /** @internal The index entry of a kv key that is live at `now`. */
@@ -221,78 +226,33 @@ export class Store {
   }
 
   /** @internal Assembles a value: inline, or the concatenation of its chunk records. */
-  async valueOf(rec: { value: Uint8Array; chunks?: Pointer[]; size: number }): Promise<Uint8Array> {
-    if (!rec.chunks) return rec.value;
-    const out = Buffer.allocUnsafe(rec.size);
-    let at = 0;
-    for await (const piece of this.valuePieces({ chunks: rec.chunks, size: rec.size })) {
-      out.set(piece, at);
-      at += piece.byteLength;
-    }
-    return out;
+  valueOf(rec: { value: Uint8Array; chunks?: Pointer[]; size: number }): Promise<Uint8Array> {
+    return this.reader.valueOf(rec);
   }
 
-  /**
-   * @internal The pieces of a chunked value, one chunk record at a time (memory bounded by one
-   * chunk, whatever the value's size), checked to add up to exactly its size.
-   */
-  async *valuePieces(rec: { chunks: Pointer[]; size: number }): AsyncGenerator<Uint8Array> {
-    let at = 0;
-    for (const ptr of rec.chunks) {
-      const chunk = await this.readRecord(ptr);
-      if (chunk.t !== "chunk" || at + chunk.data.byteLength > rec.size) throw corruptPointer(ptr, "a chunk of a large value");
-      at += chunk.data.byteLength;
-      yield chunk.data;
-    }
-    if (at !== rec.size) throw corruptPointer(rec.chunks[0]!, `a large value (${at} of ${rec.size} bytes)`);
+  /** @internal The pieces of a chunked value, one chunk at a time, checked to add up to its size. */
+  valuePieces(rec: { chunks: Pointer[]; size: number }): AsyncGenerator<Uint8Array> {
+    return this.reader.valuePieces(rec);
   }
 
   /** @internal A chunked value left unread: its size, and its pieces when asked for. */
   largeRead(chunks: Pointer[], size: number): LargeRead {
-    return { size, pieces: () => this.valuePieces({ chunks, size }) };
+    return this.reader.largeRead(chunks, size);
   }
 
-  /**
-   * @internal Reads the stream message an index entry points to, checking it is the one asked for.
-   * With `lazy`, a chunked value is not read: the message has an empty value and `large` reads it.
-   */
-  async readMessage(location: string, seq: number, ptr: Pointer, lazy = false): Promise<StoredMessage & { large?: LargeRead }> {
-    const rec = streamRecord(await this.readRecord(ptr), location, seq, ptr);
-    const msg: StoredMessage & { large?: LargeRead } = { seq, value: rec.chunks && !lazy ? await this.valueOf(rec) : rec.value, timestamp: rec.ts };
-    if (rec.headers) msg.headers = rec.headers;
-    if (rec.chunks && lazy) msg.large = this.largeRead(rec.chunks, rec.size);
-    return msg;
+  /** @internal The stream message an index entry points to, verified (`lazy`: a chunked value is left unread). */
+  readMessage(location: string, seq: number, ptr: Pointer, lazy = false): Promise<StoredMessage & { large?: LargeRead }> {
+    return this.reader.readMessage(location, seq, ptr, lazy);
   }
 
-  /**
-   * @internal Reads the stream records of `entries` (a page of a scan) from `start` on, checking
-   * each is the one asked for: records that lie back to back in a local segment, up to
-   * `scanReadBytesMax`, with one read; else (an evicted segment) one record through the tier.
-   * Resolves to the records read and the index of the next entry to read.
-   */
-  async readStreamRun(location: string, entries: ReadonlyArray<{ seq: number; ptr: Pointer }>, start: number): Promise<{ records: StreamSetRecord[]; next: number }> {
-    const first = entries[start]!;
-    if (this.tier && !this.tier.isLocal(first.ptr.seg)) {
-      return { records: [streamRecord(await this.readRecord(first.ptr), location, first.seq, first.ptr)], next: start + 1 };
-    }
-    this.tier?.touch(first.ptr.seg);
-    const n = adjacentRun(entries, start, this.limits.scanReadBytesMax);
-    const bodies = this.log.readBodies(first.ptr.seg, entries.slice(start, start + n).map((e) => e.ptr));
-    // The values share the run's buffer (at most scanReadBytesMax), as values faulted in from the
-    // tier share their block.
-    const records = bodies.map((body, i) => streamRecord(decodeRecord(body), location, entries[start + i]!.seq, entries[start + i]!.ptr));
-    return { records, next: start + n };
+  /** @internal The back-to-back stream records of a scan page from `start` on, each verified. */
+  readStreamRun(location: string, entries: ReadonlyArray<{ seq: number; ptr: Pointer }>, start: number): Promise<{ records: StreamSetRecord[]; next: number }> {
+    return this.reader.readStreamRun(location, entries, start);
   }
 
-  /** @internal Reads the kv entry an index entry points to, checking it is the one asked for (`lazy`: as readMessage). */
-  async readKvEntry(location: string, key: string, ptr: Pointer, lazy = false): Promise<KvEntry & { large?: LargeRead }> {
-    const rec = await this.readRecord(ptr);
-    if (rec.t !== "kset" || rec.loc !== location || rec.key !== key) throw corruptPointer(ptr, `${location} key ${key}`);
-    const entry: KvEntry & { large?: LargeRead } = { key, value: rec.chunks && lazy ? rec.value : await this.valueOf(rec), revision: rec.rev, timestamp: rec.ts };
-    if (rec.headers) entry.headers = rec.headers;
-    if (rec.expiresAt !== undefined) entry.expiresAt = rec.expiresAt;
-    if (rec.chunks && lazy) entry.large = this.largeRead(rec.chunks, rec.size);
-    return entry;
+  /** @internal The kv entry an index entry points to, verified (`lazy`: as readMessage). */
+  readKvEntry(location: string, key: string, ptr: Pointer, lazy = false): Promise<KvEntry & { large?: LargeRead }> {
+    return this.reader.readKvEntry(location, key, ptr, lazy);
   }
 
   /** Count, bytes, first/last seq, revision and limits of a location. */
@@ -456,12 +416,3 @@ function closedError(): StrataError {
   return new StrataError("CLOSED", "the store is closed; open it again to continue");
 }
 
-/** `rec` as the stream set record of `location` at `seq`, or CORRUPT when the index pointed elsewhere. */
-function streamRecord(rec: LogRecord, location: string, seq: number, ptr: Pointer): StreamSetRecord {
-  if (rec.t !== "sset" || rec.loc !== location || rec.seq !== seq) throw corruptPointer(ptr, `${location} seq ${seq}`);
-  return rec;
-}
-
-function corruptPointer(ptr: Pointer, what: string): StrataError {
-  return new StrataError("CORRUPT", `the index entry for ${what} points at segment ${ptr.seg} offset ${ptr.off}, which holds something else; run \`strata reindex\``);
-}

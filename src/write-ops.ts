@@ -9,6 +9,7 @@
  * decide exactly as if their operations had been committed one by one.
  */
 import { StrataError } from "./errors.js";
+import { kvEntry, msgIdHit } from "./index/index-reads.js";
 import type { LmdbIndex } from "./index/lmdb-index.js";
 import type { LogRecord, Pointer } from "./log/record.js";
 import { seqMax, type Limits } from "./limits.js";
@@ -174,9 +175,9 @@ export class BatchView {
 
   private storedDedup(m: MetaView, msgId: string): unknown {
     if (m.id === undefined) return undefined;
-    const hit = this.index.dedup.get([m.id, msgId]);
-    if (!hit || this.now - hit[3] > this.limits.dedupWindowMs) return undefined;
-    return { seq: hit[0], revision: hit[1], timestamp: hit[2], duplicate: true };
+    const hit = msgIdHit(this.index, m.id, msgId);
+    if (!hit || this.now - hit.at > this.limits.dedupWindowMs) return undefined;
+    return { seq: hit.seq, revision: hit.rev, timestamp: hit.ts, duplicate: true };
   }
 
   private streamSet(op: { loc: string; msgId?: string } & ValueParts, seq: number, timestamp: number | undefined): Prepared {
@@ -225,8 +226,8 @@ export class BatchView {
     const overlay = this.overlayKv(`${loc}\0${key}`);
     if (overlay !== undefined) return overlay;
     if (m.id === undefined) return null;
-    const e = this.index.kvs.get([m.id, key]);
-    return e ? { rev: e[4], expiresAt: e[5] } : null;
+    const e = kvEntry(this.index, m.id, key);
+    return e ? { rev: e.rev, expiresAt: e.expiresAt } : null;
   }
 
   private live(s: KvState | null): s is KvState {

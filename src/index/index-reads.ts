@@ -2,8 +2,9 @@
  * Typed reads of the LMDB index for the engine's read path (handles, watch gap fill, TTL sweep,
  * `ack: "object"` of a repeated msgId). This is the one place outside the writers (./apply.ts,
  * ../write-ops.ts) that knows what each position of an index tuple means: callers get named
- * fields (`{ ptr, size, rev, expiresAt }`), never `e[0]`…`e[5]`. Also the sweeper's pruning of
- * msgIds past the dedup window, which reads and removes `dedup`/`dedupAge` entries by position.
+ * fields (`{ ptr, size, rev, expiresAt }`), never `e[0]`…`e[5]`; the write path's decisions
+ * (../write-ops.ts) read kv and msgId entries through it too. Also the sweeper's pruning of msgIds
+ * past the dedup window, which removes `dedup`/`dedupAge` entries.
  *
  * Invariants: every read runs outside a write transaction and sees the last committed one; scans
  * are bounded by the `limit` their caller passes (one page), never by the size of a location.
@@ -33,6 +34,14 @@ export interface RevPointer {
   rev: number;
   ptr: Pointer;
   removed: number;
+}
+
+/** A msgId's stored append: its seq, revision and timestamp, and `at`, the commit time the dedup window counts from. */
+export interface MsgIdHit {
+  seq: number;
+  rev: number;
+  ts: number;
+  at: number;
 }
 
 /** A kv entry whose TTL has passed and which the sweeper has not yet turned into an expiry record. */
@@ -114,6 +123,12 @@ export function dueTtl(index: LmdbIndex, now: number, limit: number): DueTtl[] {
   return out;
 }
 
+/** The stored append of a stream's msgId, whether or not it is still inside the dedup window. */
+export function msgIdHit(index: LmdbIndex, locId: number, msgId: string): MsgIdHit | undefined {
+  const e = index.dedup.get([locId, msgId]);
+  return e ? { seq: e[0], rev: e[1], ts: e[2], at: e[3] } : undefined;
+}
+
 /** The path of a location id, undefined for an id no location has (any more). */
 export function locationName(index: LmdbIndex, locId: number): string | undefined {
   return index.locIds.get(locId);
@@ -129,8 +144,7 @@ export function pruneDedup(index: LmdbIndex, cutoff: number, limit: number): voi
   index.write(() => {
     for (const key of old) {
       const [ts, locId, msgId] = key;
-      const hit = index.dedup.get([locId, msgId]);
-      if (hit && hit[3] === ts) index.dedup.remove([locId, msgId]);
+      if (msgIdHit(index, locId, msgId)?.at === ts) index.dedup.remove([locId, msgId]);
       index.dedupAge.remove(key);
     }
   });

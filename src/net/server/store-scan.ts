@@ -61,10 +61,10 @@ export function getRecordBytes(store: Store, location: string, op: "stream.get" 
   try {
     if (op === "stream.get") {
       const meta = store.meta(location, "stream");
-      return meta ? (store.index.seqs.get([meta.id, validateSeq(arg)])?.[2] ?? 0) : 0;
+      return meta ? (store.streamPointer(meta.id, validateSeq(arg))?.ptr.len ?? 0) : 0;
     }
     const meta = store.meta(location, "kv");
-    return meta ? (store.index.kvs.get([meta.id, validateKey(arg, store.limits)])?.[2] ?? 0) : 0;
+    return meta ? (store.kvEntry(meta.id, validateKey(arg, store.limits))?.ptr.len ?? 0) : 0;
   } catch {
     return 0;
   }

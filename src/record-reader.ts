@@ -1,0 +1,122 @@
+/**
+ * The engine's record reads: from an index pointer to a verified log record, a stream message, a
+ * kv entry or a (possibly chunked) value. A record comes from its local segment file when it is on
+ * disk (synchronously), else a block at a time from the object store through the tier. `Store`
+ * owns one `RecordReader` and delegates its `read*`/`valueOf`/`largeRead` methods to it.
+ *
+ * Invariants: every read is verified twice before a byte of it is returned: the frame's checksum
+ * and exact length (SegmentLog.readBody / Tier.readBody, then `decodeRecord` checks every field),
+ * and that the record is the one asked for (kind, location, seq or key; a chunked value's chunks
+ * add up to exactly its size), else CORRUPT naming the index entry (fixed by `strata reindex`).
+ * A chunked value is read one chunk record at a time, so `valuePieces` holds one chunk in memory.
+ */
+import { StrataError } from "./errors.js";
+import type { LargeRead } from "./engine.js";
+import type { Limits } from "./limits.js";
+import { decodeRecord, type LogRecord, type Pointer, type StreamSetRecord } from "./log/record.js";
+import { adjacentRun, type SegmentLog } from "./log/segment-log.js";
+import type { Tier } from "./tier/tier.js";
+import type { KvEntry, StoredMessage } from "./types.js";
+
+export class RecordReader {
+  /** `tier` is asked on each read: the store attaches its tier after opening the log. */
+  constructor(
+    private readonly log: SegmentLog,
+    private readonly limits: Limits,
+    private readonly tier: () => Tier | undefined,
+  ) {}
+
+  /** Reads and verifies the record at `ptr`: from the local segment file when on disk, else through the tier. */
+  async readRecord(ptr: Pointer): Promise<LogRecord> {
+    const tier = this.tier();
+    if (tier && !tier.isLocal(ptr.seg)) return decodeRecord(await tier.readBody(ptr));
+    tier?.touch(ptr.seg);
+    return decodeRecord(this.log.readBody(ptr));
+  }
+
+  /** Assembles a value: inline, or the concatenation of its chunk records. */
+  async valueOf(rec: { value: Uint8Array; chunks?: Pointer[]; size: number }): Promise<Uint8Array> {
+    if (!rec.chunks) return rec.value;
+    const out = Buffer.allocUnsafe(rec.size);
+    let at = 0;
+    for await (const piece of this.valuePieces({ chunks: rec.chunks, size: rec.size })) {
+      out.set(piece, at);
+      at += piece.byteLength;
+    }
+    return out;
+  }
+
+  /**
+   * The pieces of a chunked value, one chunk record at a time (memory bounded by one chunk,
+   * whatever the value's size), checked to add up to exactly its size.
+   */
+  async *valuePieces(rec: { chunks: Pointer[]; size: number }): AsyncGenerator<Uint8Array> {
+    let at = 0;
+    for (const ptr of rec.chunks) {
+      const chunk = await this.readRecord(ptr);
+      if (chunk.t !== "chunk" || at + chunk.data.byteLength > rec.size) throw corruptPointer(ptr, "a chunk of a large value");
+      at += chunk.data.byteLength;
+      yield chunk.data;
+    }
+    if (at !== rec.size) throw corruptPointer(rec.chunks[0]!, `a large value (${at} of ${rec.size} bytes)`);
+  }
+
+  /** A chunked value left unread: its size, and its pieces when asked for. */
+  largeRead(chunks: Pointer[], size: number): LargeRead {
+    return { size, pieces: () => this.valuePieces({ chunks, size }) };
+  }
+
+  /**
+   * Reads the stream message an index entry points to, checking it is the one asked for.
+   * With `lazy`, a chunked value is not read: the message has an empty value and `large` reads it.
+   */
+  async readMessage(location: string, seq: number, ptr: Pointer, lazy = false): Promise<StoredMessage & { large?: LargeRead }> {
+    const rec = streamRecord(await this.readRecord(ptr), location, seq, ptr);
+    const msg: StoredMessage & { large?: LargeRead } = { seq, value: rec.chunks && !lazy ? await this.valueOf(rec) : rec.value, timestamp: rec.ts };
+    if (rec.headers) msg.headers = rec.headers;
+    if (rec.chunks && lazy) msg.large = this.largeRead(rec.chunks, rec.size);
+    return msg;
+  }
+
+  /**
+   * Reads the stream records of `entries` (a page of a scan) from `start` on, checking each is the
+   * one asked for: records that lie back to back in a local segment, up to `scanReadBytesMax`,
+   * with one read; else (an evicted segment) one record through the tier.
+   * Resolves to the records read and the index of the next entry to read.
+   */
+  async readStreamRun(location: string, entries: ReadonlyArray<{ seq: number; ptr: Pointer }>, start: number): Promise<{ records: StreamSetRecord[]; next: number }> {
+    const first = entries[start]!;
+    const tier = this.tier();
+    if (tier && !tier.isLocal(first.ptr.seg)) {
+      return { records: [streamRecord(await this.readRecord(first.ptr), location, first.seq, first.ptr)], next: start + 1 };
+    }
+    tier?.touch(first.ptr.seg);
+    const n = adjacentRun(entries, start, this.limits.scanReadBytesMax);
+    const bodies = this.log.readBodies(first.ptr.seg, entries.slice(start, start + n).map((e) => e.ptr));
+    // The values share the run's buffer (at most scanReadBytesMax), as values faulted in from the
+    // tier share their block.
+    const records = bodies.map((body, i) => streamRecord(decodeRecord(body), location, entries[start + i]!.seq, entries[start + i]!.ptr));
+    return { records, next: start + n };
+  }
+
+  /** Reads the kv entry an index entry points to, checking it is the one asked for (`lazy`: as readMessage). */
+  async readKvEntry(location: string, key: string, ptr: Pointer, lazy = false): Promise<KvEntry & { large?: LargeRead }> {
+    const rec = await this.readRecord(ptr);
+    if (rec.t !== "kset" || rec.loc !== location || rec.key !== key) throw corruptPointer(ptr, `${location} key ${key}`);
+    const entry: KvEntry & { large?: LargeRead } = { key, value: rec.chunks && lazy ? rec.value : await this.valueOf(rec), revision: rec.rev, timestamp: rec.ts };
+    if (rec.headers) entry.headers = rec.headers;
+    if (rec.expiresAt !== undefined) entry.expiresAt = rec.expiresAt;
+    if (rec.chunks && lazy) entry.large = this.largeRead(rec.chunks, rec.size);
+    return entry;
+  }
+}
+
+/** `rec` as the stream set record of `location` at `seq`, or CORRUPT when the index pointed elsewhere. */
+function streamRecord(rec: LogRecord, location: string, seq: number, ptr: Pointer): StreamSetRecord {
+  if (rec.t !== "sset" || rec.loc !== location || rec.seq !== seq) throw corruptPointer(ptr, `${location} seq ${seq}`);
+  return rec;
+}
+
+function corruptPointer(ptr: Pointer, what: string): StrataError {
+  return new StrataError("CORRUPT", `the index entry for ${what} points at segment ${ptr.seg} offset ${ptr.off}, which holds something else; run \`strata reindex\``);
+}
