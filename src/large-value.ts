@@ -36,7 +36,14 @@ export async function valueParts(engine: Engine, value: Uint8Array): Promise<Val
   if (value.byteLength <= chunkBytes) return { value, size: value.byteLength };
   const writes: Array<Promise<Pointer>> = [];
   for (let at = 0; at < value.byteLength; at += chunkBytes) writes.push(writeChunk(engine, value.subarray(at, at + chunkBytes)));
-  return { value: EMPTY, size: value.byteLength, chunks: await Promise.all(writes) };
+  const settled = await Promise.allSettled(writes);
+  const failed = settled.find((s) => s.status === "rejected");
+  if (failed) {
+    // Some chunks were written before one failed (e.g. a full disk): they will never be referenced.
+    engine.abandonChunks(settled.flatMap((s) => (s.status === "fulfilled" ? [s.value] : [])));
+    throw failed.reason;
+  }
+  return { value: EMPTY, size: value.byteLength, chunks: settled.map((s) => (s as PromiseFulfilledResult<Pointer>).value) };
 }
 
 /**

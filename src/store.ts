@@ -177,7 +177,20 @@ export class Store {
   /** @internal Queues a write on the group commit. */
   submit(op: WriteOp): Promise<{ result?: unknown; committed?: Committed }> {
     if (this.closing) return Promise.reject(closedError());
-    return this.queue.submit(op);
+    const chunks = "chunks" in op ? op.chunks : undefined;
+    if (chunks === undefined) return this.queue.submit(op);
+    // A large value's chunks are referenced only by its set record: when that is not written
+    // (refused, failed, or a repeated msgId answered with the original), they are dead at once.
+    return this.queue.submit(op).then(
+      (outcome) => {
+        if (outcome.committed === undefined) this.abandonChunks(chunks);
+        return outcome;
+      },
+      (err: unknown) => {
+        this.abandonChunks(chunks);
+        throw err;
+      },
+    );
   }
 
   /** @internal The location's metadata, checking its kind. Undefined while nothing was written. */
