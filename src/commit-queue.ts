@@ -24,10 +24,12 @@
  * on top of it is not written but re-decided from the queue's head (its view held the failed
  * records), and the queue goes on: the next write is tried against the disk again, so writes work
  * again once there is space. A record the index cannot take is quarantined alone
- * (index/apply.ts `applyRecords`): its caller gets INTERNAL, every other record commits. Only a
- * failure of the index itself (no record to blame) or `fail()` (store closing) stops the queue.
+ * (index/apply.ts `applyRecords`): its caller gets INTERNAL, every other record commits. When the
+ * index cannot be written at all (its disk is full), the durable batch waits, unanswered, and is
+ * tried again (`indexDurable`); only `fail()` (store closing) stops the queue.
  */
 import { assert } from "./assert.js";
+import { backoff } from "./backoff.js";
 import { StrataError } from "./errors.js";
 import { applyRecords } from "./index/apply.js";
 import type { LmdbIndex } from "./index/lmdb-index.js";
@@ -82,6 +84,9 @@ export class CommitQueue {
   private failed: StrataError | undefined;
   /** Whether the last log write failed (warned once per episode, not per write). */
   private writesFailing = false;
+  /** Set by `requestClose`: a batch waiting for the index stops waiting. */
+  private closeRequested = false;
+  private wakeRetry: (() => void) | undefined;
   private idleWaiters: Array<() => void> = [];
   /** Number of records committed and batches written, for the benchmark. */
   stats = { records: 0, batches: 0 };
@@ -222,7 +227,7 @@ export class CommitQueue {
           inFlight = this.startWrite(next);
           open = undefined;
         }
-        this.indexBatch(done.batch, outcome);
+        await this.indexDurable(done.batch, outcome);
         next?.view.detach(); // `done` is in the index now
       }
     } finally {
@@ -282,12 +287,63 @@ export class CommitQueue {
    * Applies a batch whose records are durable to the index, with the recovery checkpoint at the
    * end of its last record (a later batch's write may be in progress), then resolves its callers.
    */
-  private indexBatch(batch: OpenBatch, ptrs: Pointer[]): void {
+  /**
+   * Indexes a durable batch, however long the index takes to accept it: when the index cannot be
+   * written at all (its disk is full), the batch's writers are not answered yet — their records
+   * are durable and the index never reflects them before they are applied, so reads stay
+   * consistent — and it is tried again with backoff; later writes wait behind it (bounded by
+   * writeQueueMax). Nothing answered with an error can appear later this way. If the store closes
+   * meanwhile, the writers are told their writes are durable: they become visible at the next open.
+   */
+  private async indexDurable(batch: OpenBatch, ptrs: Pointer[]): Promise<void> {
+    const delays = backoff({ initialMs: Math.min(10, this.limits.indexRetryMaxMs), maxMs: this.limits.indexRetryMaxMs });
+    for (let attempt = 0; ; attempt++) {
+      const err = this.indexBatch(batch, ptrs, attempt > 0);
+      if (err === undefined) {
+        if (attempt > 0) this.onWarning("the index takes writes again; the writes that waited are acknowledged");
+        return;
+      }
+      if (attempt === 0) this.onWarning(`the index cannot be written (${err.message}); writes wait until it can (free disk space), reads go on`);
+      if (this.closeRequested) {
+        this.resolveDurable(batch, ptrs);
+        return;
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          this.wakeRetry = undefined;
+          resolve();
+        }, delays.next());
+        this.wakeRetry = () => {
+          clearTimeout(timer);
+          this.wakeRetry = undefined;
+          resolve();
+        };
+      });
+    }
+  }
+
+  /** The store is closing: a batch waiting for the index is left to the next open's replay. */
+  requestClose(): void {
+    this.closeRequested = true;
+    this.wakeRetry?.();
+  }
+
+  private resolveDurable(batch: OpenBatch, ptrs: Pointer[]): void {
+    batch.writing.forEach((w, i) => w.p.resolve({ committed: { record: w.record, ptr: ptrs[i]!, removed: 0 } }));
+    for (const s of batch.settled) s.p.resolve({ result: s.result });
+  }
+
+  /**
+   * Applies a durable batch to the index and answers its writers; returns the error when the index
+   * could not be written at all (nothing answered then). `retry`: some of its records may already
+   * be in the index from an earlier attempt, and are skipped as replay skips them.
+   */
+  private indexBatch(batch: OpenBatch, ptrs: Pointer[], retry: boolean): Error | undefined {
     const { writing, settled, refused } = batch;
-    for (const r of refused) r.p.reject(r.err);
+    if (!retry) for (const r of refused) r.p.reject(r.err);
     if (writing.length === 0) {
       for (const s of settled) s.p.resolve({ result: s.result });
-      return;
+      return undefined;
     }
     assert(ptrs.length === writing.length, "one pointer per record");
     const committed: Committed[] = writing.map((w, i) => ({ record: w.record, ptr: ptrs[i]!, removed: 0 }));
@@ -296,20 +352,16 @@ export class CommitQueue {
     try {
       const now = this.clock();
       const items = committed.map((c) => ({ rec: c.record, ptr: c.ptr }));
-      const applied = applyRecords(this.index, items, { replay: false, dedupWindowMs: this.limits.dedupWindowMs, now }, { seg: end.seg, off: end.off + end.len });
-      committed.forEach((c, i) => (c.removed = applied.removed[i]!));
+      const applied = applyRecords(this.index, items, { replay: retry, dedupWindowMs: this.limits.dedupWindowMs, now }, { seg: end.seg, off: end.off + end.len });
+      committed.forEach((c, i) => (c.removed = Math.max(0, applied.removed[i]!)));
       for (const q of applied.quarantined) {
         const where = `segment ${q.ptr.seg} offset ${q.ptr.off}`;
         this.onWarning(`quarantined the record at ${where} (location "${q.loc}"): the index could not apply it (${q.reason}); it was refused and is skipped on every replay`);
         failed.set(q.i, new StrataError("INTERNAL", `the write could not be applied to the index (${q.reason}); it was not stored. Report this as a bug.`));
       }
     } catch (err) {
-      // The records are durable but the index could not take them: recovery on reopen will
-      // replay them. Refuse further writes so nothing builds on the inconsistent index.
-      const e = new StrataError("INTERNAL", `index update failed (${(err as Error).message}); the records are durable in the log and are replayed when the store is reopened`, { cause: err });
-      this.fail(e);
-      this.rejectOpen(batch, e);
-      return;
+      // The index cannot be written at all; the records are durable: the caller tries again.
+      return err instanceof Error ? err : new Error(String(err));
     }
     this.stats.records += committed.length;
     this.stats.batches += 1;
@@ -320,5 +372,6 @@ export class CommitQueue {
       else writing[i]!.p.resolve({ committed: c });
     });
     for (const s of settled) s.p.resolve({ result: s.result });
+    return undefined;
   }
 }

@@ -75,6 +75,8 @@ export interface Limits {
   objectAckTimeoutMs: number;
   /** Longest pause between retries of a failed upload. */
   uploadRetryMaxMs: number;
+  /** Longest pause between attempts to index a durable batch while the index cannot be written. */
+  indexRetryMaxMs: number;
   /** An index checkpoint is uploaded at least this often while there are writes. */
   checkpointIntervalMs: number;
   /** Index checkpoints kept in the object store (older ones are deleted). */
@@ -119,6 +121,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   footerCacheMax: 1024,
   objectAckTimeoutMs: 30_000,
   uploadRetryMaxMs: 5_000,
+  indexRetryMaxMs: 1_000,
   checkpointIntervalMs: 60_000,
   checkpointsKept: 2,
   closeUploadWaitMs: 5_000,

@@ -395,6 +395,7 @@ export class Store {
   close(): Promise<void> {
     this.closing ??= (async () => {
       this.stopMaintenance?.();
+      this.queue.requestClose();
       await this.queue.idle();
       try {
         if (this.tier) {

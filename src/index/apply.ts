@@ -9,8 +9,11 @@
  * alone is quarantined (skipped, remembered in `sys` under `quarantine/<seg>/<off>` with the reason,
  * and returned so the caller reports it) and every other record applies. Replay goes through the
  * same function and skips a remembered record, so a record whose writer got an error stays absent.
+ * Only an AssertionError or StrataError quarantines a record; any other failure (the index cannot
+ * be written at all: its disk is full, LMDB refuses) is thrown, and the commit queue retries.
  */
-import { assert } from "../assert.js";
+import { AssertionError, assert } from "../assert.js";
+import { StrataError } from "../errors.js";
 import type { LogRecord, Pointer } from "../log/record.js";
 import type { Checkpoint } from "./lmdb-index.js";
 import type { Kind } from "../types.js";
@@ -80,6 +83,10 @@ export function applyRecords(index: LmdbIndex, items: ReadonlyArray<{ rec: LogRe
         }),
       );
     } catch (err) {
+      // Only Strata's own refusals blame the record. Anything else (the index's disk is full, an
+      // LMDB error) is the environment's: no record is quarantined for it, and the caller tries
+      // the batch again later (records applied meanwhile are skipped then, as replay does).
+      if (!(err instanceof AssertionError || err instanceof StrataError)) throw err;
       removed.push(-1);
       quarantined.push({ i, loc: rec.t === "chunk" ? "" : rec.loc, ptr, reason: err instanceof Error ? err.message : String(err) });
     }

@@ -9,6 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { StoreOptions } from "../../src/config.js";
+import { AssertionError } from "../../src/assert.js";
 import { applyFaultHook, applyRecords } from "../../src/index/apply.js";
 import { LmdbIndex } from "../../src/index/lmdb-index.js";
 import { seqMax } from "../../src/limits.js";
@@ -103,7 +104,7 @@ describe("seqs are bounded by seqMax at every edge", () => {
 
 describe("a record the index cannot apply is quarantined alone", () => {
   const failBad = (rec: LogRecord) => {
-    if (rec.t === "sset" && rec.loc === "bad/x" && Buffer.from(rec.value ?? []).toString() === "poison") throw new Error("injected apply failure");
+    if (rec.t === "sset" && rec.loc === "bad/x" && Buffer.from(rec.value ?? []).toString() === "poison") throw new AssertionError("injected apply failure");
   };
 
   it("fails only that write; other locations keep committing; replay, rebuild and reindex skip it", async () => {

@@ -1,0 +1,97 @@
+/**
+ * An index that cannot be written at all (its disk is full) must neither wedge the store for good
+ * nor make a write answered with an error appear later: the durable batch waits, unanswered and
+ * invisible to reads, is indexed and acknowledged once the index takes writes again, and is
+ * acknowledged as durable (visible at the next open) if the store closes meanwhile. The failure is
+ * injected with the test-only apply hook throwing a plain Error, as LMDB's own errors are.
+ */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { applyFaultHook } from "../../src/index/apply.js";
+import { Store } from "../../src/store.js";
+
+const enc = (s: string) => new TextEncoder().encode(s);
+const text = (v: Uint8Array | undefined) => (v === undefined ? undefined : Buffer.from(v).toString());
+
+let root: string;
+let n = 0;
+beforeAll(() => (root = fs.mkdtempSync(path.join(os.tmpdir(), "strata-index-full-"))));
+afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
+afterEach(() => void delete applyFaultHook.fn);
+
+/** A store whose warnings can be awaited. */
+async function open(dir: string) {
+  const warnings: string[] = [];
+  let waiter: { match: string; resolve: () => void } | undefined;
+  const store = await Store.open({
+    dir, sweepTimers: false, limits: { indexRetryMaxMs: 50 },
+    onWarning: (m) => {
+      warnings.push(m);
+      if (waiter && m.includes(waiter.match)) waiter.resolve();
+    },
+  });
+  const warned = (match: string) =>
+    warnings.some((w) => w.includes(match))
+      ? Promise.resolve()
+      : new Promise<void>((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error(`no warning "${match}" within 10 s; got ${JSON.stringify(warnings)}`)), 10_000);
+          waiter = { match, resolve: () => (clearTimeout(timer), resolve()) };
+        });
+  return { store, warnings, warned };
+}
+
+function fillIndexDisk(): { free: () => void } {
+  let full = true;
+  applyFaultHook.fn = () => {
+    if (full) throw new Error("MDB_PROBLEM: no space left on device (simulated)");
+  };
+  return { free: () => void (full = false) };
+}
+
+describe("an index that cannot be written", () => {
+  it("holds the write unanswered and unseen, then acknowledges it once the index takes writes again", async () => {
+    const dir = path.join(root, `d${n++}`);
+    const { store, warnings, warned } = await open(dir);
+    try {
+      const kv = store.kv("k/v");
+      await kv.set("a", enc("1"));
+      const disk = fillIndexDisk();
+      let answered = false;
+      const pending = kv.set("b", enc("2")).finally(() => (answered = true));
+      await warned("the index cannot be written");
+      // Not answered, not visible, and reads go on.
+      expect(answered).toBe(false);
+      expect(await kv.get("b")).toBeUndefined();
+      expect(text((await kv.get("a"))?.value)).toBe("1");
+      disk.free();
+      await expect(pending).resolves.toMatchObject({ revision: 2 });
+      expect(text((await kv.get("b"))?.value)).toBe("2");
+      await warned("the index takes writes again");
+      // Writes go on; nothing was quarantined for the environment's failure.
+      await expect(kv.set("c", enc("3"))).resolves.toMatchObject({ revision: 3 });
+      expect(warnings.some((w) => w.includes("quarantined"))).toBe(false);
+    } finally {
+      await store.close();
+    }
+    const again = await Store.open({ dir, sweepTimers: false });
+    expect((await again.kv("k/v").get("c"))?.revision).toBe(3);
+    await again.close();
+  });
+
+  it("acknowledges a waiting write as durable when the store closes, and it is there at the next open", async () => {
+    const dir = path.join(root, `d${n++}`);
+    const { store, warned } = await open(dir);
+    await store.stream("s/a").append({ value: enc("one") });
+    fillIndexDisk();
+    const pending = store.stream("s/a").append({ value: enc("two") });
+    await warned("the index cannot be written");
+    await store.close();
+    await expect(pending).resolves.toMatchObject({ seq: 2 });
+    delete applyFaultHook.fn;
+    const again = await Store.open({ dir, sweepTimers: false });
+    expect(text((await again.stream("s/a").get(2))?.value)).toBe("two");
+    await again.close();
+  });
+});
