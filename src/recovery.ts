@@ -286,7 +286,14 @@ function replaySegment(
     const batch = pending;
     pending = [];
     // A record the index cannot take is quarantined alone, never the end of replay (apply.ts).
-    const applied = applyRecords(index, batch, { replay: true, dedupWindowMs: limits.dedupWindowMs, now }, { seg: id, off: end });
+    let applied: ReturnType<typeof applyRecords>;
+    try {
+      applied = applyRecords(index, batch, { replay: true, dedupWindowMs: limits.dedupWindowMs, now }, { seg: id, off: end });
+    } catch (cause) {
+      // The index itself cannot be written (its disk full): the open fails, retryably; what was
+      // replayed so far is kept and the next open continues from there.
+      throw new StrataError("IO", `the index cannot be written while replaying segment ${id} (${(cause as Error).message}); free disk space and open the store again`, { cause });
+    }
     for (const q of applied.quarantined) (report.quarantined ??= []).push({ seg: q.ptr.seg, off: q.ptr.off, loc: q.loc, reason: q.reason });
     report.replayed += batch.length;
   };

@@ -10,6 +10,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { applyFaultHook } from "../../src/index/apply.js";
+import { StrataError } from "../../src/errors.js";
 import { Store } from "../../src/store.js";
 
 const enc = (s: string) => new TextEncoder().encode(s);
@@ -92,6 +93,23 @@ describe("an index that cannot be written", () => {
     delete applyFaultHook.fn;
     const again = await Store.open({ dir, sweepTimers: false });
     expect(text((await again.stream("s/a").get(2))?.value)).toBe("two");
+    await again.close();
+  });
+
+  it("fails an open whose replay cannot write the index with IO, and the next open completes it", async () => {
+    const dir = path.join(root, `d${n++}`);
+    const first = await Store.open({ dir, sweepTimers: false });
+    for (let i = 0; i < 5; i++) await first.stream("s/r").append({ value: enc(`m${i}`) });
+    await first.close();
+    fs.rmSync(path.join(dir, "index"), { recursive: true, force: true }); // forces a replay of the log
+    fillIndexDisk();
+    const failed = await Store.open({ dir, sweepTimers: false }).catch((e: unknown) => e);
+    expect(StrataError.is(failed, "IO")).toBe(true);
+    expect((failed as StrataError).retryable).toBe(true);
+    delete applyFaultHook.fn;
+    const again = await Store.open({ dir, sweepTimers: false });
+    expect((await again.stream("s/r").get(5))?.value).toEqual(enc("m4"));
+    expect(again.recovery.quarantined ?? []).toEqual([]);
     await again.close();
   });
 });
