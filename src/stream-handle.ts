@@ -5,7 +5,8 @@
 import { StrataError } from "./errors.js";
 import type { Committed } from "./commit-queue.js";
 import type { WriteOp } from "./write-ops.js";
-import type { Engine, LargeRead, StreamPointer } from "./engine.js";
+import type { Engine, LargeRead } from "./engine.js";
+import type { StreamSetRecord } from "./log/record.js";
 import { inlineParts, valueParts, valuePartsFrom, type ValueParts } from "./large-value.js";
 import type {
   AckMode,
@@ -127,26 +128,13 @@ export class StreamHandle implements StreamApi {
   /** Messages with seq ≥ startSeq in seq order, read a page at a time (bounded memory). */
   async *getAll(options?: { startSeq?: number }): AsyncGenerator<StoredMessage> {
     const o = validateOptionsObject(options, ["startSeq"], "getAll");
-    let next = o.startSeq === undefined ? 1 : validateSeq(o.startSeq, "startSeq");
+    const next = o.startSeq === undefined ? 1 : validateSeq(o.startSeq, "startSeq");
     const meta = this.engine.meta(this.location, "stream");
     if (!meta) return;
-    const page = this.engine.limits.scanPageSize;
-    for (;;) {
-      const entries = this.engine.scanStream(meta.id, next, page);
-      for (let at = 0; at < entries.length; ) {
-        const run = await this.engine.readStreamRun(this.location, entries, at);
-        for (const rec of run.records) {
-          const msg: StoredMessage = { seq: rec.seq, value: rec.chunks ? await this.engine.valueOf(rec) : rec.value, timestamp: rec.ts };
-          if (rec.headers) msg.headers = rec.headers;
-          yield msg;
-        }
-        at = run.next;
-      }
-      if (entries.length < page) return;
-      const last = entries[entries.length - 1]!.seq;
-      // A seq past seqMax can only come from a log written before the bound was enforced.
-      if (last >= Number.MAX_SAFE_INTEGER) return;
-      next = last + 1;
+    for await (const rec of streamRecords(this.engine, this.location, meta.id, next)) {
+      const msg: StoredMessage = { seq: rec.seq, value: rec.chunks ? await this.engine.valueOf(rec) : rec.value, timestamp: rec.ts };
+      if (rec.headers) msg.headers = rec.headers;
+      yield msg;
     }
   }
 
@@ -218,11 +206,25 @@ function writeResult(c: Committed): WriteResult {
 }
 
 /**
- * Up to `limit` index entries of a stream with seq >= `from`, in seq order: one page of a scan.
- * Kept for src/net/server/store-scan.ts; new code calls `engine.scanStream`.
+ * The stream records of location `locId` with seq >= `from`, in seq order, a page of the index at
+ * a time (bounded memory); records that lie back to back are read together, and each is checked
+ * to be the one asked for. Large values are left unread. Used by `getAll` and the wire scan.
  */
-export function scanPage(engine: Engine, locId: number, from: number, limit: number): StreamPointer[] {
-  return engine.scanStream(locId, from, limit);
+export async function* streamRecords(engine: Engine, location: string, locId: number, from: number): AsyncGenerator<StreamSetRecord> {
+  const page = engine.limits.scanPageSize;
+  for (let next = from; ; ) {
+    const entries = engine.scanStream(locId, next, page);
+    for (let at = 0; at < entries.length; ) {
+      const run = await engine.readStreamRun(location, entries, at);
+      yield* run.records;
+      at = run.next;
+    }
+    if (entries.length < page) return;
+    const last = entries[entries.length - 1]!.seq;
+    // A seq past seqMax can only come from a log written before the bound was enforced.
+    if (last >= Number.MAX_SAFE_INTEGER) return;
+    next = last + 1;
+  }
 }
 
 /** Runs writes together (they share group commits) and reports each one's outcome. */

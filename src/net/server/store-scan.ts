@@ -1,12 +1,12 @@
 /**
  * Scans behind the streamed read ops. Watchers need to know which revision produced each message
  * they replay (to merge the replay with the change feed without gap or duplicate), and the public
- * `StoredMessage` has no revision, so the stream scan reads the index and records itself, a page
- * at a time exactly as `StreamHandle.getAll` does. (An engine-level `getAll({ withRevision })`
+ * `StoredMessage` has no revision, so the stream scan reads the records itself, through the same
+ * `streamRecords` as `StreamHandle.getAll`. (An engine-level `getAll({ withRevision })`
  * would let this file go.) Kv entries carry their revision already; kv scans use the public API.
  */
 import type { LargeRead, Store } from "../../store.js";
-import { scanPage } from "../../stream-handle.js";
+import { streamRecords } from "../../stream-handle.js";
 import type { KvEntry, StoredMessage } from "../../types.js";
 import { validateKey, validateSeq } from "../../validate.js";
 
@@ -15,28 +15,15 @@ export type WireStreamItem = StoredMessage & { rev: number; large?: LargeRead };
 
 /** Messages with seq >= startSeq in seq order, each with the revision of the write that produced it. */
 export async function* scanStream(store: Store, location: string, startSeq: unknown): AsyncGenerator<WireStreamItem> {
-  let next = startSeq === undefined ? 1 : validateSeq(startSeq, "startSeq");
+  const next = startSeq === undefined ? 1 : validateSeq(startSeq, "startSeq");
   const meta = store.meta(location, "stream");
   if (!meta) return;
-  const page = store.limits.scanPageSize;
-  for (;;) {
-    const entries = scanPage(store, meta.id, next, page);
-    for (let at = 0; at < entries.length; ) {
-      // Records that lie back to back are read together; each is checked to be the one asked for.
-      const run = await store.readStreamRun(location, entries, at);
-      for (const rec of run.records) {
-        const item: WireStreamItem = { seq: rec.seq, value: rec.value, timestamp: rec.ts, rev: rec.rev };
-        if (rec.headers) item.headers = rec.headers;
-        // A large value is left unread: the reply streams it from disk (streamBatches).
-        if (rec.chunks) item.large = store.largeRead(rec.chunks, rec.size);
-        yield item;
-      }
-      at = run.next;
-    }
-    if (entries.length < page) return;
-    const last = entries[entries.length - 1]!.seq;
-    if (last >= Number.MAX_SAFE_INTEGER) return;
-    next = last + 1;
+  for await (const rec of streamRecords(store, location, meta.id, next)) {
+    const item: WireStreamItem = { seq: rec.seq, value: rec.value, timestamp: rec.ts, rev: rec.rev };
+    if (rec.headers) item.headers = rec.headers;
+    // A large value is left unread: the reply streams it from disk (streamBatches).
+    if (rec.chunks) item.large = store.largeRead(rec.chunks, rec.size);
+    yield item;
   }
 }
 
