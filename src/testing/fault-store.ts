@@ -285,3 +285,29 @@ export class FaultyObjectStore implements ObjectStore {
 function injected(message: string): StrataError {
   return new StrataError("UNAVAILABLE", message);
 }
+
+/**
+ * An `ObjectStore` that forwards every call to `inner`; tests extend it to gate, count or share a
+ * backend by overriding only the calls they change.
+ */
+export class ForwardingObjectStore implements ObjectStore {
+  constructor(protected readonly inner: ObjectStore) {}
+  put(key: string, body: Uint8Array): Promise<void> {
+    return this.inner.put(key, body);
+  }
+  get(key: string, range?: ByteRange): Promise<Uint8Array | undefined> {
+    return this.inner.get(key, range);
+  }
+  head(key: string): Promise<{ size: number } | undefined> {
+    return this.inner.head(key);
+  }
+  list(prefix: string): AsyncIterable<ObjectInfo> {
+    return this.inner.list(prefix);
+  }
+  delete(key: string): Promise<void> {
+    return this.inner.delete(key);
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}

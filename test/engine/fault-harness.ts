@@ -31,7 +31,7 @@ import { SEGMENT_HEADER_BYTES, listSegmentIds, segmentPath } from "../../src/log
 import { mulberry32 } from "../../src/random.js";
 import { Store } from "../../src/store.js";
 import { FaultIo, type FaultCode } from "../../src/testing/fault-io.js";
-import { FaultyObjectStore, MemoryObjectStore } from "../../src/testing/fault-store.js";
+import { FaultyObjectStore, ForwardingObjectStore, MemoryObjectStore } from "../../src/testing/fault-store.js";
 import type { ByteRange, ObjectInfo, ObjectStore } from "../../src/tier/object-store.js";
 import type { ChildJob } from "./fault-child.js";
 import { Model, type Outcome } from "./model.js";
@@ -81,24 +81,8 @@ interface Destroyed {
 const DISK_FAULT_CODES = new Set(["IO", "UNAVAILABLE"]);
 
 /** An object store shared by every incarnation of a store: closing a wrapper does not close it. */
-class SharedObjectStore implements ObjectStore {
-  constructor(private readonly inner: ObjectStore) {}
-  put(key: string, body: Uint8Array): Promise<void> {
-    return this.inner.put(key, body);
-  }
-  get(key: string, range?: ByteRange): Promise<Uint8Array | undefined> {
-    return this.inner.get(key, range);
-  }
-  head(key: string): Promise<{ size: number } | undefined> {
-    return this.inner.head(key);
-  }
-  list(prefix: string): AsyncIterable<ObjectInfo> {
-    return this.inner.list(prefix);
-  }
-  delete(key: string): Promise<void> {
-    return this.inner.delete(key);
-  }
-  async close(): Promise<void> {}
+class SharedObjectStore extends ForwardingObjectStore {
+  override async close(): Promise<void> {}
 }
 
 export class FaultHarness {

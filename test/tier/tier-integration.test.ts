@@ -21,6 +21,7 @@ import { decodeRecord } from "../../src/log/record.js";
 import { SEGMENT_HEADER_BYTES, listSegmentIds, segmentPath } from "../../src/log/segment-files.js";
 import type { StoreOptions } from "../../src/config.js";
 import { Store } from "../../src/store.js";
+import { ForwardingObjectStore } from "../../src/testing/fault-store.js";
 import { DirObjectStore } from "../../src/tier/dir-store.js";
 import type { ByteRange, ObjectInfo, ObjectStore } from "../../src/tier/object-store.js";
 import { S3ObjectStore } from "../../src/tier/s3-store.js";
@@ -163,63 +164,31 @@ async function sealedLayout(objects: ObjectStore, id: string, seg: number): Prom
 }
 
 /** Forwards to a backend but holds segment puts until `release()`, telling when one arrives. */
-class GatedStore implements ObjectStore {
+class GatedStore extends ForwardingObjectStore {
   private arrived!: (key: string) => void;
   /** Resolves with the key of the first segment put, once it is called. */
   readonly putCalled = new Promise<string>((resolve) => (this.arrived = resolve));
   private release!: () => void;
   private readonly gate = new Promise<void>((resolve) => (this.release = resolve));
 
-  constructor(private readonly inner: ObjectStore) {}
   open(): void {
     this.release();
   }
-  async put(key: string, body: Uint8Array): Promise<void> {
+  override async put(key: string, body: Uint8Array): Promise<void> {
     if (key.includes("/segments/")) {
       this.arrived(key);
       await this.gate;
     }
     return this.inner.put(key, body);
   }
-  get(key: string, range?: ByteRange): Promise<Uint8Array | undefined> {
-    return this.inner.get(key, range);
-  }
-  head(key: string): Promise<{ size: number } | undefined> {
-    return this.inner.head(key);
-  }
-  list(prefix: string): AsyncIterable<ObjectInfo> {
-    return this.inner.list(prefix);
-  }
-  delete(key: string): Promise<void> {
-    return this.inner.delete(key);
-  }
-  close(): Promise<void> {
-    return this.inner.close();
-  }
 }
 
 /** Forwards to a backend, counting whole-object reads per key. */
-class CountingStore implements ObjectStore {
+class CountingStore extends ForwardingObjectStore {
   readonly wholeGets = new Map<string, number>();
-  constructor(private readonly inner: ObjectStore) {}
-  put(key: string, body: Uint8Array): Promise<void> {
-    return this.inner.put(key, body);
-  }
-  get(key: string, range?: ByteRange): Promise<Uint8Array | undefined> {
+  override get(key: string, range?: ByteRange): Promise<Uint8Array | undefined> {
     if (range === undefined) this.wholeGets.set(key, (this.wholeGets.get(key) ?? 0) + 1);
     return this.inner.get(key, range);
-  }
-  head(key: string): Promise<{ size: number } | undefined> {
-    return this.inner.head(key);
-  }
-  list(prefix: string): AsyncIterable<ObjectInfo> {
-    return this.inner.list(prefix);
-  }
-  delete(key: string): Promise<void> {
-    return this.inner.delete(key);
-  }
-  close(): Promise<void> {
-    return this.inner.close();
   }
 }
 
