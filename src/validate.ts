@@ -54,7 +54,7 @@ export function validateKey(key: unknown, limits: Limits): string {
 /** A stream seq: an integer in 1..seqMax (see limits.ts for why the bound is far inside 2^53). */
 export function validateSeq(seq: unknown, name = "seq"): number {
   if (typeof seq !== "number" || !Number.isSafeInteger(seq) || seq < 1 || seq > seqMax) {
-    throw new StrataError("INVALID_ARGUMENT", `${name} must be an integer in 1..${seqMax} (seqMax), got ${describe(seq)}`);
+    throw new StrataError("INVALID_ARGUMENT", `${name} must be an integer in 1..${seqMax} (seqMax), got ${describeValue(seq)}`);
   }
   return seq;
 }
@@ -65,14 +65,14 @@ export function validateSeq(seq: unknown, name = "seq"): number {
  */
 export function validateSeqOrZero(value: unknown, name: string): number {
   if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0 || value > seqMax) {
-    throw new StrataError("INVALID_ARGUMENT", `${name} must be an integer in 0..${seqMax} (seqMax), got ${describe(value)}`);
+    throw new StrataError("INVALID_ARGUMENT", `${name} must be an integer in 0..${seqMax} (seqMax), got ${describeValue(value)}`);
   }
   return value;
 }
 
 export function validateNonNegativeInt(value: unknown, name: string): number {
   if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
-    throw new StrataError("INVALID_ARGUMENT", `${name} must be an integer >= 0, got ${describe(value)}`);
+    throw new StrataError("INVALID_ARGUMENT", `${name} must be an integer >= 0, got ${describeValue(value)}`);
   }
   return value;
 }
@@ -80,7 +80,7 @@ export function validateNonNegativeInt(value: unknown, name: string): number {
 export function validateValue(value: unknown, limits: Limits, name = "value"): Uint8Array {
   if (value === undefined) return new Uint8Array(0);
   if (!(value instanceof Uint8Array)) {
-    throw new StrataError("INVALID_ARGUMENT", `${name} must be a Uint8Array (or Buffer), got ${describe(value)}`);
+    throw new StrataError("INVALID_ARGUMENT", `${name} must be a Uint8Array (or Buffer), got ${describeValue(value)}`);
   }
   if (value.byteLength > limits.valueBytesMax) {
     throw new StrataError(
@@ -118,7 +118,7 @@ export function validateHeaders(headers: unknown, limits: Limits): Headers | und
 export function validateTimestamp(timestamp: unknown): number | undefined {
   if (timestamp === undefined) return undefined;
   if (typeof timestamp !== "number" || !Number.isSafeInteger(timestamp) || timestamp < 0) {
-    throw new StrataError("INVALID_ARGUMENT", `timestamp must be milliseconds since the epoch (integer >= 0), got ${describe(timestamp)}`);
+    throw new StrataError("INVALID_ARGUMENT", `timestamp must be milliseconds since the epoch (integer >= 0), got ${describeValue(timestamp)}`);
   }
   return timestamp;
 }
@@ -158,7 +158,7 @@ export function validateOptionsObject(options: unknown, allowed: readonly string
 export function validateAck(ack: unknown): AckMode {
   if (ack === undefined) return "local";
   if (ack !== "local" && ack !== "object") {
-    throw new StrataError("INVALID_ARGUMENT", `ack must be "local" or "object", got ${describe(ack)}`);
+    throw new StrataError("INVALID_ARGUMENT", `ack must be "local" or "object", got ${describeValue(ack)}`);
   }
   return ack;
 }
@@ -177,7 +177,7 @@ export function validateMsgId(msgId: unknown, limits: Limits): string | undefine
 export function validateTtl(ttlMs: unknown, limits: Limits): number | undefined {
   if (ttlMs === undefined) return undefined;
   if (typeof ttlMs !== "number" || !Number.isSafeInteger(ttlMs) || ttlMs < 1 || ttlMs > limits.ttlMsMax) {
-    throw new StrataError("INVALID_ARGUMENT", `ttlMs must be an integer in 1..${limits.ttlMsMax}, got ${describe(ttlMs)}`);
+    throw new StrataError("INVALID_ARGUMENT", `ttlMs must be an integer in 1..${limits.ttlMsMax}, got ${describeValue(ttlMs)}`);
   }
   return ttlMs;
 }
@@ -190,10 +190,15 @@ export function validateArray(items: unknown, limits: Limits, what: string): unk
   return items;
 }
 
-function describe(value: unknown): string {
+/**
+ * An untrusted value for an error message. Never calls anything on it: a decoded CBOR map may own
+ * `toString` or `valueOf`, and a bigint has no JSON form.
+ */
+export function describeValue(value: unknown): string {
   if (value === null) return "null";
   if (typeof value === "string") return JSON.stringify(value.slice(0, 40));
   if (typeof value === "number" || typeof value === "boolean" || typeof value === "undefined") return String(value);
+  if (typeof value === "bigint") return `${value < 0n ? "a negative" : "a"} bigint`;
   if (value instanceof Uint8Array) return `${value.constructor.name}(${value.byteLength})`;
   return Array.isArray(value) ? "an array" : typeof value;
 }

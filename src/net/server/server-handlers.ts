@@ -29,7 +29,7 @@ import type { KvHandle } from "../../kv-handle.js";
 import type { Store } from "../../store.js";
 import type { StreamHandle } from "../../stream-handle.js";
 import type { Change, ItemResult } from "../../types.js";
-import { validateNonNegativeInt, validateSeqOrZero } from "../../validate.js";
+import { describeValue, validateNonNegativeInt, validateSeqOrZero } from "../../validate.js";
 import type { NetLimits } from "../wire/net-limits.js";
 import { isLargeRead, streamBatches } from "./reply-stream.js";
 import type { Replies, ReplyTarget } from "./server-replies.js";
@@ -143,7 +143,7 @@ export function checkFields(ctx: { location: string }, body: WireMap, fields: re
 async function runUpload(ctx: RequestContext, head: WireMap, value: AsyncIterable<Uint8Array> | undefined): Promise<unknown> {
   const op = head.op;
   if (typeof op !== "string" || op === "upload" || op === "chunk" || op === "credit" || !Object.hasOwn(OPS, op) || OPS[op]!.cls !== "w") {
-    throw new StrataError("INVALID_ARGUMENT", `an upload must carry a write request, got op ${describeOp(op)}`);
+    throw new StrataError("INVALID_ARGUMENT", `an upload must carry a write request, got op ${describeValue(op)}`);
   }
   if (value === undefined) {
     checkFields(ctx, head, OPS[op]!.fields, op);
@@ -175,7 +175,7 @@ async function batch(ctx: RequestContext, body: WireMap): Promise<void> {
     try {
       const request = decodeMap(bytes, "a batch item");
       if (!COALESCED_OPS.has(request.op as string)) {
-        throw new StrataError("INVALID_ARGUMENT", `op ${describeOp(request.op)} cannot be batched; only ${[...COALESCED_OPS].join(", ")}`);
+        throw new StrataError("INVALID_ARGUMENT", `op ${describeValue(request.op)} cannot be batched; only ${[...COALESCED_OPS].join(", ")}`);
       }
       const spec = lookup(ctx, request);
       // Gets are read in turn within the batch's reply budget; writes start at once.
@@ -198,11 +198,6 @@ async function batch(ctx: RequestContext, body: WireMap): Promise<void> {
   } finally {
     reads.release();
   }
-}
-
-/** An untrusted op for a message: never calls anything on it (a decoded map may own `toString`). */
-function describeOp(op: unknown): string {
-  return typeof op === "string" ? JSON.stringify(op.slice(0, 40)) : op === null ? "null" : Array.isArray(op) ? "an array" : typeof op;
 }
 
 function credit(ctx: RequestContext, body: WireMap): void {

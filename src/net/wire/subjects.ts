@@ -19,7 +19,7 @@
  * (`_INBOX.<nuid>`), or a user's when nats-server permissions pin users to `_INBOX.<user>.>`.
  */
 import { StrataError } from "../../errors.js";
-import { describeValue } from "./wire-codec.js";
+import { describeValue } from "../../validate.js";
 
 export const DEFAULT_PREFIX = "strata";
 /** nats.js's default inbox prefix; replies go only below it unless a server is told otherwise. */

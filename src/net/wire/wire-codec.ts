@@ -105,19 +105,6 @@ export function isPlainMap(value: unknown): value is WireMap {
   return proto === Object.prototype || proto === null;
 }
 
-/**
- * A short description of an untrusted value for an error message. It calls nothing on the value:
- * a decoded map may own `toString`/`valueOf` keys, and a bigint breaks JSON.stringify.
- */
-export function describeValue(value: unknown): string {
-  if (value === null) return "null";
-  if (typeof value === "string") return JSON.stringify(value.slice(0, 64));
-  if (typeof value === "number" || typeof value === "boolean" || typeof value === "undefined") return String(value);
-  if (typeof value === "bigint") return `${value < 0n ? "a negative" : "a"} bigint`;
-  if (value instanceof Uint8Array) return `bytes(${value.byteLength})`;
-  return Array.isArray(value) ? "an array" : typeof value;
-}
-
 /** Decodes untrusted bytes that must hold a CBOR map. */
 export function decodeMap(bytes: Uint8Array, what: string): WireMap {
   const value = decodeUntrusted(bytes, what);
