@@ -111,6 +111,8 @@ async function childMain(): Promise<void> {
 async function serveStrata(settings: StrataSettings): Promise<() => Promise<void>> {
   const { startServer } = await import("../src/net/server/server.js");
   const server = await startServer({
+    // Pinned by the client, no coordinator (bench/net.ts).
+    standalone: true,
     id: settings.id,
     dir: settings.dir,
     nats: settings.url,

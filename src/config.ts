@@ -51,7 +51,8 @@ export interface StoreConfig {
   io?: FileIo;
 }
 
-const SERVER_ID = /^[-_a-zA-Z0-9]{1,64}$/;
+/** What a server id may be (it names the server's data in the object store). */
+export const SERVER_ID = /^[-_a-zA-Z0-9]{1,64}$/;
 const OPTION_NAMES = ["dir", "id", "tier", "objectStore", "cacheBytes", "sealIntervalMs", "limits", "onWarning", "clock", "sweepTimers", "fsync", "io"];
 
 export function resolveStoreConfig(options: StoreOptions): StoreConfig {

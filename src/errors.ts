@@ -17,6 +17,9 @@ export const ERROR_CODES = [
   "FORBIDDEN",
   "UNAVAILABLE",
   "TIMEOUT",
+  // To a server: its incarnation is over (its lease ended or a newer one registered); it must
+  // stop serving, register again and claim anew. Not retryable: the same request can never pass.
+  "FENCED",
   "CLOSED",
   "CORRUPT",
   "IO",

@@ -83,6 +83,16 @@ export interface Limits {
   checkpointsKept: number;
   /** On close, how long to wait for pending uploads before leaving them to the next start. */
   closeUploadWaitMs: number;
+  /**
+   * Takeover (tier/takeover.ts): disk bytes of other servers' index checkpoints kept opened between
+   * imports (decompressed, under `<data>/import-tmp`), and memory for the scanned records (values
+   * left out) of their segments; both kept at most `importCacheTtlMs` after their last use.
+   */
+  importCheckpointCacheBytes: number;
+  importScanCacheBytes: number;
+  importCacheTtlMs: number;
+  /** How long an import retries an object store that is unreachable before it fails UNAVAILABLE. */
+  importRetryMs: number;
 }
 
 const KiB = 1024;
@@ -125,6 +135,10 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   checkpointIntervalMs: 60_000,
   checkpointsKept: 2,
   closeUploadWaitMs: 5_000,
+  importCheckpointCacheBytes: 4 * GiB,
+  importScanCacheBytes: 64 * MiB,
+  importCacheTtlMs: 60_000,
+  importRetryMs: 10_000,
 });
 
 /**
@@ -169,6 +183,7 @@ export function checkLimitRelations(l: Limits): void {
     [l.scanPageSize <= 100_000, "scanPageSize must be <= 100000"],
     [l.blockCacheBytes >= l.blockBytes + l.recordBytesMax, "blockCacheBytes must hold at least one block (blockBytes + recordBytesMax)"],
     [l.objectAckTimeoutMs >= l.sealIntervalMs, "objectAckTimeoutMs must be >= sealIntervalMs"],
+    [l.importRetryMs >= l.uploadRetryMaxMs, "importRetryMs must be >= uploadRetryMaxMs (an import retries at least one longest backoff)"],
   ];
   const broken = rules.filter(([ok]) => !ok).map(([, why]) => why);
   if (broken.length > 0) {
@@ -253,6 +268,13 @@ export interface NetLimits {
   changesReplyBytesMax: number;
   /** On stop, how long in-flight requests, uploads and streams may take to finish. */
   shutdownGraceMs: number;
+  /** A request of a server to the coordinator (register, renew, claim, cut, confirm) fails after this. */
+  coordRequestTimeoutMs: number;
+  /** Retry delays while the coordinator cannot be reached (src/backoff.ts). */
+  coordRetryMinMs: number;
+  coordRetryMaxMs: number;
+  /** Most locations in one claim or confirm request of a server. */
+  claimBatchMax: number;
 }
 
 export const DEFAULT_NET_LIMITS: Readonly<NetLimits> = Object.freeze({
@@ -282,13 +304,32 @@ export const DEFAULT_NET_LIMITS: Readonly<NetLimits> = Object.freeze({
   changesPageMax: 1000,
   changesReplyBytesMax: 4 * MiB,
   shutdownGraceMs: 10_000,
+  coordRequestTimeoutMs: 2000,
+  coordRetryMinMs: 50,
+  coordRetryMaxMs: 1000,
+  claimBatchMax: 1000,
 });
 
 // ─── The coordinator ───────────────────────────────────────────────────────────────────
 
 export interface CoordinatorLimits {
-  /** A server is live while its heartbeats arrive within this (5 missed 1 s heartbeats). */
-  serverTtlMs: number;
+  /**
+   * Leases (docs/failover.md). A server is live while its lease holds: it renews every
+   * `leaseRenewMs`; it believes in its lease until (renewal sent) + leaseMs − leaseMarginMs on its
+   * own clock, the coordinator until (renewal received) + leaseMs + leaseMarginMs on its own, so
+   * clock-rate skew below leaseMarginMs / leaseMs cannot give two holders. Rules checked:
+   * leaseMarginMs × 2 <= leaseMs and leaseRenewMs × 2 <= leaseMs − leaseMarginMs (one lost renewal
+   * never costs the lease). Given only leaseMs, renew and margin default to leaseMs / 5.
+   */
+  leaseMs: number;
+  leaseRenewMs: number;
+  leaseMarginMs: number;
+  /** How long move/drain wait for the holder's `handover` reply before giving up (UNAVAILABLE). */
+  handoverTimeoutMs: number;
+  /** Most locations in one claim, confirm, release or handover request. */
+  locationsPerRequestMax: number;
+  /** Most moved locations a drain reply lists (it counts them all). */
+  drainListMax: number;
   /** Most servers remembered; bounds memory and the size of the `servers` reply. */
   serversMax: number;
   /** Most new locations being recorded at once; beyond this locate answers UNAVAILABLE. */
@@ -310,7 +351,12 @@ export interface CoordinatorLimits {
 }
 
 export const DEFAULT_COORDINATOR_LIMITS: Readonly<CoordinatorLimits> = Object.freeze({
-  serverTtlMs: 5000,
+  leaseMs: 10_000,
+  leaseRenewMs: 2000,
+  leaseMarginMs: 2000,
+  handoverTimeoutMs: 10_000,
+  locationsPerRequestMax: 1000,
+  drainListMax: 1000,
   serversMax: 1000,
   pendingAssignmentsMax: 10_000,
   assignBurstPerClientMax: 5000,
@@ -322,8 +368,14 @@ export const DEFAULT_COORDINATOR_LIMITS: Readonly<CoordinatorLimits> = Object.fr
 });
 
 export function resolveCoordinatorLimits(partial?: Partial<CoordinatorLimits>): CoordinatorLimits {
-  const l = resolve(DEFAULT_COORDINATOR_LIMITS, partial, "coordinator");
+  // A lease given alone brings its renew interval and margin along (lease / 5 each).
+  const lease = partial?.leaseMs;
+  const derived = typeof lease === "number" && lease > 0 ? { leaseRenewMs: Math.max(1, Math.floor(lease / 5)), leaseMarginMs: Math.max(1, Math.floor(lease / 5)) } : {};
+  const given = Object.fromEntries(Object.entries(partial ?? {}).filter(([, v]) => v !== undefined));
+  const l = resolve(DEFAULT_COORDINATOR_LIMITS, { ...derived, ...given }, "coordinator");
   const rules: Array<[boolean, string]> = [
+    [l.leaseMarginMs * 2 <= l.leaseMs, "leaseMarginMs × 2 must be <= leaseMs"],
+    [l.leaseRenewMs * 2 <= l.leaseMs - l.leaseMarginMs, "leaseRenewMs × 2 must be <= leaseMs − leaseMarginMs (a server must be able to miss one renewal)"],
     [l.assignPerClientPerSecMax <= l.assignBurstPerClientMax, "assignPerClientPerSecMax must be <= assignBurstPerClientMax"],
     [l.assignPerSecMax <= l.assignBurstMax, "assignPerSecMax must be <= assignBurstMax"],
     [l.assignBurstPerClientMax <= l.assignBurstMax, "assignBurstPerClientMax must be <= assignBurstMax"],
@@ -398,6 +450,7 @@ export function resolveNetLimits(partial?: Partial<NetLimits>): NetLimits {
     ],
     [l.batchReplyBytesMax * 4 <= l.replyBytesInFlightMax, "batchReplyBytesMax must be at most a quarter of replyBytesInFlightMax"],
     [l.uploadsPerClientMax <= l.uploadsMax, "uploadsPerClientMax must be <= uploadsMax"],
+    [l.coordRetryMinMs <= l.coordRetryMaxMs, "coordRetryMinMs must be <= coordRetryMaxMs"],
     // A client can only send what the window grants: asking for more than one window per idle
     // period would fail honest uploads whenever the writer is merely slow.
     [l.uploadBytesPerSecMin * (l.uploadIdleMs / 1000) <= l.uploadWindowBytes, "uploadBytesPerSecMin × uploadIdleMs must be <= uploadWindowBytes"],

@@ -9,8 +9,12 @@
  * and that the record is the one asked for (kind, location, seq or key; a chunked value's chunks
  * add up to exactly its size), else CORRUPT naming the index entry (fixed by `strata reindex`).
  * A chunked value is read one chunk record at a time, so `valuePieces` holds one chunk in memory.
+ * A record read from a foreign segment (another server's log, ./index/foreign-logs.ts) lists its
+ * chunks relative to that log; `readRecord` rebases them into the same foreign log before anything
+ * follows them, so every pointer a caller sees is in this index's segment-id space.
  */
 import { StrataError } from "./errors.js";
+import { FOREIGN_SEG_SPAN, foreignSeg, isForeign, logOf } from "./index/foreign-logs.js";
 import type { LargeRead } from "./engine.js";
 import type { Limits } from "./limits.js";
 import { decodeRecord, type LogRecord, type Pointer, type StreamSetRecord } from "./log/record.js";
@@ -29,6 +33,10 @@ export class RecordReader {
   /** Reads and verifies the record at `ptr`: from the local segment file when on disk, else through the tier. */
   async readRecord(ptr: Pointer): Promise<LogRecord> {
     const tier = this.tier();
+    if (isForeign(ptr.seg)) {
+      if (!tier) throw new StrataError("UNAVAILABLE", `segment ${ptr.seg} is another server's (an imported location) and this store has no object store; open it with its tier`);
+      return rebased(decodeRecord(await tier.readBody(ptr)), ptr);
+    }
     if (tier && !tier.isLocal(ptr.seg)) return decodeRecord(await tier.readBody(ptr));
     tier?.touch(ptr.seg);
     return decodeRecord(this.log.readBody(ptr));
@@ -87,7 +95,7 @@ export class RecordReader {
   async readStreamRun(location: string, entries: ReadonlyArray<{ seq: number; ptr: Pointer }>, start: number): Promise<{ records: StreamSetRecord[]; next: number }> {
     const first = entries[start]!;
     const tier = this.tier();
-    if (tier && !tier.isLocal(first.ptr.seg)) {
+    if (isForeign(first.ptr.seg) || (tier && !tier.isLocal(first.ptr.seg))) {
       return { records: [streamRecord(await this.readRecord(first.ptr), location, first.seq, first.ptr)], next: start + 1 };
     }
     tier?.touch(first.ptr.seg);
@@ -109,6 +117,18 @@ export class RecordReader {
     if (rec.chunks && lazy) entry.large = this.largeRead(rec.chunks, rec.size);
     return entry;
   }
+}
+
+/**
+ * A record read from foreign segment `ptr.seg`, with its chunk pointers (relative to the log that
+ * wrote it, whose segments are all below 2^32) moved into the same foreign log.
+ */
+function rebased(rec: LogRecord, ptr: Pointer): LogRecord {
+  if ((rec.t !== "sset" && rec.t !== "kset") || rec.chunks === undefined) return rec;
+  const f = logOf(ptr.seg);
+  for (const c of rec.chunks) if (c.seg >= FOREIGN_SEG_SPAN) throw corruptPointer(ptr, "a chunked value whose chunks are not in its own log");
+  rec.chunks = rec.chunks.map((c) => ({ seg: foreignSeg(f, c.seg), off: c.off, len: c.len }));
+  return rec;
 }
 
 /** `rec` as the stream set record of `location` at `seq`, or CORRUPT when the index pointed elsewhere. */

@@ -16,16 +16,23 @@
  * (./index/index-check.ts) is first moved aside as `index.damaged-<time>`. A requested rebuild
  * (`strata reindex`) builds into `index.rebuild` and swaps it in only once it is complete, so a
  * failure or a crash leaves the old index as it was.
+ *
+ * An `import` record (a takeover) carries no rows: replay redoes the import from the object store
+ * (tier/takeover.ts), waiting for it before the records after it are applied, so the rebuilt
+ * location is the one the live import produced. A log with imports (or an index with foreign
+ * pointers) cannot be opened without the object store: INVALID_ARGUMENT says to give the tier.
  */
 import fs from "node:fs";
 import path from "node:path";
 import { StrataError } from "./errors.js";
 import { applyRecords } from "./index/apply.js";
+import { hasForeignLogs } from "./index/foreign-logs.js";
+import { registerImport, type ImportRows } from "./index/import-rows.js";
 import { moveIndexAside } from "./index/index-check.js";
 import { LmdbIndex, type Checkpoint } from "./index/lmdb-index.js";
 import { unsyncedProblem, writeUnsyncedMarker } from "./index/unsynced-marker.js";
 import { scanRecords } from "./log/frame-scan.js";
-import type { LogRecord, Pointer } from "./log/record.js";
+import type { ImportRecord, LogRecord, Pointer } from "./log/record.js";
 import { SEGMENT_HEADER_BYTES, checkSegmentHeader, fsyncDir, listSegmentIds, segmentPath } from "./log/segment-files.js";
 import type { Limits } from "./limits.js";
 import { restoreCheckpoint } from "./tier/checkpoints.js";
@@ -38,6 +45,8 @@ import { tierSegments } from "./tier/tier-listing.js";
 export interface TierSource {
   objects: ObjectStore;
   serverId: string;
+  /** Redoes an import record's import (tier/takeover.ts); without it, replay cannot meet one. */
+  prepareImport?: (rec: ImportRecord) => Promise<ImportRows>;
 }
 
 export interface RecoveryReport {
@@ -65,6 +74,10 @@ export interface RecoveryReport {
   tierSizes: Map<number, number>;
   /** True when the index came from a checkpoint in the object store. */
   restoredCheckpoint?: { seg: number; off: number };
+  /** Import records replayed (each redone from the object store). */
+  imports?: number;
+  /** Redone imports whose revision differs from the one their record noted (the source changed). */
+  importMismatches?: Array<{ loc: string; from: string; expected: number; got: number }>;
 }
 
 const REPLAY_TXN_RECORDS = 2000;
@@ -127,6 +140,7 @@ export async function openIndexAndRecover(
   }
   try {
     await replayAll(index, replay);
+    if (!opts.tier && hasForeignLogs(index)) throw noTierForImports();
   } catch (err) {
     // The open fails (e.g. the object store is unreachable mid-restore); what was replayed is
     // kept, and the next open continues from there. The index must not stay open meanwhile.
@@ -189,11 +203,11 @@ async function replayAll(index: LmdbIndex, r: Replay): Promise<void> {
     const from = id === start.seg ? start.off : SEGMENT_HEADER_BYTES;
     if (localSet.has(id)) {
       const last = id === r.lastId;
-      const size = replaySegment(index, readLocal(r.segmentsDir, id, from), id, from, last, r.limits, r.now, r.report, segmentPath(r.segmentsDir, id));
+      const size = await replaySegment(index, readLocal(r.segmentsDir, id, from), id, from, last, r, segmentPath(r.segmentsDir, id));
       if (last) r.report.active = { id, size };
     } else {
       const raw = await fetchTierSegment(r.tier!, id);
-      replaySegment(index, { buf: raw, base: 0 }, id, from, false, r.limits, r.now, r.report, undefined);
+      await replaySegment(index, { buf: raw, base: 0 }, id, from, false, r, undefined);
     }
   }
 }
@@ -269,17 +283,8 @@ function dropTornLastSegment(segmentsDir: string): void {
 }
 
 /** Replays one segment from `from`; returns the segment's valid length (after any cut). */
-function replaySegment(
-  index: LmdbIndex,
-  { buf, base }: SegmentBytes,
-  id: number,
-  from: number,
-  last: boolean,
-  limits: Limits,
-  now: number,
-  report: RecoveryReport,
-  file: string | undefined,
-): number {
+async function replaySegment(index: LmdbIndex, { buf, base }: SegmentBytes, id: number, from: number, last: boolean, r: Replay, file: string | undefined): Promise<number> {
+  const { limits, now, report } = r;
   let off = from;
   let pending: Array<{ rec: LogRecord; ptr: Pointer }> = [];
   const flush = (end: number) => {
@@ -315,12 +320,33 @@ function replaySegment(
       continue;
     }
     const next = base + step.next;
+    if (step.rec.t === "import") {
+      // Everything before it is applied first; the import is redone before anything after it.
+      flush(off);
+      await redoImport(step.rec, r);
+    }
     pending.push({ rec: step.rec, ptr: { seg: id, off, len: next - off } });
     off = next;
     if (pending.length >= REPLAY_TXN_RECORDS) flush(off);
   }
   flush(off);
   return off;
+}
+
+/** Prepares the rows of a replayed import record again, from the object store. */
+async function redoImport(rec: ImportRecord, r: Replay): Promise<void> {
+  const prepare = r.tier?.prepareImport;
+  if (!prepare) throw noTierForImports(rec);
+  const rows = await prepare(rec);
+  registerImport(rec, rows);
+  r.report.imports = (r.report.imports ?? 0) + 1;
+  const got = rows.meta?.rev ?? 0;
+  if (rec.rev !== undefined && got !== rec.rev) (r.report.importMismatches ??= []).push({ loc: rec.loc, from: rec.from, expected: rec.rev, got });
+}
+
+function noTierForImports(rec?: ImportRecord): StrataError {
+  const what = rec ? `the log holds an import of "${rec.loc}" from server "${rec.from}"` : "the index points into other servers' segments (imported locations)";
+  return new StrataError("INVALID_ARGUMENT", `${what}, which only the object store holds; open the store with its tier (--tier) to use this data directory`);
 }
 
 function cutTail(file: string, off: number): void {

@@ -20,7 +20,7 @@ import * as reads from "./index/index-reads.js";
 import type { KvPointer, StreamPointer } from "./index/index-reads.js";
 import type { LmdbIndex, LocMeta } from "./index/lmdb-index.js";
 import { removeUnsyncedMarker } from "./index/unsynced-marker.js";
-import type { LogRecord, Pointer, StreamSetRecord } from "./log/record.js";
+import type { ImportRecord, LogRecord, Pointer, StreamSetRecord } from "./log/record.js";
 import { SEGMENT_HEADER_BYTES, listSegmentIds } from "./log/segment-files.js";
 import { SegmentLog } from "./log/segment-log.js";
 import type { Limits } from "./limits.js";
@@ -29,6 +29,9 @@ import { RecordReader } from "./record-reader.js";
 import { openIndexAndRecover, type RecoveryReport } from "./recovery.js";
 import { openObjectStore, type ObjectStore } from "./tier/object-store.js";
 import { Tier } from "./tier/tier.js";
+import { isForeign } from "./index/foreign-logs.js";
+import { Importer, importRequestOf, importTmpDir } from "./tier/takeover.js";
+import { importLocations, validateServerId, type ImportItem, type ImportResult } from "./import-locations.js";
 import { KvHandle } from "./kv-handle.js";
 import { StreamHandle } from "./stream-handle.js";
 import type { AckMode, Change, Inventory, KvEntry, Kind, StoredMessage } from "./types.js";
@@ -49,6 +52,8 @@ export class Store {
   private readonly reader: RecordReader;
   /** @internal The cold tier, when the store has one. */
   tier: Tier | undefined;
+  /** @internal Takeovers' reader of other servers' object-store data (tier/takeover.ts), with a tier. */
+  importer: Importer | undefined;
 
   private constructor(
     readonly config: StoreConfig,
@@ -98,13 +103,17 @@ export class Store {
   private static async openLocked(config: StoreConfig, release: () => void, forceRebuild: boolean, given: ObjectStore | undefined): Promise<Store> {
     const objects = given ?? (config.tier !== undefined ? openObjectStore(config.tier) : undefined);
     const segmentsDir = path.join(config.dir, "segments");
+    const importer = objects ? new Importer(objects, config.limits, importTmpDir(config.dir), config.onWarning) : undefined;
     let opened: { index: LmdbIndex; report: RecoveryReport };
     try {
+      // Replay redoes the imports its log holds (recovery.ts), through the same importer.
+      const prepareImport = importer ? (rec: ImportRecord) => importer.prepare(config.id, [importRequestOf(rec)], config.clock()).then((rows) => rows[0]!) : undefined;
       opened = await openIndexAndRecover(path.join(config.dir, "index"), segmentsDir, config.limits, config.clock(), {
         forceRebuild,
-        ...(objects ? { tier: { objects, serverId: config.id } } : {}),
+        ...(objects ? { tier: { objects, serverId: config.id, ...(prepareImport ? { prepareImport } : {}) } } : {}),
       });
     } catch (err) {
+      await importer?.close();
       await objects?.close();
       throw err;
     }
@@ -124,12 +133,16 @@ export class Store {
     for (const d of report.damaged) {
       config.onWarning(`CORRUPT: segment ${d.seg} is damaged at offset ${d.off} (${d.bytes} bytes: ${d.reason}); the records after it are kept, reads of the damaged range answer CORRUPT. Restore the segment from a copy if you have one.`);
     }
+    for (const m of report.importMismatches ?? []) {
+      config.onWarning(`the import of "${m.loc}" from server "${m.from}" was redone from the object store with revision ${m.got}, but it had revision ${m.expected} when it was made: the source's data changed since (a segment or checkpoint was replaced or removed)`);
+    }
     if (report.damagedIndexMovedTo) config.onWarning(`the index file was damaged; moved to ${report.damagedIndexMovedTo} and rebuilt from the log (delete it once it is no longer needed)`);
     const log = SegmentLog.open(segmentsDir, config.limits, report.active, report.nextId, {}, config.io);
     log.setFsyncMode(config.fsync);
     let store: Store | undefined;
     const queue = new CommitQueue(log, index, config.limits, (batch) => store!.committed(batch), config.clock, config.onWarning);
     store = new Store(config, index, log, queue, report, release);
+    store.importer = importer;
     if (objects) {
       const s = store;
       const tier = new Tier(objects, config.id, segmentsDir, index, config.limits, {
@@ -319,6 +332,7 @@ export class Store {
     const rec = committed.record;
     const chunks = (rec.t === "sset" || rec.t === "kset") && rec.chunks ? rec.chunks : [];
     await this.tier.waitRecordsUploaded([...chunks, committed.ptr]);
+    if (rec.t !== "chunk") await this.objectCommit?.(rec.loc);
   }
 
   /**
@@ -331,6 +345,74 @@ export class Store {
     const meta = this.index.meta(location);
     const entry = meta ? reads.streamPointer(this.index, meta.id, seq) : undefined;
     if (entry) await this.tier.waitRecordsUploaded([entry.ptr]);
+    await this.objectCommit?.(location);
+  }
+
+  /**
+   * @internal Set by a server under a coordinator: called after an `ack: "object"` write's segment
+   * is in the object store and before the write is acknowledged, to confirm the location is still
+   * held under the epoch it was written at (docs/failover.md). A rejection fails the ack.
+   */
+  objectCommit: ((location: string) => Promise<void>) | undefined;
+
+  /** @internal The first own segment whose records are not in the object store (see Tier.firstUnshipped). */
+  firstUnshipped(): number {
+    return this.tier ? this.tier.firstUnshipped(this.log.activeId) : 0;
+  }
+
+  /**
+   * @internal How many records of `location` lie in own segments from `seg` on (newest first,
+   * counting at most `max`): what a server that lost the location never shipped.
+   */
+  recordsFrom(location: string, seg: number, max: number): number {
+    this.checkOpen();
+    const meta = this.index.meta(location);
+    if (!meta) return 0;
+    let n = 0;
+    for (const { ptr } of reads.scanRevsNewest(this.index, meta.id, max)) {
+      if (ptr.seg >= seg && !isForeign(ptr.seg)) n += 1;
+    }
+    return n;
+  }
+
+  /**
+   * @internal Seals the active segment and waits until every sealed segment is in the object
+   * store; resolves to the id of the last segment shipped (the cut of a handover).
+   */
+  async shipAll(): Promise<number> {
+    if (!this.tier) throw new StrataError("INVALID_ARGUMENT", "handing a location over needs a cold tier; open the store with a tier");
+    await this.sealActive();
+    const cut = this.log.activeId - 1;
+    await this.tier.drained();
+    return cut;
+  }
+
+  /**
+   * Takes locations over from another server's object-store data (docs/failover.md, step 6): each
+   * location is reset here and becomes what `from`'s segments up to `cut` (inclusive) hold of it,
+   * pointing at `from`'s segments (no value is copied). Resolves once every import record is
+   * fsync'd and applied; the location is then served from this store. An origin with nothing in
+   * the object store gives an empty location. Needs a tier (INVALID_ARGUMENT without one).
+   */
+  importLocations(items: ImportItem[]): Promise<ImportResult[]> {
+    this.checkOpen();
+    const importer = this.importer;
+    return importLocations({ limits: this.limits, serverId: this.config.id, importer, now: () => this.now(), submit: (op) => this.submit(op) }, items);
+  }
+
+  /** The last segment of server `from` in the object store (a takeover's cut), undefined when it has none. */
+  async lastSegmentOf(from: string): Promise<number | undefined> {
+    this.checkOpen();
+    validateServerId(from);
+    if (!this.importer) throw new StrataError("INVALID_ARGUMENT", "reading another server's segments needs the object store; open the store with a tier");
+    return this.importer.lastSegment(from);
+  }
+
+  /** Resolves once the records at `ptrs` (e.g. import records) are in the object store. */
+  async waitUploaded(ptrs: Pointer[]): Promise<void> {
+    this.checkOpen();
+    if (!this.tier) throw new StrataError("INVALID_ARGUMENT", "waiting for the object store needs a tier; open the store with a tier");
+    await this.tier.waitRecordsUploaded(ptrs);
   }
 
   /** @internal Refuses `ack: "object"` up front when there is no tier, before anything is written. */
@@ -360,7 +442,7 @@ export class Store {
   private committed(batch: Committed[]): void {
     if (this.listeners.size === 0) return;
     for (const c of batch) {
-      if (c.record.t === "chunk") continue;
+      if (c.record.t === "chunk" || c.record.t === "import") continue;
       const change = changeOf(c.record, c.removed);
       for (const listener of this.listeners) {
         try {
@@ -398,6 +480,7 @@ export class Store {
       this.queue.requestClose();
       await this.queue.idle();
       try {
+        await this.importer?.close().catch(() => undefined);
         if (this.tier) {
           // Ship what is dirty so that a restore elsewhere finds it; bounded by closeUploadWaitMs.
           if (this.log.activeSize > SEGMENT_HEADER_BYTES) await this.queue.exclusive(() => this.log.roll()).catch(() => undefined);

@@ -11,7 +11,7 @@
 import { StrataError } from "./errors.js";
 import { kvEntry, msgIdHit } from "./index/index-reads.js";
 import type { LmdbIndex } from "./index/lmdb-index.js";
-import type { LogRecord, Pointer } from "./log/record.js";
+import type { ImportRecord, LogRecord, Pointer } from "./log/record.js";
 import { seqMax, type Limits } from "./limits.js";
 import type { Headers, Kind } from "./types.js";
 
@@ -31,7 +31,9 @@ export type WriteOp =
   | ({ op: "kset"; loc: string; key: string; ttlMs?: number; expectedRevision?: number } & ValueParts)
   | { op: "kdel"; loc: string; key: string }
   | { op: "kexpire"; loc: string; key: string; rev: number }
-  | { op: "chunk"; data: Uint8Array };
+  | { op: "chunk"; data: Uint8Array }
+  /** A takeover's import record, its rows prepared beforehand (tier/takeover.ts, index/import-rows.ts). */
+  | { op: "import"; record: ImportRecord };
 
 /** What `prepare` decided: a record to write, or a final result with nothing to write. */
 export type Prepared = { record: LogRecord } | { result: unknown };
@@ -67,6 +69,8 @@ export class BatchView {
   private readonly deletedUpTo = new Map<string, number>();
   private readonly kv = new Map<string, KvState | null>();
   private readonly dedup = new Map<string, unknown>();
+  /** Locations this batch imports: every other write to them waits until the import is in the index. */
+  private readonly importing = new Set<string>();
 
   constructor(
     private readonly index: LmdbIndex,
@@ -98,6 +102,10 @@ export class BatchView {
     return own !== undefined ? own : this.parent?.overlayKv(dk);
   }
 
+  private overlayImporting(loc: string): boolean {
+    return this.importing.has(loc) || (this.parent?.overlayImporting(loc) ?? false);
+  }
+
   private overlayDedup(dk: string): unknown {
     return this.dedup.get(dk) ?? this.parent?.overlayDedup(dk);
   }
@@ -119,10 +127,15 @@ export class BatchView {
       case "kdel":
       case "kexpire":
         return this.kvDelete(op);
+      case "import":
+        // Nothing is decided on the location's old state once it is being replaced.
+        this.importing.add(op.record.loc);
+        return { record: op.record };
     }
   }
 
   private meta(loc: string, kind: Kind): MetaView {
+    if (this.overlayImporting(loc)) throw new StrataError("UNAVAILABLE", `location "${loc}" is being taken over; retry`);
     let m = this.metas.get(loc);
     if (m === undefined) {
       const before = this.parent?.overlayMeta(loc);

@@ -1,5 +1,5 @@
 /**
- * `strata coordinator --data DIR --nats URL [--prefix P] [--user U --pass P | --creds FILE]`:
+ * `strata coordinator --data DIR --nats URL [--lease-ms N] [--prefix P] [--user U --pass P | --creds FILE]`:
  * runs the coordinator until SIGTERM or SIGINT, then stops answering, lets in-flight requests
  * finish, closes its LMDB state and drains the NATS connection before exiting 0.
  *
@@ -19,12 +19,15 @@ export interface NatsFlags {
   user?: string;
   pass?: string;
   creds?: string;
+  natsInboxPrefix?: string;
 }
 
 interface CoordinatorFlags extends NatsFlags {
   data: string;
   prefix: string;
-  serverTtlMs?: string;
+  leaseMs?: string;
+  leaseRenewMs?: string;
+  leaseMarginMs?: string;
   inboxPrefix: string;
 }
 
@@ -41,6 +44,7 @@ export function natsOptions(flags: NatsFlags, name: string): ConnectionOptions {
     options.user = flags.user;
     options.pass = flags.pass;
   }
+  if (flags.natsInboxPrefix !== undefined) options.inboxPrefix = flags.natsInboxPrefix;
   if (flags.creds !== undefined) {
     let creds: Uint8Array;
     try {
@@ -83,19 +87,26 @@ export function addNatsFlags(command: Command): Command {
     .requiredOption("--nats <url>", "NATS server URL(s), comma-separated")
     .option("--user <user>", "NATS user (with --pass)")
     .option("--pass <password>", "NATS password (with --user)")
-    .option("--creds <file>", "NATS credentials file (JWT + nkey)");
+    .option("--creds <file>", "NATS credentials file (JWT + nkey)")
+    .option("--nats-inbox-prefix <prefix>", "inbox of this process's own requests (match the NATS user's subscribe permission, e.g. _INBOX.strata-server)");
 }
 
 export function register(program: Command): void {
   const command = program
     .command("coordinator")
-    .description("run the coordinator: tracks live servers and answers which server holds a location")
+    .description("run the coordinator: grants leases and epochs, answers which server holds a location, moves locations of dead servers")
     .requiredOption("--data <dir>", "directory of the coordinator's state (LMDB)")
     .option("--prefix <prefix>", "subject prefix", DEFAULT_PREFIX)
-    .option("--server-ttl-ms <ms>", "a server is live while its heartbeats arrive within this")
+    .option("--lease-ms <ms>", "a server's lease (default 10000); servers learn it when they register")
+    .option("--lease-renew-ms <ms>", "how often servers renew (default lease/5)")
+    .option("--lease-margin-ms <ms>", "margin for message delay and clock-rate skew (default lease/5)")
     .option("--inbox-prefix <prefix>", "answer only reply subjects below this prefix (your clients' inboxPrefix)", DEFAULT_INBOX_PREFIX);
   addNatsFlags(command).action(async (flags: CoordinatorFlags) => {
-    const serverTtlMs = flags.serverTtlMs === undefined ? undefined : Number(flags.serverTtlMs);
+    const limits = {
+      ...msFlag(flags.leaseMs, "--lease-ms", "leaseMs"),
+      ...msFlag(flags.leaseRenewMs, "--lease-renew-ms", "leaseRenewMs"),
+      ...msFlag(flags.leaseMarginMs, "--lease-margin-ms", "leaseMarginMs"),
+    };
     const nc = await connect(natsOptions(flags, "strata-coordinator"));
     let coordinator: Coordinator;
     try {
@@ -104,7 +115,7 @@ export function register(program: Command): void {
         dataDir: flags.data,
         prefix: flags.prefix,
         inboxPrefix: flags.inboxPrefix,
-        ...(serverTtlMs === undefined ? {} : { serverTtlMs }),
+        limits,
         onWarning: (m) => log(`warning: ${m}`),
         onEvent: log,
       });
@@ -112,7 +123,8 @@ export function register(program: Command): void {
       await nc.close();
       throw err;
     }
-    log(`coordinator ready on ${flags.prefix}.coord.* via ${nc.getServer()}, state in ${flags.data}`);
+    const l = coordinator.limits;
+    log(`coordinator ready on ${flags.prefix}.coord.* via ${nc.getServer()}, state in ${flags.data}, lease ${l.leaseMs} ms (renew ${l.leaseRenewMs}, margin ${l.leaseMarginMs})`);
     void nc.closed().then((err) => {
       // Closed by anything but our own shutdown (e.g. the server refused the credentials).
       if (err) {
@@ -125,6 +137,14 @@ export function register(program: Command): void {
       await nc.drain();
     });
   });
+}
+
+/** A positive integer flag as a limit, or nothing when absent; anything else is refused. */
+export function msFlag(value: string | undefined, flag: string, name: string): Record<string, number> {
+  if (value === undefined) return {};
+  const n = Number(value);
+  if (!/^[0-9]+$/.test(value) || !Number.isSafeInteger(n) || n <= 0) throw new StrataError("INVALID_ARGUMENT", `${flag} must be a positive integer (ms), got ${JSON.stringify(value)}`);
+  return { [name]: n };
 }
 
 function log(line: string): void {

@@ -5,6 +5,8 @@ import { Command } from "commander";
 import { StrataError } from "../errors.js";
 import { register as registerBench } from "./bench.js";
 import { register as registerCoordinator } from "./coordinator.js";
+import { register as registerDrain } from "./drain.js";
+import { register as registerMove } from "./move.js";
 import { register as registerReindex } from "./reindex.js";
 import { register as registerServer } from "./server.js";
 import { register as registerUp } from "./up.js";
@@ -17,6 +19,8 @@ registerServer(program);
 registerBench(program);
 registerCoordinator(program);
 registerUp(program);
+registerMove(program);
+registerDrain(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (StrataError.is(err)) {

@@ -1,7 +1,7 @@
 /**
  * `strata server --id NAME --data DIR --nats URL [--prefix strata] [--creds FILE | --user U --pass P]
  *  [--tls-ca FILE --tls-cert FILE --tls-key FILE] [--tier dir:/path | --tier s3://…] [--cache-bytes N]
- *  [--seal-interval-ms N] [--fsync always|interval] [--inbox-prefix _INBOX]`:
+ *  [--seal-interval-ms N] [--fsync always|interval] [--inbox-prefix _INBOX] [--standalone]`:
  * serves one data directory over NATS until SIGTERM or SIGINT, then refuses new requests, lets
  * the ones in flight (uploads and streamed replies included) finish, drains its subscriptions,
  * closes the store and drains the connection before exiting 0.
@@ -25,6 +25,7 @@ interface ServerFlags extends NatsFlags {
   sealIntervalMs?: string;
   fsync: string;
   inboxPrefix: string;
+  standalone?: boolean;
 }
 
 export function register(program: Command): void {
@@ -41,7 +42,8 @@ export function register(program: Command): void {
     .option("--cache-bytes <n>", "local byte budget for segments already in the tier")
     .option("--seal-interval-ms <n>", "seal and ship a dirty segment at least this often (default 1000)")
     .option("--fsync <mode>", "always: ack after fdatasync; interval: ack after write, fdatasync every second", "always")
-    .option("--inbox-prefix <prefix>", "answer only reply subjects below this prefix (your clients' inboxPrefix)", DEFAULT_INBOX_PREFIX);
+    .option("--inbox-prefix <prefix>", "answer only reply subjects below this prefix (your clients' inboxPrefix)", DEFAULT_INBOX_PREFIX)
+    .option("--standalone", "serve every location asked for, with no coordinator, lease or failover (one server alone, clients pinned to it)");
   addNatsFlags(command).action(async (flags: ServerFlags) => {
     const options = withTls(natsOptions(flags, `strata-server-${flags.id}`), flags);
     const storeOptions = {
@@ -59,7 +61,16 @@ export function register(program: Command): void {
     }
     let server: StrataServer;
     try {
-      server = await startServer({ id: flags.id, prefix: flags.prefix, inboxPrefix: flags.inboxPrefix, dir: flags.data, storeOptions, nats: nc, onWarning: (m) => log(`warning: ${m}`) });
+      server = await startServer({
+        id: flags.id,
+        prefix: flags.prefix,
+        inboxPrefix: flags.inboxPrefix,
+        dir: flags.data,
+        storeOptions,
+        nats: nc,
+        standalone: flags.standalone === true,
+        onWarning: (m) => log(`warning: ${m}`),
+      });
     } catch (err) {
       await nc.close();
       throw err;

@@ -19,6 +19,7 @@ import type { Checkpoint } from "./lmdb-index.js";
 import type { Kind } from "../types.js";
 import { locationEnd } from "./codecs.js";
 import { chunkWritten, chunksReferenced } from "./dead-chunks.js";
+import { applyImport } from "./import-rows.js";
 import type { KvIndexEntry, LmdbIndex, LocMeta } from "./lmdb-index.js";
 
 /**
@@ -113,6 +114,8 @@ export interface ApplyOptions {
  */
 export class IndexBatch {
   private readonly metas = new Map<string, LocMeta>();
+  /** Locations an import of this batch left empty (their metadata is removed, not written). */
+  private readonly emptied = new Set<string>();
 
   constructor(
     private readonly index: LmdbIndex,
@@ -130,9 +133,22 @@ export class IndexBatch {
       chunkWritten(this.index, ptr);
       return 0;
     }
+    if (rec.t === "import") {
+      // A takeover replaces the location whatever this index held of it (./import-rows.ts).
+      const meta = applyImport(this.index, rec, this.metas.get(rec.loc) ?? this.index.locs.get(rec.loc), this.opts);
+      if (meta === undefined) {
+        this.metas.delete(rec.loc);
+        this.emptied.add(rec.loc);
+      } else {
+        this.metas.set(rec.loc, meta);
+        this.emptied.delete(rec.loc);
+      }
+      return 0;
+    }
     if ((rec.t === "sset" || rec.t === "kset") && rec.chunks) chunksReferenced(this.index, rec.chunks);
     const kind: Kind = rec.t === "kset" || rec.t === "kdel" ? "kv" : "stream";
     const meta = this.locationFor(rec.loc, kind);
+    this.emptied.delete(rec.loc);
     if (meta.kind !== kind || rec.rev <= meta.rev) {
       assert(this.opts.replay, `live record for ${rec.loc} does not follow the index (kind ${meta.kind}, rev ${meta.rev} → ${rec.rev})`);
       return -1;
@@ -146,7 +162,7 @@ export class IndexBatch {
   /** Writes the metadata of every location the batch touched; returns it (committed or not). */
   finish(): ReadonlyMap<string, LocMeta> {
     for (const [loc, meta] of this.metas) this.index.locs.put(loc, meta);
-    this.index.metasWritten(this.metas);
+    this.index.metasWritten(this.metas, [...this.emptied].filter((loc) => !this.metas.has(loc)));
     return this.metas;
   }
 
@@ -162,7 +178,7 @@ export class IndexBatch {
   }
 }
 
-function applyToLocation(index: LmdbIndex, meta: LocMeta, rec: Exclude<LogRecord, { t: "chunk" }>, ptr: Pointer, opts: ApplyOptions): number {
+function applyToLocation(index: LmdbIndex, meta: LocMeta, rec: Exclude<LogRecord, { t: "chunk" | "import" }>, ptr: Pointer, opts: ApplyOptions): number {
   switch (rec.t) {
     case "sset": {
       const key: [number, number] = [meta.id, rec.seq];

@@ -14,18 +14,24 @@
  * dead at once; and since no write survives a restart, every chunk still open when a store opens
  * is dead too (`sweepOpenChunks`, run once after recovery). Invariant: a chunk frame is counted in
  * at most one of `openChunks` and `deadBytes`, and only once.
+ *
+ * Only chunks of the own log are accounted: a foreign chunk (one of an imported value, in another
+ * server's segment: ./foreign-logs.ts) is that server's garbage or not, never this one's.
  */
+import { assert } from "../assert.js";
 import type { Pointer } from "../log/record.js";
+import { isForeign } from "./foreign-logs.js";
 import type { LmdbIndex } from "./lmdb-index.js";
 
 /** Inside an index write transaction: a chunk record was applied. */
 export function chunkWritten(index: LmdbIndex, ptr: Pointer): void {
+  assert(!isForeign(ptr.seg), "only chunk records of the own log are applied");
   index.openChunks.put([ptr.seg, ptr.off], ptr.len);
 }
 
 /** Inside an index write transaction: a set record listing these chunks was applied. */
 export function chunksReferenced(index: LmdbIndex, chunks: readonly Pointer[]): void {
-  for (const c of chunks) index.openChunks.remove([c.seg, c.off]);
+  for (const c of chunks) if (!isForeign(c.seg)) index.openChunks.remove([c.seg, c.off]);
 }
 
 /** Inside an index write transaction: moves still-open chunks to their segments' dead bytes. */
@@ -33,6 +39,7 @@ function markDead(index: LmdbIndex, chunks: Iterable<Pointer>): number {
   const bySeg = new Map<number, number>();
   let bytes = 0;
   for (const c of chunks) {
+    if (isForeign(c.seg)) continue;
     const len = index.openChunks.get([c.seg, c.off]);
     // Absent: already referenced or already dead; counting it again would break the invariant.
     if (len === undefined) continue;

@@ -114,6 +114,15 @@ export function scanRevs(index: LmdbIndex, locId: number, afterRev: number, limi
   return out;
 }
 
+/** The newest `limit` revisions of a location, newest first. */
+export function scanRevsNewest(index: LmdbIndex, locId: number, limit: number): RevPointer[] {
+  const out: RevPointer[] = [];
+  for (const { key, value } of index.revs.getRange({ start: locationEnd(locId), end: [locId, 0], reverse: true, limit })) {
+    out.push({ rev: key[1] as number, ptr: pointerOf(value), removed: value[3] ?? 0 });
+  }
+  return out;
+}
+
 /** Up to `limit` kv entries whose expiry is at or before `now`, earliest first. */
 export function dueTtl(index: LmdbIndex, now: number, limit: number): DueTtl[] {
   const out: DueTtl[] = [];

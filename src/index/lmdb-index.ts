@@ -14,6 +14,10 @@
  * - `openChunks`: [seg, off] → frame length of a chunk record no set record references yet;
  *             `deadBytes`: segment id → bytes of chunk frames nothing will reference (./dead-chunks.ts)
  * - `sys`:    "checkpoint" → how far of the log the index reflects, "nextLocId", "format"
+ * - `logs`:   foreign log number → server id, "id:<server>" → number, "next" → last number given
+ *             (./foreign-logs.ts). A segment id ≥ 2^32 in any pointer names a foreign log's segment.
+ *             Adding this table changed no existing table's layout, so INDEX_FORMAT stayed 2: an
+ *             index of the previous release opens as one with no foreign logs.
  *
  * The per-record databases (`seqs`, `revs`, `kvs`) use the compact binary keys and values of
  * ./codecs.ts; the others use lmdb-js's default encodings.
@@ -86,9 +90,12 @@ export class LmdbIndex {
   readonly openChunks: Database<number, [number, number]>;
   readonly deadBytes: Database<number, number>;
   readonly sys: Database<unknown, string>;
+  readonly logs: Database<unknown, number | string>;
   private readonly metaCache: MetaCache;
   /** Metadata written by the transaction in progress, for the cache once it commits. */
   private pendingMetas: Array<ReadonlyMap<string, LocMeta>> = [];
+  /** Locations removed by the transaction in progress (an import left them empty). */
+  private pendingRemoved: string[] = [];
   private writing = false;
 
   private constructor(readonly root: RootDatabase, readonly dir: string, metaCacheMax: number) {
@@ -106,6 +113,7 @@ export class LmdbIndex {
     this.openChunks = sub("openChunks", { keyEncoder: uintPairKey });
     this.deadBytes = sub("deadBytes");
     this.sys = sub("sys");
+    this.logs = sub("logs");
   }
 
   static open(dir: string, opts: { metaCacheMax: number }): LmdbIndex {
@@ -145,9 +153,11 @@ export class LmdbIndex {
     try {
       const result = this.root.transactionSync(fn, TXN_NO_FLUSH_WAIT);
       for (const metas of this.pendingMetas) for (const [loc, meta] of metas) this.metaCache.set(loc, meta);
+      for (const loc of this.pendingRemoved) this.metaCache.set(loc, undefined);
       return result;
     } finally {
       this.pendingMetas = [];
+      this.pendingRemoved = [];
       this.writing = false;
     }
   }
@@ -166,9 +176,10 @@ export class LmdbIndex {
   }
 
   /** Called by `IndexBatch.finish` with the metadata it wrote in the current transaction. */
-  metasWritten(metas: ReadonlyMap<string, LocMeta>): void {
+  metasWritten(metas: ReadonlyMap<string, LocMeta>, removed: readonly string[] = []): void {
     assert(this.writing, "location metadata is written inside a write transaction");
     this.pendingMetas.push(metas);
+    this.pendingRemoved.push(...removed);
   }
 
   checkpoint(): Checkpoint | undefined {

@@ -82,17 +82,35 @@ export interface ChunkRecord {
   data: Uint8Array;
 }
 
-export type LocationRecord = StreamSetRecord | StreamDeleteRecord | StreamDeleteAllRecord | KvSetRecord | KvDeleteRecord;
-export type LogRecord = LocationRecord | ChunkRecord;
+/**
+ * A takeover: the location was reset in this index and replaced by its state in server `from`'s
+ * object-store data up to segment `cut` (docs/failover.md; ../tier/takeover.ts). It carries no
+ * rows: replay redoes the import from the object store. `ckpt` is the key of the checkpoint of
+ * `from` it started from (absent: it replayed all of `from`'s segments), `epoch` the coordinator's
+ * epoch it was granted under, `rev` the location's revision once imported (0: it was empty).
+ * It is not a change of the location: it takes no revision of its own.
+ */
+export interface ImportRecord {
+  t: "import";
+  loc: string;
+  from: string;
+  cut: number;
+  epoch: number;
+  ckpt?: string;
+  rev?: number;
+}
 
-const TAG = { sset: 1, sdel: 2, sdelall: 3, kset: 4, kdel: 5, chunk: 6 } as const;
+export type LocationRecord = StreamSetRecord | StreamDeleteRecord | StreamDeleteAllRecord | KvSetRecord | KvDeleteRecord;
+export type LogRecord = LocationRecord | ChunkRecord | ImportRecord;
+
+const TAG = { sset: 1, sdel: 2, sdelall: 3, kset: 4, kdel: 5, chunk: 6, import: 7 } as const;
 const EMPTY = new Uint8Array(0);
 
 /**
  * Largest array length of each record type. Optional fields come last and trailing absent ones
  * are not written, so a typical record carries no placeholder bytes.
  */
-const FIELDS_MAX = { [TAG.sset]: 11, [TAG.sdel]: 5, [TAG.sdelall]: 5, [TAG.kset]: 10, [TAG.kdel]: 6, [TAG.chunk]: 2 } as const;
+const FIELDS_MAX = { [TAG.sset]: 11, [TAG.sdel]: 5, [TAG.sdelall]: 5, [TAG.kset]: 10, [TAG.kdel]: 6, [TAG.chunk]: 2, [TAG.import]: 7 } as const;
 
 function ptrTuple(p: Pointer): [number, number, number] {
   return [p.seg, p.off, p.len];
@@ -118,6 +136,7 @@ function trimmed(fields: unknown[]): unknown[] {
  * - kset:    [4, loc, key, rev, ts, value, headers, expiresAt, chunks, size]
  * - kdel:    [5, loc, key, rev, ts, 1 if expired]
  * - chunk:   [6, data]
+ * - import:  [7, loc, from, cut, epoch, ckpt, rev]
  * A stream record stores its revision as the difference from its seq (small for appends), and
  * `size` only for a chunked value: an inline value's size is its length.
  */
@@ -139,6 +158,8 @@ export function encodeRecord(r: LogRecord): Uint8Array {
       return encode(r.expired ? [TAG.kdel, r.loc, r.key, r.rev, r.ts, 1] : [TAG.kdel, r.loc, r.key, r.rev, r.ts]);
     case "chunk":
       return encode([TAG.chunk, raw(r.data)]);
+    case "import":
+      return encode(trimmed([TAG.import, r.loc, r.from, r.cut, r.epoch, r.ckpt ?? null, r.rev ?? null]));
   }
 }
 
@@ -242,6 +263,13 @@ export function decodeRecord(bodyUntrusted: Uint8Array): LogRecord {
         if (a[5] !== 1) throw corrupt("expired is not 1");
         r.expired = true;
       }
+      return r;
+    }
+    case TAG.import: {
+      const r: ImportRecord = { t: "import", loc: str(a[1], "loc"), from: str(a[2], "from"), cut: int(a[3], "cut"), epoch: int(a[4], "epoch") };
+      if (r.loc === "" || r.from === "") throw corrupt("an import names no location or no server");
+      if (!absent(a[5])) r.ckpt = str(a[5], "ckpt");
+      if (!absent(a[6])) r.rev = int(a[6], "rev");
       return r;
     }
     default:

@@ -30,6 +30,7 @@ import type { Pointer } from "./record.js";
 import { createSegmentFile, fsyncDirIo } from "./segment-create.js";
 import { SEGMENT_HEADER_BYTES, listSegmentIds, segmentPath } from "./segment-files.js";
 import { SegmentReader } from "./segment-reader.js";
+import { assertOwnSegment } from "../index/foreign-logs.js";
 
 /** A failed fdatasync, told apart from a failed write: the file must then be left behind. */
 class FsyncFailed extends Error {
@@ -316,6 +317,7 @@ export class SegmentLog {
     const fd = this.activeFd!;
     this.io.fsyncSync(fd);
     const next = this.activeId + 1;
+    assertOwnSegment(next); // ids from 2^32 on name other servers' segments (index/foreign-logs.ts)
     createSegmentFile(this.dir, next, this.io);
     const nextFd = this.io.openSync(segmentPath(this.dir, next), "r+");
     this.io.closeSync(fd);

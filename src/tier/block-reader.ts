@@ -7,16 +7,21 @@
  * object's size is not known from its upload or the tier's listing; footers are cached up to
  * `footerCacheMax` segments.
  *
+ * Segment ids are resolved to object keys by the caller's `keyOf`: an id of the own log names the
+ * server's own object, a foreign one (≥ 2^32, ../index/foreign-logs.ts) another server's; caches
+ * are keyed by the full id, so segments of different servers never share an entry. A sealed
+ * object's footer names the segment by its id within its own log (`localSeg`).
+ *
  * Corrupt bytes are reported as CORRUPT, never served. A read that fails its checksum is made once
  * more before that, since a flipped bit in transit is not corruption of the stored object.
  */
 import { StrataError } from "../errors.js";
+import { localSeg } from "../index/foreign-logs.js";
 import { parseFrame } from "../log/framing.js";
 import type { Pointer } from "../log/record.js";
 import type { Limits } from "../limits.js";
 import type { ObjectStore } from "./object-store.js";
 import { SEALED_TRAILER_BYTES, findBlock, openBlock, parseFooter, parseTrailer, type SealedFooter } from "./sealed-segment.js";
-import { segmentKey } from "./segment-keys.js";
 
 /**
  * Bytes read from the end of a sealed object to get its trailer, in the same read as its footer
@@ -42,7 +47,8 @@ export class BlockReader {
 
   constructor(
     private readonly objects: ObjectStore,
-    private readonly serverId: string,
+    /** The object key of a segment id (own or foreign). */
+    private readonly keyOf: (seg: number) => string,
     private readonly limits: Limits,
   ) {}
 
@@ -82,7 +88,7 @@ export class BlockReader {
   }
 
   private async fetchFooter(seg: number): Promise<SealedFooter> {
-    const key = segmentKey(this.serverId, seg);
+    const key = this.keyOf(seg);
     const known = this.sizes.get(seg);
     // A size learnt earlier may be stale (the object was replaced): a failure forgets it, and the
     // retry of a CORRUPT read asks for the size again.
@@ -98,12 +104,12 @@ export class BlockReader {
     const tailStart = size - tailLen;
     let footer: SealedFooter;
     if (t.off >= tailStart) {
-      footer = parseFooter(seg, tail.subarray(t.off - tailStart, t.off - tailStart + t.len), t.crc);
+      footer = parseFooter(localSeg(seg), tail.subarray(t.off - tailStart, t.off - tailStart + t.len), t.crc);
     } else {
       this.fetches++;
       const bytes = await this.objects.get(key, { offset: t.off, length: t.len });
       if (!bytes) throw missing(seg);
-      footer = parseFooter(seg, bytes, t.crc);
+      footer = parseFooter(localSeg(seg), bytes, t.crc);
     }
     this.sizes.set(seg, size);
     return footer;
@@ -128,7 +134,7 @@ export class BlockReader {
 
   private async fetchBlock(seg: number, b: Block): Promise<Buffer> {
     this.fetches++;
-    const compressed = await this.objects.get(segmentKey(this.serverId, seg), { offset: b.off, length: b.len });
+    const compressed = await this.objects.get(this.keyOf(seg), { offset: b.off, length: b.len });
     if (!compressed) throw missing(seg);
     return openBlock(seg, b, compressed);
   }

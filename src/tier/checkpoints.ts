@@ -50,7 +50,8 @@ export async function uploadCheckpoint(
   await pruneCheckpoints(objects, serverId, limits.checkpointsKept);
 }
 
-async function listCheckpoints(objects: ObjectStore, serverId: string): Promise<Array<{ key: string; pos: { seg: number; off: number } }>> {
+/** The checkpoints of `serverId` in the object store, oldest first, with the log positions their keys name. */
+export async function listCheckpoints(objects: ObjectStore, serverId: string): Promise<Array<{ key: string; pos: { seg: number; off: number } }>> {
   const out: Array<{ key: string; pos: { seg: number; off: number } }> = [];
   for await (const o of objects.list(checkpointsPrefix(serverId))) {
     const pos = parseCheckpointKey(serverId, o.key);
@@ -91,7 +92,7 @@ export function unframeCheckpoint(key: string, objectUntrusted: Uint8Array): Buf
 }
 
 /** Reads and verifies one checkpoint; undefined when it is gone, CORRUPT when it stays damaged. */
-async function readCheckpoint(objects: ObjectStore, key: string): Promise<Buffer | undefined> {
+export async function readCheckpoint(objects: ObjectStore, key: string): Promise<Buffer | undefined> {
   for (let attempt = 1; ; attempt++) {
     const body = await objects.get(key);
     if (!body) return undefined;

@@ -21,6 +21,10 @@
  * - A checkpoint is uploaded only after every segment its index snapshot points into is in the
  *   object store (./checkpoints.ts), so a restore from it never finds the index pointing at a
  *   segment it cannot get.
+ * - Foreign segments (ids ≥ 2^32: another server's, pointed at by an imported location,
+ *   ../index/foreign-logs.ts) are in the object store by definition: never local, never uploaded,
+ *   evicted, counted in cacheBytes or recorded in `segs`; reads fault them in from that server's
+ *   keys a block at a time.
  * - Object sizes of uploaded segments are handed to the block reader (from the upload, or from the
  *   listing recovery makes at open), so faulting a segment in needs no HEAD request.
  */
@@ -37,6 +41,7 @@ import type { ObjectStore } from "./object-store.js";
 import { sealSegmentAsync } from "./sealed-segment.js";
 import type { DamagedRange } from "../log/frame-scan.js";
 import { segmentKey } from "./segment-keys.js";
+import { ForeignLogNames, assertOwnSegment, isForeign, localSeg, logOf } from "../index/foreign-logs.js";
 
 export interface TierHooks {
   /** Seal the active segment soon (an object-ack write is waiting on it). */
@@ -88,7 +93,8 @@ export class Tier {
     private readonly limits: Limits,
     private readonly hooks: TierHooks,
   ) {
-    this.reader = new BlockReader(objects, serverId, limits);
+    const names = new ForeignLogNames(index);
+    this.reader = new BlockReader(objects, (seg) => (isForeign(seg) ? segmentKey(names.serverOf(logOf(seg)), localSeg(seg)) : segmentKey(serverId, seg)), limits);
   }
 
   /**
@@ -134,13 +140,25 @@ export class Tier {
     this.evictIfNeeded();
   }
 
-  /** Whether sealed segment `seg` is in the object store. */
-  isUploaded(seg: number): boolean {
-    return this.uploaded.has(seg);
+  /**
+   * The first own segment not in the object store (a segment waiting to be shipped, one that
+   * cannot be, or else the active one): records from there on were never shipped.
+   */
+  firstUnshipped(active: number): number {
+    let first = active;
+    for (const seg of this.pending) first = Math.min(first, seg);
+    for (const seg of this.quarantined) first = Math.min(first, seg);
+    return first;
   }
 
+  /** Whether sealed segment `seg` is in the object store. */
+  isUploaded(seg: number): boolean {
+    return isForeign(seg) || this.uploaded.has(seg);
+  }
+
+  /** Whether segment `seg` is read from the local disk (a foreign segment never is). */
   isLocal(seg: number): boolean {
-    return !this.evicted.has(seg);
+    return !isForeign(seg) && !this.evicted.has(seg);
   }
 
   /** Notes a read of a local segment, for least-recently-used eviction. */
@@ -154,6 +172,7 @@ export class Tier {
 
   /** A segment stopped taking appends: ship it. */
   onSealed(seg: number, bytes: number): void {
+    assertOwnSegment(seg + 1);
     this.index.write(() => this.index.segs.put(seg, { state: "sealed", bytes }));
     this.localBytes.set(seg, bytes);
     this.pending.push(seg);
@@ -178,7 +197,7 @@ export class Tier {
 
   /** Resolves once `seg` is in the object store; rejects with UNAVAILABLE after objectAckTimeoutMs. */
   waitUploaded(seg: number): Promise<void> {
-    if (this.uploaded.has(seg)) return Promise.resolve();
+    if (this.isUploaded(seg)) return Promise.resolve();
     if (this.quarantined.has(seg)) return Promise.reject(quarantinedError(seg));
     if (this.closed) return Promise.reject(new StrataError("CLOSED", "the store closed before the write reached the object store; it is durable locally"));
     if (seg === this.hooks.activeSegment()) this.hooks.requestSeal();

@@ -81,7 +81,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   };
   try {
     store = await Store.open({ ...options.store, dir: join(bus.dir, "store"), id });
-    server = await startServer({ ...options.server, store, id, nats: options.shareConnection ? bus.nc : bus.nats.url });
+    // Standalone unless the test brings a coordinator (options.server.standalone: false).
+    server = await startServer({ standalone: true, ...options.server, store, id, nats: options.shareConnection ? bus.nc : bus.nats.url });
   } catch (err) {
     await stop();
     throw err;

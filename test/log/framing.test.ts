@@ -209,6 +209,10 @@ function checkShape(rec: LogRecord): void {
     return;
   }
   expect(typeof rec.loc).toBe("string");
+  if (rec.t === "import") {
+    expect(typeof rec.from === "string" && isNat(rec.cut) && isNat(rec.epoch)).toBe(true);
+    return;
+  }
   expect(isNat(rec.rev) && isNat(rec.ts)).toBe(true);
   if (rec.t === "sset" || rec.t === "kset") {
     expect(rec.value).toBeInstanceOf(Uint8Array);

@@ -2,7 +2,7 @@
  * How a client finds the server of a location without a pinned server: it asks the coordinator
  * (`P.coord.locate`), caches the answer per location, and asks again when the server does not
  * answer (no responders) or the coordinator says UNAVAILABLE, retrying with backoff within the
- * call's budget. Ends with the real coordinator, which the server registers with by heartbeat.
+ * call's budget. Ends with the real coordinator, which the server registers with (register + renew).
  */
 import type { Msg, NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -33,15 +33,32 @@ afterAll(async () => {
   await bus?.stop();
 });
 
-/** A stand-in coordinator answering locate requests from a script of replies. */
+/**
+ * A stand-in coordinator answering locate requests from a script of replies (what the real one
+ * cannot be made to do on cue). To the server it grants everything: a lease on register and
+ * renew, epoch 1 on every claim, no stale epochs on confirm.
+ */
 function fakeCoordinator(answers: Array<string | "UNAVAILABLE">): { asked: string[]; stop(): void } {
   const asked: string[] = [];
-  const sub = nc.subscribe("fake.coord.locate", {
+  const sub = nc.subscribe("fake.coord.*", {
     callback: (_err, msg: Msg) => {
-      asked.push(String(decodeMap(msg.data, "locate").location));
+      const body = decodeMap(msg.data, "request");
+      switch (msg.subject) {
+        case "fake.coord.register":
+          return msg.respond(encode({ incarnation: 1, leaseMs: 10_000, leaseRenewMs: 2000, leaseMarginMs: 2000 }));
+        case "fake.coord.claim":
+          return msg.respond(encode({ grants: (body.locations as string[]).map((location) => ({ location, epoch: 1 })) }));
+        case "fake.coord.confirm":
+          return msg.respond(encode({ stale: [] }));
+        case "fake.coord.locate":
+          break;
+        default:
+          return msg.respond(encode({ ok: true }));
+      }
+      asked.push(String(body.location));
       const answer = answers[Math.min(asked.length - 1, answers.length - 1)]!;
       if (answer === "UNAVAILABLE") msg.respond(new Uint8Array(0), { headers: errorHeaders(new StrataError("UNAVAILABLE", "no live server")) });
-      else msg.respond(encode({ server: answer }));
+      else msg.respond(encode({ server: answer, epoch: 1 }));
     },
   });
   return { asked, stop: () => sub.unsubscribe() };
@@ -80,7 +97,7 @@ describe("locating through the coordinator", () => {
     client.close();
   });
 
-  it("works end to end with the real coordinator and a heartbeating server", async () => {
+  it("works end to end with the real coordinator and a registered server", async () => {
     const coordinator = await startCoordinator({ nc, dataDir: await tempDir(), prefix: "real" });
     const real = await startServer({ dir: await tempDir(), nats: nc, id: "r1", prefix: "real" });
     const client = new StrataClient(nc, { prefix: "real", timeoutMs: 5000 });

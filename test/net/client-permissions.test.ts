@@ -47,7 +47,7 @@ async function login(user: string): Promise<StrataClient> {
 beforeAll(async () => {
   nats = await startNatsServer({ config: CONFIG });
   dir = await mkdtemp(join(tmpdir(), "strata-perm-"));
-  server = await startServer({ dir, id: "s1", nats: nats.url, natsOptions: { user: "srv", pass: "srv" } });
+  server = await startServer({ standalone: true, dir, id: "s1", nats: nats.url, natsOptions: { user: "srv", pass: "srv" } });
 });
 
 afterAll(async () => {

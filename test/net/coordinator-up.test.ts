@@ -6,13 +6,13 @@
 import { spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { connect } from "nats";
 import { afterEach, expect, it } from "vitest";
 import { StrataClient } from "../../src/net/client/client.js";
+import { freePort } from "../helpers/nats-server.js";
 
 const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const cleanups: Array<() => unknown> = [];
@@ -21,16 +21,6 @@ afterEach(async () => {
   while (cleanups.length > 0) await cleanups.pop()!();
 });
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 function alive(pid: number): boolean {
   try {

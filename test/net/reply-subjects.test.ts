@@ -33,9 +33,10 @@ afterAll(async () => {
 
 const tempDir = () => bus.tempDir("reply");
 
-async function serve(id: string, opts: { inboxPrefix?: string; prefix?: string } = {}): Promise<{ store: Store; server: StrataServer }> {
+/** A server pinned by the test's clients (standalone), or one registered with a coordinator. */
+async function serve(id: string, opts: { inboxPrefix?: string; prefix?: string; standalone?: boolean } = {}): Promise<{ store: Store; server: StrataServer }> {
   const store = await Store.open({ dir: await tempDir(), id });
-  const server = await startServer({ store, nats: nc, id, ...opts, onWarning: () => undefined });
+  const server = await startServer({ standalone: true, store, nats: nc, id, ...opts, onWarning: () => undefined });
   cleanup.push(async () => {
     await server.stop();
     await store.close();
@@ -85,7 +86,7 @@ describe("reply subjects outside the inbox namespace get nothing", () => {
     spy.unsubscribe();
   });
 
-  it("the coordinator publishes nothing on a change subject named as the reply of locate, servers or a heartbeat", async () => {
+  it("the coordinator publishes nothing on a change subject named as the reply of locate, servers, register or renew", async () => {
     const c = await coordinate("cr");
     const victim = "cr.c.acct.bob.feed";
     const seen: Msg[] = [];
@@ -93,8 +94,9 @@ describe("reply subjects outside the inbox namespace get nothing", () => {
     await nc.flush();
     nc.publish("cr.coord.locate", cbor.encode({ location: "acct/alice/x" }), { reply: victim });
     nc.publish("cr.coord.servers", new Uint8Array(0), { reply: victim });
-    nc.publish("cr.coord.heartbeat", cbor.encode({ id: "hb", startedAt: 1, load: {} }), { reply: victim });
-    await until("the requests to be refused", () => c.stats().repliesRefused === 3);
+    nc.publish("cr.coord.register", cbor.encode({ id: "hb", startedAt: 1, load: {} }), { reply: victim });
+    nc.publish("cr.coord.renew", cbor.encode({ id: "hb", incarnation: 1, load: {} }), { reply: victim });
+    await until("the requests to be refused", () => c.stats().repliesRefused === 4);
     // A well-addressed request is still answered; by then the others were handled too.
     const reply = await nc.request("cr.coord.servers", new Uint8Array(0), { timeout: 5000 });
     expect(errorOfReply(reply, () => "servers")).toBeUndefined();
@@ -131,8 +133,8 @@ describe("locate of new locations is bounded", () => {
   it("per client and in total; known locations are always answered", async () => {
     const P = "cl";
     const c = await coordinate(P, { assignBurstPerClientMax: 20, assignPerClientPerSecMax: 1, assignBurstMax: 30, assignPerSecMax: 1, assignmentsMax: 1000 });
-    // A server must be live (have heartbeated) for locations to be placed at all.
-    await serve("placed", { prefix: P });
+    // A server must be live (hold a lease) for locations to be placed at all.
+    await serve("placed", { prefix: P, standalone: false });
     let placed = "";
     for (let i = 0; i < 100 && !placed.startsWith("@"); i++) {
       placed = await locate(P, "acct/warmup/x", "_INBOX.warm.1");
@@ -159,7 +161,7 @@ describe("locate of new locations is bounded", () => {
   it("assignmentsMax bounds the total with TOO_LARGE", async () => {
     const P = "ct";
     const c = await coordinate(P, { assignmentsMax: 5 });
-    await serve("placed2", { prefix: P });
+    await serve("placed2", { prefix: P, standalone: false });
     const codes: string[] = [];
     for (let i = 0; i < 200 && codes.filter((x) => x.startsWith("@")).length < 5; i++) {
       const a = await locate(P, `acct/t/${i}`, `_INBOX.t.${i}`);

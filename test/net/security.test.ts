@@ -25,7 +25,7 @@ import type { Change } from "../../src/types.js";
 import { decodeBody, type ServerView } from "../../src/net/wire/coordinator-protocol.js";
 import { errorOfReply } from "../../src/net/wire/wire-errors.js";
 import { startNatsServer, type RunningNatsServer } from "../helpers/nats-server.js";
-import { startHeartbeat } from "../../src/net/server/heartbeat.js";
+import { fakeServer, type FakeServer } from "../helpers/fake-coord-server.js";
 
 const CONFIG_PATH = new URL("../../deploy/nats-server.conf", import.meta.url);
 const WAIT_MS = 5000;
@@ -66,6 +66,7 @@ let server: NatsConnection;
 const serverSaw: string[] = [];
 let serverSawNext: (() => void) | undefined;
 let coordinator: Coordinator;
+let leaseHolder: FakeServer | undefined;
 let coordDir: string;
 
 /** Connects as `user`, with the inbox prefix the config expects unless `inboxPrefix` is null. */
@@ -148,7 +149,7 @@ async function setUpRawStack(): Promise<void> {
   nats = await startShippedConfig();
 
   // A stand-in persistence server with the strata-server user: answers every request with "ok".
-  server = await connect({ servers: nats.url, user: "strata-server", pass: PASSWORDS["strata-server"] });
+  server = await connect({ servers: nats.url, user: "strata-server", pass: PASSWORDS["strata-server"], inboxPrefix: "_INBOX.strata-server" });
   const handler = (err: NatsError | null, msg: Msg) => {
     if (err) return;
     serverSaw.push(msg.subject);
@@ -163,12 +164,16 @@ async function setUpRawStack(): Promise<void> {
   coordDir = await mkdtemp(join(tmpdir(), "strata-sec-coord-"));
   const coordNc = await connect({ servers: nats.url, user: "strata-coordinator", pass: PASSWORDS["strata-coordinator"] });
   coordinator = await startCoordinator({ nc: coordNc, dataDir: coordDir, onWarning: () => undefined });
-  startHeartbeat(server, { prefix: "strata", id: SERVER_ID, intervalMs: 100 });
+  // The stand-in server holds a lease the way a real one does, through the strata-server user.
+  leaseHolder = await fakeServer(server, "strata", SERVER_ID);
+  await leaseHolder.register();
+  leaseHolder.startRenewing();
 
   for (const name of ["alice", "bob", "alice-ro", "strata-admin"]) users.set(name, await login(name));
 }
 
 async function tearDownRawStack(): Promise<void> {
+  await leaseHolder?.stop();
   await coordinator?.stop();
   for (const u of users.values()) await u.nc.close();
   await server?.close();
@@ -242,15 +247,17 @@ describe("deploy/nats-server.conf, raw nats.js connections", () => {
     follower.sub.unsubscribe();
   });
 
-  it("stops clients from heartbeating as a server, while the coordinator works for them", async () => {
+  it("stops clients from acting as a server towards the coordinator, while the coordinator works for them", async () => {
     const alice = as("alice");
-    alice.nc.publish("strata.coord.heartbeat", encode({ id: "evil", startedAt: 1, load: {} }));
-    await alice.violation("publish", "strata.coord.heartbeat");
+    for (const subject of ["register", "renew", "claim", "cut", "confirm", "release", "move", "drain"]) {
+      alice.nc.publish(`strata.coord.${subject}`, encode({ id: "evil", incarnation: 1, startedAt: 1, load: {} }));
+      await alice.violation("publish", `strata.coord.${subject}`);
+    }
     // alice may locate (and the coordinator's reply reaches her inbox).
     const located = await alice.nc.request("strata.coord.locate", encode({ location: "acct/alice/chat" }), { timeout: WAIT_MS });
     expect(errorOfReply(located, () => "locate")).toBeUndefined();
-    expect(decodeBody(located.data, "locate reply")).toEqual({ server: SERVER_ID });
-    // Only the operator may list servers; srv-1's heartbeats arrived after alice's forged one.
+    expect(decodeBody(located.data, "locate reply")).toMatchObject({ server: SERVER_ID });
+    // Only the operator may list servers; alice's forged registrations never reached the coordinator.
     await expect(alice.nc.request("strata.coord.servers", new Uint8Array(0), { timeout: WAIT_MS })).rejects.toMatchObject({
       code: "PERMISSIONS_VIOLATION",
     });
@@ -321,8 +328,8 @@ describe("deploy/nats-server.conf, end to end with StrataClient and a Strata ser
     e2e = await startShippedConfig();
     for (let i = 0; i < 2; i++) dirs.push(await mkdtemp(join(tmpdir(), "strata-sec-e2e-")));
     // batchItemsMax 1 makes a getAll send one message per item, to exceed allow_responses' max.
-    strata = await startServer({ id: "srv-e2e", dir: dirs[0]!, nats: await natsAs("strata-server"), limits: { batchItemsMax: 1 }, onWarning: () => undefined });
-    coord = await startCoordinator({ nc: await natsAs("strata-coordinator"), dataDir: dirs[1]!, onWarning: () => undefined });
+    strata = await startServer({ id: "srv-e2e", dir: dirs[0]!, nats: await natsAs("strata-server", "_INBOX.strata-server"), limits: { batchItemsMax: 1 }, onWarning: () => undefined });
+    coord = await startCoordinator({ nc: await natsAs("strata-coordinator", "_INBOX.strata-coordinator"), dataDir: dirs[1]!, onWarning: () => undefined });
     const admin = await natsAs("strata-admin", "_INBOX.strata-admin");
     const deadline = Date.now() + WAIT_MS;
     for (;;) {

@@ -19,7 +19,7 @@ interface Settings {
 }
 
 const settings = JSON.parse(process.env.STRATA_CHILD ?? "{}") as Settings;
-const server = await startServer({ dir: settings.dir, nats: settings.url, id: settings.id, ...(settings.limits ? { limits: settings.limits } : {}) });
+const server = await startServer({ standalone: true, dir: settings.dir, nats: settings.url, id: settings.id, ...(settings.limits ? { limits: settings.limits } : {}) });
 
 process.on("message", async (msg: { type?: string }) => {
   if (msg?.type !== "stats") return;

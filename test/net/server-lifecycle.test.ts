@@ -37,7 +37,7 @@ const tempDir = () => bus.tempDir("life");
 describe("strata server (CLI)", () => {
   it("serves until SIGTERM, then exits 0 with its data on disk", async () => {
     const dir = await tempDir();
-    const child = spawn(process.execPath, ["--import", "tsx", "src/cli/main.ts", "server", "--id", "cli1", "--data", dir, "--nats", nats.url], {
+    const child = spawn(process.execPath, ["--import", "tsx", "src/cli/main.ts", "server", "--id", "cli1", "--data", dir, "--nats", nats.url, "--standalone"], {
       cwd: ROOT,
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -78,7 +78,7 @@ describe("strata server (CLI)", () => {
 describe("graceful stop", () => {
   it("finishes an upload in flight, refuses new requests, then closes the store", async () => {
     const dir = await tempDir();
-    const server = await startServer({ dir, nats: nats.url, id: "g1" });
+    const server = await startServer({ standalone: true, dir, nats: nats.url, id: "g1" });
     const client = new StrataClient(nc, { server: "g1", timeoutMs: 500 });
     const value = randomBytes(24 * 1024 * 1024);
     const upload = client.stream("g/s").append({ value });
@@ -102,7 +102,7 @@ describe("graceful stop", () => {
 
 describe("examples/stream-watch.ts", () => {
   it("runs to completion against a server", async () => {
-    const server = await startServer({ dir: await tempDir(), nats: nats.url, id: "ex" });
+    const server = await startServer({ standalone: true, dir: await tempDir(), nats: nats.url, id: "ex" });
     const child = spawn(process.execPath, ["--import", "tsx", "examples/stream-watch.ts", nats.url, "--server", "ex"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
     let out = "";
     child.stdout.on("data", (d: Buffer) => (out += d.toString()));

@@ -41,7 +41,7 @@ async function serve(id: string, limits: Parameters<typeof startServer>[0]["limi
   const dir = await bus.tempDir("upload-abuse");
   const store = await Store.open({ dir, id, limits: storeLimits });
   // A short grace: the slot tests leave uploads open on purpose.
-  const server = await startServer({ store, nats: nc, id, limits: { shutdownGraceMs: 300, ...limits } });
+  const server = await startServer({ standalone: true, store, nats: nc, id, limits: { shutdownGraceMs: 300, ...limits } });
   const handle = { store, server, dir };
   cleanup.push(async () => {
     await handle.server.stop();

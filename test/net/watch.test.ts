@@ -75,7 +75,7 @@ describe("watch against an in-process server", () => {
 
   beforeAll(async () => {
     store = await Store.open({ dir: await tempDir(), id: "w0" });
-    server = await startServer({ store, nats: nats.url, id: "w0" });
+    server = await startServer({ standalone: true, store, nats: nats.url, id: "w0" });
     client = await newClient("w0");
   });
 
@@ -161,7 +161,7 @@ describe("watch with changes lost on the way", () => {
     const publish = serverNc.publish.bind(serverNc);
     let drop = 0;
     serverNc.publish = (subject, data, options) => (subject.startsWith("strata.c.") && drop > 0 ? void (drop -= 1) : publish(subject, data, options));
-    const server = await startServer({ store, nats: serverNc, id: "wg" });
+    const server = await startServer({ standalone: true, store, nats: serverNc, id: "wg" });
     const slow = await newClient("wg", { watchResyncMs: 60_000 });
     const s = slow.stream("w/gap");
     const watch = s.watch();
@@ -190,7 +190,7 @@ describe("watch across a nats-server restart", () => {
     const own = await startNatsServer();
     const store = await Store.open({ dir: await tempDir(), id: "wn" });
     const fast = { reconnectTimeWait: 50, maxReconnectAttempts: -1 };
-    const server = await startServer({ store, nats: own.url, id: "wn", natsOptions: fast });
+    const server = await startServer({ standalone: true, store, nats: own.url, id: "wn", natsOptions: fast });
     const nc = await connect({ servers: own.url, ...fast });
     const client = new StrataClient(nc, { server: "wn", timeoutMs: 3000, limits: { watchResyncMs: 300 } });
     const s = client.stream("w/reconnect");

@@ -44,6 +44,8 @@ beforeAll(async () => {
     id: ID,
     shareConnection: true,
     server: {
+      // Under the coordinator below: every request also passes admission (claims, leases).
+      standalone: false,
       prefix: P,
       // Fuzzed uploads and streamed reads are left open on purpose: let them lapse quickly.
       limits: { uploadIdleMs: 300, uploadBytesPerSecMin: 1024, replyIdleMs: 300, shutdownGraceMs: 500 },
@@ -60,6 +62,20 @@ afterAll(async () => {
 });
 
 const KEYS = ["toString", "valueOf", "constructor", "__proto__", "hasOwnProperty", "then", "length", "0"];
+
+/** Every field of the coordinator's request bodies (docs/failover.md). */
+const COORD_FIELDS = ["id", "incarnation", "startedAt", "load", "locations", "location", "epochs", "epoch", "from", "cut", "to", "server"] as const;
+/** The coordinator's subjects, with a well-formed body each, whose fields the edge test varies one at a time. */
+const COORD_BODIES: Array<[string, Record<string, unknown>]> = [
+  ["register", { id: "hb-edge", startedAt: 1, load: {} }],
+  ["renew", { id: "hb-edge", incarnation: 1, load: {} }],
+  ["claim", { id: "hb-edge", incarnation: 1, locations: ["acct/a/x"] }],
+  ["cut", { id: "hb-edge", incarnation: 1, location: "acct/a/x", epoch: 1, from: "zz", cut: 1 }],
+  ["confirm", { id: "hb-edge", incarnation: 1, epochs: [["acct/a/x", 1]] }],
+  ["release", { id: "hb-edge", incarnation: 1, locations: ["acct/a/x"] }],
+  ["move", { location: "acct/a/nowhere", to: "nobody" }],
+  ["drain", { server: "nobody" }],
+];
 
 /** Values at the edges of every type a field may hold. */
 const nasty: fc.Arbitrary<unknown> = fc.letrec((tie) => ({
@@ -107,6 +123,12 @@ const body: fc.Arbitrary<Uint8Array> = fc.oneof(
   // The coordinator's bodies.
   { weight: 1, arbitrary: nasty.map((location) => cbor.encode(new Map([["location", location]]))) },
   { weight: 1, arbitrary: fc.tuple(nasty, nasty, nasty).map(([id, startedAt, load]) => cbor.encode(new Map([["id", id], ["startedAt", startedAt], ["load", load]]))) },
+  {
+    weight: 2,
+    arbitrary: fc
+      .dictionary(fc.constantFrom(...COORD_FIELDS), nasty, { maxKeys: 6 })
+      .map((fields) => cbor.encode(new Map<unknown, unknown>(Object.entries(fields)))),
+  },
 );
 
 const locationTokens = fc.oneof(
@@ -120,7 +142,7 @@ const subject = fc.oneof(
   { weight: 4, arbitrary: locationTokens.map((t) => `${P}.r.${ID}.${t}`) },
   { weight: 1, arbitrary: fc.constant(`${P}.coord.locate`) },
   { weight: 1, arbitrary: fc.constant(`${P}.coord.servers`) },
-  { weight: 1, arbitrary: fc.constant(`${P}.coord.heartbeat`) },
+  { weight: 2, arbitrary: fc.constantFrom(...COORD_BODIES.map(([name]) => `${P}.coord.${name}`)) },
 );
 
 const revisions = () => LOCS.map((l) => store.inventory(l).revision);
@@ -191,10 +213,12 @@ describe("wire fuzzing", () => {
     for (const v of edges) {
       cases.push([`${P}.w.${ID}.acct.a.x`, cbor.encode(new Map<unknown, unknown>([["op", v]]))]);
       cases.push([`${P}.coord.locate`, cbor.encode(new Map([["location", v]]))]);
-      for (const field of ["id", "startedAt", "load"]) {
-        const hb = new Map<unknown, unknown>([["id", "hb-edge"], ["startedAt", 1], ["load", new Map()]]);
-        hb.set(field, v);
-        cases.push([`${P}.coord.heartbeat`, cbor.encode(hb)]);
+      for (const [name, valid] of COORD_BODIES) {
+        for (const field of Object.keys(valid)) {
+          const body = new Map<unknown, unknown>(Object.entries(valid));
+          body.set(field, v);
+          cases.push([`${P}.coord.${name}`, cbor.encode(body)]);
+        }
       }
     }
     const problems: string[] = [];
@@ -206,11 +230,11 @@ describe("wire fuzzing", () => {
   }, 60_000);
 
   it("left the server and the coordinator serving a normal client", async () => {
-    const client = new StrataClient(nc, { prefix: P, server: ID });
+    const client = new StrataClient(nc, { prefix: P });
     const { seq } = await client.stream("acct/a/after").append({ value: new Uint8Array([42]) });
     expect([...(await client.stream("acct/a/after").get(seq))!.value]).toEqual([42]);
     client.close();
-    // The coordinator still answers, and still hears the server's heartbeats (one a second).
+    // The coordinator still answers, and the server still holds its lease.
     let ids: string[] = [];
     for (const deadline = Date.now() + 5000; !ids.includes(ID) && Date.now() < deadline; await new Promise((resolve) => setTimeout(resolve, 50))) {
       const reply = await nc.request(`${P}.coord.servers`, new Uint8Array(0), { timeout: 3000 });

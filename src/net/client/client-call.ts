@@ -4,6 +4,12 @@
  * connection's max_payload, reading replies (reassembling parts, granting credit for streamed
  * replies), and retrying with backoff + jitter within the call's time budget.
  *
+ * Epochs (docs/failover.md): every result of a server under a coordinator carries the epoch the
+ * location was served under (`e`), and locate answers carry the epoch known to the coordinator.
+ * The client keeps the highest epoch seen per location and drops a result from an older one (a
+ * server that lost the location): a read is asked again at the current owner, a write reported
+ * like a timeout (it may or may not be part of the history; appends with a msgId are retried).
+ *
  * Retries: UNAVAILABLE (including no responders) means the request was not handled, so every call
  * is retried after re-locating. TIMEOUT is retried only for calls that are safe to repeat (reads,
  * appends with a msgId), which wait a third of the budget per attempt; other writes report it,
@@ -35,12 +41,15 @@ interface Target {
   subject: string;
   what: string;
   write: boolean;
+  location: string;
 }
 
 const NET = DEFAULT_NET_LIMITS;
 
 export class Caller {
   private readonly servers = new Map<string, string>();
+  /** Highest epoch seen per location (bounded like the locate cache). */
+  private readonly epochs = new Map<string, number>();
   private readonly coalescer: Coalescer;
 
   constructor(
@@ -126,7 +135,7 @@ export class Caller {
       try {
         server = this.pinned ?? (await this.locate(call.location, deadline));
         const subject = requestSubject(this.prefix, call.cls, server, call.location);
-        const target = { subject, what: `${call.location} on server "${server}"`, write: call.cls === "w" };
+        const target = { subject, what: `${call.location} on server "${server}"`, write: call.cls === "w", location: call.location };
         return await attempt(target, deadline);
       } catch (e) {
         const err = e instanceof StrataError ? e : fromNatsError(e, `request for ${call.location}`);
@@ -153,9 +162,11 @@ export class Caller {
       const msg = await ch.next(this.attemptMs(deadline), () => timeoutError(what, this.limits.timeoutMs, false));
       const err = errorOfReply(msg, () => what);
       if (err) throw err;
-      const server = validateServerId(decodeMap(msg.data, "the coordinator's reply").server);
+      const reply = decodeMap(msg.data, "the coordinator's reply");
+      const server = validateServerId(reply.server);
       if (this.servers.size >= this.limits.locateCacheMax) this.servers.clear();
       this.servers.set(location, server);
+      if (typeof reply.epoch === "number") this.sawEpoch(location, reply.epoch);
       return server;
     } finally {
       ch.close();
@@ -234,6 +245,18 @@ export class Caller {
     }
   }
 
+  /**
+   * Records an epoch seen for `location`; false when it is older than one seen before (the reply
+   * comes from a server that no longer holds the location).
+   */
+  sawEpoch(location: string, epoch: number): boolean {
+    const known = this.epochs.get(location);
+    if (known !== undefined && epoch < known) return false;
+    if (known === undefined && this.epochs.size >= this.limits.locateCacheMax) this.epochs.clear();
+    if (known !== epoch) this.epochs.set(location, epoch);
+    return true;
+  }
+
   maxPayload(): number {
     return this.transport.nc.info?.max_payload ?? 1024 * 1024;
   }
@@ -268,6 +291,7 @@ class ReplyReader {
       const err = errorOfReply(msg, () => this.target.what);
       if (err) throw err;
       const frame = decodeMap(msg.data, "a reply");
+      if (typeof frame.e === "number" && !this.caller.sawEpoch(this.target.location, frame.e)) throw staleEpoch(this.target);
       if (typeof frame.s === "string") {
         this.stream = frame.s;
         if (typeof frame.w === "number" && frame.w >= 1) this.window = frame.w;
@@ -298,6 +322,13 @@ class ReplyReader {
   close(): void {
     this.ch.close();
   }
+}
+
+function staleEpoch(target: Target): StrataError {
+  if (target.write) {
+    return new StrataError("TIMEOUT", `the answer for ${target.what} came from a server that no longer holds the location (an older epoch); the write may or may not be applied (use msgId on appends to retry exactly once)`);
+  }
+  return new StrataError("UNAVAILABLE", `the answer for ${target.what} came from a server that no longer holds the location (an older epoch); asking the current owner`);
 }
 
 function resultOf(frame: WireMap): unknown {

@@ -16,17 +16,24 @@
  * Merging the replay: a change is skipped when the replay already showed the same or a newer
  * write of that seq / key (remembered revision >= change revision; for deletes, >).
  *
+ * Failover (docs/failover.md): change messages and `changes` replies name the epoch the location
+ * is held under, and the replies also `since`, the revision that epoch began at. A live message of
+ * a higher epoch drops the live buffer and catches up at once; a reply of a higher epoch whose
+ * `since` lies below the cursor means the changes past `since` were shown under an older epoch
+ * and did not survive the move (writes acknowledged locally by a server that died before shipping
+ * them): the cursor rewinds to `since`, so the new owner's changes with those revisions are shown.
+ *
  * A chunked change (too large for one message) carries an empty value and `chunked: true`; read
  * the value with get(). Memory is bounded: the live buffer and the output queue have limits, and a
  * slow consumer pauses the watcher rather than growing a queue.
  */
-import type { Subscription } from "nats";
+import type { Msg, Subscription } from "nats";
 import { StrataError } from "../../errors.js";
 import type { Change, KvEntry, StoredMessage } from "../../types.js";
 import { backoff, type Caller } from "./client-call.js";
 import type { Transport } from "./client-transport.js";
 import type { ClientLimits } from "../wire/net-limits.js";
-import { changeSubject } from "../wire/subjects.js";
+import { EPOCH_HEADER, changeSubject } from "../wire/subjects.js";
 import { decodeUntrusted, isPlainMap, type WireMap } from "../wire/wire-codec.js";
 import { fromNatsError } from "../wire/wire-errors.js";
 
@@ -54,6 +61,8 @@ export class Watcher implements Watch {
   private gapCursor = -1;
   private resync = false;
   private cursor = 0;
+  /** The highest epoch seen for the location (0: none, or a standalone server). */
+  private epoch = 0;
   private readonly seen = new Map<number | string, number>();
   private seenMax = 0;
   private sub: Subscription | undefined;
@@ -76,7 +85,7 @@ export class Watcher implements Watch {
     this.sub = this.deps.transport.nc.subscribe(changeSubject(this.deps.prefix, this.location), {
       callback: (err, msg) => {
         if (err) return this.fail(fromNatsError(err, `watching ${this.location}`));
-        this.onLive(msg.data);
+        this.onLive(msg);
       },
     });
     this.deps.transport.reconnectListeners.add(this.onReconnect);
@@ -170,6 +179,7 @@ export class Watcher implements Watch {
         : { op: "kv.getAll", ...(f.key !== undefined ? { key: f.key } : {}) };
     const onFrame = (frame: WireMap) => {
       if (this.replayBase === undefined && typeof frame.base === "number") this.replayBase = frame.base;
+      if (typeof frame.epoch === "number" && frame.epoch > this.epoch) this.epoch = frame.epoch;
     };
     const call = { location: this.location, cls: "r" as const, idempotent: true };
     for await (const item of this.deps.caller.items(call, body, onFrame)) {
@@ -196,6 +206,18 @@ export class Watcher implements Watch {
     for (;;) {
       const reply = await this.deps.caller.request(call, { op: "changes", after: this.cursor, limit: this.deps.limits.watchChangesPage });
       if (!isPlainMap(reply) || !Array.isArray(reply.changes)) throw new StrataError("CORRUPT", "malformed changes reply");
+      if (typeof reply.epoch === "number" && reply.epoch > this.epoch) {
+        const shownUnder = this.epoch;
+        this.epoch = reply.epoch;
+        if (shownUnder > 0 && typeof reply.since === "number" && reply.since < this.cursor) {
+          // What was shown past `since` did not survive the move: show the new owner's history from there.
+          this.cursor = reply.since;
+          this.seen.clear();
+          this.seenMax = 0;
+          this.gapCursor = -1;
+          continue;
+        }
+      }
       for (const change of reply.changes) {
         if (this.stopped) return;
         // Fetched changes are authoritative: a revision the log no longer has is not a gap.
@@ -274,11 +296,19 @@ export class Watcher implements Watch {
   }
 
   /** A change-feed message: an array of changes of this location in revision order. */
-  private onLive(data: Uint8Array): void {
+  private onLive(msg: Msg): void {
     if (this.stopped) return;
+    const epoch = Number(msg.headers?.get(EPOCH_HEADER) || 0);
+    if (epoch > this.epoch) {
+      // A new owner: what it publishes is checked against its history first (catchUp).
+      this.live.length = 0;
+      this.resync = true;
+      this.wakeProducer();
+      return;
+    }
     let changes: unknown;
     try {
-      changes = decodeUntrusted(data, "a change message");
+      changes = decodeUntrusted(msg.data, "a change message");
     } catch {
       return; // not ours to judge; a gap check will refetch from the server if it mattered
     }

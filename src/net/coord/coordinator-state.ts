@@ -1,24 +1,30 @@
 /**
- * The coordinator's state: which server holds which location, and which servers exist, kept in
- * one LMDB environment (`<dataDir>/coordinator.mdb`) so that both survive a restart unchanged.
+ * The coordinator's durable state, one LMDB environment (`<dataDir>/coordinator.mdb`):
  *
- * Databases:
- * - `assign`:  location → AssignmentRecord. Written once, never moved or removed by this version.
- * - `servers`: server id → ServerRecord (first/last heartbeat, startedAt, last load, assigned count).
- * - `sys`:     "format".
+ * - `assign`:   location → Assignment { server, incarnation, epoch, source?, confirmed } (location-rules.ts)
+ * - `byServer`: "<server>\0<location>" → true, the locations of each server (drain walks it)
+ * - `servers`:  server id → ServerRecord { incarnation, startedAt, assigned, held, draining, … }
+ * - `sys`:      "format", "nextIncarnation"
  *
  * Invariants:
- * - An assignment is on disk (committed and flushed) before anyone is told about it, so a reply
- *   can never be contradicted after a crash.
- * - A location has at most one assignment. Within this process a new location's assignment is
- *   "pending" from the moment it is chosen until it is durable; concurrent lookups of the same
- *   location wait for that pending promise instead of choosing again. Across processes the data
- *   directory lock (`<dataDir>/LOCK`) keeps a second coordinator out.
- * - The durable `assigned` count of a server is only ever changed in the same transaction as the
- *   assignment it counts (read-modify-write inside the transaction), so it equals the number of
- *   its assignments even after a crash. Heartbeat writes never overwrite it.
- * - Liveness is in memory (a monotonic deadline per server). After a restart it is seeded from
- *   the last recorded heartbeat, so servers that were live a moment ago stay live without a gap.
+ * - Every change is decided and written inside ONE write transaction (`change`), whose callback
+ *   reads the current values (earlier writes of the same batch included) and runs synchronously,
+ *   so two concurrent requests can never both decide from the same old value. A reply waits for
+ *   the commit AND the flush (`root.flushed`): nothing told to anyone is lost by a crash, so an
+ *   epoch a server was granted never goes backwards after a restart.
+ * - Readers outside a transaction (locate's fast path) first wait for the flush of any change in
+ *   flight for that location (`pending`), so they never answer from a commit that is not durable.
+ * - `assigned` (locations assigned to the server) and `held` (of those, bound to its current
+ *   incarnation) are changed only in the transaction that changes the assignments they count, and
+ *   `byServer` likewise, so all three agree with `assign` after any crash. `held` restarts at 0
+ *   with each registration, which binds no location.
+ * - Incarnation numbers come from `nextIncarnation`, incremented in the registering transaction:
+ *   never reused, always increasing.
+ * - The data directory lock (`<dataDir>/LOCK`) keeps a second coordinator process out.
+ *
+ * Format 2 (this one) came with failover. A format-1 directory (heartbeat era) is migrated in
+ * place in one transaction when opened: each location becomes bound to nobody at epoch 0 with its
+ * server as confirmed holder, each server gets incarnation 0 (it must register).
  */
 import fs from "node:fs";
 import path from "node:path";
@@ -26,58 +32,68 @@ import { open, type Database, type RootDatabase } from "lmdb";
 import { assert } from "../../assert.js";
 import { acquireDataLock } from "../../data-lock.js";
 import { StrataError, ioError } from "../../errors.js";
-import type { Candidate } from "./coordinator-placement.js";
-import type { HeartbeatBody, ServerLoad, ServerView } from "../wire/coordinator-protocol.js";
+import type { RegisterRequest, ServerLoad } from "../wire/coordinator-protocol.js";
+import type { Assignment } from "./location-rules.js";
 
-export const COORDINATOR_FORMAT = 1;
+export const COORDINATOR_FORMAT = 2;
 const MAP_BYTES = 16 * 1024 * 1024 * 1024;
 
-export interface AssignmentRecord {
-  server: string;
-  /** Wall-clock ms when the location was first assigned. */
-  assignedAt: number;
-}
-
-interface ServerRecord {
+export interface ServerRecord {
   id: string;
+  /** The current incarnation; 0 for a server known from format 1 that has not registered since. */
+  incarnation: number;
   startedAt: number;
   firstSeenAt: number;
-  lastHeartbeatAt: number;
+  /** Wall-clock ms of the current incarnation's registration. */
+  registeredAt: number;
+  /** Locations assigned to it. */
   assigned: number;
+  /** Of those, how many are bound to its current incarnation. */
+  held: number;
+  /** Set by a drain; placement skips it until it registers again. */
+  draining: boolean;
+  /**
+   * The current incarnation's lease ended and a location was moved away from it: it must stay
+   * over after a restart (see leases.ts). Reset by the next registration.
+   */
+  over: boolean;
   load: ServerLoad;
 }
 
-interface ServerState {
-  record: ServerRecord;
-  /** Assigned locations including pending ones; what placement weighs. */
-  assigned: number;
-  /** Monotonic ms until which the server counts as live. */
-  liveUntil: number;
-  /** Wall-clock ms of the heartbeat last written to disk (heartbeats are written throttled). */
-  persistedHeartbeatAt: number;
+export interface StateOptions {
+  /** Most servers remembered; registrations of further new ids are refused. */
+  serversMax: number;
+  /** Most changes waiting to become durable at once; beyond, UNAVAILABLE. */
+  pendingChangesMax: number;
+  /** Wall clock (ms since the epoch), for the informational times in records. */
+  now: () => number;
 }
 
-export interface StateOptions {
-  serverTtlMs: number;
-  /** Most servers remembered; heartbeats from further new ids are refused. */
-  serversMax: number;
-  /** Most new assignments waiting to become durable at once. */
-  pendingAssignmentsMax: number;
-  now: () => number;
-  monotonicNow: () => number;
+/** What a decision may read and write inside its transaction. */
+export interface AssignTx {
+  get(location: string): Assignment | undefined;
+  /** Writes `next` for `location`, keeping counts and the server index in step. */
+  put(location: string, next: Assignment): void;
+  server(id: string): ServerRecord | undefined;
+  /** Assignments in total (what `assignmentsMax` bounds), this transaction's writes included. */
+  assignmentCount(): number;
+  /** Records that `incarnation` (if still `id`'s current one) is over for good. */
+  endIncarnation(id: string, incarnation: number): void;
 }
 
 export class CoordinatorState {
-  private readonly servers = new Map<string, ServerState>();
-  private readonly pending = new Map<string, Promise<AssignmentRecord>>();
+  private readonly servers = new Map<string, ServerRecord>();
+  private readonly pending = new Map<string, Promise<unknown>>();
+  private pendingChanges = 0;
   private closed = false;
-  /** Durable assignments plus pending ones; what `assignmentsMax` bounds. */
   private assignedTotal = 0;
 
   private constructor(
     private readonly root: RootDatabase,
-    private readonly assignDb: Database<AssignmentRecord, string>,
+    private readonly assignDb: Database<Assignment, string>,
+    private readonly byServerDb: Database<boolean, string>,
     private readonly serverDb: Database<ServerRecord, string>,
+    private readonly sys: Database<unknown, string>,
     private readonly releaseLock: () => void,
     private readonly opts: StateOptions,
   ) {}
@@ -87,22 +103,32 @@ export class CoordinatorState {
     const release = acquireDataLock(dataDir);
     let root: RootDatabase | undefined;
     try {
-      root = open({ path: path.join(dataDir, "coordinator.mdb"), noSubdir: true, maxDbs: 4, mapSize: MAP_BYTES });
+      root = open({ path: path.join(dataDir, "coordinator.mdb"), noSubdir: true, maxDbs: 8, mapSize: MAP_BYTES });
       const sys = root.openDB<unknown, string>({ name: "sys", cache: false });
-      const format = sys.get("format");
-      if (format === undefined) {
-        root.transactionSync(() => sys.put("format", COORDINATOR_FORMAT));
-      } else if (format !== COORDINATOR_FORMAT) {
-        throw new StrataError("CORRUPT", `the coordinator data at ${dataDir} has format ${String(format)}; this Strata reads format ${COORDINATOR_FORMAT}`);
-      }
       const state = new CoordinatorState(
         root,
-        root.openDB<AssignmentRecord, string>({ name: "assign", cache: false }),
+        root.openDB<Assignment, string>({ name: "assign", cache: false }),
+        root.openDB<boolean, string>({ name: "byServer", cache: false }),
         root.openDB<ServerRecord, string>({ name: "servers", cache: false }),
+        sys,
         release,
         opts,
       );
-      state.loadServers();
+      const format = sys.get("format");
+      if (format === undefined) {
+        root.transactionSync(() => {
+          sys.put("format", COORDINATOR_FORMAT);
+          sys.put("nextIncarnation", 1);
+        });
+      } else if (format === 1) {
+        state.migrateFromFormat1();
+      } else if (format !== COORDINATOR_FORMAT) {
+        throw new StrataError(
+          "CORRUPT",
+          `the coordinator data at ${dataDir} has format ${String(format)}; this Strata reads formats 1 and ${COORDINATOR_FORMAT}. Run the Strata version that wrote it, or restore a backup`,
+        );
+      }
+      for (const { value } of state.serverDb.getRange()) state.servers.set(value.id, value);
       state.assignedTotal = (state.assignDb.getStats() as { entryCount?: number }).entryCount ?? 0;
       return state;
     } catch (err) {
@@ -113,157 +139,217 @@ export class CoordinatorState {
     }
   }
 
-  /** Reads every known server (there are few) and seeds liveness from its last heartbeat. */
-  private loadServers(): void {
-    const wallNow = this.opts.now();
-    const mono = this.opts.monotonicNow();
-    for (const { value } of this.serverDb.getRange()) {
-      const remaining = value.lastHeartbeatAt + this.opts.serverTtlMs - wallNow;
-      this.servers.set(value.id, {
-        record: value,
-        assigned: value.assigned,
-        liveUntil: remaining > 0 ? mono + remaining : -Infinity,
-        persistedHeartbeatAt: value.lastHeartbeatAt,
-      });
-    }
-  }
-
-  /** The assignment of `location`: a record, a promise while it is being made durable, or undefined. */
-  assignment(location: string): AssignmentRecord | Promise<AssignmentRecord> | undefined {
-    return this.pending.get(location) ?? this.assignDb.get(location);
-  }
-
-  /** Records that `location` belongs to `server`; resolves once that is durable on disk. */
-  assign(location: string, server: string): Promise<AssignmentRecord> {
-    assert(!this.closed, "assign after close");
-    assert(!this.pending.has(location), `location ${location} already has a pending assignment`);
-    const state = this.servers.get(server);
-    assert(state !== undefined, `assign to unknown server ${server}`);
-    if (this.pending.size >= this.opts.pendingAssignmentsMax) {
-      return Promise.reject(new StrataError("UNAVAILABLE", `the coordinator is busy (${this.pending.size} new locations being recorded); retry shortly`));
-    }
-    const record: AssignmentRecord = { server, assignedAt: this.opts.now() };
-    state.assigned += 1;
-    this.assignedTotal += 1;
-    const done = this.commitAssignment(location, record).then(
-      () => record,
-      (cause: unknown) => {
-        state.assigned -= 1;
-        this.assignedTotal -= 1;
-        throw StrataError.is(cause) ? cause : ioError("recording the assignment", cause);
-      },
-    );
-    const tracked = done.finally(() => this.pending.delete(location));
-    this.pending.set(location, tracked);
-    return tracked;
-  }
-
-  private async commitAssignment(location: string, record: AssignmentRecord): Promise<void> {
-    await this.root.transaction(() => {
-      assert(this.assignDb.get(location) === undefined, `location ${location} is already assigned on disk`);
-      // The server's heartbeat transaction normally precedes this one; should that write have
-      // failed, the in-memory record stands in so the count is still kept with the assignment.
-      const inMemory = this.servers.get(record.server)?.record;
-      assert(inMemory !== undefined, `server ${record.server} must be known before it is assigned locations`);
-      const server = this.serverDb.get(record.server) ?? { ...inMemory, assigned: 0 };
-      this.assignDb.put(location, record);
-      this.serverDb.put(record.server, { ...server, assigned: server.assigned + 1 });
+  /** Format 1 → 2, all or nothing (one synchronous transaction, flushed at commit). */
+  private migrateFromFormat1(): void {
+    this.root.transactionSync(() => {
+      const held = new Map<string, number>();
+      for (const { key, value } of this.assignDb.getRange()) {
+        const old = value as unknown as { server: string };
+        this.assignDb.put(key, { server: old.server, incarnation: 0, epoch: 0, confirmed: true });
+        this.byServerDb.put(indexKey(old.server, key), true);
+        held.set(old.server, (held.get(old.server) ?? 0) + 1);
+      }
+      for (const { key, value } of this.serverDb.getRange()) {
+        const old = value as unknown as { id: string; startedAt: number; firstSeenAt: number; lastHeartbeatAt?: number; load?: ServerLoad };
+        this.serverDb.put(key, {
+          id: old.id,
+          incarnation: 0,
+          startedAt: old.startedAt,
+          firstSeenAt: old.firstSeenAt,
+          registeredAt: old.lastHeartbeatAt ?? old.firstSeenAt,
+          assigned: held.get(old.id) ?? 0,
+          held: 0,
+          draining: false,
+          over: false,
+          load: old.load ?? {},
+        });
+      }
+      this.sys.put("nextIncarnation", 1);
+      this.sys.put("format", COORDINATOR_FORMAT);
     });
-    // The transaction promise resolves at commit; the reply must wait until it is on disk too.
-    await this.root.flushed;
+  }
+
+  // ─── Servers ──────────────────────────────────────────────────────────────────────
+
+  server(id: string): ServerRecord | undefined {
+    return this.servers.get(id);
+  }
+
+  serverRecords(): ServerRecord[] {
+    return [...this.servers.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
+  /** Every known server with its current incarnation and whether it ended (what a restarted lease table starts from). */
+  knownIncarnations(): Array<[string, number, boolean]> {
+    return [...this.servers.values()].map((s) => [s.id, s.incarnation, s.over === true]);
+  }
+
+  /** Records the server's last reported load (memory only; it is informational). */
+  setLoad(id: string, load: ServerLoad): void {
+    const s = this.servers.get(id);
+    if (s !== undefined) s.load = load;
   }
 
   /**
-   * Records a heartbeat. A new or restarted server is written at once (it must be on disk before
-   * locations are assigned to it); otherwise the heartbeat time is written at most every TTL/4,
-   * which bounds both disk writes and how stale the liveness seed after a restart can be.
+   * A new incarnation for `req.id`, durable before it resolves. `onCommit` runs inside the
+   * transaction, right after the record is written, so the caller can switch its lease table in
+   * the same synchronous step (no request sees the new record with the old lease or vice versa).
    */
-  heartbeat(hb: HeartbeatBody): "new" | "restarted" | "seen" | "duplicate" {
-    assert(!this.closed, "heartbeat after close");
-    const wallNow = this.opts.now();
-    const liveUntil = this.opts.monotonicNow() + this.opts.serverTtlMs;
-    const existing = this.servers.get(hb.id);
-    if (existing === undefined && this.servers.size >= this.opts.serversMax) {
-      throw new StrataError("TOO_LARGE", `the coordinator already knows ${this.servers.size} servers (serversMax); heartbeat from ${hb.id} ignored`);
+  async register(req: RegisterRequest, onCommit: (incarnation: number) => void): Promise<ServerRecord> {
+    assert(!this.closed, "register after close");
+    if (!this.servers.has(req.id) && this.servers.size >= this.opts.serversMax) {
+      throw new StrataError("TOO_LARGE", `the coordinator already knows ${this.servers.size} servers (serversMax); server "${req.id}" was not registered`);
     }
-    if (existing !== undefined && hb.startedAt < existing.record.startedAt) {
-      // A restart only ever moves startedAt forward; an older one means a second process is
-      // heartbeating with the same id. Keep the newer record and let the caller warn.
-      existing.liveUntil = liveUntil;
-      return "duplicate";
-    }
-    const kind = existing === undefined ? "new" : existing.record.startedAt !== hb.startedAt ? "restarted" : "seen";
-    const state: ServerState = existing ?? {
-      record: { id: hb.id, startedAt: hb.startedAt, firstSeenAt: wallNow, lastHeartbeatAt: wallNow, assigned: 0, load: hb.load },
-      assigned: 0,
-      liveUntil,
-      persistedHeartbeatAt: -Infinity,
-    };
-    state.record = { ...state.record, startedAt: hb.startedAt, lastHeartbeatAt: wallNow, load: hb.load };
-    state.liveUntil = liveUntil;
-    this.servers.set(hb.id, state);
-    if (kind !== "seen" || wallNow - state.persistedHeartbeatAt >= this.opts.serverTtlMs / 4) {
-      state.persistedHeartbeatAt = wallNow;
-      this.persistHeartbeat(state.record);
-    }
-    return kind;
-  }
-
-  private persistHeartbeat(record: ServerRecord): void {
-    // Async and batched by lmdb; ordered before any later assignment transaction. The durable
-    // `assigned` count is kept from disk: only assignment transactions change it.
-    void this.root
-      .transaction(() => {
-        const onDisk = this.serverDb.get(record.id);
-        this.serverDb.put(record.id, { ...record, firstSeenAt: onDisk?.firstSeenAt ?? record.firstSeenAt, assigned: onDisk?.assigned ?? 0 });
-      })
-      .catch(() => {
-        // Liveness is kept in memory; a lost heartbeat write only makes the post-restart seed older.
+    return this.write(async () => {
+      const record = await this.root.transaction(() => {
+        const incarnation = this.sys.get("nextIncarnation") as number;
+        const wallNow = this.opts.now();
+        const before = this.serverDb.get(req.id);
+        const next: ServerRecord = {
+          id: req.id,
+          incarnation,
+          startedAt: req.startedAt,
+          firstSeenAt: before?.firstSeenAt ?? wallNow,
+          registeredAt: wallNow,
+          assigned: before?.assigned ?? 0,
+          held: 0,
+          draining: false,
+          over: false,
+          load: req.load,
+        };
+        this.sys.put("nextIncarnation", incarnation + 1);
+        this.serverDb.put(req.id, next);
+        this.servers.set(req.id, next);
+        onCommit(incarnation);
+        return next;
       });
+      return record;
+    });
   }
 
-  /** Assignments on disk and pending, across all servers. */
+  async setDraining(id: string, draining: boolean): Promise<void> {
+    await this.write(() =>
+      this.root.transaction(() => {
+        const s = this.serverDb.get(id);
+        if (s === undefined || s.draining === draining) return;
+        const next = { ...s, draining };
+        this.serverDb.put(id, next);
+        this.servers.set(id, next);
+      }),
+    );
+  }
+
+  // ─── Assignments ──────────────────────────────────────────────────────────────────
+
+  /** The durable assignment of `location`, after any change in flight for it is flushed. */
+  async read(location: string): Promise<Assignment | undefined> {
+    const p = this.pending.get(location);
+    if (p !== undefined) await p.catch(() => undefined);
+    return this.assignDb.get(location);
+  }
+
+  /** Assignments on disk (and being written). */
   assignmentCount(): number {
     return this.assignedTotal;
   }
 
-  isLive(id: string): boolean {
-    const s = this.servers.get(id);
-    return s !== undefined && s.liveUntil > this.opts.monotonicNow();
-  }
-
-  /** Wall-clock ms of the last heartbeat seen from `id`, if it is known at all. */
-  lastHeartbeatAt(id: string): number | undefined {
-    return this.servers.get(id)?.record.lastHeartbeatAt;
-  }
-
-  liveCandidates(): Candidate[] {
-    const mono = this.opts.monotonicNow();
-    const out: Candidate[] = [];
-    for (const s of this.servers.values()) if (s.liveUntil > mono) out.push({ id: s.record.id, assigned: s.assigned });
+  /** Up to `max` locations assigned to `server`, in key order after `after`. */
+  locationsOf(server: string, max: number, after?: string): string[] {
+    const prefix = `${server}\u0000`;
+    const out: string[] = [];
+    for (const key of this.byServerDb.getKeys({ start: after === undefined ? prefix : indexKey(server, after) + "\u0000", end: `${server}\u0001`, limit: max })) {
+      out.push(key.slice(prefix.length));
+    }
     return out;
   }
 
-  knownServerIds(): string[] {
-    return [...this.servers.keys()].sort();
+  /**
+   * Runs `decide` inside one write transaction and resolves with its result once that
+   * transaction is committed and flushed. `decide` must not throw for expected outcomes (it
+   * returns them); `locations` are the ones it may write, so readers can wait for them.
+   */
+  change<T>(locations: readonly string[], decide: (tx: AssignTx) => T): Promise<T> {
+    assert(!this.closed, "change after close");
+    if (this.pendingChanges >= this.opts.pendingChangesMax) {
+      return Promise.reject(new StrataError("UNAVAILABLE", `the coordinator is busy (${this.pendingChanges} changes being recorded); retry shortly`));
+    }
+    const done = this.write(() => this.root.transaction(() => decide(this.tx())));
+    const settled = done.catch(() => undefined);
+    for (const location of locations) this.pending.set(location, settled);
+    void settled.then(() => {
+      for (const location of locations) if (this.pending.get(location) === settled) this.pending.delete(location);
+    });
+    return done;
   }
 
-  view(): ServerView[] {
-    const mono = this.opts.monotonicNow();
-    return [...this.servers.values()]
-      .map((s) => ({
-        id: s.record.id,
-        live: s.liveUntil > mono,
-        assigned: s.assigned,
-        startedAt: s.record.startedAt,
-        firstSeenAt: s.record.firstSeenAt,
-        lastHeartbeatAt: s.record.lastHeartbeatAt,
-        load: s.record.load,
-      }))
-      .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  /** Runs a write transaction, waits for its flush, and maps failures to IO (reloading the mirror). */
+  private async write<T>(run: () => Promise<T>): Promise<T> {
+    this.pendingChanges += 1;
+    try {
+      const result = await run();
+      // The transaction promise resolves at commit; the reply must wait until it is on disk too.
+      await this.root.flushed;
+      return result;
+    } catch (cause) {
+      // The in-memory copies were updated inside the callback; re-read what really committed.
+      this.reloadMirror();
+      throw StrataError.is(cause) ? cause : ioError("recording the coordinator's state", cause);
+    } finally {
+      this.pendingChanges -= 1;
+    }
   }
 
-  /** Waits for pending assignments, flushes and closes LMDB, releases the data lock. Idempotent. */
+  private reloadMirror(): void {
+    try {
+      this.servers.clear();
+      for (const { value } of this.serverDb.getRange()) this.servers.set(value.id, value);
+      this.assignedTotal = (this.assignDb.getStats() as { entryCount?: number }).entryCount ?? 0;
+    } catch {
+      // Closed under us; nothing to keep in step any more.
+    }
+  }
+
+  private tx(): AssignTx {
+    return {
+      get: (location) => this.assignDb.get(location),
+      server: (id) => this.servers.get(id),
+      assignmentCount: () => this.assignedTotal,
+      endIncarnation: (id, incarnation) => {
+        const s = this.serverDb.get(id);
+        if (s === undefined || s.incarnation !== incarnation || s.over === true) return;
+        const next = { ...s, over: true };
+        this.serverDb.put(id, next);
+        this.servers.set(id, next);
+      },
+      put: (location, next) => {
+        const before = this.assignDb.get(location);
+        const to = this.serverDb.get(next.server);
+        assert(to !== undefined, `server ${next.server} must be known before it is assigned locations`);
+        if (before !== undefined) {
+          const from = this.serverDb.get(before.server);
+          assert(from !== undefined, `server ${before.server} of an assignment must be known`);
+          const fromNext = { ...from, assigned: from.assigned - (before.server !== next.server ? 1 : 0), held: from.held - (heldBy(before, from) ? 1 : 0) };
+          this.serverDb.put(from.id, fromNext);
+          this.servers.set(from.id, fromNext);
+          if (before.server !== next.server) this.byServerDb.remove(indexKey(before.server, location));
+        } else {
+          this.assignedTotal += 1;
+        }
+        const toNow = this.serverDb.get(next.server)!;
+        const toNext = {
+          ...toNow,
+          assigned: toNow.assigned + (before === undefined || before.server !== next.server ? 1 : 0),
+          held: toNow.held + (heldBy(next, toNow) ? 1 : 0),
+        };
+        this.serverDb.put(toNext.id, toNext);
+        this.servers.set(toNext.id, toNext);
+        if (before === undefined || before.server !== next.server) this.byServerDb.put(indexKey(next.server, location), true);
+        this.assignDb.put(location, next);
+      },
+    };
+  }
+
+  /** Waits for changes in flight, flushes and closes LMDB, releases the data lock. Idempotent. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -275,4 +361,12 @@ export class CoordinatorState {
       this.releaseLock();
     }
   }
+}
+
+function heldBy(a: Assignment, server: ServerRecord): boolean {
+  return a.incarnation > 0 && a.incarnation === server.incarnation && a.server === server.id;
+}
+
+function indexKey(server: string, location: string): string {
+  return `${server}\u0000${location}`;
 }

@@ -1,51 +1,57 @@
 /**
- * The coordinator (first version): knows which persistence servers are live and answers which
- * server holds a location.
- *
- * - Servers register simply by heartbeating on `P.coord.heartbeat` (see server/heartbeat.ts); a server
- *   is live while its heartbeats arrive within `serverTtlMs`.
- * - `P.coord.locate` `{ location }` → `{ server }`. A location keeps the server it was first
- *   given (sticky). A new location goes to a live server chosen by weighted rendezvous hashing
- *   (coordinator-placement.ts). If the location's server is down, the answer is UNAVAILABLE
- *   (retryable) naming the server in `Strata-Server`: this version never moves a location,
- *   because moving safely needs leases with epochs (DESIGN.md), which come later.
- * - `P.coord.servers` → `{ servers: ServerView[] }` for operators.
+ * The coordinator: the epoch authority of docs/failover.md. It registers server incarnations,
+ * keeps their leases, answers which server holds a location (moving it when its holder's lease is
+ * over), grants locations with epochs, fixes cuts, confirms epochs, and moves or drains on an
+ * operator's request. This file is its NATS face: subscriptions, reply-subject checks, parsing
+ * (wire/coordinator-protocol.ts) and error replies; the decisions are in coordinator-handlers.ts,
+ * the durable state in coordinator-state.ts, the leases in leases.ts.
  *
  * Abuse bounds. An assignment is durable and never removed, so `locate` of new locations is what a
  * hostile client could use to grow the state without end. New assignments are rate limited per
  * client (token bucket `assignBurstPerClientMax` / `assignPerClientPerSecMax`, the client being
  * the first token of its reply inbox) and for all clients together (`assignBurstMax` /
  * `assignPerSecMax`), both answered UNAVAILABLE (the client retries with backoff), and bounded in
- * total (`assignmentsMax`, TOO_LARGE). Locating a known location is never limited. We keep
- * assigning at first locate (not at first write) because that is what keeps placement sticky and
- * correct without a claim round trip from servers in every first write: an answer once given is
- * never contradicted. Replies go only to subjects below `inboxPrefix` (default "_INBOX"); a
- * request naming another reply subject (e.g. someone's change feed) is dropped unanswered.
+ * total (`assignmentsMax`, TOO_LARGE). Locating a known location is never limited. Replies go only
+ * to subjects below `inboxPrefix` (default "_INBOX"); a request naming another reply subject (e.g.
+ * someone's change feed) is dropped unanswered. Lists in one request are bounded by
+ * `locationsPerRequestMax`. Who may send register/claim/move/drain is a matter of nats-server
+ * permissions on `P.coord.*` (deploy/): servers and operators, not clients.
  *
- * Every wire input is parsed in wire/coordinator-protocol.ts; a malformed request gets an error reply
- * and never reaches the state. Nothing a client sends can crash the process: each handler ends
- * in an error reply, and only `assert` failures (bugs) escape.
+ * Nothing a client sends can crash the process: each handler ends in a reply, and only `assert`
+ * failures (bugs) escape.
  */
 import type { Msg, NatsConnection, Subscription } from "nats";
 import { StrataError } from "../../errors.js";
 import { DEFAULT_COORDINATOR_LIMITS, resolveCoordinatorLimits, type CoordinatorLimits } from "../../limits.js";
-import { pickServer } from "./coordinator-placement.js";
 import {
   DEFAULT_PREFIX,
   SERVER_HEADER,
   coordSubjects,
   decodeBody,
-  parseHeartbeat,
+  encodeBody,
+  handoverSubject,
+  parseClaimRequest,
+  parseConfirmRequest,
+  parseCutRequest,
+  parseDrainRequest,
+  parseHandoverReply,
   parseLocateRequest,
+  parseMoveRequest,
+  parseRegisterRequest,
+  parseReleaseRequest,
+  parseRenewRequest,
   respondBody,
   respondError,
   validatePrefix,
-  type LocateReply,
+  type HandoverReply,
   type ServersReply,
 } from "../wire/coordinator-protocol.js";
-import { CoordinatorState } from "./coordinator-state.js";
-import { TokenBuckets } from "./rate-limit.js";
 import { DEFAULT_INBOX_PREFIX, replyClient, validateInboxPrefix } from "../wire/subjects.js";
+import { errorOfReply, fromNatsError } from "../wire/wire-errors.js";
+import { CoordinatorCore, HolderError } from "./coordinator-handlers.js";
+import { CoordinatorState } from "./coordinator-state.js";
+import { LeaseTable } from "./leases.js";
+import { TokenBuckets } from "./rate-limit.js";
 
 /** Defaults of the coordinator (src/limits.ts); each can be overridden in `startCoordinator`'s options. */
 export const COORDINATOR_DEFAULTS = DEFAULT_COORDINATOR_LIMITS;
@@ -55,17 +61,18 @@ export interface CoordinatorOptions {
   /** Directory of the coordinator's LMDB state; one coordinator per directory. */
   dataDir: string;
   prefix?: string;
-  serverTtlMs?: number;
-  serversMax?: number;
-  pendingAssignmentsMax?: number;
-  /** The other limits (assignment rates and total, see src/limits.ts `CoordinatorLimits`). */
+  /** The lease (ms); renew interval and margin follow as lease/5 unless set in `limits`. */
+  leaseMs?: number;
+  /** The other limits (leases, assignment rates and totals, see src/limits.ts `CoordinatorLimits`). */
   limits?: Partial<CoordinatorLimits>;
   /** Replies go only below this prefix (default "_INBOX"); other requests are dropped unanswered. */
   inboxPrefix?: string;
-  /** Problems worth an operator's attention (malformed heartbeats, refused servers). */
+  /** Problems worth an operator's attention (refused servers, failed handovers). */
   onWarning?: (message: string) => void;
-  /** Notable events: a server joined or restarted. */
+  /** Notable events: a server registered, a location moved. */
   onEvent?: (message: string) => void;
+  /** Monotonic clock in ms (default performance.now); tests may inject a skewed one. */
+  clock?: () => number;
 }
 
 export interface CoordinatorStats {
@@ -76,6 +83,8 @@ export interface CoordinatorStats {
 }
 
 export interface Coordinator {
+  /** The limits in force (leases included). */
+  readonly limits: CoordinatorLimits;
   stats(): CoordinatorStats;
   /** Stops answering, waits for in-flight requests, closes the state. Does not close `nc`. */
   stop(): Promise<void>;
@@ -84,28 +93,46 @@ export interface Coordinator {
 export async function startCoordinator(options: CoordinatorOptions): Promise<Coordinator> {
   const prefix = validatePrefix(options.prefix ?? DEFAULT_PREFIX);
   const inboxPrefix = validateInboxPrefix(options.inboxPrefix ?? DEFAULT_INBOX_PREFIX);
-  const limits = resolveCoordinatorLimits({
-    ...options.limits,
-    ...(options.serverTtlMs !== undefined ? { serverTtlMs: positiveInt(options.serverTtlMs, "serverTtlMs") } : {}),
-    ...(options.serversMax !== undefined ? { serversMax: positiveInt(options.serversMax, "serversMax") } : {}),
-    ...(options.pendingAssignmentsMax !== undefined ? { pendingAssignmentsMax: positiveInt(options.pendingAssignmentsMax, "pendingAssignmentsMax") } : {}),
-  });
-  const serverTtlMs = limits.serverTtlMs;
-  const monotonicNow = () => performance.now();
-  const state = CoordinatorState.open(options.dataDir, {
-    serverTtlMs,
-    serversMax: limits.serversMax,
-    pendingAssignmentsMax: limits.pendingAssignmentsMax,
-    now: Date.now,
-    monotonicNow,
-  });
-  const perClient = new TokenBuckets(limits.assignBurstPerClientMax, limits.assignPerClientPerSecMax, limits.assignClientsMax, monotonicNow);
-  const overall = new TokenBuckets(limits.assignBurstMax, limits.assignPerSecMax, 1, monotonicNow);
+  const limits = resolveCoordinatorLimits({ ...options.limits, ...(options.leaseMs !== undefined ? { leaseMs: options.leaseMs } : {}) });
+  const clock = options.clock ?? (() => performance.now());
+  const state = CoordinatorState.open(options.dataDir, { serversMax: limits.serversMax, pendingChangesMax: limits.pendingAssignmentsMax, now: Date.now });
+  // Restart rule: every known server counts as having renewed now (docs/failover.md).
+  const leases = new LeaseTable(limits, clock(), state.knownIncarnations());
+  const perClient = new TokenBuckets(limits.assignBurstPerClientMax, limits.assignPerClientPerSecMax, limits.assignClientsMax, clock);
+  const overall = new TokenBuckets(limits.assignBurstMax, limits.assignPerSecMax, 1, clock);
   let repliesRefused = 0;
   const warn = throttled(options.onWarning ?? ((m) => process.emitWarning(m, "StrataWarning")));
   const event = options.onEvent ?? (() => undefined);
   const subjects = coordSubjects(prefix);
   const inFlight = new Set<Promise<void>>();
+  const stopped = new AbortController();
+
+  const askHandover = async (id: string, epochs: Array<[string, number]>): Promise<HandoverReply> => {
+    const subject = handoverSubject(prefix, id);
+    let msg: Msg;
+    try {
+      msg = await options.nc.request(subject, encodeBody({ epochs }), { timeout: limits.handoverTimeoutMs });
+    } catch (err) {
+      throw fromNatsError(err, `asking server ${id} to hand over (${subject})`);
+    }
+    const error = errorOfReply(msg, () => `handover of server ${id}`);
+    if (error) throw error;
+    return parseHandoverReply(decodeBody(msg.data, "handover reply"), limits.locationsPerRequestMax);
+  };
+
+  const sleep = (ms: number): Promise<void> =>
+    new Promise((resolve) => {
+      if (stopped.signal.aborted) return resolve();
+      const timer = setTimeout(done, ms);
+      function done(): void {
+        clearTimeout(timer);
+        stopped.signal.removeEventListener("abort", done);
+        resolve();
+      }
+      stopped.signal.addEventListener("abort", done);
+    });
+
+  const core = new CoordinatorCore({ state, leases, limits, clock, askHandover, sleep, warn, event });
 
   const track = (work: Promise<void>): void => {
     inFlight.add(work);
@@ -123,40 +150,8 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
     return client;
   };
 
-  const onLocate = async (msg: Msg): Promise<void> => {
-    // A bare publish (no reply subject) asks nothing; it must not assign a location either.
-    const client = answerable(msg);
-    if (client === undefined) return;
-    try {
-      const location = parseLocateRequest(decodeBody(msg.data, "locate request"));
-      respondBody(msg, await locate(location, client));
-    } catch (err) {
-      respondError(msg, err, err instanceof ServerDownError ? { [SERVER_HEADER]: err.server } : {});
-    }
-  };
-
-  const locate = async (location: string, client: string): Promise<LocateReply> => {
-    // Look up and (if absent) assign without an `await` in between, so two requests for the same
-    // new location cannot both decide to assign it; the second one finds the pending promise.
-    const found = state.assignment(location);
-    const existing = found instanceof Promise ? await found : found;
-    if (existing !== undefined) {
-      if (state.isLive(existing.server)) return { server: existing.server };
-      throw serverDown(location, existing.server);
-    }
-    const candidates = state.liveCandidates();
-    if (candidates.length === 0) throw noLiveServer();
-    admitNewLocation(client);
-    const server = pickServer(location, candidates);
-    await state.assign(location, server);
-    return { server };
-  };
-
-  /** Spends the tokens of one new assignment, or refuses it; runs with no await before `assign`. */
-  const admitNewLocation = (client: string): void => {
-    if (state.assignmentCount() >= limits.assignmentsMax) {
-      throw new StrataError("TOO_LARGE", `the coordinator holds ${state.assignmentCount()} locations (assignmentsMax); no new location can be placed. Raise assignmentsMax or run another cluster`);
-    }
+  /** Spends the tokens of one new assignment, or refuses it. */
+  const admit = (client: string) => (): void => {
     if (!perClient.take(client)) {
       throw new StrataError("UNAVAILABLE", `this client placed new locations faster than ${limits.assignPerClientPerSecMax}/s (assignPerClientPerSecMax); retry shortly`);
     }
@@ -166,49 +161,45 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
     }
   };
 
-  const serverDown = (location: string, server: string): ServerDownError => {
-    const last = state.lastHeartbeatAt(server);
-    const ago = last === undefined ? "never" : `${Math.max(0, Math.round((Date.now() - last) / 1000))} s ago`;
-    return new ServerDownError(
-      server,
-      `location "${location}" is held by server "${server}", which is down (last heartbeat ${ago}; live means one within ${serverTtlMs} ms). ` +
-        `Start server "${server}" again with the same --id and --data; this coordinator version does not move locations to another server.`,
-    );
-  };
-
-  const noLiveServer = (): StrataError => {
-    const known = state.knownServerIds();
-    const which = known.length === 0 ? "no server has ever sent a heartbeat" : `known but down: ${known.slice(0, 20).join(", ")}`;
-    return new StrataError("UNAVAILABLE", `no persistence server is live (${which}); start one with: strata server --id ID --data DIR --nats URL`);
-  };
+  /** Parses, answers, and turns any failure into an error reply (with `Strata-Server` when known). */
+  const handle =
+    (what: string, answer: (body: unknown, client: string, receivedAt: number) => unknown) =>
+    async (msg: Msg): Promise<void> => {
+      const receivedAt = clock();
+      const client = answerable(msg);
+      if (client === undefined) return;
+      try {
+        respondBody(msg, await answer(decodeBody(msg.data, what), client, receivedAt));
+      } catch (err) {
+        respondError(msg, err, err instanceof HolderError ? { [SERVER_HEADER]: err.server } : {});
+      }
+    };
 
   const onServers = (msg: Msg): void => {
     if (answerable(msg) === undefined) return;
     try {
       // The body is optional; if one is sent it must at least be CBOR, so garbage is reported.
       if (msg.data.byteLength > 0) decodeBody(msg.data, "servers request");
-      const reply: ServersReply = { servers: state.view() };
+      const reply: ServersReply = { servers: core.view() };
       respondBody(msg, reply);
     } catch (err) {
       respondError(msg, err);
     }
   };
 
-  const onHeartbeat = (msg: Msg): void => {
-    try {
-      const hb = parseHeartbeat(decodeBody(msg.data, "heartbeat"));
-      const kind = state.heartbeat(hb);
-      if (kind === "duplicate") {
-        warn(`two processes heartbeat as server "${hb.id}" (different startedAt); each server needs its own --id`);
-      } else if (kind !== "seen") {
-        event(`server ${hb.id} ${kind === "new" ? "joined" : "restarted"}`);
-      }
-      if (msg.reply && answerable(msg) !== undefined) respondBody(msg, { ok: true });
-    } catch (err) {
-      warn(`ignored a heartbeat: ${(err as Error).message}`);
-      if (msg.reply && answerable(msg) !== undefined) respondError(msg, err);
-    }
-  };
+  const max = limits.locationsPerRequestMax;
+  const handlers: Array<[string, (msg: Msg) => void | Promise<void>]> = [
+    [subjects.register, handle("register request", (b) => core.register(parseRegisterRequest(b)))],
+    [subjects.renew, handle("renew request", (b, _c, at) => core.renew(parseRenewRequest(b), at))],
+    [subjects.locate, handle("locate request", (b, client) => core.locate(parseLocateRequest(b), admit(client)))],
+    [subjects.claim, handle("claim request", (b) => core.claim(parseClaimRequest(b, max)))],
+    [subjects.cut, handle("cut request", (b) => core.cut(parseCutRequest(b)))],
+    [subjects.confirm, handle("confirm request", (b) => core.confirm(parseConfirmRequest(b, max)))],
+    [subjects.release, handle("release request", (b) => core.release(parseReleaseRequest(b, max)))],
+    [subjects.move, handle("move request", (b) => { const r = parseMoveRequest(b); return core.move(r.location, r.to); })],
+    [subjects.drain, handle("drain request", (b) => core.drain(parseDrainRequest(b).server))],
+    [subjects.servers, onServers],
+  ];
 
   const subscribe = (subject: string, handler: (msg: Msg) => void | Promise<void>): Subscription =>
     options.nc.subscribe(subject, {
@@ -224,7 +215,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
 
   let subs: Subscription[];
   try {
-    subs = [subscribe(subjects.locate, onLocate), subscribe(subjects.servers, onServers), subscribe(subjects.heartbeat, onHeartbeat)];
+    subs = handlers.map(([subject, handler]) => subscribe(subject, handler));
     // Once flushed, the nats-server has the subscriptions: a request sent after `startCoordinator`
     // resolves is answered rather than refused with "no responders".
     await options.nc.flush();
@@ -235,9 +226,11 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
 
   let stopping: Promise<void> | undefined;
   return {
+    limits,
     stats: () => ({ assignments: state.assignmentCount(), repliesRefused }),
     stop() {
       stopping ??= (async () => {
+        stopped.abort();
         await Promise.allSettled(subs.map((s) => (s.isClosed() ? Promise.resolve() : s.drain())));
         await Promise.allSettled([...inFlight]);
         await state.close();
@@ -247,22 +240,8 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   };
 }
 
-/** UNAVAILABLE because the location's own server is down; the reply names it in `Strata-Server`. */
-class ServerDownError extends StrataError {
-  constructor(readonly server: string, message: string) {
-    super("UNAVAILABLE", message);
-  }
-}
-
-function positiveInt(value: unknown, name: string): number {
-  if (typeof value !== "number" || !Number.isSafeInteger(value) || value <= 0) {
-    throw new StrataError("INVALID_ARGUMENT", `${name} must be a positive integer, got ${String(value)}`);
-  }
-  return value;
-}
-
 /**
- * Passes on the 1st, 2nd, 4th, 8th… warning: a flood of bad heartbeats (a misconfigured server)
+ * Passes on the 1st, 2nd, 4th, 8th… warning: a flood of bad requests (a misconfigured server)
  * must not flood the log, but the count still shows how bad it is.
  */
 function throttled(sink: (message: string) => void): (message: string) => void {

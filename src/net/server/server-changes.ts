@@ -6,10 +6,14 @@
  * a burst of writes costs a few messages rather than one per write. A change too large for one
  * message goes out without its value and with `chunked: true`, like the engine's own changes of
  * chunked values; readers fetch such a value with get.
+ *
+ * A server under a coordinator sends the epoch the location is held under in the header
+ * `Strata-Epoch` (EPOCH_HEADER): a watcher that sees a higher epoch than before asks the new owner
+ * where its history may differ from what it was shown (docs/failover.md).
  */
-import type { NatsConnection } from "nats";
+import { headers as natsHeaders, type NatsConnection } from "nats";
 import type { Change } from "../../types.js";
-import { changeSubject } from "../wire/subjects.js";
+import { EPOCH_HEADER, changeSubject } from "../wire/subjects.js";
 import { encode, joinArray } from "../wire/wire-codec.js";
 
 /** Bytes of a change message's array header (at most 5) and a margin. */
@@ -17,6 +21,8 @@ const ARRAY_OVERHEAD_BYTES = 16;
 
 export class ChangeFeed {
   private pending = new Map<string, Change[]>();
+  /** The epoch of each pending location's changes (absent for a standalone server). */
+  private epochs = new Map<string, number>();
   private scheduled = false;
   published = 0;
 
@@ -28,7 +34,8 @@ export class ChangeFeed {
   ) {}
 
   /** Queues a committed change; the changes of this turn go out once it ends (a microtask). */
-  add(change: Change): void {
+  add(change: Change, epoch?: number): void {
+    if (epoch !== undefined) this.epochs.set(change.location, epoch);
     const list = this.pending.get(change.location);
     if (list !== undefined) list.push(change);
     else this.pending.set(change.location, [change]);
@@ -44,6 +51,8 @@ export class ChangeFeed {
     const pending = this.pending;
     if (pending.size === 0) return;
     this.pending = new Map();
+    const epochs = this.epochs;
+    this.epochs = new Map();
     const max = this.maxPayload() - ARRAY_OVERHEAD_BYTES;
     for (const [location, changes] of pending) {
       const subject = changeSubject(this.prefix, location);
@@ -53,20 +62,26 @@ export class ChangeFeed {
         let encoded = encode(change);
         if (encoded.byteLength > max) encoded = encode(withoutValue(change));
         if (group.length > 0 && bytes + encoded.byteLength > max) {
-          this.publish(subject, location, group);
+          this.publish(subject, location, group, epochs.get(location));
           group = [];
           bytes = 0;
         }
         group.push(encoded);
         bytes += encoded.byteLength;
       }
-      this.publish(subject, location, group);
+      this.publish(subject, location, group, epochs.get(location));
     }
   }
 
-  private publish(subject: string, location: string, group: Uint8Array[]): void {
+  private publish(subject: string, location: string, group: Uint8Array[], epoch: number | undefined): void {
     try {
-      this.nc.publish(subject, joinArray(group));
+      if (epoch === undefined) {
+        this.nc.publish(subject, joinArray(group));
+      } else {
+        const h = natsHeaders();
+        h.set(EPOCH_HEADER, String(epoch));
+        this.nc.publish(subject, joinArray(group), { headers: h });
+      }
       this.published += group.length;
     } catch (err) {
       this.onWarning(`could not publish ${group.length} change(s) of ${location}: ${(err as Error).message}`);

@@ -46,6 +46,13 @@ export interface RequestContext extends ReplyTarget {
   replies: Replies;
   uploads: Uploads;
   limits: NetLimits;
+  /**
+   * Under a coordinator: whether the location is still held under the epoch it was admitted at
+   * (the grant, and the lease). Checked again just before answering.
+   */
+  stillHeld?: () => boolean;
+  /** Under a coordinator: the location's revision when its current epoch began (changes replies carry it). */
+  epochStart?: number;
   /** The location's handles, made on first use (a batch uses one for all its items). */
   streamHandle?: StreamHandle;
   kvHandle?: KvHandle;
@@ -74,7 +81,7 @@ const OPS: Record<string, OpSpec> = {
   "kv.set": { cls: "w", fields: ["key", "value", "options"], compute: (c, b) => kv(c).set(b.key as never, b.value as never, b.options as never) },
   "kv.setMany": { cls: "w", fields: ["items"], compute: (c, b) => kv(c).setMany(b.items as never) },
   "kv.delete": { cls: "w", fields: ["key", "options"], compute: (c, b) => kv(c).delete(b.key as never, b.options as never) },
-  upload: { cls: "w", fields: ["head", "bytes"], run: (c, b) => c.uploads.start(c, b, (head, value) => runUpload(c, head, value)) },
+  upload: { cls: "w", fields: ["head", "bytes"], run: (c, b) => c.uploads.start(c, b, (head, value) => heldAfter(c, runUpload(c, head, value))) },
   chunk: { cls: "w", fields: ["upload", "k", "data"], run: (c, b) => c.uploads.chunk(c.location, c.cls, b, c.reply) },
   credit: { cls: "any", fields: ["stream", "n", "cancel"], run: credit },
   batch: { cls: "any", fields: ["items"], run: batch },
@@ -105,6 +112,7 @@ export async function handle(ctx: RequestContext, body: WireMap): Promise<void> 
   const hold = holding === undefined ? undefined : await holding;
   try {
     const result = await spec.compute!(ctx, body);
+    checkStillHeld(ctx);
     await ctx.replies.result(ctx, result);
   } finally {
     hold?.release();
@@ -138,6 +146,12 @@ export function checkFields(ctx: { location: string }, body: WireMap, fields: re
     }
     throw new StrataError("INVALID_ARGUMENT", `unknown field "${name.slice(0, 40)}" for op "${op}"; allowed: ${fields.join(", ") || "none"}`);
   }
+}
+
+async function heldAfter<T>(ctx: RequestContext, work: Promise<T>): Promise<T> {
+  const result = await work;
+  checkStillHeld(ctx);
+  return result;
 }
 
 async function runUpload(ctx: RequestContext, head: WireMap, value: AsyncIterable<Uint8Array> | undefined): Promise<unknown> {
@@ -194,10 +208,24 @@ async function batch(ctx: RequestContext, body: WireMap): Promise<void> {
     }
   }
   try {
+    checkStillHeld(ctx);
     await ctx.replies.result(ctx, results);
   } finally {
     reads.release();
   }
+}
+
+/**
+ * The lease or the grant ended while the request ran (a paused process, a move): a write is
+ * answered TIMEOUT (it is in this server's log, and may or may not be part of the location's
+ * history at its next owner), a read UNAVAILABLE (the client asks the new owner).
+ */
+export function checkStillHeld(ctx: RequestContext): void {
+  if (ctx.stillHeld === undefined || ctx.stillHeld()) return;
+  if (ctx.cls === "w") {
+    throw new StrataError("TIMEOUT", `server's hold on location "${ctx.location}" ended before the write was acknowledged; it may or may not be applied (retry with the same msgId to apply it exactly once)`);
+  }
+  throw new StrataError("UNAVAILABLE", `location "${ctx.location}" is no longer served here (it moved, or this server's lease ended); retry`);
 }
 
 function credit(ctx: RequestContext, body: WireMap): void {
@@ -214,13 +242,24 @@ async function streamed(ctx: RequestContext, scan: () => Iterable<unknown> | Asy
   try {
     const budget = ctx.replies.maxPayload() - ctx.limits.frameOverheadBytes;
     const count = await streamBatches(reply, scan(), ctx.limits.batchItemsMax, budget, { base });
-    reply.end({ base, count });
+    // The epoch the scan was served under: a watcher compares it with later ones (client/watch.ts).
+    reply.end(ctx.epoch === undefined ? { base, count } : { base, count, epoch: ctx.epoch });
   } catch (err) {
     reply.fail(err);
   }
 }
 
-async function changes(ctx: RequestContext, body: WireMap): Promise<{ changes: Change[]; next: number; more: boolean }> {
+/**
+ * The changes after `after`. Under a coordinator the reply also names the epoch and `since`, the
+ * revision its epoch began at: a watcher shown changes past `since` under an older epoch rewinds
+ * to it, since those may not have survived the move (docs/failover.md).
+ */
+async function changes(ctx: RequestContext, body: WireMap): Promise<{ changes: Change[]; next: number; more: boolean; epoch?: number; since?: number }> {
+  const page = await changesPage(ctx, body);
+  return ctx.epoch === undefined || ctx.epochStart === undefined ? page : { ...page, epoch: ctx.epoch, since: ctx.epochStart };
+}
+
+async function changesPage(ctx: RequestContext, body: WireMap): Promise<{ changes: Change[]; next: number; more: boolean }> {
   const after = validateSeqOrZero(body.after, "after");
   const max = ctx.limits.changesPageMax;
   const limit = body.limit === undefined ? max : validateNonNegativeInt(body.limit, "limit");

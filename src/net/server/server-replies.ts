@@ -27,6 +27,8 @@ export interface ReplyTarget {
   reply: string;
   location: string;
   cls: SubjectClass;
+  /** The epoch the location is served under (docs/failover.md); results carry it as `e`. */
+  epoch?: number;
 }
 
 export interface ReplyStats {
@@ -134,9 +136,9 @@ export class Replies {
     const value = largeValueOf(result, this.maxPayload() - this.limits.frameOverheadBytes);
     let parts: Uint8Array[];
     if (value) {
-      parts = encodeWithTail((tail) => ({ ok: withValue(result as WireMap, tail) }), value);
+      parts = encodeWithTail((tail) => withEpoch({ ok: withValue(result as WireMap, tail) }, target), value);
     } else {
-      const bytes = encode({ ok: result ?? null });
+      const bytes = encode(withEpoch({ ok: result ?? null }, target));
       if (bytes.byteLength <= this.maxPayload()) return this.publish(target.reply, bytes);
       parts = [bytes];
     }
@@ -157,7 +159,7 @@ export class Replies {
     const { large: _large, value: _value, ...rest } = result;
     const stream = await this.open(target);
     try {
-      await stream.sendPartsFrom(...framedLarge((tail) => ({ ok: { ...rest, value: tail } }), large));
+      await stream.sendPartsFrom(...framedLarge((tail) => withEpoch({ ok: { ...rest, value: tail } }, target), large));
     } finally {
       stream.close();
     }
@@ -243,4 +245,12 @@ function readerOf(reply: string): string {
 /** The unread large value of a get's result, if it has one. */
 function largeReadOf(result: unknown): LargeRead | undefined {
   return isLargeRead(result) ? result.large : undefined;
+}
+
+/**
+ * A result frame with the epoch it was served under, when the server runs under a coordinator.
+ * The epoch goes first: a large value must stay the frame's last item (encodeWithTail).
+ */
+function withEpoch(frame: WireMap, target: ReplyTarget): WireMap {
+  return target.epoch === undefined ? frame : { e: target.epoch, ...frame };
 }

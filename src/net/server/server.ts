@@ -24,7 +24,9 @@ import { Uploads, type UploadStats } from "./server-uploads.js";
 import { ChangeFeed } from "./server-changes.js";
 import { DEFAULT_INBOX_PREFIX, DEFAULT_PREFIX, locationFromSubject, replyClient, serverSubjects, validateInboxPrefix, validatePrefix, validateServerId, type SubjectClass } from "../wire/subjects.js";
 import { decodeMap, encode } from "../wire/wire-codec.js";
-import { startHeartbeat, type Heartbeat } from "./heartbeat.js";
+import { CoordLink } from "./coord-link.js";
+import { Ownership, type OwnershipStats } from "./ownership.js";
+import { handoverSubject, parseHandoverRequest } from "../wire/coordinator-protocol.js";
 
 export interface ServerOptions {
   /** Server id: names this server's subjects (`P.w.<id>.>`) and, when `dir` is given, its store. */
@@ -47,6 +49,12 @@ export interface ServerOptions {
    * Set it to the common prefix of your clients' `inboxPrefix` options.
    */
   inboxPrefix?: string;
+  /**
+   * Serve every location asked for, with no coordinator, no lease and no failover: for one server
+   * alone (tests, embedded use). Default false: the server registers with the coordinator and
+   * serves only the locations granted to it while its lease holds (docs/failover.md).
+   */
+  standalone?: boolean;
   onWarning?: (message: string) => void;
 }
 
@@ -57,6 +65,8 @@ export interface ServerStats extends UploadStats, ReplyStats {
   errors: number;
   inFlight: number;
   changesPublished: number;
+  /** Leases and grants (absent for a standalone server). */
+  ownership?: OwnershipStats & { incarnation?: number; leaseRemainingMs: number };
 }
 
 export interface StrataServer {
@@ -103,7 +113,7 @@ export async function startServer(options: ServerOptions): Promise<StrataServer>
     if (ownStore) await store.close();
     throw err instanceof StrataError ? err : new StrataError("UNAVAILABLE", `cannot connect to NATS: ${(err as Error).message}`, { cause: err });
   }
-  const server = new Server(id, prefix, store, nc, limits, onWarning, ownStore, ownNc, inboxPrefix, bulk);
+  const server = new Server(id, prefix, store, nc, limits, onWarning, ownStore, ownNc, inboxPrefix, bulk, options.standalone === true);
   server.start();
   return server;
 }
@@ -112,10 +122,12 @@ class Server implements StrataServer {
   private readonly replies: Replies;
   private readonly uploads: Uploads;
   private readonly changes: ChangeFeed;
+  private readonly startedAt = Date.now();
   private readonly subs: Subscription[] = [];
   private readonly subjects;
   private unlisten: (() => void) | undefined;
-  private heartbeat: Heartbeat | undefined;
+  private link: CoordLink | undefined;
+  private ownership: Ownership | undefined;
   private inFlight = 0;
   /** Bytes of read requests in flight (readRequestBytesInFlightMax). */
   private readBytesInFlight = 0;
@@ -134,6 +146,7 @@ class Server implements StrataServer {
     private readonly ownNc: boolean,
     private readonly inboxPrefix: string,
     private readonly bulk: NatsConnection,
+    private readonly standalone: boolean,
   ) {
     this.replies = new Replies(nc, limits, onWarning, store.limits.recordBytesMax + store.limits.scanReadBytesMax, bulk);
     this.uploads = new Uploads(this.replies, limits, store.limits.valueBytesMax);
@@ -142,12 +155,49 @@ class Server implements StrataServer {
   }
 
   start(): void {
-    this.unlisten = this.store.onChange((change) => this.changes.add(change));
+    if (!this.standalone) {
+      const link = new CoordLink(this.nc, {
+        prefix: this.prefix,
+        id: this.id,
+        startedAt: this.startedAt,
+        load: () => this.load(),
+        onIncarnationOver: () => this.ownership?.clear(),
+        onWarning: this.onWarning,
+        requestTimeoutMs: this.limits.coordRequestTimeoutMs,
+        retryMinMs: this.limits.coordRetryMinMs,
+        retryMaxMs: this.limits.coordRetryMaxMs,
+      });
+      const ownership = new Ownership(link, this.store, { id: this.id, batchMax: this.limits.claimBatchMax, onWarning: this.onWarning });
+      this.link = link;
+      this.ownership = ownership;
+      this.store.objectCommit = (location) => ownership.confirm(location);
+      this.subs.push(this.nc.subscribe(handoverSubject(this.prefix, this.id), { callback: (err, msg) => void this.onHandover(err, msg) }));
+    }
+    const ownership = this.ownership;
+    // Changes are published only for locations held now: a server whose lease ran out (or that
+    // handed a location over) must not speak for it, even for changes it committed before.
+    this.unlisten = this.store.onChange((change) => {
+      if (ownership === undefined) return this.changes.add(change);
+      const epoch = ownership.heldEpoch(change.location);
+      if (epoch !== undefined) this.changes.add(change, epoch);
+    });
     for (const cls of ["w", "r"] as const) {
       this.subs.push(this.nc.subscribe(this.subjects[cls].wildcard, { callback: (err, msg) => this.onMessage(cls, err, msg) }));
     }
-    // Heartbeat last: the coordinator may send clients here as soon as it hears from us.
-    this.heartbeat = startHeartbeat(this.nc, { prefix: this.prefix, id: this.id, load: () => this.load() });
+    // Register last: the coordinator may send clients here as soon as it hears from us.
+    this.link?.start();
+  }
+
+  /** The coordinator moves locations away (strata move / drain): seal, ship, answer the cuts. */
+  private async onHandover(err: Error | null, msg: Msg): Promise<void> {
+    if (err || !msg.reply) return;
+    try {
+      const { epochs } = parseHandoverRequest(decodeMap(msg.data, "a handover request"));
+      const cuts = await this.ownership!.handover(epochs);
+      msg.respond(encode({ cuts }));
+    } catch (e) {
+      this.replies.error(msg.reply, e);
+    }
   }
 
   private onMessage(cls: SubjectClass, err: Error | null, msg: Msg): void {
@@ -190,6 +240,14 @@ class Server implements StrataServer {
         throw new StrataError("UNAVAILABLE", `server "${this.id}" is shutting down; retry (the location will be served again)`);
       }
       const ctx: RequestContext = { reply, client, location, cls, store: this.store, replies: this.replies, uploads: this.uploads, limits: this.limits };
+      const ownership = this.ownership;
+      if (ownership !== undefined && body.op !== "chunk" && body.op !== "credit") {
+        const admitted = ownership.admit(location);
+        const epoch = typeof admitted === "number" ? admitted : await admitted;
+        ctx.epoch = epoch;
+        ctx.epochStart = ownership.startRevision(location);
+        ctx.stillHeld = () => ownership.holds(location, epoch);
+      }
       await handle(ctx, body);
     } catch (err) {
       this.counters.errors += 1;
@@ -205,7 +263,12 @@ class Server implements StrataServer {
   }
 
   stats(): ServerStats {
-    return { ...this.counters, changesPublished: this.changes.published, inFlight: this.inFlight, ...this.uploads.stats(), ...this.replies.stats() };
+    const stats: ServerStats = { ...this.counters, changesPublished: this.changes.published, inFlight: this.inFlight, ...this.uploads.stats(), ...this.replies.stats() };
+    if (this.ownership && this.link) {
+      const incarnation = this.link.incarnation;
+      stats.ownership = { ...this.ownership.stats(), ...(incarnation !== undefined ? { incarnation } : {}), leaseRemainingMs: Math.round(this.link.remainingMs()) };
+    }
+    return stats;
   }
 
   stop(): Promise<void> {
@@ -214,7 +277,6 @@ class Server implements StrataServer {
   }
 
   private async shutdown(): Promise<void> {
-    this.heartbeat?.stop();
     if (!(await this.idle(this.limits.shutdownGraceMs))) {
       const err = new StrataError("UNAVAILABLE", `server "${this.id}" stopped before this transfer finished; retry`);
       this.uploads.abortAll(err);
@@ -236,9 +298,31 @@ class Server implements StrataServer {
     } catch {
       // best effort: replies in the outbound buffer are lost with a dead connection anyway
     }
+    if (this.link) await this.letGo();
     if (this.ownStore) await this.store.close();
     if (this.ownNc && !this.nc.isClosed()) await this.nc.drain();
     if (this.bulk !== this.nc && !this.bulk.isClosed()) await this.bulk.drain();
+  }
+
+  /**
+   * A graceful stop hands everything over: nothing is admitted any more, every record is sealed
+   * and shipped, and only then is the lease released, so whoever serves these locations next
+   * (this server restarted, or another) reads all of it. If shipping fails the lease is not
+   * released; it runs out instead and the locations move after it like after a crash.
+   */
+  private async letGo(): Promise<void> {
+    this.ownership?.clear();
+    this.store.objectCommit = undefined;
+    let shipped = false;
+    if (this.store.tier !== undefined) {
+      try {
+        await withTimeout(this.store.shipAll(), this.limits.shutdownGraceMs);
+        shipped = true;
+      } catch (err) {
+        this.onWarning(`could not ship the last records before stopping (${(err as Error).message}); the lease is left to run out`);
+      }
+    }
+    await this.link!.stop(shipped);
   }
 
   private idle(ms: number): Promise<boolean> {
@@ -271,4 +355,12 @@ async function mayPublishReplies(conn: NatsConnection, inboxPrefix: string): Pro
   await new Promise((resolve) => setImmediate(resolve));
   void watching;
   return !denied;
+}
+
+function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new StrataError("TIMEOUT", `did not finish within ${ms} ms`)), ms);
+  });
+  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
 }

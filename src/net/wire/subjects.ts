@@ -22,6 +22,8 @@ import { StrataError } from "../../errors.js";
 import { describeValue } from "../../validate.js";
 
 export const DEFAULT_PREFIX = "strata";
+/** Header of a change-feed message: the epoch its location is held under (docs/failover.md). */
+export const EPOCH_HEADER = "Strata-Epoch";
 /** nats.js's default inbox prefix; replies go only below it unless a server is told otherwise. */
 export const DEFAULT_INBOX_PREFIX = "_INBOX";
 
