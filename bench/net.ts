@@ -12,11 +12,11 @@
  *
  * `npx tsx bench/net.ts [--tiny] [--runs N] [--dir DIR] [--out FILE]` prints the document on
  * stdout (progress on stderr). It starts its own nats-server with JetStream on a loopback port
- * (test/helpers/nats-server.ts) and ends only the processes it started. The test suite runs it at
+ * (src/testing/nats-server.ts) and ends only the processes it started. The test suite runs it at
  * tiny scale so that it cannot rot; its numbers only mean something at full scale.
  */
 import { connect } from "nats";
-import { startNatsServer, type RunningNatsServer } from "../test/helpers/nats-server.js";
+import { startNatsServer, type RunningNatsServer } from "../src/testing/nats-server.js";
 import { isMainModule, parseBenchArgs, type Scale } from "./lib/args.js";
 import { withTempDir } from "./lib/fs.js";
 import { emit, machineInfo, stderrProgress, type MachineInfo, type TargetResult } from "./lib/report.js";

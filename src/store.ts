@@ -21,7 +21,8 @@ import type { KvPointer, StreamPointer } from "./index/index-reads.js";
 import type { LmdbIndex, LocMeta } from "./index/lmdb-index.js";
 import { removeUnsyncedMarker } from "./index/unsynced-marker.js";
 import type { ImportRecord, LogRecord, Pointer, StreamSetRecord } from "./log/record.js";
-import { SEGMENT_HEADER_BYTES, listSegmentIds } from "./log/segment-files.js";
+import { SEGMENT_HEADER_BYTES, listSegmentIds, segmentPath } from "./log/segment-files.js";
+import { scanRecords } from "./log/frame-scan.js";
 import { SegmentLog } from "./log/segment-log.js";
 import type { Limits } from "./limits.js";
 import { startMaintenance, sweepExpired } from "./maintenance.js";
@@ -32,6 +33,7 @@ import { Tier } from "./tier/tier.js";
 import { isForeign } from "./index/foreign-logs.js";
 import { Importer, importRequestOf, importTmpDir } from "./tier/takeover.js";
 import { importLocations, validateServerId, type ImportItem, type ImportResult } from "./import-locations.js";
+import { cameBackWarning, dropQuarantine, listQuarantine, noteQuarantine, quarantineOf, quarantinedAmong, savedQuarantine, type QuarantineEntry, type QuarantineInfo } from "./index/quarantine.js";
 import { KvHandle } from "./kv-handle.js";
 import { StreamHandle } from "./stream-handle.js";
 import type { AckMode, Change, Inventory, KvEntry, Kind, StoredMessage } from "./types.js";
@@ -92,8 +94,14 @@ export class Store {
     const config = resolveStoreConfig({ ...options, sweepTimers: false });
     const release = acquireDataLock(config.dir);
     try {
+      // The moved-away quarantine is not in the log (index/quarantine.ts): carried over by hand.
+      const carried = await savedQuarantine(path.join(config.dir, "index"), config.onWarning);
       const store = await Store.openLocked(config, () => undefined, true, options.objectStore);
-      await store.close();
+      try {
+        if (carried.length > 0) store.index.write(() => carried.forEach(({ location, ...info }) => noteQuarantine(store.index, location, info)));
+      } finally {
+        await store.close();
+      }
       return store.recovery;
     } finally {
       release();
@@ -376,6 +384,67 @@ export class Store {
   }
 
   /**
+   * @internal The locations with records in own local segments from `seg` on (at most `max`):
+   * what a server that restarted may have written and never shipped. Reads those segment files
+   * whole, one at a time; damaged ranges are skipped.
+   */
+  locationsFrom(seg: number, max: number): string[] {
+    this.checkOpen();
+    const dir = path.join(this.config.dir, "segments");
+    const out = new Set<string>();
+    for (const id of listSegmentIds(dir)) {
+      if (id < seg) continue;
+      let buf: Buffer;
+      try {
+        buf = fs.readFileSync(segmentPath(dir, id));
+      } catch {
+        continue; // evicted or removed meanwhile: then it was shipped
+      }
+      for (const step of scanRecords(buf, SEGMENT_HEADER_BYTES, this.config.limits.recordBytesMax)) {
+        if (step.kind === "record" && step.rec.t !== "chunk") {
+          out.add(step.rec.loc);
+          if (out.size >= max) return [...out];
+        }
+      }
+    }
+    return [...out];
+  }
+
+  /**
+   * @internal Records in the index that `location` moved to another server while records of it
+   * from own segment `fromSegment` on were never shipped (index/quarantine.ts; noting it again
+   * updates it). Never throws: a failure to record it is a warning, the claim goes on.
+   */
+  quarantine(location: string, info: Omit<QuarantineInfo, "at">): void {
+    if (this.closing) return;
+    try {
+      this.index.write(() => noteQuarantine(this.index, location, { ...info, at: this.now() }));
+    } catch (err) {
+      this.config.onWarning(`the quarantine of location "${location}" could not be recorded in the index (${(err as Error).message}); it is reported by this process only`);
+    }
+  }
+
+  /**
+   * @internal `location` is this store's again with its own history (granted back without a
+   * handoff): its records are served again, so it is no longer quarantined. Never throws.
+   */
+  unquarantine(location: string): void {
+    if (this.closing || quarantineOf(this.index.quarantine, location) === undefined) return;
+    try {
+      this.index.write(() => dropQuarantine(this.index, location));
+      this.config.onWarning(`location "${location}" is served by this server again with its own history; its records that were never shipped are part of it again`);
+    } catch (err) {
+      this.config.onWarning(`the quarantine of location "${location}" could not be dropped from the index (${(err as Error).message})`);
+    }
+  }
+
+  /** Locations that moved away while this store held records of them it never shipped (`strata stat` lists them too). */
+  quarantined(): QuarantineEntry[] {
+    this.checkOpen();
+    return listQuarantine(this.index.quarantine);
+  }
+
+  /**
    * @internal Seals the active segment and waits until every sealed segment is in the object
    * store; resolves to the id of the last segment shipped (the cut of a handover).
    */
@@ -397,7 +466,11 @@ export class Store {
   importLocations(items: ImportItem[]): Promise<ImportResult[]> {
     this.checkOpen();
     const importer = this.importer;
-    return importLocations({ limits: this.limits, serverId: this.config.id, importer, now: () => this.now(), submit: (op) => this.submit(op) }, items);
+    const back = quarantinedAmong(this.index.quarantine, items);
+    const done = importLocations({ limits: this.limits, serverId: this.config.id, importer, now: () => this.now(), submit: (op) => this.submit(op) }, items);
+    // The import drops a location's quarantine (index/import-rows.ts): say so, never silently.
+    if (back.length > 0) void done.then(() => back.forEach((b) => this.config.onWarning(cameBackWarning(b))), () => undefined);
+    return done;
   }
 
   /** The last segment of server `from` in the object store (a takeover's cut), undefined when it has none. */

@@ -5,7 +5,8 @@
  * Prints each moved location with its new server, then a count; exits 1 if some were left behind.
  */
 import type { Command } from "commander";
-import { DEFAULT_PREFIX, coordSubjects, parseDrainReply } from "../net/wire/coordinator-protocol.js";
+import { parseDrainReply } from "../net/wire/coordinator-parsers.js";
+import { DEFAULT_PREFIX, coordSubjects } from "../net/wire/coordinator-protocol.js";
 import { addNatsFlags } from "./coordinator.js";
 import { OPERATOR_TIMEOUT_MS_DEFAULT, operatorRequest, type OperatorFlags } from "./operator-request.js";
 

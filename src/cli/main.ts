@@ -9,6 +9,7 @@ import { register as registerDrain } from "./drain.js";
 import { register as registerMove } from "./move.js";
 import { register as registerReindex } from "./reindex.js";
 import { register as registerServer } from "./server.js";
+import { register as registerStat } from "./stat.js";
 import { register as registerUp } from "./up.js";
 
 const program = new Command();
@@ -21,6 +22,7 @@ registerCoordinator(program);
 registerUp(program);
 registerMove(program);
 registerDrain(program);
+registerStat(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (StrataError.is(err)) {

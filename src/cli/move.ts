@@ -5,7 +5,8 @@
  * Prints what moved (one line, or the reply as JSON with --json).
  */
 import type { Command } from "commander";
-import { DEFAULT_PREFIX, coordSubjects, parseMoveReply } from "../net/wire/coordinator-protocol.js";
+import { parseMoveReply } from "../net/wire/coordinator-parsers.js";
+import { DEFAULT_PREFIX, coordSubjects } from "../net/wire/coordinator-protocol.js";
 import { addNatsFlags } from "./coordinator.js";
 import { OPERATOR_TIMEOUT_MS_DEFAULT, operatorRequest, type OperatorFlags } from "./operator-request.js";
 

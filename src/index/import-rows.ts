@@ -12,7 +12,8 @@
  * Invariants: after the apply, every row of the location in locs/locIds/seqs/kvs/revs/dedup/
  * dedupAge/ttl is one of the prepared rows (the old ones are gone, the location has a new locId,
  * so nothing keyed by the old id can leak into it); msgIds already outside the dedup window are
- * left out, as a replayed append leaves them out.
+ * left out, as a replayed append leaves them out; the location has no moved-away quarantine
+ * entry (./quarantine.ts) any more.
  */
 import { assert } from "../assert.js";
 import type { ImportRecord } from "../log/record.js";
@@ -20,6 +21,7 @@ import type { Kind } from "../types.js";
 import { locationEnd } from "./codecs.js";
 import { foreignLog, foreignSeg, localSeg, logOf } from "./foreign-logs.js";
 import type { DedupEntry, KvIndexEntry, LmdbIndex, LocMeta, RevEntry, SeqEntry } from "./lmdb-index.js";
+import { dropQuarantine } from "./quarantine.js";
 
 /** A location's rows, ready to be written by an import (segment ids in the prepared space above). */
 export interface ImportRows {
@@ -74,6 +76,8 @@ export function applyImport(index: LmdbIndex, rec: ImportRecord, old: LocMeta | 
   const rows = prepared.get(rec);
   assert(rows !== undefined, `the rows of the import of ${rec.loc} were prepared before it is applied`);
   resetLocation(index, rec.loc, old);
+  // The location came back to this server: its history is the imported one now (./quarantine.ts).
+  dropQuarantine(index, rec.loc);
   if (rows.meta === undefined) return undefined;
   const logs = rows.logs.map((server) => foreignLog(index, server));
   const seg = (p: number): number => {

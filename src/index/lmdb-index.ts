@@ -18,6 +18,9 @@
  *             (./foreign-logs.ts). A segment id ≥ 2^32 in any pointer names a foreign log's segment.
  *             Adding this table changed no existing table's layout, so INDEX_FORMAT stayed 2: an
  *             index of the previous release opens as one with no foreign logs.
+ * - `quarantine`: location → { movedTo, records, fromSegment, at } of a location that moved away
+ *             while this server held records of it it never shipped (./quarantine.ts). Added the
+ *             same way as `logs`: an older index opens as one with an empty quarantine.
  *
  * The per-record databases (`seqs`, `revs`, `kvs`) use the compact binary keys and values of
  * ./codecs.ts; the others use lmdb-js's default encodings.
@@ -40,6 +43,7 @@ import type { Kind } from "../types.js";
 import { uintPairKey, uintStringKey, uintTupleValue } from "./codecs.js";
 import { INDEX_FILE, dropIndexSum, indexFileProblem, writeIndexSum } from "./index-check.js";
 import { MetaCache } from "./meta-cache.js";
+import type { QuarantineTable } from "./quarantine.js";
 
 export const INDEX_FORMAT = 2;
 
@@ -91,6 +95,7 @@ export class LmdbIndex {
   readonly deadBytes: Database<number, number>;
   readonly sys: Database<unknown, string>;
   readonly logs: Database<unknown, number | string>;
+  readonly quarantine: QuarantineTable;
   private readonly metaCache: MetaCache;
   /** Metadata written by the transaction in progress, for the cache once it commits. */
   private pendingMetas: Array<ReadonlyMap<string, LocMeta>> = [];
@@ -114,6 +119,7 @@ export class LmdbIndex {
     this.deadBytes = sub("deadBytes");
     this.sys = sub("sys");
     this.logs = sub("logs");
+    this.quarantine = sub("quarantine");
   }
 
   static open(dir: string, opts: { metaCacheMax: number }): LmdbIndex {

@@ -8,7 +8,7 @@
  */
 import { afterAll, beforeAll, expect, it } from "vitest";
 import type { StrataClient } from "../../src/net/client/client.js";
-import { pidAlive, waitFor, type LocateAnswer } from "../helpers/cluster.js";
+import { pidAlive, waitFor, type LocateAnswer } from "../../src/testing/cluster.js";
 import { busiest, forEachLimit, heldBy, locateAll, servingServers } from "../helpers/failover-workload.js";
 import { CLIENT_LIMITS, diagnoseOnFailure, expectLocalLossBounded, expectSafe, RECOVERY_WAIT_MS, startRun, type Run } from "./run.js";
 

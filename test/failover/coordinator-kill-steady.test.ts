@@ -6,7 +6,7 @@
  * at either ack level is lost (no server died); no duplicates; watchers clean.
  */
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { pidAlive } from "../helpers/cluster.js";
+import { pidAlive } from "../../src/testing/cluster.js";
 import { locateAll } from "../helpers/failover-workload.js";
 import { diagnoseOnFailure, expectSafe, RECOVERY_WAIT_MS, startRun, type Run } from "./run.js";
 

@@ -7,7 +7,7 @@
  * state survives (no msgId stored twice); watchers clean.
  */
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { pidAlive } from "../helpers/cluster.js";
+import { pidAlive } from "../../src/testing/cluster.js";
 import { heldBy, locateAll, busiest } from "../helpers/failover-workload.js";
 import { diagnoseOnFailure, expectLocalLossBounded, expectSafe, RECOVERY_WAIT_MS, startRun, type Run } from "./run.js";
 

@@ -8,7 +8,7 @@
  * retry within their budget); no duplicates; watchers clean.
  */
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { waitFor } from "../helpers/cluster.js";
+import { waitFor } from "../../src/testing/cluster.js";
 import { busiest, heldBy, locateAll } from "../helpers/failover-workload.js";
 import { diagnoseOnFailure, expectSafe, RECOVERY_WAIT_MS, startRun, type Run } from "./run.js";
 

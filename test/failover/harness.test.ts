@@ -1,5 +1,5 @@
 /**
- * The failover harness itself (test/helpers/cluster.ts, test/helpers/failover-workload.ts), on
+ * The failover harness itself (src/testing/cluster.ts, test/helpers/failover-*.ts), on
  * what works today: a real cluster starts (nats-server, coordinator and three servers as CLI
  * child processes sharing a dir: tier), a client writes and reads through the coordinator,
  * SIGKILL / SIGSTOP / SIGCONT / restart act on exactly the PID they name, the three-node NATS
@@ -7,8 +7,9 @@
  * are there. This file must pass before failover exists; the scenario files beside it need it.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { pidAlive, startCluster, waitFor, type Cluster } from "../helpers/cluster.js";
-import { analyse, FailoverWorkload, readBack, type AckRecord, type AnalysisInput } from "../helpers/failover-workload.js";
+import { pidAlive, startCluster, waitFor, type Cluster } from "../../src/testing/cluster.js";
+import { analyse, type AnalysisInput } from "../helpers/failover-verify.js";
+import { FailoverWorkload, readBack, type AckRecord } from "../helpers/failover-workload.js";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();

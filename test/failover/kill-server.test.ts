@@ -7,7 +7,7 @@
  * twice; watchers see every surviving change once, in order.
  */
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { pidAlive } from "../helpers/cluster.js";
+import { pidAlive } from "../../src/testing/cluster.js";
 import { busiest, heldBy, locateAll } from "../helpers/failover-workload.js";
 import { diagnoseOnFailure, expectLocalLossBounded, expectSafe, RECOVERY_P99_MS, RECOVERY_WAIT_MS, startRun, type Run } from "./run.js";
 

@@ -7,9 +7,10 @@
  * before the read was sent (no stale read); nothing it was sent while stopped ever becomes part of a location; no object-acked
  * write lost, no duplicates, watchers clean; the woken server keeps running.
  */
+import { join } from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import type { StrataClient } from "../../src/net/client/client.js";
-import { waitFor } from "../helpers/cluster.js";
+import { waitFor } from "../../src/testing/cluster.js";
 import { busiest, heldBy, locateAll } from "../helpers/failover-workload.js";
 import { CLIENT_LIMITS, diagnoseOnFailure, expectLocalLossBounded, expectSafe, RECOVERY_WAIT_MS, startRun, type Run } from "./run.js";
 
@@ -122,6 +123,15 @@ it("a server paused past its lease loses its locations, then acknowledges nothin
     expectLocalLossBounded(a, kills);
     // Its late uploads never become part of a location: nothing sent to it while stopped is stored.
     for (const p of probe) expect((await readAll(reader, p.location, p.kind)).filter((v) => v.includes("stale-"))).toEqual([]);
+    // Nothing it acknowledged and never shipped is dropped silently: every location that lost a
+    // local ack of it is in its quarantine (strata stat reads it from the stopped server's index).
+    await victim.stop();
+    const stat = await cluster.cli(["stat", "--data", join(cluster.dir, victimId), "--json"], { withNats: false });
+    expect(stat.code, stat.stderr).toBe(0);
+    const quarantined = new Set((JSON.parse(stat.stdout) as { quarantine: Array<{ location: string }> }).quarantine.map((q) => q.location));
+    const lostHere = new Set(a.localLost.filter((l) => moved.includes(l.location)).map((l) => l.location));
+    for (const location of lostHere) expect(quarantined.has(location), `${location} lost a local ack and is not quarantined`).toBe(true);
+    console.log(`[failover] quarantine of the paused server: ${quarantined.size} locations; ${lostHere.size} of them lost a local ack`);
   } finally {
     if (victim.paused) victim.resume();
   }

@@ -6,8 +6,9 @@
  */
 import { expect, onTestFailed } from "vitest";
 import type { StrataClient } from "../../src/net/client/client.js";
-import { startCluster, type Cluster, type ClusterOptions } from "../helpers/cluster.js";
-import { analyse, FailoverWorkload, formatAnalysis, readBack, type Analysis, type KillEvent, type WorkloadOptions } from "../helpers/failover-workload.js";
+import { startCluster, type Cluster, type ClusterOptions } from "../../src/testing/cluster.js";
+import { analyse, formatAnalysis, type Analysis, type KillEvent } from "../helpers/failover-verify.js";
+import { FailoverWorkload, readBack, type WorkloadOptions } from "../helpers/failover-workload.js";
 
 /** Lease given to the coordinator (`--lease-ms`); renew and margin follow as lease/5. */
 export const LEASE_MS = 2000;

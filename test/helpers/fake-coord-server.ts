@@ -12,12 +12,11 @@ import {
   coordSubjects,
   decodeBody,
   handoverSubject,
-  parseHandoverRequest,
-  parseRegisterReply,
   type HandoverReply,
   type HandoverRequest,
   type RegisterReply,
 } from "../../src/net/wire/coordinator-protocol.js";
+import { parseHandoverRequest, parseRegisterReply } from "../../src/net/wire/coordinator-parsers.js";
 import { errorOfReply, errorHeaders } from "../../src/net/wire/wire-errors.js";
 
 export interface Answer {

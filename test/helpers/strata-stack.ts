@@ -5,7 +5,7 @@
  *   const stack = await startStack({ id: "s1" }); // … plus a Store in `dir/store`, served in-process
  *   await stack.stop();                         // in afterAll
  *
- * It owns everything it starts: the nats-server (helpers/nats-server.ts), the temp dir (and every
+ * It owns everything it starts: the nats-server (src/testing/nats-server.ts), the temp dir (and every
  * tempDir() below it), the connection `nc`, and for a stack the Store and the in-process server.
  * stop() ends them in reverse order of their dependencies (server, store, connection, nats-server,
  * files), so a server that shares `nc` is stopped before `nc` closes. A start that fails half way
@@ -19,7 +19,7 @@ import { connect, type NatsConnection } from "nats";
 import type { StoreOptions } from "../../src/config.js";
 import { startServer, type ServerOptions, type StrataServer } from "../../src/net/server/server.js";
 import { Store } from "../../src/store.js";
-import { startNatsServer, type NatsServerOptions, type RunningNatsServer } from "./nats-server.js";
+import { startNatsServer, type NatsServerOptions, type RunningNatsServer } from "../../src/testing/nats-server.js";
 
 export interface Bus {
   nats: RunningNatsServer;

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StrataError } from "../../src/errors.js";
 import { StrataClient } from "../../src/net/client/client.js";
 import { startServer, type StrataServer } from "../../src/net/server/server.js";
-import { startNatsServer, type RunningNatsServer } from "../helpers/nats-server.js";
+import { startNatsServer, type RunningNatsServer } from "../../src/testing/nats-server.js";
 
 const CONFIG = `
 max_payload: 65536

@@ -12,7 +12,7 @@ import { fileURLToPath } from "node:url";
 import { connect } from "nats";
 import { afterEach, expect, it } from "vitest";
 import { StrataClient } from "../../src/net/client/client.js";
-import { freePort } from "../helpers/nats-server.js";
+import { freePort } from "../../src/testing/nats-server.js";
 
 const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const cleanups: Array<() => unknown> = [];

@@ -15,7 +15,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startCoordinator, type Coordinator } from "../../src/net/coord/coordinator.js";
 import type { ServerView } from "../../src/net/wire/coordinator-protocol.js";
 import { ask, fakeServer, ok, type FakeServer } from "../helpers/fake-coord-server.js";
-import type { RunningNatsServer } from "../helpers/nats-server.js";
+import type { RunningNatsServer } from "../../src/testing/nats-server.js";
 import { startBus, type Bus } from "../helpers/strata-stack.js";
 
 const P = "strata";

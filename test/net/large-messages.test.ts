@@ -17,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StrataClient } from "../../src/net/client/client.js";
 import { DEFAULT_NET_LIMITS } from "../../src/net/wire/net-limits.js";
 import { errorOfReply } from "../../src/net/wire/wire-errors.js";
-import { startNatsServer, type RunningNatsServer } from "../helpers/nats-server.js";
+import { startNatsServer, type RunningNatsServer } from "../../src/testing/nats-server.js";
 import { startChildServer, type ChildServer } from "./server-child.js";
 
 const KiB = 1024;

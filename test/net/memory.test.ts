@@ -22,7 +22,7 @@ import { StrataClient } from "../../src/net/client/client.js";
 import { DEFAULT_NET_LIMITS, resolveNetLimits, type NetLimits } from "../../src/net/wire/net-limits.js";
 import { OutboundMeter } from "../../src/net/server/outbound-meter.js";
 import { ReplyBudget } from "../../src/net/server/reply-budget.js";
-import { startNatsServer, type RunningNatsServer } from "../helpers/nats-server.js";
+import { startNatsServer, type RunningNatsServer } from "../../src/testing/nats-server.js";
 import { encodeRequest, RawNatsClient, readSubject, starveStreams } from "./hostile-readers.js";
 import { startChildServer, type ChildServer } from "./server-child.js";
 

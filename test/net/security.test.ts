@@ -24,7 +24,7 @@ import { startServer, type StrataServer } from "../../src/net/server/server.js";
 import type { Change } from "../../src/types.js";
 import { decodeBody, type ServerView } from "../../src/net/wire/coordinator-protocol.js";
 import { errorOfReply } from "../../src/net/wire/wire-errors.js";
-import { startNatsServer, type RunningNatsServer } from "../helpers/nats-server.js";
+import { startNatsServer, type RunningNatsServer } from "../../src/testing/nats-server.js";
 import { fakeServer, type FakeServer } from "../helpers/fake-coord-server.js";
 
 const CONFIG_PATH = new URL("../../deploy/nats-server.conf", import.meta.url);

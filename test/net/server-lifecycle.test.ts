@@ -13,7 +13,7 @@ import { StrataError } from "../../src/errors.js";
 import { StrataClient } from "../../src/net/client/client.js";
 import { startServer } from "../../src/net/server/server.js";
 import { Store } from "../../src/store.js";
-import type { RunningNatsServer } from "../helpers/nats-server.js";
+import type { RunningNatsServer } from "../../src/testing/nats-server.js";
 import { startBus, type Bus } from "../helpers/strata-stack.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));

@@ -14,7 +14,7 @@ import type { Watch } from "../../src/net/client/watch.js";
 import { startServer, type StrataServer } from "../../src/net/server/server.js";
 import { Store } from "../../src/store.js";
 import type { Change } from "../../src/types.js";
-import { startNatsServer, type RunningNatsServer } from "../helpers/nats-server.js";
+import { startNatsServer, type RunningNatsServer } from "../../src/testing/nats-server.js";
 import { startChildServer } from "./server-child.js";
 
 const enc = (s: string) => new TextEncoder().encode(s);

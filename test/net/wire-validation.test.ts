@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StrataClient } from "../../src/net/client/client.js";
 import { errorOfReply } from "../../src/net/wire/wire-errors.js";
 import type { Store } from "../../src/store.js";
-import type { RunningNatsServer } from "../helpers/nats-server.js";
+import type { RunningNatsServer } from "../../src/testing/nats-server.js";
 import { startStack, type Stack } from "../helpers/strata-stack.js";
 
 const cbor = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false });

@@ -3,8 +3,9 @@
  * keeps their leases, answers which server holds a location (moving it when its holder's lease is
  * over), grants locations with epochs, fixes cuts, confirms epochs, and moves or drains on an
  * operator's request. This file is its NATS face: subscriptions, reply-subject checks, parsing
- * (wire/coordinator-protocol.ts) and error replies; the decisions are in coordinator-handlers.ts,
- * the durable state in coordinator-state.ts, the leases in leases.ts.
+ * (wire/coordinator-parsers.ts) and error replies; the decisions are in coordinator-handlers.ts
+ * (servers' requests) and coordinator-client-handlers.ts (clients' and operators'), the durable
+ * state in coordinator-state.ts, the leases in leases.ts.
  *
  * Abuse bounds. An assignment is durable and never removed, so `locate` of new locations is what a
  * hostile client could use to grow the state without end. New assignments are rate limited per
@@ -24,12 +25,6 @@ import type { Msg, NatsConnection, Subscription } from "nats";
 import { StrataError } from "../../errors.js";
 import { DEFAULT_COORDINATOR_LIMITS, resolveCoordinatorLimits, type CoordinatorLimits } from "../../limits.js";
 import {
-  DEFAULT_PREFIX,
-  SERVER_HEADER,
-  coordSubjects,
-  decodeBody,
-  encodeBody,
-  handoverSubject,
   parseClaimRequest,
   parseConfirmRequest,
   parseCutRequest,
@@ -40,6 +35,14 @@ import {
   parseRegisterRequest,
   parseReleaseRequest,
   parseRenewRequest,
+} from "../wire/coordinator-parsers.js";
+import {
+  DEFAULT_PREFIX,
+  SERVER_HEADER,
+  coordSubjects,
+  decodeBody,
+  encodeBody,
+  handoverSubject,
   respondBody,
   respondError,
   validatePrefix,
@@ -48,7 +51,8 @@ import {
 } from "../wire/coordinator-protocol.js";
 import { DEFAULT_INBOX_PREFIX, replyClient, validateInboxPrefix } from "../wire/subjects.js";
 import { errorOfReply, fromNatsError } from "../wire/wire-errors.js";
-import { CoordinatorCore, HolderError } from "./coordinator-handlers.js";
+import { ClientHandlers } from "./coordinator-client-handlers.js";
+import { HolderError, ServerHandlers } from "./coordinator-handlers.js";
 import { CoordinatorState } from "./coordinator-state.js";
 import { LeaseTable } from "./leases.js";
 import { TokenBuckets } from "./rate-limit.js";
@@ -132,7 +136,9 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       stopped.signal.addEventListener("abort", done);
     });
 
-  const core = new CoordinatorCore({ state, leases, limits, clock, askHandover, sleep, warn, event });
+  const deps = { state, leases, limits, clock, askHandover, sleep, warn, event };
+  const fromServers = new ServerHandlers(deps);
+  const fromClients = new ClientHandlers(deps);
 
   const track = (work: Promise<void>): void => {
     inFlight.add(work);
@@ -180,7 +186,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
     try {
       // The body is optional; if one is sent it must at least be CBOR, so garbage is reported.
       if (msg.data.byteLength > 0) decodeBody(msg.data, "servers request");
-      const reply: ServersReply = { servers: core.view() };
+      const reply: ServersReply = { servers: fromClients.view() };
       respondBody(msg, reply);
     } catch (err) {
       respondError(msg, err);
@@ -189,15 +195,15 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
 
   const max = limits.locationsPerRequestMax;
   const handlers: Array<[string, (msg: Msg) => void | Promise<void>]> = [
-    [subjects.register, handle("register request", (b) => core.register(parseRegisterRequest(b)))],
-    [subjects.renew, handle("renew request", (b, _c, at) => core.renew(parseRenewRequest(b), at))],
-    [subjects.locate, handle("locate request", (b, client) => core.locate(parseLocateRequest(b), admit(client)))],
-    [subjects.claim, handle("claim request", (b) => core.claim(parseClaimRequest(b, max)))],
-    [subjects.cut, handle("cut request", (b) => core.cut(parseCutRequest(b)))],
-    [subjects.confirm, handle("confirm request", (b) => core.confirm(parseConfirmRequest(b, max)))],
-    [subjects.release, handle("release request", (b) => core.release(parseReleaseRequest(b, max)))],
-    [subjects.move, handle("move request", (b) => { const r = parseMoveRequest(b); return core.move(r.location, r.to); })],
-    [subjects.drain, handle("drain request", (b) => core.drain(parseDrainRequest(b).server))],
+    [subjects.register, handle("register request", (b) => fromServers.register(parseRegisterRequest(b)))],
+    [subjects.renew, handle("renew request", (b, _c, at) => fromServers.renew(parseRenewRequest(b), at))],
+    [subjects.locate, handle("locate request", (b, client) => fromClients.locate(parseLocateRequest(b), admit(client)))],
+    [subjects.claim, handle("claim request", (b) => fromServers.claim(parseClaimRequest(b, max)))],
+    [subjects.cut, handle("cut request", (b) => fromServers.cut(parseCutRequest(b)))],
+    [subjects.confirm, handle("confirm request", (b) => fromServers.confirm(parseConfirmRequest(b, max)))],
+    [subjects.release, handle("release request", (b) => fromServers.release(parseReleaseRequest(b, max)))],
+    [subjects.move, handle("move request", (b) => { const r = parseMoveRequest(b); return fromClients.move(r.location, r.to); })],
+    [subjects.drain, handle("drain request", (b) => fromClients.drain(parseDrainRequest(b).server))],
     [subjects.servers, onServers],
   ];
 

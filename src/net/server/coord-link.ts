@@ -16,7 +16,8 @@
 import type { NatsConnection } from "nats";
 import { backoff } from "../../backoff.js";
 import { StrataError } from "../../errors.js";
-import { coordSubjects, decodeBody, encodeBody, parseOkReply, parseRegisterReply, type LeaseTimes, type ServerLoad } from "../wire/coordinator-protocol.js";
+import { parseOkReply, parseRegisterReply } from "../wire/coordinator-parsers.js";
+import { coordSubjects, decodeBody, encodeBody, type LeaseTimes, type ServerLoad } from "../wire/coordinator-protocol.js";
 import { leaseValidUntil } from "../wire/lease.js";
 import { errorOfReply } from "../wire/wire-errors.js";
 
@@ -28,6 +29,10 @@ export interface CoordLinkOptions {
   load: () => ServerLoad;
   /** The incarnation ended (FENCED, or a new registration): forget every grant. */
   onIncarnationOver: () => void;
+  /** A renewal was answered: the lease holds until at least its new end. */
+  onRenewed?: () => void;
+  /** Registered (a new incarnation) and holding its first lease; `first` for this process's first. */
+  onRegistered?: (first: boolean) => void;
   onWarning: (message: string) => void;
   /** Coordinator requests that get no answer within this fail (retryable). */
   requestTimeoutMs: number;
@@ -46,6 +51,7 @@ export class CoordLink {
   private readonly subjects;
   private readonly retry;
   private registered: Promise<void> | undefined;
+  private registrations = 0;
   private wakeRegistered: (() => void) | undefined;
 
   constructor(
@@ -149,13 +155,17 @@ export class CoordLink {
     // Registration is no lease: the first renewal grants one.
     await this.renew();
     this.wakeRegistered?.();
+    this.opts.onRegistered?.(this.registrations++ === 0);
   }
 
   private async renew(): Promise<void> {
     const sentAt = performance.now();
-    parseOkReply(await this.call(this.subjects.renew, { id: this.opts.id, incarnation: this.incarnationNo, load: this.safeLoad() }), "renew reply");
+    // A renewal that hangs must not hold up the next one past the renew interval.
+    const timeoutMs = Math.min(this.opts.requestTimeoutMs, this.settings!.leaseRenewMs);
+    parseOkReply(await this.call(this.subjects.renew, { id: this.opts.id, incarnation: this.incarnationNo, load: this.safeLoad() }, timeoutMs), "renew reply");
     const s = this.settings!;
     this.validUntil = Math.max(this.validUntil, leaseValidUntil(sentAt, s.leaseMs, s.leaseMarginMs));
+    this.opts.onRenewed?.();
   }
 
   private endIncarnation(): void {
@@ -172,10 +182,10 @@ export class CoordLink {
     }
   }
 
-  private async call(subject: string, body: Record<string, unknown>): Promise<unknown> {
+  private async call(subject: string, body: Record<string, unknown>, timeoutMs = this.opts.requestTimeoutMs): Promise<unknown> {
     let msg;
     try {
-      msg = await this.nc.request(subject, encodeBody(body), { timeout: this.opts.requestTimeoutMs });
+      msg = await this.nc.request(subject, encodeBody(body), { timeout: timeoutMs });
     } catch (err) {
       throw new StrataError("UNAVAILABLE", `the coordinator did not answer on ${subject}: ${(err as Error).message}`, { cause: err });
     }

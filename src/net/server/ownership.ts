@@ -17,17 +17,21 @@
  * - A handed-over location is remembered with the epoch it was handed over at: a claim answered
  *   with that same epoch (the coordinator has not recorded the move yet) is refused, so a late
  *   request cannot bring it back under the old epoch.
- * - Records this server wrote for a location that has moved away, and never shipped (they lie at
- *   or after the first own segment that was not in the object store when its last incarnation
- *   ended, or when this process started), are never served or deleted: they stay in the log and
- *   are reported once per location (a warning, and `quarantined` in the stats).
+ * - Records this server wrote for a location that has moved away, and never shipped, are never
+ *   served or deleted: they stay in the log and are reported once per location (a warning,
+ *   `quarantined` in the stats, the index's quarantine list). "Never shipped" counts from the
+ *   first own segment that was not in the object store at the last answered renewal of the
+ *   incarnation that ended (or when this process started): segments shipped after that may have
+ *   landed after the new owner's cut, so they are counted too — a report may name records the new
+ *   owner does have, never leave out one it does not.
  * - `ack: "object"` writes are confirmed (one request per upload, batched per turn) before they are
  *   acknowledged: a stale epoch answers TIMEOUT (the write may or may not be part of the history).
  */
 import { StrataError } from "../../errors.js";
 import type { Store } from "../../store.js";
 import type { CoordLink } from "./coord-link.js";
-import { isRefusal, parseClaimReply, parseConfirmReply, parseCutReply, type Handoff } from "../wire/coordinator-protocol.js";
+import { parseClaimReply, parseConfirmReply, parseCutReply } from "../wire/coordinator-parsers.js";
+import { isRefusal, type Handoff } from "../wire/coordinator-protocol.js";
 
 export interface OwnershipOptions {
   id: string;
@@ -71,6 +75,10 @@ export class Ownership {
   private confirmScheduled = false;
   /** Records in own segments from here on were never shipped (see the invariants). */
   private fencePoint: number;
+  /** The first unshipped segment at the last answered renewal: the fence point if the incarnation ends. */
+  private shippedAtRenewal: number;
+  /** The locations the last ended incarnation held, checked once the next one is registered. */
+  private heldAtEnd: string[] = [];
   private readonly movedChecked = new Set<string>();
   private readonly quarantine: Array<{ location: string; records: number; movedTo: string }> = [];
   readonly counters = { claims: 0, takeovers: 0, takeoverFailures: 0, confirms: 0, staleConfirms: 0, handedOver: 0 };
@@ -81,6 +89,34 @@ export class Ownership {
     private readonly opts: OwnershipOptions,
   ) {
     this.fencePoint = store.firstUnshipped();
+    this.shippedAtRenewal = this.fencePoint;
+  }
+
+  /**
+   * Registered with a new incarnation: find out which locations that may hold records this server
+   * never shipped have moved away (claiming them: what is still ours is granted again, what moved
+   * is refused and reported). After a restart these are the locations with records in the
+   * segments that were not shipped when the process started; after a lease that ran out, the
+   * locations the ended incarnation held.
+   */
+  registered(first: boolean): void {
+    let locations: string[];
+    try {
+      locations = first ? this.store.locationsFrom(this.fencePoint, MOVED_CHECKED_MAX) : this.heldAtEnd;
+    } catch {
+      return; // the store is closing
+    }
+    this.heldAtEnd = [];
+    for (const location of locations) if (!this.grants.has(location)) void this.claim(location).catch(() => undefined);
+  }
+
+  /** A renewal was answered: what is shipped now was shipped while the lease held. */
+  renewed(): void {
+    try {
+      this.shippedAtRenewal = this.store.firstUnshipped();
+    } catch {
+      // the store is closing
+    }
   }
 
   /** The epoch to serve `location` under now, claiming it first when needed; UNAVAILABLE otherwise. */
@@ -108,9 +144,11 @@ export class Ownership {
 
   /** The incarnation is over: nothing is held any more. */
   clear(): void {
+    if (this.grants.size > 0) this.heldAtEnd = [...this.grants.keys()].slice(0, MOVED_CHECKED_MAX);
     this.grants = new Map();
     this.startRevs = new Map();
-    this.fencePoint = this.store.firstUnshipped();
+    this.handedOver.clear();
+    this.fencePoint = this.shippedAtRenewal;
   }
 
   stats(): OwnershipStats {
@@ -220,6 +258,7 @@ export class Ownership {
       if (g.handoff !== undefined) {
         takeovers.push({ location, epoch, handoff: g.handoff, waiter });
       } else {
+        this.store.unquarantine(location);
         this.grant(location, epoch, this.store.inventory(location).revision);
         waiter.resolve(epoch);
       }
@@ -316,6 +355,7 @@ export class Ownership {
       return; // the store is closing
     }
     if (records === 0) return;
+    this.store.quarantine(location, { movedTo: owner, records, fromSegment: this.fencePoint });
     if (this.quarantine.length < QUARANTINE_REPORTED_MAX) this.quarantine.push({ location, records, movedTo: owner });
     this.opts.onWarning(
       `location "${location}" moved to server "${owner}" while ${records >= QUARANTINE_COUNT_MAX ? `at least ${records}` : records} of its records here were never shipped; ` +

@@ -15,6 +15,7 @@ import { connect, ErrorCode, Events, nuid, type ConnectionOptions, type Msg, typ
 import { StrataError } from "../../errors.js";
 import { Store } from "../../store.js";
 import type { StoreOptions } from "../../config.js";
+import type { Importer } from "../../tier/takeover.js";
 import { validateLocation } from "../../validate.js";
 import { chunkDataBytes } from "../wire/chunking.js";
 import { resolveNetLimits, type NetLimits } from "../wire/net-limits.js";
@@ -26,7 +27,8 @@ import { DEFAULT_INBOX_PREFIX, DEFAULT_PREFIX, locationFromSubject, replyClient,
 import { decodeMap, encode } from "../wire/wire-codec.js";
 import { CoordLink } from "./coord-link.js";
 import { Ownership, type OwnershipStats } from "./ownership.js";
-import { handoverSubject, parseHandoverRequest } from "../wire/coordinator-protocol.js";
+import { parseHandoverRequest } from "../wire/coordinator-parsers.js";
+import { handoverSubject } from "../wire/coordinator-protocol.js";
 
 export interface ServerOptions {
   /** Server id: names this server's subjects (`P.w.<id>.>`) and, when `dir` is given, its store. */
@@ -67,6 +69,8 @@ export interface ServerStats extends UploadStats, ReplyStats {
   changesPublished: number;
   /** Leases and grants (absent for a standalone server). */
   ownership?: OwnershipStats & { incarnation?: number; leaseRemainingMs: number };
+  /** What takeovers read of other servers' object-store data (absent without a tier). */
+  takeover?: Importer["stats"];
 }
 
 export interface StrataServer {
@@ -162,6 +166,8 @@ class Server implements StrataServer {
         startedAt: this.startedAt,
         load: () => this.load(),
         onIncarnationOver: () => this.ownership?.clear(),
+        onRenewed: () => this.ownership?.renewed(),
+        onRegistered: (first) => this.ownership?.registered(first),
         onWarning: this.onWarning,
         requestTimeoutMs: this.limits.coordRequestTimeoutMs,
         retryMinMs: this.limits.coordRetryMinMs,
@@ -268,6 +274,7 @@ class Server implements StrataServer {
       const incarnation = this.link.incarnation;
       stats.ownership = { ...this.ownership.stats(), ...(incarnation !== undefined ? { incarnation } : {}), leaseRemainingMs: Math.round(this.link.remainingMs()) };
     }
+    if (this.store.importer) stats.takeover = { ...this.store.importer.stats };
     return stats;
   }
 

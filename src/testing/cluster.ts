@@ -1,8 +1,8 @@
 /**
  * A whole Strata cluster of real processes on loopback, for failover tests and benches:
  * nats-server (one, or three routed together), a coordinator and N persistence servers, each
- * started through the CLI (`node --import tsx src/cli/main.ts …`) as a child process, all
- * servers sharing one `dir:` tier in a temp dir.
+ * started through the CLI (`node --import tsx src/cli/main.ts …`) as a child process
+ * (./process.ts), all servers sharing one `dir:` tier in a temp dir.
  *
  *   const c = await startCluster({ servers: 3, leaseMs: 2000, sealIntervalMs: 200 });
  *   const client = await c.client();             // StrataClient on its own connection
@@ -13,6 +13,9 @@
  *   await c.cli(["drain", "s1"]);                // any `strata` command, --nats appended
  *   await c.stop();                              // in afterAll: kills every PID it started
  *
+ * Benches add `prepare` (write the coordinator's state before anything starts) and `serverScript`
+ * (servers run by a script of their own, with an IPC channel: `c.server("s1").request(…)`).
+ *
  * Ownership: only processes started here are ever signalled, always by their PID. stop() and a
  * start that fails half way end everything started so far (SIGKILL: teardown needs no grace),
  * close every connection handed out, and remove the temp dir. A process-exit hook kills children
@@ -20,20 +23,16 @@
  * message arrives), never a fixed sleep; `waitFor` polls a condition with a bound where no event
  * exists. Each process keeps the tail of its output for diagnostics (`c.diagnostics()`).
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { connect, type ConnectionOptions, type NatsConnection } from "nats";
-import { StrataClient, type StrataClientOptions } from "../../src/net/client/client.js";
-import { decodeUntrusted, encode, isPlainMap } from "../../src/net/wire/wire-codec.js";
+import { StrataClient, type StrataClientOptions } from "../net/client/client.js";
+import { decodeUntrusted, encode, isPlainMap } from "../net/wire/wire-codec.js";
 import { freePort, startNatsServer, type RunningNatsServer } from "./nats-server.js";
+import { EXIT_TIMEOUT_MS, StrataProcess, pidAlive, runCli, waitFor, type Proc } from "./process.js";
 
-const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url));
-const READY_TIMEOUT_MS = 30_000;
-const EXIT_TIMEOUT_MS = 10_000;
-const OUTPUT_TAIL_CHARS = 40_000;
+export { pidAlive, runCli, waitFor, type Proc };
 
 export interface ClusterOptions {
   /** Persistence servers, ids s1..sN. Default 3. */
@@ -54,31 +53,16 @@ export interface ClusterOptions {
    * Default: the coordinator on node 0, server k (1-based) on node (k-1) mod nodes.
    */
   nodeOf?: (name: string) => number;
-}
-
-export interface Proc {
-  readonly name: string;
-  /** PID of the current process (changes on restart). */
-  readonly pid: number;
-  readonly args: readonly string[];
-  /** Started, not exited. */
-  readonly running: boolean;
-  readonly paused: boolean;
-  /** Resolves when the current process exits, with its code or signal. */
-  readonly exited: Promise<string>;
-  /** SIGKILL by PID; resolves once the process has exited. */
-  kill9(): Promise<void>;
-  /** SIGTERM by PID; resolves with the exit code once it has exited (SIGKILL after `EXIT_TIMEOUT_MS`). */
-  stop(): Promise<string>;
-  /** SIGSTOP / SIGCONT by PID. */
-  pause(): void;
-  resume(): void;
-  /** Starts the same command again (same id, same data dir) once the old process has exited. */
-  restart(): Promise<void>;
-  /** The tail of its stdout + stderr (all incarnations), for diagnostics. */
-  output(): string;
-  /** Resolves when the output of the current process matches `re` (bounded). */
-  waitForOutput(re: RegExp, timeoutMs?: number): Promise<void>;
+  /**
+   * Runs before any process starts, with the directories the processes will use (e.g. a bench
+   * writes the coordinator's state there directly).
+   */
+  prepare?: (dirs: { dir: string; coordinatorDir: string; tierDir: string }) => void | Promise<void>;
+  /**
+   * A script (path from the repository root) run for each server instead of `src/cli/main.ts`,
+   * with the same arguments and an IPC channel (`Proc.request`); it must log `server "<id>" ready`.
+   */
+  serverScript?: string;
 }
 
 export interface NatsNode {
@@ -119,34 +103,6 @@ export interface Cluster {
   stop(): Promise<void>;
 }
 
-/** Polls `condition` every `intervalMs` until it returns a truthy value; throws after `timeoutMs`. */
-export async function waitFor<T>(what: string, condition: () => T | Promise<T>, timeoutMs: number, intervalMs = 50): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const value = await condition();
-      if (value) return value as NonNullable<T>;
-    } catch (err) {
-      lastError = err;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (last error: ${(lastError as Error).message})` : ""}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, intervalMs));
-  }
-}
-
-/** True while a process with this PID exists (ours: children are reaped by Node at once). */
-export function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
 export async function startCluster(options: ClusterOptions = {}): Promise<Cluster> {
   const prefix = options.prefix ?? "strata";
   const nodes = options.natsNodes ?? 1;
@@ -154,7 +110,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
   const dir = await mkdtemp(join(tmpdir(), "strata-cluster-"));
   const tierDir = join(dir, "tier");
   const natsServers: RunningNatsServer[] = [];
-  const procs: ProcImpl[] = [];
+  const procs: StrataProcess[] = [];
   const connections: NatsConnection[] = [];
   const clients: StrataClient[] = [];
   let locateNc: NatsConnection | undefined;
@@ -178,6 +134,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
 
   try {
     await mkdir(tierDir);
+    await options.prepare?.({ dir, coordinatorDir: join(dir, "coordinator"), tierDir });
     natsServers.push(...(await startNatsNodes(nodes)));
     const natsNodes: NatsNode[] = natsServers.map((n) => natsNode(n));
     const nodeOf = options.nodeOf ?? ((name: string) => (name === "coordinator" ? 0 : (Number(name.slice(1)) - 1) % nodes));
@@ -191,7 +148,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
       ...(options.leaseMs !== undefined ? ["--lease-ms", String(options.leaseMs)] : []),
       ...(options.coordinatorArgs ?? []),
     ];
-    const coordinator = new ProcImpl("coordinator", coordinatorArgs, /coordinator ready/);
+    const coordinator = new StrataProcess("coordinator", coordinatorArgs, /coordinator ready/);
     procs.push(coordinator);
     const serverArgs = (id: string) => [
       "server",
@@ -203,11 +160,12 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
       ...(options.sealIntervalMs !== undefined ? ["--seal-interval-ms", String(options.sealIntervalMs)] : []),
       ...(options.serverArgs ?? []),
     ];
-    const servers: ProcImpl[] = [];
+    const serverProcess = options.serverScript !== undefined ? { script: options.serverScript, ipc: true } : {};
+    const servers: StrataProcess[] = [];
     const serverIds: string[] = [];
     for (let k = 1; k <= serverCount; k++) {
       const id = `s${k}`;
-      const p = new ProcImpl(id, serverArgs(id), /server ".*" ready/);
+      const p = new StrataProcess(id, serverArgs(id), /server ".*" ready/, serverProcess);
       servers.push(p);
       serverIds.push(id);
       procs.push(p);
@@ -231,7 +189,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
         return p;
       },
       async addServer(id) {
-        const p = new ProcImpl(id, serverArgs(id), /server ".*" ready/);
+        const p = new StrataProcess(id, serverArgs(id), /server ".*" ready/, serverProcess);
         procs.push(p);
         servers.push(p);
         serverIds.push(id);
@@ -280,181 +238,6 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
     const diag = procs.map((p) => `----- ${p.name} -----\n${p.output()}`).join("\n");
     await stop();
     throw new Error(`could not start the cluster: ${(err as Error).message}\n${diag}`, { cause: err });
-  }
-}
-
-/** A `strata` command run to its end (drain, move, …), killed by its PID after `timeoutMs`. */
-export function runCli(args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", "src/cli/main.ts", ...args], { cwd: REPO_ROOT, stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout!.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => {
-      if (child.pid !== undefined && child.exitCode === null) process.kill(child.pid, "SIGKILL");
-      reject(new Error(`strata ${args.join(" ")} did not finish within ${timeoutMs} ms:\n${stdout}\n${stderr}`));
-    }, timeoutMs);
-    child.once("error", (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-class ProcImpl implements Proc {
-  private child: ChildProcess | undefined;
-  private log = "";
-  private current = "";
-  private exitedPromise: Promise<string> = Promise.resolve("not started");
-  private isPaused = false;
-
-  constructor(
-    readonly name: string,
-    readonly args: readonly string[],
-    private readonly readyPattern: RegExp,
-  ) {}
-
-  get pid(): number {
-    if (this.child?.pid === undefined) throw new Error(`${this.name} is not started`);
-    return this.child.pid;
-  }
-
-  pidOrNone(): number | string {
-    return this.child?.pid ?? "none";
-  }
-
-  get running(): boolean {
-    return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null;
-  }
-
-  get paused(): boolean {
-    return this.running && this.isPaused;
-  }
-
-  get exited(): Promise<string> {
-    return this.exitedPromise;
-  }
-
-  async start(): Promise<void> {
-    if (this.running) throw new Error(`${this.name} is already running (pid ${this.pid})`);
-    const child = spawn(process.execPath, ["--import", "tsx", "src/cli/main.ts", ...this.args], { cwd: REPO_ROOT, stdio: ["ignore", "pipe", "pipe"] });
-    this.child = child;
-    this.isPaused = false;
-    this.current = "";
-    this.append(`[harness] started pid ${child.pid}: strata ${this.args.join(" ")}\n`);
-    const onData = (d: Buffer) => this.append(d.toString());
-    child.stdout!.on("data", onData);
-    child.stderr!.on("data", onData);
-    this.exitedPromise = new Promise<string>((resolve) => {
-      child.once("exit", (code, signal) => {
-        const how = signal ?? String(code);
-        this.append(`[harness] pid ${child.pid} exited (${how})\n`);
-        resolve(how);
-      });
-      child.once("error", (err) => resolve(`error: ${err.message}`));
-    });
-    await this.waitForOutput(this.readyPattern, READY_TIMEOUT_MS);
-  }
-
-  async waitForOutput(re: RegExp, timeoutMs = READY_TIMEOUT_MS): Promise<void> {
-    const child = this.child;
-    if (!child) throw new Error(`${this.name} is not started`);
-    if (re.test(this.current)) return;
-    await new Promise<void>((resolve, reject) => {
-      const check = () => {
-        if (re.test(this.current)) done(undefined);
-      };
-      const timer = setTimeout(() => done(new Error(`${this.name} did not log ${re} within ${timeoutMs} ms`)), timeoutMs);
-      const onExit = (code: number | null, signal: string | null) => done(new Error(`${this.name} exited (${signal ?? code}) before logging ${re}`));
-      const done = (err: Error | undefined) => {
-        clearTimeout(timer);
-        child.stdout!.off("data", check);
-        child.stderr!.off("data", check);
-        child.off("exit", onExit);
-        if (err) reject(new Error(`${err.message}:\n${this.output()}`));
-        else resolve();
-      };
-      // Listeners run after append() (registered later), so `current` already holds the chunk.
-      child.stdout!.on("data", check);
-      child.stderr!.on("data", check);
-      child.once("exit", onExit);
-    });
-  }
-
-  async kill9(): Promise<void> {
-    if (!this.running) return;
-    process.kill(this.pid, "SIGKILL");
-    await this.waitExit();
-  }
-
-  async stop(): Promise<string> {
-    if (!this.running) return this.exitedPromise;
-    if (this.isPaused) this.resume(); // a stopped process cannot handle SIGTERM
-    process.kill(this.pid, "SIGTERM");
-    const timer = setTimeout(() => this.killNow(), EXIT_TIMEOUT_MS);
-    try {
-      return await this.exitedPromise;
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  pause(): void {
-    if (!this.running) throw new Error(`${this.name} is not running`);
-    process.kill(this.pid, "SIGSTOP");
-    this.isPaused = true;
-    this.append(`[harness] SIGSTOP at ${new Date().toISOString()}\n`);
-  }
-
-  resume(): void {
-    if (!this.running) throw new Error(`${this.name} is not running`);
-    process.kill(this.pid, "SIGCONT");
-    this.isPaused = false;
-    this.append(`[harness] SIGCONT at ${new Date().toISOString()}\n`);
-  }
-
-  async restart(): Promise<void> {
-    if (this.running) await this.stop();
-    await this.start();
-  }
-
-  output(): string {
-    return this.log;
-  }
-
-  /** Synchronous SIGKILL for the process-exit hook. */
-  killNow(): void {
-    if (this.running) {
-      try {
-        process.kill(this.pid, "SIGKILL");
-      } catch {
-        // already gone
-      }
-    }
-  }
-
-  private async waitExit(): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${this.name} (pid ${this.pidOrNone()}) did not exit within ${EXIT_TIMEOUT_MS} ms`)), EXIT_TIMEOUT_MS);
-    });
-    try {
-      await Promise.race([this.exitedPromise, timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  private append(text: string): void {
-    this.current += text;
-    if (this.current.length > OUTPUT_TAIL_CHARS) this.current = this.current.slice(-OUTPUT_TAIL_CHARS);
-    this.log += text;
-    if (this.log.length > OUTPUT_TAIL_CHARS) this.log = this.log.slice(-OUTPUT_TAIL_CHARS);
   }
 }
 

@@ -1,6 +1,8 @@
 /**
- * Starts a real nats-server (Debian's `nats-server`, found on PATH, or $NATS_SERVER) for tests.
- * Every test that needs NATS goes through here.
+ * Starts a real nats-server (Debian's `nats-server`, found on PATH or where `strata up` looks for
+ * it, or $NATS_SERVER) for tests and benches. Every test and bench that needs NATS goes through
+ * here (the failover harness, ./cluster.ts, routes three of them together). `strata up` keeps its
+ * own start-up (fixed port, own process group, files under its data dir) but the same lookup.
  *
  *   const nats = await startNatsServer();                          // plain server
  *   const nats = await startNatsServer({ maxPayload: 64 * 1024 }); // small max_payload
@@ -23,6 +25,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { findNatsServer } from "../cli/up.js";
 
 export interface NatsServerOptions {
   /** Extra nats-server configuration text (authorization, limits, …). */
@@ -45,7 +48,7 @@ export interface RunningNatsServer {
   restart(): Promise<void>;
 }
 
-const BIN = process.env.NATS_SERVER ?? "nats-server";
+const BIN = process.env.NATS_SERVER ?? findNatsServer() ?? "nats-server";
 const READY_TIMEOUT_MS = 10_000;
 const PORT_ATTEMPTS = 5;
 
