@@ -275,6 +275,17 @@ export interface NetLimits {
   coordRetryMaxMs: number;
   /** Most locations in one claim or confirm request of a server. */
   claimBatchMax: number;
+  /**
+   * A handover (strata move / drain) seals and ships within this, or keeps the locations; keep it
+   * below the coordinator's handoverTimeoutMs (10 s), which gives up on a slower answer.
+   */
+  handoverShipMs: number;
+  /**
+   * After answering a handover, a claim that gets the same epoch back is refused for this long
+   * (the coordinator is recording the move); after it, the same epoch means the move was not
+   * recorded (the coordinator gave up) and the location is served again.
+   */
+  handoverHoldMs: number;
 }
 
 export const DEFAULT_NET_LIMITS: Readonly<NetLimits> = Object.freeze({
@@ -308,6 +319,8 @@ export const DEFAULT_NET_LIMITS: Readonly<NetLimits> = Object.freeze({
   coordRetryMinMs: 50,
   coordRetryMaxMs: 1000,
   claimBatchMax: 1000,
+  handoverShipMs: 8000,
+  handoverHoldMs: 30_000,
 });
 
 // ─── The coordinator ───────────────────────────────────────────────────────────────────
@@ -388,6 +401,11 @@ export function resolveCoordinatorLimits(partial?: Partial<CoordinatorLimits>): 
 export interface ClientLimits {
   /** Default budget of one call, retries included (the `timeoutMs` client option). */
   timeoutMs: number;
+  /**
+   * Longest wait for a reply message in one attempt of a call that is safe to repeat (reads,
+   * appends with a msgId; also at most a third of `timeoutMs`), before it is sent again.
+   */
+  attemptTimeoutMs: number;
   /** Retry backoff: doubles from min to max, with full jitter. */
   retryBackoffMinMs: number;
   retryBackoffMaxMs: number;
@@ -412,6 +430,7 @@ export interface ClientLimits {
 
 export const DEFAULT_CLIENT_LIMITS: Readonly<ClientLimits> = Object.freeze({
   timeoutMs: 10_000,
+  attemptTimeoutMs: 2000,
   retryBackoffMinMs: 20,
   retryBackoffMaxMs: 1000,
   replyBytesMax: 1024 * MiB + 4 * MiB,
@@ -451,6 +470,7 @@ export function resolveNetLimits(partial?: Partial<NetLimits>): NetLimits {
     [l.batchReplyBytesMax * 4 <= l.replyBytesInFlightMax, "batchReplyBytesMax must be at most a quarter of replyBytesInFlightMax"],
     [l.uploadsPerClientMax <= l.uploadsMax, "uploadsPerClientMax must be <= uploadsMax"],
     [l.coordRetryMinMs <= l.coordRetryMaxMs, "coordRetryMinMs must be <= coordRetryMaxMs"],
+    [l.handoverShipMs < l.handoverHoldMs, "handoverShipMs must be < handoverHoldMs"],
     // A client can only send what the window grants: asking for more than one window per idle
     // period would fail honest uploads whenever the writer is merely slow.
     [l.uploadBytesPerSecMin * (l.uploadIdleMs / 1000) <= l.uploadWindowBytes, "uploadBytesPerSecMin × uploadIdleMs must be <= uploadWindowBytes"],

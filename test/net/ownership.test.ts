@@ -6,7 +6,9 @@
  *   under the same epoch (nothing moved);
  * - a handover request that is malformed, names another epoch or a location it does not hold
  *   changes nothing; one naming the right epoch lets the location go with the cut of what it
- *   shipped, and the server then refuses to serve it under that epoch;
+ *   shipped, and the server then refuses to serve it under that epoch until the coordinator must
+ *   have given up on recording the move (`handoverHoldMs`); one that cannot ship in time
+ *   (`handoverShipMs`, the object store down) fails and keeps the location served;
  * - a graceful stop ships and releases, so another server takes the location over at once with
  *   its whole history, including writes acknowledged only locally.
  */
@@ -20,6 +22,9 @@ import { parseHandoverReply } from "../../src/net/wire/coordinator-parsers.js";
 import { decodeBody, encodeBody, handoverSubject } from "../../src/net/wire/coordinator-protocol.js";
 import { errorOfReply } from "../../src/net/wire/wire-errors.js";
 import { Store } from "../../src/store.js";
+import type { NetLimits } from "../../src/limits.js";
+import type { ObjectStore } from "../../src/tier/object-store.js";
+import { FaultyObjectStore, MemoryObjectStore } from "../../src/testing/fault-store.js";
 import { startBus, type Bus } from "../helpers/strata-stack.js";
 
 const LEASE_MS = 600;
@@ -48,9 +53,9 @@ async function coordinate(prefix: string, dataDir: string): Promise<Coordinator>
   return c;
 }
 
-async function serve(prefix: string, id: string): Promise<{ store: Store; server: StrataServer }> {
-  const store = await Store.open({ dir: await bus.tempDir(`srv-${id}`), id, tier, sealIntervalMs: 100 });
-  const server = await startServer({ store, nats: bus.nats.url, id, prefix, onWarning: () => undefined });
+async function serve(prefix: string, id: string, opts: { limits?: Partial<NetLimits>; objectStore?: ObjectStore } = {}): Promise<{ store: Store; server: StrataServer }> {
+  const store = await Store.open({ dir: await bus.tempDir(`srv-${id}`), id, sealIntervalMs: 100, ...(opts.objectStore ? { objectStore: opts.objectStore } : { tier }) });
+  const server = await startServer({ store, nats: bus.nats.url, id, prefix, onWarning: () => undefined, ...(opts.limits ? { limits: opts.limits } : {}) });
   cleanup.push(async () => {
     await server.stop();
     await store.close();
@@ -111,7 +116,7 @@ describe("handover requests", () => {
   it("change nothing when malformed, for another epoch or a location not held; let go at the right epoch", async () => {
     const P = "ol2";
     await coordinate(P, await bus.tempDir("coord-ol2"));
-    const { server } = await serve(P, "h1");
+    const { server } = await serve(P, "h1", { limits: { handoverHoldMs: 1500, handoverShipMs: 1000 } });
     const client = new StrataClient(nc, { prefix: P, timeoutMs: 5000 });
     const s = client.stream("acct/h/one");
     await s.append({ value: enc("x") });
@@ -135,7 +140,31 @@ describe("handover requests", () => {
     // The coordinator has not recorded a move: a claim answers the same epoch, which is refused.
     const pinned = new StrataClient(nc, { prefix: P, server: "h1", timeoutMs: 300 });
     expect(await codeOf(pinned.stream("acct/h/one").append({ value: enc("late") }))).toBe("UNAVAILABLE");
+    // Nobody recorded a move (the handover came from the test, not the coordinator): once the
+    // hold is over, the same epoch means the location stayed, and it is served again.
+    const again = await until("the location to be served again", async () => ((await codeOf(pinned.stream("acct/h/one").get(1))) === "ok" ? true : undefined), 5000);
+    expect(again).toBe(true);
+    expect((await s.append({ value: enc("z") })).seq).toBe(3);
     pinned.close();
+    client.close();
+  });
+
+  it("fails when the object store cannot take the segment in time, and keeps serving the location", async () => {
+    const P = "ol4";
+    await coordinate(P, await bus.tempDir("coord-ol4"));
+    const objects = new FaultyObjectStore(new MemoryObjectStore(), { seed: 4 });
+    const { server } = await serve(P, "h4", { objectStore: objects, limits: { handoverShipMs: 300 } });
+    const client = new StrataClient(nc, { prefix: P, timeoutMs: 5000 });
+    const s = client.stream("acct/h/four");
+    await s.append({ value: enc("a") });
+    const located = decodeBody((await nc.request(`${P}.coord.locate`, encodeBody({ location: "acct/h/four" }), { timeout: 2000 })).data, "locate") as { epoch: number };
+    objects.setOffline(true);
+    const reply = await nc.request(handoverSubject(P, "h4"), encodeBody({ epochs: [["acct/h/four", located.epoch]] }), { timeout: 3000 });
+    expect(errorOfReply(reply, () => "handover")?.code).toBe("UNAVAILABLE");
+    expect(server.stats().ownership!.handedOver).toBe(0);
+    // Still held: served at once, under the same epoch.
+    expect((await s.append({ value: enc("b") })).seq).toBe(2);
+    objects.setOffline(false);
     client.close();
   });
 });

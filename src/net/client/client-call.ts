@@ -74,9 +74,14 @@ export class Caller {
     return this.withRetry(call, (target, deadline) => this.exchange(target, body, call.idempotent, call.idempotent ? Date.now() + this.attemptMs(deadline) : deadline));
   }
 
-  /** How long one attempt of a repeatable call may wait: a third of the budget, within the deadline. */
+  /**
+   * How long one attempt of a repeatable call may wait for a reply message: a third of the budget,
+   * at most `attemptTimeoutMs`, within the deadline. A request can vanish without a "no responders"
+   * answer (core NATS is at most once; a server killed a moment ago may still be sent it), and
+   * that costs one attempt before the call asks the coordinator again.
+   */
   private attemptMs(deadline: number): number {
-    return Math.min(deadline - Date.now(), Math.ceil(this.limits.timeoutMs / 3));
+    return Math.min(deadline - Date.now(), Math.ceil(this.limits.timeoutMs / 3), this.limits.attemptTimeoutMs);
   }
 
   /** A request answered by a reply stream: yields each item; `onFrame` sees every batch and the end. */

@@ -15,8 +15,11 @@
  *   ends (FENCED, new registration), and a location handed over is removed from it before its
  *   cut is computed, so nothing is admitted for it afterwards.
  * - A handed-over location is remembered with the epoch it was handed over at: a claim answered
- *   with that same epoch (the coordinator has not recorded the move yet) is refused, so a late
- *   request cannot bring it back under the old epoch.
+ *   with that same epoch (the coordinator has not recorded the move yet) is refused for
+ *   `handoverHoldMs`, so a late request cannot bring it back under the old epoch; past that the
+ *   coordinator has given up on the handover (it waits at most its handoverTimeoutMs), and the
+ *   same epoch means the location stayed here. A handover that cannot ship within
+ *   `handoverShipMs` keeps its locations.
  * - Records this server wrote for a location that has moved away, and never shipped, are never
  *   served or deleted: they stay in the log and are reported once per location (a warning,
  *   `quarantined` in the stats, the index's quarantine list). "Never shipped" counts from the
@@ -28,6 +31,7 @@
  *   acknowledged: a stale epoch answers TIMEOUT (the write may or may not be part of the history).
  */
 import { StrataError } from "../../errors.js";
+import { withTimeout } from "../../with-timeout.js";
 import type { Store } from "../../store.js";
 import type { CoordLink } from "./coord-link.js";
 import { parseClaimReply, parseConfirmReply, parseCutReply } from "../wire/coordinator-parsers.js";
@@ -37,6 +41,9 @@ export interface OwnershipOptions {
   id: string;
   /** Most locations in one claim or confirm request. */
   batchMax: number;
+  /** See NetLimits `handoverShipMs` and `handoverHoldMs`. */
+  handoverShipMs: number;
+  handoverHoldMs: number;
   onWarning: (message: string) => void;
 }
 
@@ -67,7 +74,8 @@ export class Ownership {
   private grants = new Map<string, number>();
   /** The location's revision when its current grant began (what a watcher may rewind to). */
   private startRevs = new Map<string, number>();
-  private readonly handedOver = new Map<string, number>();
+  /** Locations let go by a handover: the epoch, and until when (monotonic ms) a claim of that epoch is refused. */
+  private readonly handedOver = new Map<string, { epoch: number; until: number }>();
   private readonly claiming = new Map<string, Promise<number>>();
   private claimQueue = new Map<string, Waiter>();
   private confirmQueue: Array<{ location: string; epoch: number; waiter: { resolve: () => void; reject: (err: unknown) => void } }> = [];
@@ -181,11 +189,28 @@ export class Ownership {
       if (this.grants.get(location) !== epoch) continue;
       this.grants.delete(location);
       this.startRevs.delete(location);
-      this.handedOver.set(location, epoch);
+      this.handedOver.set(location, { epoch, until: Infinity });
       mine.push(location);
     }
+    const incarnation = this.link.incarnation;
+    let cut: number;
+    try {
+      cut = await withTimeout(this.store.shipAll(), this.opts.handoverShipMs, "sealing and shipping for a handover (retry)");
+    } catch (err) {
+      // Not shipped, so not let go: the coordinator keeps the locations here; serve them again.
+      for (const location of mine) {
+        const { epoch } = this.handedOver.get(location)!;
+        this.handedOver.delete(location);
+        if (this.link.incarnation === incarnation && this.link.valid()) this.grant(location, epoch, this.store.inventory(location).revision);
+      }
+      throw err;
+    }
     this.counters.handedOver += mine.length;
-    const cut = await this.store.shipAll();
+    const until = performance.now() + this.opts.handoverHoldMs;
+    for (const location of mine) {
+      const h = this.handedOver.get(location);
+      if (h) h.until = until;
+    }
     return mine.map((location) => [location, cut]);
   }
 
@@ -250,7 +275,8 @@ export class Ownership {
         waiter.reject(this.noLease());
         continue;
       }
-      if (this.handedOver.get(location) === epoch) {
+      const handed = this.handedOver.get(location);
+      if (handed !== undefined && handed.epoch === epoch && performance.now() < handed.until) {
         waiter.reject(new StrataError("UNAVAILABLE", `location "${location}" is being handed over to another server; retry`));
         continue;
       }

@@ -13,6 +13,7 @@
  */
 import { connect, ErrorCode, Events, nuid, type ConnectionOptions, type Msg, type NatsConnection, type Subscription } from "nats";
 import { StrataError } from "../../errors.js";
+import { withTimeout } from "../../with-timeout.js";
 import { Store } from "../../store.js";
 import type { StoreOptions } from "../../config.js";
 import type { Importer } from "../../tier/takeover.js";
@@ -173,7 +174,13 @@ class Server implements StrataServer {
         retryMinMs: this.limits.coordRetryMinMs,
         retryMaxMs: this.limits.coordRetryMaxMs,
       });
-      const ownership = new Ownership(link, this.store, { id: this.id, batchMax: this.limits.claimBatchMax, onWarning: this.onWarning });
+      const ownership = new Ownership(link, this.store, {
+        id: this.id,
+        batchMax: this.limits.claimBatchMax,
+        handoverShipMs: this.limits.handoverShipMs,
+        handoverHoldMs: this.limits.handoverHoldMs,
+        onWarning: this.onWarning,
+      });
       this.link = link;
       this.ownership = ownership;
       this.store.objectCommit = (location) => ownership.confirm(location);
@@ -323,7 +330,7 @@ class Server implements StrataServer {
     let shipped = false;
     if (this.store.tier !== undefined) {
       try {
-        await withTimeout(this.store.shipAll(), this.limits.shutdownGraceMs);
+        await withTimeout(this.store.shipAll(), this.limits.shutdownGraceMs, "shipping the last records", "TIMEOUT");
         shipped = true;
       } catch (err) {
         this.onWarning(`could not ship the last records before stopping (${(err as Error).message}); the lease is left to run out`);
@@ -362,12 +369,4 @@ async function mayPublishReplies(conn: NatsConnection, inboxPrefix: string): Pro
   await new Promise((resolve) => setImmediate(resolve));
   void watching;
   return !denied;
-}
-
-function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new StrataError("TIMEOUT", `did not finish within ${ms} ms`)), ms);
-  });
-  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
 }
