@@ -187,4 +187,32 @@ describe("verifier analysis", () => {
     expect(a.watchers.sawLost).toEqual([{ location: "v/a", seq: 3, msgId: "m3" }]);
     expect(a.recovery[0]!.unrecovered).toEqual(["v/a"]);
   });
+
+  it("accepts a watcher's rewind after a kill (lost changes superseded, a write applied again delivered again) and nothing else", () => {
+    const input = base();
+    input.watched.clear();
+    input.stored = new Map([
+      ["v/r", { kind: "stream", bySeq: new Map([[1, "m1"], [2, "m2"], [3, "m3b"], [4, "m4"]]) }],
+      ["v/s", { kind: "stream", bySeq: new Map([[1, "m1"], [2, "m2"]]) }],
+    ]);
+    input.watched.set("v/r", [
+      { revision: 1, op: "set", seq: 1, msgId: "m1", at: 0 },
+      { revision: 2, op: "set", seq: 2, msgId: "m2", at: 0 },
+      { revision: 3, op: "set", seq: 3, msgId: "m3lost", at: 6000 },
+      { revision: 3, op: "set", seq: 3, msgId: "m3b", at: 7000 },
+      { revision: 4, op: "set", seq: 4, msgId: "m4", at: 7100 },
+    ]);
+    // The same write applied again at the new owner (its first ack was lost with the old one).
+    input.watched.set("v/s", [
+      { revision: 1, op: "set", seq: 1, msgId: "m1", at: 0 },
+      { revision: 2, op: "set", seq: 2, msgId: "m2", at: 6000 },
+      { revision: 2, op: "set", seq: 2, msgId: "m2", at: 7000 },
+    ]);
+    input.kills = [{ at: 5000, locations: ["v/r", "v/s"] }];
+    const a = analyse(input);
+    expect(a.watchers).toMatchObject({ outOfOrder: [], duplicates: [], missed: [], sawLost: [{ location: "v/r", seq: 3, msgId: "m3lost" }], rewinds: 2 });
+    // The same rewind before any kill is disorder.
+    input.kills = [{ at: 50_000, locations: ["v/r"] }];
+    expect(analyse(input).watchers.outOfOrder).toEqual([{ location: "v/r", revision: 3, after: 3 }, { location: "v/s", revision: 2, after: 2 }]);
+  });
 });

@@ -30,7 +30,7 @@ export interface AnalysisInput {
 
 export interface WatcherFindings {
   watched: number;
-  /** A change whose revision is not above the one before it. */
+  /** A change whose revision is not above the one before it, before any kill (a rewind is allowed only after one). */
   outOfOrder: Array<{ location: string; revision: number; after: number }>;
   /** The same (seq, msgId) delivered twice. */
   duplicates: Array<{ location: string; seq: number }>;
@@ -38,6 +38,8 @@ export interface WatcherFindings {
   missed: Array<{ location: string; seq: number }>;
   /** Delivered changes that did not survive (a lost local ack); reported, not a failure by itself. */
   sawLost: Array<{ location: string; seq: number; msgId?: string }>;
+  /** Times a watcher rewound after a kill to where the new owner's epoch began. */
+  rewinds: number;
 }
 
 export interface Analysis {
@@ -99,27 +101,50 @@ export function analyse(input: AnalysisInput): Analysis {
   };
 }
 
+/**
+ * A watcher's deliveries against the final state. After a fault a watcher may rewind (client/
+ * watch.ts: it was shown changes that did not survive the move, and shows the new owner's history
+ * from where its epoch began): a delivery whose revision is not above the one before it is then a
+ * rewind, allowed only after a kill, and it supersedes every delivery at or above its revision —
+ * those were shown under an older epoch (counted in `sawLost`, or, when the same write was applied
+ * again at the new owner, delivered again after the rewind). Everything else is judged on what
+ * stands after the rewinds: in order, once each, and every surviving change delivered.
+ */
 function analyseWatchers(input: AnalysisInput): WatcherFindings {
-  const f: WatcherFindings = { watched: 0, outOfOrder: [], duplicates: [], missed: [], sawLost: [] };
+  const f: WatcherFindings = { watched: 0, outOfOrder: [], duplicates: [], missed: [], sawLost: [], rewinds: 0 };
+  const firstKill = Math.min(...(input.kills ?? []).map((k) => k.at));
   for (const [location, seen] of input.watched) {
     f.watched += 1;
     const stored = input.stored.get(location);
     const bySeq = stored?.kind === "stream" ? stored.bySeq : new Map<number, string>();
-    let last = -Infinity;
-    const delivered = new Map<string, number>();
+    const standing: typeof seen = [];
+    const superseded: typeof seen = [];
     for (const w of seen) {
-      // A change that did not survive (a lost local ack) is reported apart; the new owner's history
-      // then reuses its revisions, so order is judged on the surviving changes alone.
-      if (w.op === "set" && w.seq !== undefined && bySeq.get(w.seq) !== w.msgId) {
+      const last = standing.length > 0 ? standing[standing.length - 1]!.revision : -Infinity;
+      if (w.revision <= last) {
+        if (w.at < firstKill) {
+          f.outOfOrder.push({ location, revision: w.revision, after: last });
+        } else {
+          f.rewinds += 1;
+          while (standing.length > 0 && standing[standing.length - 1]!.revision >= w.revision) superseded.push(standing.pop()!);
+        }
+      }
+      standing.push(w);
+    }
+    const delivered = new Map<string, number>();
+    for (const w of standing) {
+      if (w.op !== "set" || w.seq === undefined) continue;
+      if (bySeq.get(w.seq) !== w.msgId) {
         f.sawLost.push({ location, seq: w.seq, msgId: w.msgId });
         continue;
       }
-      if (w.revision <= last) f.outOfOrder.push({ location, revision: w.revision, after: last });
-      last = Math.max(last, w.revision);
-      if (w.op !== "set" || w.seq === undefined) continue;
       const k = `${w.seq}\u0000${w.msgId}`;
       delivered.set(k, (delivered.get(k) ?? 0) + 1);
       if (delivered.get(k) === 2) f.duplicates.push({ location, seq: w.seq });
+    }
+    for (const w of superseded) {
+      // Shown under an older epoch: lost, or applied again at the new owner (then delivered again).
+      if (w.op === "set" && w.seq !== undefined && bySeq.get(w.seq) !== w.msgId) f.sawLost.push({ location, seq: w.seq, msgId: w.msgId });
     }
     for (const [seq, msgId] of bySeq) if (!delivered.has(`${seq}\u0000${msgId}`)) f.missed.push({ location, seq });
   }
@@ -161,7 +186,7 @@ export function formatAnalysis(a: Analysis): string {
     foreign: a.foreign.length,
     unread: a.unread.length,
     failures: a.failures,
-    watchers: { watched: a.watchers.watched, outOfOrder: a.watchers.outOfOrder.length, duplicates: a.watchers.duplicates.length, missed: a.watchers.missed.length, sawLost: a.watchers.sawLost.length },
+    watchers: { watched: a.watchers.watched, outOfOrder: a.watchers.outOfOrder.length, duplicates: a.watchers.duplicates.length, missed: a.watchers.missed.length, sawLost: a.watchers.sawLost.length, rewinds: a.watchers.rewinds },
     recovery: a.recovery.map((r) => ({ p50: r.p50, p99: r.p99, max: r.max, unrecovered: r.unrecovered.length })),
     examples: { objectLost: a.objectLost.slice(0, 3), duplicates: a.duplicates.slice(0, 3), foreign: a.foreign.slice(0, 3), missed: a.watchers.missed.slice(0, 3) },
   });
