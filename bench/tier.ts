@@ -25,7 +25,7 @@
 import { randomBytes } from "node:crypto";
 import { S3RVER_CREDENTIALS, startS3rver, type RunningS3rver } from "../test/helpers/s3rver.js";
 import { Store } from "../src/store.js";
-import type { ByteRange, ObjectInfo, ObjectStore } from "../src/tier/object-store.js";
+import type { ByteRange, CreateOnly, ObjectInfo, ObjectStore, PutIfAbsentResult } from "../src/tier/object-store.js";
 import { S3ObjectStore } from "../src/tier/s3-store.js";
 import { checkpointsPrefix } from "../src/tier/segment-keys.js";
 import { isMainModule, parseBenchArgs, type Scale } from "./lib/args.js";
@@ -147,6 +147,13 @@ class BenchObjects implements ObjectStore {
   async put(key: string, body: Uint8Array): Promise<void> {
     if (this.gate && key.includes("/segments/")) await this.gate;
     return this.inner.put(key, body);
+  }
+  async putIfAbsent(key: string, body: Uint8Array): Promise<PutIfAbsentResult> {
+    if (this.gate && key.includes("/segments/")) await this.gate;
+    return this.inner.putIfAbsent(key, body);
+  }
+  get createOnly(): CreateOnly {
+    return this.inner.createOnly;
   }
   get(key: string, range?: ByteRange): Promise<Uint8Array | undefined> {
     return this.inner.get(key, range);

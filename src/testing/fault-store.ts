@@ -18,7 +18,9 @@ import {
   validateRange,
   type ByteRange,
   type ObjectInfo,
+  type CreateOnly,
   type ObjectStore,
+  type PutIfAbsentResult,
 } from "../tier/object-store.js";
 import { mulberry32 } from "../random.js";
 export { mulberry32 };
@@ -39,6 +41,8 @@ function copyOf(bytes: Uint8Array): Uint8Array {
 export class MemoryObjectStore implements ObjectStore {
   private readonly objects = new Map<string, Uint8Array>();
   private closed = false;
+  /** The check and the write happen in one synchronous step (see `putIfAbsent`). */
+  readonly createOnly: CreateOnly = "enforced";
 
   /** Number of objects stored (for tests). */
   get count(): number {
@@ -50,6 +54,20 @@ export class MemoryObjectStore implements ObjectStore {
     validateKey(key);
     validateBody(body);
     this.objects.set(key, copyOf(body));
+  }
+
+  /**
+   * Goes through `this.put`, so a test subclass that intercepts puts (to fail or hold them)
+   * intercepts these too. The base `put` stores before its first await, so the check and the
+   * write are one step here; a subclass that awaits before calling `super.put` gives that up.
+   */
+  async putIfAbsent(key: string, body: Uint8Array): Promise<PutIfAbsentResult> {
+    this.checkOpen();
+    validateKey(key);
+    validateBody(body);
+    if (this.objects.has(key)) return "exists";
+    await this.put(key, body);
+    return "created";
   }
 
   async get(key: string, range?: ByteRange): Promise<Uint8Array | undefined> {
@@ -194,6 +212,18 @@ export class FaultyObjectStore implements ObjectStore {
     await this.write(fate, `put ${key}`, () => this.inner.put(key, body));
   }
 
+  /** Faults as for `put`; a failure after the write was applied leaves the object created. */
+  async putIfAbsent(key: string, body: Uint8Array): Promise<PutIfAbsentResult> {
+    const fate = this.draw(this.options.putFailRate);
+    validateKey(key);
+    validateBody(body);
+    return this.write(fate, `put ${key} (create-only)`, () => this.inner.putIfAbsent(key, body));
+  }
+
+  get createOnly(): CreateOnly {
+    return this.inner.createOnly;
+  }
+
   async delete(key: string): Promise<void> {
     const fate = this.draw(this.options.putFailRate);
     validateKey(key);
@@ -252,7 +282,7 @@ export class FaultyObjectStore implements ObjectStore {
     };
   }
 
-  private async write(fate: Fate, what: string, apply: () => Promise<void>): Promise<void> {
+  private async write<T>(fate: Fate, what: string, apply: () => Promise<T>): Promise<T> {
     await this.delayAndCheckOnline(fate, what);
     if (!fate.fail) return apply();
     this.faults.writeFailures++;
@@ -294,6 +324,12 @@ export class ForwardingObjectStore implements ObjectStore {
   constructor(protected readonly inner: ObjectStore) {}
   put(key: string, body: Uint8Array): Promise<void> {
     return this.inner.put(key, body);
+  }
+  putIfAbsent(key: string, body: Uint8Array): Promise<PutIfAbsentResult> {
+    return this.inner.putIfAbsent(key, body);
+  }
+  get createOnly(): CreateOnly {
+    return this.inner.createOnly;
   }
   get(key: string, range?: ByteRange): Promise<Uint8Array | undefined> {
     return this.inner.get(key, range);

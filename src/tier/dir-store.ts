@@ -6,6 +6,10 @@
  * - A put is atomic: the body goes to a temp file in the object's own directory, which is
  *   fsync'd, renamed over the final name and then the directory is fsync'd. Readers open the
  *   final name only, and a rename replaces the inode, so an open reader keeps the old bytes.
+ * - `putIfAbsent` is create-only, enforced: the temp file is fsync'd and then hard-linked to the
+ *   final name, which `link()` refuses atomically when the name exists (also over NFS, where it is
+ *   the classic lock-file primitive; a retransmitted link whose first try succeeded is recognised
+ *   by the temp file's link count). The temp name is unlinked and the directory fsync'd after.
  * - Temp file names contain `~`, which no key segment may contain, so they can never collide
  *   with an object and `list` never shows them (nor one left behind by a crash).
  * - `list` walks the tree lazily, one sorted directory at a time, so its memory is bounded by
@@ -15,7 +19,7 @@
  *   directory holds no keys and costs nothing to list.
  */
 import { randomBytes } from "node:crypto";
-import { mkdir, open, readdir, rename, stat, unlink, type FileHandle } from "node:fs/promises";
+import { link, mkdir, open, readdir, rename, stat, unlink, type FileHandle } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { ioError, StrataError } from "../errors.js";
 import {
@@ -27,7 +31,9 @@ import {
   validateRange,
   type ByteRange,
   type ObjectInfo,
+  type CreateOnly,
   type ObjectStore,
+  type PutIfAbsentResult,
 } from "./object-store.js";
 
 export interface DirStoreOptions {
@@ -46,6 +52,9 @@ const UNAVAILABLE_ERRNOS: ReadonlySet<string> = new Set([
 
 /** Error numbers that, on a lookup, mean "no such object" (a missing file or a missing parent). */
 const MISSING_ERRNOS: ReadonlySet<string> = new Set(["ENOENT", "ENOTDIR"]);
+
+/** Error numbers of a file system that cannot make hard links (FAT, some FUSE and SMB mounts). */
+const NO_LINK_ERRNOS: ReadonlySet<string> = new Set(["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS"]);
 
 function errnoOf(err: unknown): string | undefined {
   const code = (err as { code?: unknown } | null)?.code;
@@ -72,6 +81,7 @@ function keyConflict(key: string, cause: unknown): StrataError {
 
 export class DirObjectStore implements ObjectStore {
   readonly root: string;
+  readonly createOnly: CreateOnly = "enforced";
   private closed = false;
 
   constructor(options: DirStoreOptions) {
@@ -87,13 +97,8 @@ export class DirObjectStore implements ObjectStore {
     validateBody(body);
     const file = this.fileOf(key);
     const dir = dirname(file);
-    try {
-      await this.ensureDir(dir);
-    } catch (err) {
-      if (errnoOf(err) === "ENOTDIR" || errnoOf(err) === "EEXIST") throw keyConflict(key, err);
-      throw fsFailure(`creating the directory of object ${key}`, err);
-    }
-    const temp = join(dir, `.tmp~${process.pid}-${randomBytes(8).toString("hex")}`);
+    await this.prepareDir(key, dir);
+    const temp = tempName(dir);
     try {
       await writeDurably(temp, body);
       await rename(temp, file);
@@ -107,6 +112,41 @@ export class DirObjectStore implements ObjectStore {
     } catch (err) {
       throw fsFailure(`syncing the directory of object ${key}`, err);
     }
+  }
+
+  async putIfAbsent(key: string, body: Uint8Array): Promise<PutIfAbsentResult> {
+    this.checkOpen();
+    validateKey(key);
+    validateBody(body);
+    const file = this.fileOf(key);
+    const dir = dirname(file);
+    await this.prepareDir(key, dir);
+    const temp = tempName(dir);
+    let result: PutIfAbsentResult;
+    try {
+      await writeDurably(temp, body);
+      result = await linkNew(temp, file);
+    } catch (err) {
+      await unlink(temp).catch(() => undefined);
+      if (NO_LINK_ERRNOS.has(errnoOf(err) ?? "")) {
+        throw new StrataError("IO",
+          `writing object ${key} create-only failed: the file system under ${this.root} does not support hard links ` +
+          `(${errnoOf(err)}); put the store on a local file system or an NFS mount`, { cause: err, retryable: false });
+      }
+      throw fsFailure(`writing object ${key}`, err);
+    }
+    if (result === "exists" && !(await stat(file).then((info) => info.isFile(), () => true))) {
+      await unlink(temp).catch(() => undefined);
+      throw keyConflict(key, undefined);
+    }
+    try {
+      // The object is complete under its final name already; the temp name only has to go.
+      await unlink(temp);
+      await fsyncDir(dir);
+    } catch (err) {
+      throw fsFailure(`syncing the directory of object ${key}`, err);
+    }
+    return result;
   }
 
   async get(key: string, range?: ByteRange): Promise<Uint8Array | undefined> {
@@ -186,6 +226,16 @@ export class DirObjectStore implements ObjectStore {
     return join(this.root, ...key.split("/"));
   }
 
+  /** Creates the object's directory, turning "a file is in the way" into the key-conflict error. */
+  private async prepareDir(key: string, dir: string): Promise<void> {
+    try {
+      await this.ensureDir(dir);
+    } catch (err) {
+      if (errnoOf(err) === "ENOTDIR" || errnoOf(err) === "EEXIST") throw keyConflict(key, err);
+      throw fsFailure(`creating the directory of object ${key}`, err);
+    }
+  }
+
   /** Creates `dir` and fsyncs the parent of every directory created, so new entries survive a crash. */
   private async ensureDir(dir: string): Promise<void> {
     const first = await mkdir(dir, { recursive: true });
@@ -232,6 +282,26 @@ export class DirObjectStore implements ObjectStore {
       }
       yield { key, size };
     }
+  }
+}
+
+function tempName(dir: string): string {
+  return join(dir, `.tmp~${process.pid}-${randomBytes(8).toString("hex")}`);
+}
+
+/**
+ * Links `temp` to `file` unless `file` exists. EEXIST is "exists", unless `temp` has two links:
+ * then an earlier try of this very link succeeded and only its reply was lost (an NFS client
+ * retransmits, and the server answers the retry EEXIST), so the object is ours. Exported for tests.
+ */
+export async function linkNew(temp: string, file: string): Promise<PutIfAbsentResult> {
+  try {
+    await link(temp, file);
+    return "created";
+  } catch (err) {
+    if (errnoOf(err) !== "EEXIST") throw err;
+    const links = await stat(temp).then((info) => info.nlink, () => 1);
+    return links >= 2 ? "created" : "exists";
   }
 }
 

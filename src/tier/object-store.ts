@@ -4,7 +4,8 @@
  * `--tier` URL that picks a backend.
  *
  * Sealed segments, index checkpoints and manifests are written here once and read many times, so
- * the contract is deliberately small: whole-object atomic puts, ranged gets (one message can be
+ * the contract is deliberately small: whole-object atomic puts (plain, or create-only where the
+ * backend can refuse to replace an object: `putIfAbsent`, `createOnly`), ranged gets (one message can be
  * fetched from a sealed segment with one read), an ordered listing, and deletes. Anything the
  * tier needs beyond that (retries, caching, checksums of the content) is built on top of it.
  *
@@ -21,6 +22,12 @@ export interface ByteRange {
   offset: number;
   length: number;
 }
+
+/** What `ObjectStore.putIfAbsent` did: stored the object, or found one under the key and left it. */
+export type PutIfAbsentResult = "created" | "exists";
+
+/** How strictly a backend keeps `putIfAbsent` from replacing an object; see `ObjectStore.createOnly`. */
+export type CreateOnly = "enforced" | "best-effort";
 
 export interface ObjectInfo {
   key: string;
@@ -48,6 +55,29 @@ export interface ObjectStore {
    * taken effect (the acknowledgement can be lost), but never partially.
    */
   put(key: string, body: Uint8Array): Promise<void>;
+
+  /**
+   * Stores `body` under `key` only if no object has that key: "created" when this call stored it,
+   * "exists" when an object was already there (it is left as it was, whatever its bytes). Atomic
+   * like `put`. A call that rejects may or may not have created the object, so a retry can answer
+   * "exists" for the caller's own earlier bytes: a caller that must tell those apart from someone
+   * else's reads the object back and compares (the tier does, ./segment-ship.ts).
+   *
+   * How strictly "only if absent" holds is the backend's `createOnly`.
+   */
+  putIfAbsent(key: string, body: Uint8Array): Promise<PutIfAbsentResult>;
+
+  /**
+   * What `putIfAbsent` guarantees on this backend:
+   * - "enforced": the check and the write are one atomic step (an exclusive `link()` on a file
+   *   system, `If-None-Match: *` honoured by the S3 server): of concurrent calls for one key,
+   *   exactly one answers "created", and no call ever replaces an existing object.
+   * - "best-effort": the backend cannot refuse a write that would replace an object (s3rver 3.7
+   *   ignores `If-None-Match`), so `putIfAbsent` checks for the object first (HEAD) and then puts.
+   *   A call made after an object is there answers "exists" and changes nothing, but two calls
+   *   racing within one round trip may both answer "created", and the later write wins.
+   */
+  readonly createOnly: CreateOnly;
 
   /**
    * Reads an object, or `undefined` when there is none. With `range`, resolves to exactly the
@@ -148,9 +178,9 @@ export function closedError(backend: string): StrataError {
 export type TierConfig = ({ kind: "dir" } & DirStoreOptions) | ({ kind: "s3" } & S3StoreOptions);
 
 const ACCEPTED_FORMS = 'expected "dir:/path/to/dir" (absolute or relative) or ' +
-  '"s3://bucket[/prefix][?endpoint=http://host:port&region=us-east-1&forcePathStyle=true&accessKeyId=…&secretAccessKey=…]"';
+  '"s3://bucket[/prefix][?endpoint=http://host:port&region=us-east-1&forcePathStyle=true&accessKeyId=…&secretAccessKey=…&createOnly=enforced]"';
 
-const S3_PARAMS = new Set(["endpoint", "region", "forcePathStyle", "accessKeyId", "secretAccessKey", "sessionToken"]);
+const S3_PARAMS = new Set(["endpoint", "region", "forcePathStyle", "accessKeyId", "secretAccessKey", "sessionToken", "createOnly"]);
 const SECRET_PARAMS = ["secretAccessKey", "sessionToken"];
 
 // S3's bucket naming rules (lowercase DNS-like labels), so a typo fails here and not on first use.
@@ -234,6 +264,11 @@ function parseS3Url(url: string): TierConfig {
     forcePathStyle = fps === "true";
   }
 
+  const createOnly = params.get("createOnly");
+  if (createOnly !== undefined && createOnly !== "enforced" && createOnly !== "best-effort") {
+    throw badUrl(url, "createOnly must be enforced (the server honours If-None-Match) or best-effort");
+  }
+
   const accessKeyId = params.get("accessKeyId");
   const secretAccessKey = params.get("secretAccessKey");
   const sessionToken = params.get("sessionToken");
@@ -246,6 +281,7 @@ function parseS3Url(url: string): TierConfig {
   if (endpoint !== undefined) config.endpoint = endpoint;
   if (region !== undefined) config.region = region;
   if (forcePathStyle !== undefined) config.forcePathStyle = forcePathStyle;
+  if (createOnly !== undefined) config.createOnly = createOnly;
   if (accessKeyId !== undefined && secretAccessKey !== undefined) {
     config.credentials = sessionToken === undefined
       ? { accessKeyId, secretAccessKey }

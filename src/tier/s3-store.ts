@@ -7,6 +7,13 @@
  * refused requests (403, missing bucket, no credentials) become a non-retryable `IO` with a hint.
  * SDK errors are told apart by their `name` and HTTP status, never by message text.
  *
+ * Create-only puts (`putIfAbsent`) send `If-None-Match: *`, which S3 (since 2024), MinIO and
+ * recent Ceph honour with 412 Precondition Failed. Servers that ignore the header (s3rver 3.7)
+ * would overwrite, so unless the backend is declared `createOnly: "enforced"` the put is preceded
+ * by a HEAD and only a put racing another within one round trip can replace an object. The default
+ * is "enforced" for AWS S3 itself (no endpoint) and "best-effort" for any other endpoint; the tier
+ * URL parameter `createOnly=enforced` declares a compatible server that honours the header.
+ *
  * Credentials: the ones in the options when given, otherwise the SDK's default chain (the
  * standard AWS_* environment variables, shared config files, instance roles).
  */
@@ -29,7 +36,9 @@ import {
   validateRange,
   type ByteRange,
   type ObjectInfo,
+  type CreateOnly,
   type ObjectStore,
+  type PutIfAbsentResult,
 } from "./object-store.js";
 
 /** Region used when none is configured; S3-compatible servers generally ignore it. */
@@ -62,6 +71,11 @@ export interface S3StoreOptions {
   credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
   /** Objects per listing request, 1..`S3_LIST_PAGE_SIZE` (the default); smaller only for tests. */
   listPageSize?: number;
+  /**
+   * Whether the server honours `If-None-Match: *` on PutObject (see `ObjectStore.createOnly`).
+   * Default: "enforced" without `endpoint` (AWS S3), "best-effort" with one.
+   */
+  createOnly?: CreateOnly;
 }
 
 /** Node error codes of a connection that could not be made or was lost. */
@@ -109,6 +123,7 @@ function networkErrnoOf(err: unknown, depth = 0): string | undefined {
 export class S3ObjectStore implements ObjectStore {
   readonly bucket: string;
   readonly prefix: string;
+  readonly createOnly: CreateOnly;
   private readonly client: S3Client;
   private readonly where: string;
   private readonly listPageSize: number;
@@ -125,6 +140,11 @@ export class S3ObjectStore implements ObjectStore {
       throw new StrataError("INVALID_ARGUMENT", `listPageSize must be an integer from 1 to ${S3_LIST_PAGE_SIZE}`);
     }
     this.listPageSize = listPageSize;
+    const createOnly = options.createOnly ?? (options.endpoint === undefined ? "enforced" : "best-effort");
+    if (createOnly !== "enforced" && createOnly !== "best-effort") {
+      throw new StrataError("INVALID_ARGUMENT", `createOnly must be "enforced" or "best-effort", got ${JSON.stringify(createOnly)}`);
+    }
+    this.createOnly = createOnly;
     this.bucket = options.bucket;
     this.prefix = prefix;
     this.where = `s3://${this.bucket}/${prefix}${options.endpoint === undefined ? "" : ` at ${options.endpoint}`}`;
@@ -155,6 +175,36 @@ export class S3ObjectStore implements ObjectStore {
       Body: body,
       ContentLength: body.byteLength,
     })));
+  }
+
+  async putIfAbsent(key: string, body: Uint8Array): Promise<PutIfAbsentResult> {
+    this.checkOpen();
+    validateKey(key);
+    validateBody(body);
+    // A server that ignores If-None-Match would overwrite: look first (see the file comment).
+    if (this.createOnly === "best-effort" && (await this.head(key)) !== undefined) return "exists";
+    const what = `put ${key} (create-only)`;
+    try {
+      await this.client.send(new PutObjectCommand({
+        Bucket: this.bucket,
+        Key: this.s3Key(key),
+        Body: body,
+        ContentLength: body.byteLength,
+        IfNoneMatch: "*",
+      }));
+      return "created";
+    } catch (err) {
+      const name = nameOf(err);
+      const status = statusOf(err);
+      // Also the answer to an SDK retry of a put that succeeded but whose reply was lost.
+      if (name === "PreconditionFailed" || status === 412) return "exists";
+      // S3's answer when a concurrent conditional write to the key is in progress: retry.
+      if (name === "ConditionalRequestConflict" || status === 409) {
+        if (this.closed) throw closedError("S3");
+        throw new StrataError("UNAVAILABLE", `${what} on ${this.where} failed: another conditional write of the key was in progress; retry.`, { cause: err });
+      }
+      throw this.translate(what, err);
+    }
   }
 
   async get(key: string, range?: ByteRange): Promise<Uint8Array | undefined> {

@@ -11,6 +11,13 @@
  *   the segment is quarantined with a loud warning (kept locally, never uploaded or evicted, its
  *   object-ack writes answered CORRUPT), and the segments after it go on being shipped. Local-ack
  *   writes never wait for any of it.
+ * - Segment objects are written create-only (./segment-ship.ts): an object already under a
+ *   segment's name is taken as shipped only if it holds exactly that segment (a put whose success
+ *   was not recorded); otherwise another process with this server id (a paused twin, woken after
+ *   the server was restored elsewhere) wrote it first, and the segment is quarantined as one that
+ *   cannot be sealed is, with a warning naming the file and the object, and never overwritten.
+ *   The one segment replaced with a plain put is the one active at open whose older version is in
+ *   the object store (`start`). No checkpoint covers a segment quarantined for a conflict.
  * - A segment with damaged ranges is shipped with them (./sealed-segment.ts carries them as raw
  *   bytes), loudly, and is marked "damaged": it was not shipped whole, so it is never evicted
  *   (an operator may still repair the local file from another copy).
@@ -39,6 +46,7 @@ import { BlockReader } from "./block-reader.js";
 import { uploadCheckpoint } from "./checkpoints.js";
 import type { ObjectStore } from "./object-store.js";
 import { sealSegmentAsync } from "./sealed-segment.js";
+import { shipSegment } from "./segment-ship.js";
 import type { DamagedRange } from "../log/frame-scan.js";
 import { segmentKey } from "./segment-keys.js";
 import { ForeignLogNames, assertOwnSegment, isForeign, localSeg, logOf } from "../index/foreign-logs.js";
@@ -65,8 +73,14 @@ export class Tier {
   private readonly pending: number[] = [];
   private uploading: Promise<void> | undefined;
   private readonly uploaded = new Set<number>();
-  /** Segments that cannot be sealed (permanent failure): skipped, kept locally, never evicted. */
-  private readonly quarantined = new Set<number>();
+  /**
+   * Segments that cannot be shipped, and why: "unsealable" (a permanent failure to seal) or
+   * "conflict" (the object store holds other bytes under its name). Skipped, kept locally, never
+   * evicted; object acks of their records are answered CORRUPT.
+   */
+  private readonly quarantined = new Map<number, "unsealable" | "conflict">();
+  /** The segment active at open whose older version is in the object store: replaced, not created. */
+  private replaceAtOpen: number | undefined;
   /** Damaged ranges of the segments shipped with damage since this start (for object acks). */
   private readonly damagedRanges = new Map<number, DamagedRange[]>();
   private readonly evicted = new Set<number>();
@@ -83,7 +97,7 @@ export class Tier {
   private checkpointing: Promise<void> | undefined;
   private wake: (() => void) | undefined;
   /** Counters for tests, the benchmark and operators: uploadedBytes are sealed (compressed) bytes. */
-  stats = { uploads: 0, uploadedBytes: 0, uploadedRawBytes: 0, uploadFailures: 0, evictions: 0, checkpoints: 0, checkpointFailures: 0, quarantined: 0, damagedUploads: 0 };
+  stats = { uploads: 0, uploadedBytes: 0, uploadedRawBytes: 0, uploadFailures: 0, evictions: 0, checkpoints: 0, checkpointFailures: 0, quarantined: 0, damagedUploads: 0, uploadConflicts: 0 };
 
   constructor(
     readonly objects: ObjectStore,
@@ -109,8 +123,15 @@ export class Tier {
     for (const seg of inTier) {
       // An object named like the active segment holds an older version of it (a crash can only
       // leave that behind if the segment after it was never created); it is re-shipped on seal,
-      // and object acks of its records must wait for that.
-      if (seg !== active) this.uploaded.add(seg);
+      // replacing that object, and object acks of its records must wait for that.
+      if (seg === active) {
+        this.replaceAtOpen = seg;
+        continue;
+      }
+      // Recorded as sealed but found in the object store: our own put whose success was never
+      // recorded (a crash), or a conflicting object put by a twin. The upload loop tells which.
+      if (localSet.has(seg) && this.index.segs.get(seg)?.state === "sealed") continue;
+      this.uploaded.add(seg);
     }
     const updates: Array<[number, SegmentInfo]> = [];
     for (const seg of new Set([...local, ...inTier])) {
@@ -147,7 +168,7 @@ export class Tier {
   firstUnshipped(active: number): number {
     let first = active;
     for (const seg of this.pending) first = Math.min(first, seg);
-    for (const seg of this.quarantined) first = Math.min(first, seg);
+    for (const seg of this.quarantined.keys()) first = Math.min(first, seg);
     return first;
   }
 
@@ -198,7 +219,8 @@ export class Tier {
   /** Resolves once `seg` is in the object store; rejects with UNAVAILABLE after objectAckTimeoutMs. */
   waitUploaded(seg: number): Promise<void> {
     if (this.isUploaded(seg)) return Promise.resolve();
-    if (this.quarantined.has(seg)) return Promise.reject(quarantinedError(seg));
+    const why = this.quarantined.get(seg);
+    if (why !== undefined) return Promise.reject(quarantinedError(seg, why));
     if (this.closed) return Promise.reject(new StrataError("CLOSED", "the store closed before the write reached the object store; it is durable locally"));
     if (seg === this.hooks.activeSegment()) this.hooks.requestSeal();
     return new Promise((resolve, reject) => {
@@ -248,7 +270,7 @@ export class Tier {
     while (this.pending.length > 0 && !this.closed) {
       const seg = this.pending[0]!;
       try {
-        await this.upload(seg);
+        if (!(await this.upload(seg))) continue; // quarantined (and taken off `pending`)
         this.pending.shift();
         if (this.pending.length === 0) this.drainWaiters.splice(0).forEach((w) => w.resolve());
         delays.reset();
@@ -257,7 +279,8 @@ export class Tier {
       } catch (err) {
         this.stats.uploadFailures++;
         if (isPermanent(err)) {
-          this.quarantine(seg, err);
+          this.quarantine(seg, "unsealable",
+            `CORRUPT: segment ${seg} cannot be shipped to the object store (${(err as Error).message}); it is quarantined on the local disk and skipped, later segments are shipped. Restore it from a copy, or move it away and run \`strata reindex\`.`);
           continue;
         }
         if (!this.failing) this.hooks.onWarning(`upload of segment ${seg} failed (${(err as Error).message}); retrying with backoff`);
@@ -272,18 +295,16 @@ export class Tier {
    * local disk (never evicted) and is tried again at the next start; object acks waiting for it
    * are answered CORRUPT.
    */
-  private quarantine(seg: number, err: unknown): void {
+  private quarantine(seg: number, why: "unsealable" | "conflict", warning: string): void {
     this.pending.shift();
-    this.quarantined.add(seg);
+    this.quarantined.set(seg, why);
     this.stats.quarantined++;
-    this.hooks.onWarning(
-      `CORRUPT: segment ${seg} cannot be shipped to the object store (${(err as Error).message}); it is quarantined on the local disk and skipped, later segments are shipped. Restore it from a copy, or move it away and run \`strata reindex\`.`,
-    );
+    this.hooks.onWarning(warning);
     const stuck = this.waiters.filter((w) => w.seg === seg);
     this.waiters = this.waiters.filter((w) => w.seg !== seg);
     for (const w of stuck) {
       clearTimeout(w.timer);
-      w.reject(quarantinedError(seg));
+      w.reject(quarantinedError(seg, why));
     }
     if (this.pending.length === 0) this.drainWaiters.splice(0).forEach((w) => w.resolve());
   }
@@ -303,11 +324,23 @@ export class Tier {
     });
   }
 
-  private async upload(seg: number): Promise<void> {
-    const raw = fs.readFileSync(segmentPath(this.segmentsDir, seg));
+  /** Ships one segment; false when it was quarantined for a conflict instead. */
+  private async upload(seg: number): Promise<boolean> {
+    const file = segmentPath(this.segmentsDir, seg);
+    const raw = fs.readFileSync(file);
     const damaged: DamagedRange[] = [];
     const sealed = await sealSegmentAsync(seg, raw, this.limits.blockBytes, this.limits.recordBytesMax, (d) => damaged.push(d));
-    await this.objects.put(segmentKey(this.serverId, seg), sealed);
+    const key = segmentKey(this.serverId, seg);
+    const outcome = await shipSegment(this.objects, key, seg, sealed, raw, seg === this.replaceAtOpen);
+    if (outcome.kind === "conflict") {
+      this.stats.uploadConflicts++;
+      this.quarantine(seg, "conflict",
+        `CORRUPT: segment ${seg} was not shipped: object ${key} already holds a different segment ${seg} (${outcome.objectBytes} bytes; ours sealed ${sealed.byteLength} bytes from ${file}). ` +
+        `Another process with server id "${this.serverId}" wrote it (a paused twin of this server, or a copy restored elsewhere); it is not overwritten. ` +
+        `The local segment is kept (never evicted) and its records are never acknowledged as in the object store. Stop whichever process should not be running; copy ${file} away before removing its data directory.`);
+      return false;
+    }
+    if (seg === this.replaceAtOpen) this.replaceAtOpen = undefined;
     if (damaged.length > 0) {
       this.damagedRanges.set(seg, damaged);
       this.stats.damagedUploads++;
@@ -334,6 +367,7 @@ export class Tier {
       w.resolve();
     }
     this.evictIfNeeded();
+    return true;
   }
 
   /**
@@ -385,13 +419,25 @@ export class Tier {
    */
   private waitLogUploaded(pos: { seg: number; off: number }): Promise<void> {
     // A quarantined segment is settled: the object store will not have it, whatever we wait for.
+    // But once the object store holds someone else's version of one of our segments, our log and
+    // it have parted there: a checkpoint at or after that point would describe a log nobody can
+    // read back. So none is taken (older checkpoints stay valid).
+    for (const [seg, why] of this.quarantined) {
+      if (why === "conflict" && (seg < pos.seg || (seg === pos.seg && pos.off > SEGMENT_HEADER_BYTES))) return Promise.reject(quarantinedError(seg, why));
+    }
     if (this.quarantined.has(pos.seg)) return Promise.resolve();
     if (pos.off > SEGMENT_HEADER_BYTES) return this.waitUploaded(pos.seg);
     const before = this.pending.filter((seg) => seg < pos.seg);
     return before.length === 0 ? Promise.resolve() : this.waitUploaded(before[before.length - 1]!);
   }
 
-  /** Uploads a checkpoint of the index (at most one at a time). */
+  /**
+   * Uploads a checkpoint of the index (at most one at a time). Checkpoints keep plain puts: a
+   * checkpoint's name is the log position it describes, and it is put only once every segment up
+   * to there is verified in the object store (`waitLogUploaded`: a segment whose object is someone
+   * else's blocks it). So two writers of one name, this server's twins included, describe the same
+   * shipped log prefix, and either's object is a correct checkpoint of it.
+   */
   checkpoint(): Promise<void> {
     this.checkpointing ??= uploadCheckpoint(this.index, this.objects, this.serverId, this.limits, (pos) => this.waitLogUploaded(pos))
       .then(
@@ -447,6 +493,8 @@ function isPermanent(err: unknown): boolean {
   return StrataError.is(err, "CORRUPT") || (err as NodeJS.ErrnoException)?.code === "ENOENT";
 }
 
-function quarantinedError(seg: number): StrataError {
-  return new StrataError("CORRUPT", `segment ${seg} is damaged and cannot be shipped to the object store; the write is durable locally only. See the server's warnings.`);
+function quarantinedError(seg: number, why: "unsealable" | "conflict"): StrataError {
+  return why === "conflict"
+    ? new StrataError("CORRUPT", `segment ${seg} cannot be shipped: the object store already holds a different segment ${seg} of this server id, written by another process (a paused twin?); the write is durable locally only. See the server's warnings.`)
+    : new StrataError("CORRUPT", `segment ${seg} is damaged and cannot be shipped to the object store; the write is durable locally only. See the server's warnings.`);
 }

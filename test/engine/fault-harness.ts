@@ -32,7 +32,7 @@ import { mulberry32 } from "../../src/random.js";
 import { Store } from "../../src/store.js";
 import { FaultIo, type FaultCode } from "../../src/testing/fault-io.js";
 import { FaultyObjectStore, ForwardingObjectStore, MemoryObjectStore } from "../../src/testing/fault-store.js";
-import type { ByteRange, ObjectInfo, ObjectStore } from "../../src/tier/object-store.js";
+import type { ByteRange, CreateOnly, ObjectInfo, ObjectStore, PutIfAbsentResult } from "../../src/tier/object-store.js";
 import type { ChildJob } from "./fault-child.js";
 import { Model, type Outcome } from "./model.js";
 import { applyToModel, applyToStore, concretize, type ConcreteOp, type WriteOp } from "./workload.js";
@@ -547,6 +547,13 @@ class OutageAfter implements ObjectStore {
   put(key: string, body: Uint8Array): Promise<void> {
     this.tick();
     return this.inner.put(key, body);
+  }
+  putIfAbsent(key: string, body: Uint8Array): Promise<PutIfAbsentResult> {
+    this.tick();
+    return this.inner.putIfAbsent(key, body);
+  }
+  get createOnly(): CreateOnly {
+    return this.inner.createOnly;
   }
   get(key: string, range?: ByteRange): Promise<Uint8Array | undefined> {
     this.tick();

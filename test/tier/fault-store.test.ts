@@ -92,6 +92,23 @@ describe("FaultyObjectStore", () => {
     expect(appliedThenFailed).toBeLessThan(35);
   });
 
+  it("fails create-only puts like puts: a failure after the write leaves the object created, and a retry says exists", async () => {
+    const memory = new MemoryObjectStore();
+    const store = new FaultyObjectStore(memory, { seed: 9, putFailRate: 1, failAfterApplyRate: 0.5 });
+    expect(store.createOnly).toBe("enforced");
+    for (let i = 0; i < 40; i++) {
+      const key = `c/${i}`;
+      const err = await store.putIfAbsent(key, enc(`v${i}`)).then(() => undefined, (e: unknown) => e);
+      expect(StrataError.is(err, "UNAVAILABLE")).toBe(true);
+      const applied = (await memory.get(key)) !== undefined;
+      expect(await memory.putIfAbsent(key, enc("other"))).toBe(applied ? "exists" : "created");
+      expect(await memory.get(key)).toEqual(applied ? enc(`v${i}`) : enc("other"));
+    }
+    expect(store.counts.writeFailures).toBe(40);
+    expect(store.counts.appliedThenFailed).toBeGreaterThan(5);
+    expect(store.counts.appliedThenFailed).toBeLessThan(35);
+  });
+
   it("fails every call while offline and recovers after", async () => {
     const store = new FaultyObjectStore(new MemoryObjectStore(), { seed: 3 });
     await store.put("k", enc("v"));

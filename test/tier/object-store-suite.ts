@@ -4,6 +4,11 @@
  *
  * `makeStore` is called before every test and must give an empty store of its own (a fresh temp
  * directory, a fresh S3 prefix, …); `cleanup` closes it and removes what it wrote.
+ *
+ * Create-only puts are checked against what the backend says of itself (`createOnly`): every
+ * backend must refuse a create over an existing object; only an "enforced" one must also let
+ * exactly one of several racing creates win. A "best-effort" one (s3rver) is held to its weaker,
+ * documented contract, so a backend whose guarantee changes fails one of the two.
  */
 import fc from "fast-check";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -95,6 +100,51 @@ export function objectStoreConformance(name: string, makeStore: MakeStore): void
       expect(await store.head("k")).toEqual({ size: 1 });
     });
 
+    it("creates only where absent: putIfAbsent never replaces an object", async () => {
+      expect(["enforced", "best-effort"]).toContain(store.createOnly);
+      expect(await store.putIfAbsent("c/k", enc("first"))).toBe("created");
+      expect(await store.putIfAbsent("c/k", enc("second, different"))).toBe("exists");
+      expect(await store.putIfAbsent("c/k", enc("first"))).toBe("exists"); // the same bytes again
+      expect(plain(await store.get("c/k"))).toEqual(enc("first"));
+      expect(await store.head("c/k")).toEqual({ size: 5 });
+      // An object written by a plain put counts as there too.
+      await store.put("c/plain", enc("plain"));
+      expect(await store.putIfAbsent("c/plain", enc("other"))).toBe("exists");
+      expect(plain(await store.get("c/plain"))).toEqual(enc("plain"));
+      // A plain put still replaces what putIfAbsent created, and a deleted key can be created again.
+      await store.put("c/k", enc("replaced"));
+      expect(plain(await store.get("c/k"))).toEqual(enc("replaced"));
+      await store.delete("c/k");
+      expect(await store.putIfAbsent("c/k", enc("again"))).toBe("created");
+      expect(plain(await store.get("c/k"))).toEqual(enc("again"));
+      expect(await store.putIfAbsent("c/empty", new Uint8Array(0))).toBe("created");
+      expect(await store.putIfAbsent("c/empty", enc("x"))).toBe("exists");
+      expect(plain(await store.get("c/empty"))).toEqual(new Uint8Array(0));
+      expect((await collect(store.list("c/"))).map((o) => o.key)).toEqual(["c/empty", "c/k", "c/plain"]);
+    });
+
+    it("lets racing creates of one key behave as its createOnly says", async () => {
+      const bodies = Array.from({ length: 8 }, (_, i) => patterned(64 + i, 100 + i));
+      for (let round = 0; round < 3; round++) {
+        const key = `race/${round}`;
+        const results = await Promise.all(bodies.map((b) => store.putIfAbsent(key, b)));
+        const stored = plain(await store.get(key));
+        const winners = bodies.filter((_, i) => results[i] === "created");
+        if (store.createOnly === "enforced") {
+          // Exactly one create wins and its bytes are what is stored.
+          expect(winners).toHaveLength(1);
+          expect(stored).toEqual(winners[0]);
+        } else {
+          // Check-then-put: every racer may win, and the last write stays. Only its size is
+          // compared: s3rver writes racing puts of one key into one file and can tear the bytes
+          // (found by this test; S3 itself keeps puts atomic).
+          expect(winners.length).toBeGreaterThanOrEqual(1);
+          expect(winners.map((w) => w.length)).toContain(stored?.length);
+        }
+        expect(results.every((r) => r === "created" || r === "exists")).toBe(true);
+      }
+    });
+
     it("keeps its own copy: later changes to the caller's arrays do not reach it", async () => {
       const body = enc("abc");
       await store.put("k", body);
@@ -184,6 +234,7 @@ export function objectStoreConformance(name: string, makeStore: MakeStore): void
         "x".repeat(1025), 42 as unknown as string];
       for (const key of badKeys) {
         await expectCode(store.put(key, enc("x")), "INVALID_ARGUMENT");
+        await expectCode(store.putIfAbsent(key, enc("x")), "INVALID_ARGUMENT");
         await expectCode(store.get(key), "INVALID_ARGUMENT");
         await expectCode(store.head(key), "INVALID_ARGUMENT");
         await expectCode(store.delete(key), "INVALID_ARGUMENT");
@@ -195,6 +246,7 @@ export function objectStoreConformance(name: string, makeStore: MakeStore): void
         await expectCode(store.get("k", range), "INVALID_ARGUMENT");
       }
       await expectCode(store.put("k", "text" as unknown as Uint8Array), "INVALID_ARGUMENT");
+      await expectCode(store.putIfAbsent("k", "text" as unknown as Uint8Array), "INVALID_ARGUMENT");
       expect(await collect(store.list(""))).toEqual([]);
     });
 
@@ -210,13 +262,14 @@ export function objectStoreConformance(name: string, makeStore: MakeStore): void
       await store.close();
       await store.close();
       await expectCode(store.put("c", enc("c")), "CLOSED");
+      await expectCode(store.putIfAbsent("d", enc("d")), "CLOSED");
       await expectCode(store.get("c"), "CLOSED");
       await expectCode(store.head("c"), "CLOSED");
       await expectCode(store.delete("c"), "CLOSED");
       await expectCode(collect(store.list("")), "CLOSED");
     });
 
-    it("behaves like a Map under random puts, deletes, gets and lists (property)", async () => {
+    it("behaves like a Map under random puts, creates, deletes, gets and lists (property)", async () => {
       // Keys are two levels deep so that no key is the "directory" of another (see the contract),
       // and their names straddle '/' in sort order.
       const first = fc.constantFrom("a", "a-b", "a.b", "a0", "ab");
@@ -224,6 +277,7 @@ export function objectStoreConformance(name: string, makeStore: MakeStore): void
       const key = fc.tuple(first, second).map(([a, b]) => `${a}/${b}`);
       const command = fc.oneof(
         fc.record({ op: fc.constant("put" as const), key, body: fc.uint8Array({ maxLength: 12 }) }),
+        fc.record({ op: fc.constant("putIfAbsent" as const), key, body: fc.uint8Array({ maxLength: 12 }) }),
         fc.record({ op: fc.constant("delete" as const), key }),
         fc.record({ op: fc.constant("get" as const), key, range: fc.option(fc.record({ offset: fc.nat(14), length: fc.nat(14) }), { nil: undefined }) }),
         fc.record({ op: fc.constant("list" as const), prefix: fc.constantFrom("", "a", "a/", "a-", "a.b/", "ab/x", "a0/x.", "zz") }),
@@ -238,6 +292,10 @@ export function objectStoreConformance(name: string, makeStore: MakeStore): void
             if (c.op === "put") {
               await store.put(ns + c.key, c.body);
               model.set(ns + c.key, Uint8Array.from(c.body));
+            } else if (c.op === "putIfAbsent") {
+              const there = model.has(ns + c.key);
+              expect(await store.putIfAbsent(ns + c.key, c.body)).toBe(there ? "exists" : "created");
+              if (!there) model.set(ns + c.key, Uint8Array.from(c.body));
             } else if (c.op === "delete") {
               await store.delete(ns + c.key);
               model.delete(ns + c.key);

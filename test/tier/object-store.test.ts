@@ -4,12 +4,14 @@
  * layout, and how the S3 backend fails when its server is gone.
  */
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { createServer, type IncomingHttpHeaders } from "node:http";
+import type { AddressInfo } from "node:net";
+import { link, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StrataError } from "../../src/errors.js";
-import { DirObjectStore } from "../../src/tier/dir-store.js";
+import { DirObjectStore, linkNew } from "../../src/tier/dir-store.js";
 import { FaultyObjectStore, MemoryObjectStore } from "../../src/testing/fault-store.js";
 import { openObjectStore, parseTierUrl, redactTierUrl } from "../../src/tier/object-store.js";
 import { S3ObjectStore } from "../../src/tier/s3-store.js";
@@ -106,6 +108,26 @@ describe("S3 backend against s3rver", () => {
     }
   });
 
+  it("s3rver ignores If-None-Match, which is why an endpoint's default createOnly is best-effort", async () => {
+    const prefix = `ifnm/${randomBytes(6).toString("hex")}`;
+    // Declared "enforced" against a server that is not: putIfAbsent trusts the server and overwrites.
+    const trusting = new S3ObjectStore({ bucket: s3.bucket, prefix, endpoint: s3.endpoint, credentials: S3RVER_CREDENTIALS, createOnly: "enforced" });
+    const checking = s3Store(prefix);
+    try {
+      expect(checking.createOnly).toBe("best-effort");
+      expect(new S3ObjectStore({ bucket: s3.bucket }).createOnly).toBe("enforced"); // AWS S3 itself
+      expect(await trusting.putIfAbsent("k", enc("first"))).toBe("created");
+      // If s3rver starts honouring If-None-Match this answers "exists": then s3rver can be "enforced".
+      expect(await trusting.putIfAbsent("k", enc("second"))).toBe("created");
+      expect(await trusting.get("k")).toEqual(enc("second"));
+      // The best-effort store looks first, so a later create over an existing object is refused.
+      expect(await checking.putIfAbsent("k", enc("third"))).toBe("exists");
+      expect(await checking.get("k")).toEqual(enc("second"));
+    } finally {
+      await Promise.all([trusting.close(), checking.close()]);
+    }
+  });
+
   it("opens from a tier URL", async () => {
     const { accessKeyId, secretAccessKey } = S3RVER_CREDENTIALS;
     const url = `s3://${s3.bucket}/url/test?endpoint=${encodeURIComponent(s3.endpoint)}&accessKeyId=${accessKeyId}&secretAccessKey=${secretAccessKey}`;
@@ -172,6 +194,50 @@ describe("S3 backend whose server is gone", () => {
   });
 });
 
+describe("S3 create-only answers a real S3 gives and s3rver cannot (a loopback stand-in server)", () => {
+  /** Answers every request with `status` and an S3 error body of `code`, recording the headers seen. */
+  async function answering(status: number, code: string): Promise<{ endpoint: string; seen: IncomingHttpHeaders[]; close: () => Promise<void> }> {
+    const seen: IncomingHttpHeaders[] = [];
+    const server = createServer((req, res) => {
+      seen.push(req.headers);
+      req.resume();
+      req.on("end", () => {
+        res.writeHead(status, { "content-type": "application/xml" });
+        res.end(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>${code}</Code><Message>stand-in</Message><RequestId>1</RequestId></Error>`);
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const { port } = server.address() as AddressInfo;
+    return { endpoint: `http://127.0.0.1:${port}`, seen, close: () => new Promise((resolve) => server.close(() => resolve())) };
+  }
+
+  it("sends If-None-Match: * and reads 412 PreconditionFailed as \"exists\"", async () => {
+    const server = await answering(412, "PreconditionFailed");
+    const store = new S3ObjectStore({ bucket: "bkt", endpoint: server.endpoint, credentials: S3RVER_CREDENTIALS, createOnly: "enforced" });
+    try {
+      expect(await store.putIfAbsent("seg/1", enc("x"))).toBe("exists");
+      expect(server.seen).toHaveLength(1); // enforced: no HEAD first, and a 412 is not retried
+      expect(server.seen[0]!["if-none-match"]).toBe("*");
+    } finally {
+      await store.close();
+      await server.close();
+    }
+  });
+
+  it("reads 409 ConditionalRequestConflict (a concurrent conditional write) as retryable UNAVAILABLE", async () => {
+    const server = await answering(409, "ConditionalRequestConflict");
+    const store = new S3ObjectStore({ bucket: "bkt", endpoint: server.endpoint, credentials: S3RVER_CREDENTIALS, createOnly: "enforced" });
+    try {
+      const err = await rejection(store.putIfAbsent("seg/1", enc("x")));
+      expect(err.code).toBe("UNAVAILABLE");
+      expect(err.retryable).toBe(true);
+    } finally {
+      await store.close();
+      await server.close();
+    }
+  });
+});
+
 describe("directory backend specifics", () => {
   it("leaves no temp files behind and ignores foreign or leftover ones", async () => {
     const dir = await tempDir();
@@ -179,11 +245,13 @@ describe("directory backend specifics", () => {
     try {
       await store.put("seg/a", enc("1"));
       await store.put("seg/a", enc("2"));
-      expect(await readdir(join(dir, "seg"))).toEqual(["a"]);
+      expect(await store.putIfAbsent("seg/a", enc("3"))).toBe("exists");
+      expect(await store.putIfAbsent("seg/b", enc("4"))).toBe("created");
+      expect((await readdir(join(dir, "seg"))).sort()).toEqual(["a", "b"]);
       // What a crash mid-put leaves, and a file whose name is no key: neither is an object.
       await writeFile(join(dir, "seg", ".tmp~123-abc"), "partial");
       await writeFile(join(dir, "seg", "not a key"), "x");
-      expect(await collect(store.list(""))).toEqual([{ key: "seg/a", size: 1 }]);
+      expect(await collect(store.list(""))).toEqual([{ key: "seg/a", size: 1 }, { key: "seg/b", size: 1 }]);
     } finally {
       await store.close();
       await rm(dir, { recursive: true, force: true });
@@ -198,12 +266,29 @@ describe("directory backend specifics", () => {
       expect((await rejection(store.put("a/b", enc("x")))).code).toBe("INVALID_ARGUMENT");
       await store.put("c/d", enc("x"));
       expect((await rejection(store.put("c", enc("x")))).code).toBe("INVALID_ARGUMENT");
+      expect((await rejection(store.putIfAbsent("a/b", enc("x")))).code).toBe("INVALID_ARGUMENT");
+      expect((await rejection(store.putIfAbsent("c", enc("x")))).code).toBe("INVALID_ARGUMENT"); // link() says EEXIST for a directory too
       expect(await store.get("a/b")).toBeUndefined();
       expect(await store.get("c")).toBeUndefined();
       expect(await store.head("c")).toBeUndefined();
       expect((await collect(store.list(""))).map((o) => o.key)).toEqual(["a", "c/d"]);
     } finally {
       await store.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("recognises a link whose reply was lost (NFS retransmit: EEXIST, but the temp file has two links)", async () => {
+    const dir = await tempDir();
+    try {
+      const temp = join(dir, ".tmp~1-a");
+      await writeFile(temp, "ours");
+      await link(temp, join(dir, "k")); // the first try, whose success the client never heard of
+      expect(await linkNew(temp, join(dir, "k"))).toBe("created");
+      const other = join(dir, ".tmp~1-b");
+      await writeFile(other, "someone else's");
+      expect(await linkNew(other, join(dir, "k"))).toBe("exists");
+    } finally {
       await rm(dir, { recursive: true, force: true });
     }
   });
@@ -240,6 +325,10 @@ describe("parseTierUrl", () => {
     expect(parseTierUrl("s3://bkt?endpoint=https%3A%2F%2Fminio.local%3A9000&forcePathStyle=true")).toEqual({
       kind: "s3", bucket: "bkt", prefix: "", endpoint: "https://minio.local:9000", forcePathStyle: true,
     });
+    expect(parseTierUrl("s3://bkt?endpoint=http://127.0.0.1:9000&createOnly=enforced")).toEqual({
+      kind: "s3", bucket: "bkt", prefix: "", endpoint: "http://127.0.0.1:9000", createOnly: "enforced",
+    });
+    expect(() => parseTierUrl("s3://bkt?createOnly=yes")).toThrow(/createOnly must be/);
   });
 
   it("rejects bad URLs with INVALID_ARGUMENT showing the accepted forms", () => {

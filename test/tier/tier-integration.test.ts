@@ -23,7 +23,7 @@ import type { StoreOptions } from "../../src/config.js";
 import { Store } from "../../src/store.js";
 import { ForwardingObjectStore } from "../../src/testing/fault-store.js";
 import { DirObjectStore } from "../../src/tier/dir-store.js";
-import type { ByteRange, ObjectInfo, ObjectStore } from "../../src/tier/object-store.js";
+import type { ByteRange, ObjectInfo, ObjectStore, PutIfAbsentResult } from "../../src/tier/object-store.js";
 import { S3ObjectStore } from "../../src/tier/s3-store.js";
 import { SEALED_TRAILER_BYTES, findBlock, parseFooter, parseTrailer, unsealSegment, type SealedFooter } from "../../src/tier/sealed-segment.js";
 import { checkpointsPrefix, parseSegmentKey, segmentKey, segmentsPrefix } from "../../src/tier/segment-keys.js";
@@ -180,6 +180,13 @@ class GatedStore extends ForwardingObjectStore {
       await this.gate;
     }
     return this.inner.put(key, body);
+  }
+  override async putIfAbsent(key: string, body: Uint8Array): Promise<PutIfAbsentResult> {
+    if (key.includes("/segments/")) {
+      this.arrived(key);
+      await this.gate;
+    }
+    return this.inner.putIfAbsent(key, body);
   }
 }
 
