@@ -67,7 +67,7 @@ function fakeCoordinator(answers: Array<string | "UNAVAILABLE">): { asked: strin
 describe("locating through the coordinator", () => {
   it("caches the answer, and re-asks when the server gives no response", async () => {
     const coord = fakeCoordinator(["gone", "s1"]);
-    const client = new StrataClient(nc, { prefix: "fake", timeoutMs: 3000 });
+    const client = new StrataClient(nc, { prefix: "fake", timeoutMs: 9000 });
     const s = client.stream("loc/a");
     expect((await s.append({ value: enc("x") })).seq).toBe(1);
     expect(coord.asked).toEqual(["loc/a", "loc/a"]);
@@ -82,7 +82,7 @@ describe("locating through the coordinator", () => {
 
   it("retries while the coordinator reports UNAVAILABLE", async () => {
     const coord = fakeCoordinator(["UNAVAILABLE", "UNAVAILABLE", "s1"]);
-    const client = new StrataClient(nc, { prefix: "fake", timeoutMs: 3000 });
+    const client = new StrataClient(nc, { prefix: "fake", timeoutMs: 9000 });
     expect((await client.kv("loc/kv").set("k", enc("v"))).revision).toBe(1);
     expect(coord.asked).toHaveLength(3);
     coord.stop();
