@@ -1,30 +1,25 @@
 /**
  * The cold tier of one store: ships sealed segments to the object store, resolves `ack: "object"`
- * writes once their segment is there, keeps local segment files within the `cacheBytes` budget
- * (evicting uploaded segments least-recently-used first), reads evicted segments back a block at a
- * time, and uploads index checkpoints.
+ * writes once their segment is there (the waits: ./upload-waiters.ts), keeps local segment files
+ * within the `cacheBytes` budget (./local-cache.ts evicts uploaded ones least-recently-used first),
+ * reads evicted segments back a block at a time, and uploads index checkpoints.
  *
  * Invariants:
  * - Segments are uploaded in id order, one at a time. A transient failure (object store down, a
  *   read error) is retried with backoff (../backoff.ts) until it succeeds or the store closes; a
- *   permanent one (CORRUPT: the segment's header is damaged, or its file is gone) is not retried:
- *   the segment is quarantined with a loud warning (kept locally, never uploaded or evicted, its
- *   object-ack writes answered CORRUPT), and the segments after it go on being shipped. Local-ack
- *   writes never wait for any of it.
+ *   permanent one is not retried: the segment is quarantined (./ship-faults.ts: kept locally,
+ *   never uploaded or evicted, its object-ack writes answered CORRUPT), and the segments after it
+ *   go on being shipped. Local-ack writes never wait for any of it.
  * - Segment objects are written create-only (./segment-ship.ts): an object already under a
  *   segment's name is taken as shipped only if it holds exactly that segment (a put whose success
- *   was not recorded); otherwise another process with this server id (a paused twin, woken after
- *   the server was restored elsewhere) wrote it first, and the segment is quarantined as one that
- *   cannot be sealed is, with a warning naming the file and the object, and never overwritten.
+ *   was not recorded); otherwise the segment is quarantined for a conflict, never overwritten.
  *   The one segment replaced with a plain put is the one active at open whose older version is in
  *   the object store (`start`). No checkpoint covers a segment quarantined for a conflict.
  * - A segment with damaged ranges is shipped with them (./sealed-segment.ts carries them as raw
- *   bytes), loudly, and is marked "damaged": it was not shipped whole, so it is never evicted
- *   (an operator may still repair the local file from another copy).
- * - A local segment file is deleted only after its upload succeeded whole; the active segment and
- *   segments not yet uploaded are never evicted. `cacheBytes` bounds all local segment files
- *   (active and not-yet-uploaded ones included): after every seal and every upload, uploaded
- *   segments are evicted, least recently used first, until the files fit or none is left.
+ *   bytes), loudly, and is marked "damaged": it was not shipped whole, so it is never evicted.
+ * - A segment is handed to the local cache as evictable only once its upload succeeded whole and
+ *   undamaged; the cache evicts after every seal and every upload (./local-cache.ts keeps the
+ *   `cacheBytes` budget).
  * - A checkpoint is uploaded only after every segment its index snapshot points into is in the
  *   object store (./checkpoints.ts), so a restore from it never finds the index pointing at a
  *   segment it cannot get.
@@ -50,22 +45,14 @@ import { shipSegment } from "./segment-ship.js";
 import type { DamagedRange } from "../log/frame-scan.js";
 import { segmentKey } from "./segment-keys.js";
 import { ForeignLogNames, assertOwnSegment, isForeign, localSeg, logOf } from "../index/foreign-logs.js";
+import { LocalCache, type LocalCacheHooks } from "./local-cache.js";
+import { UploadWaiters } from "./upload-waiters.js";
+import { conflictWarning, damagedWarning, isPermanent, quarantinedError, unsealableWarning, type QuarantineReason } from "./ship-faults.js";
 
-export interface TierHooks {
+export interface TierHooks extends LocalCacheHooks {
   /** Seal the active segment soon (an object-ack write is waiting on it). */
   requestSeal: () => void;
-  /** Close a cached read descriptor before a segment file is deleted. */
-  forgetLocal: (seg: number) => void;
-  /** The segment taking appends now. */
-  activeSegment: () => number;
   onWarning: (message: string) => void;
-}
-
-interface Waiter {
-  seg: number;
-  resolve: () => void;
-  reject: (err: unknown) => void;
-  timer: NodeJS.Timeout;
 }
 
 export class Tier {
@@ -78,20 +65,13 @@ export class Tier {
    * "conflict" (the object store holds other bytes under its name). Skipped, kept locally, never
    * evicted; object acks of their records are answered CORRUPT.
    */
-  private readonly quarantined = new Map<number, "unsealable" | "conflict">();
+  private readonly quarantined = new Map<number, QuarantineReason>();
   /** The segment active at open whose older version is in the object store: replaced, not created. */
   private replaceAtOpen: number | undefined;
   /** Damaged ranges of the segments shipped with damage since this start (for object acks). */
   private readonly damagedRanges = new Map<number, DamagedRange[]>();
-  private readonly evicted = new Set<number>();
-  /** Sizes of the local, sealed segment files (uploaded or not); the active one is not here. */
-  private readonly localBytes = new Map<number, number>();
-  /** Local segments that are in the object store too, so they may be evicted. */
-  private readonly localUploaded = new Set<number>();
-  /** When each evictable segment was last used (uploaded or read), for least-recently-used eviction. */
-  private readonly lastAccess = new Map<number, number>();
-  private waiters: Waiter[] = [];
-  private drainWaiters: Array<{ resolve: () => void; reject: (err: unknown) => void }> = [];
+  private readonly cache: LocalCache;
+  private readonly waiters: UploadWaiters;
   private closed = false;
   private failing = false;
   private checkpointing: Promise<void> | undefined;
@@ -109,6 +89,8 @@ export class Tier {
   ) {
     const names = new ForeignLogNames(index);
     this.reader = new BlockReader(objects, (seg) => (isForeign(seg) ? segmentKey(names.serverOf(logOf(seg)), localSeg(seg)) : segmentKey(serverId, seg)), limits);
+    this.cache = new LocalCache(segmentsDir, index, limits.cacheBytes, hooks, () => void this.stats.evictions++);
+    this.waiters = new UploadWaiters(limits.objectAckTimeoutMs);
   }
 
   /**
@@ -137,18 +119,18 @@ export class Tier {
     for (const seg of new Set([...local, ...inTier])) {
       if (seg === active) continue;
       if (!localSet.has(seg)) {
-        this.evicted.add(seg);
+        this.cache.noteEvicted(seg);
         const size = sizes.get(seg);
         if (size !== undefined) this.reader.noteSize(seg, size);
         updates.push([seg, { state: "evicted", bytes: 0 }]);
         continue;
       }
       const bytes = fs.statSync(segmentPath(this.segmentsDir, seg)).size;
-      this.localBytes.set(seg, bytes);
+      this.cache.noteSealed(seg, bytes);
       if (this.uploaded.has(seg) && this.index.segs.get(seg)?.state === "damaged") {
         // Shipped with damaged ranges: kept locally for good (see the invariants).
       } else if (this.uploaded.has(seg)) {
-        this.localUploaded.add(seg);
+        this.cache.noteUploaded(seg);
         updates.push([seg, { state: "uploaded", bytes }]);
       } else {
         this.pending.push(seg);
@@ -179,12 +161,12 @@ export class Tier {
 
   /** Whether segment `seg` is read from the local disk (a foreign segment never is). */
   isLocal(seg: number): boolean {
-    return !isForeign(seg) && !this.evicted.has(seg);
+    return !isForeign(seg) && this.cache.isLocal(seg);
   }
 
   /** Notes a read of a local segment, for least-recently-used eviction. */
   touch(seg: number): void {
-    if (this.localUploaded.has(seg)) this.lastAccess.set(seg, performance.now());
+    this.cache.touch(seg);
   }
 
   readBody(ptr: Pointer): Promise<Buffer> {
@@ -195,7 +177,7 @@ export class Tier {
   onSealed(seg: number, bytes: number): void {
     assertOwnSegment(seg + 1);
     this.index.write(() => this.index.segs.put(seg, { state: "sealed", bytes }));
-    this.localBytes.set(seg, bytes);
+    this.cache.noteSealed(seg, bytes);
     this.pending.push(seg);
     this.kick();
     this.evictIfNeeded();
@@ -223,23 +205,7 @@ export class Tier {
     if (why !== undefined) return Promise.reject(quarantinedError(seg, why));
     if (this.closed) return Promise.reject(new StrataError("CLOSED", "the store closed before the write reached the object store; it is durable locally"));
     if (seg === this.hooks.activeSegment()) this.hooks.requestSeal();
-    return new Promise((resolve, reject) => {
-      const waiter: Waiter = {
-        seg,
-        resolve,
-        reject,
-        timer: setTimeout(() => {
-          this.waiters = this.waiters.filter((w) => w !== waiter);
-          reject(
-            new StrataError(
-              "UNAVAILABLE",
-              `the write is durable locally but did not reach the object store within objectAckTimeoutMs=${this.limits.objectAckTimeoutMs}; the object store may be down (it is retried in the background)`,
-            ),
-          );
-        }, this.limits.objectAckTimeoutMs),
-      };
-      this.waiters.push(waiter);
-    });
+    return this.waiters.waitSegment(seg);
   }
 
   private kick(): void {
@@ -272,15 +238,14 @@ export class Tier {
       try {
         if (!(await this.upload(seg))) continue; // quarantined (and taken off `pending`)
         this.pending.shift();
-        if (this.pending.length === 0) this.drainWaiters.splice(0).forEach((w) => w.resolve());
+        if (this.pending.length === 0) this.waiters.resolveDrained();
         delays.reset();
         if (this.failing) this.hooks.onWarning(`object store reachable again; uploads caught up to segment ${seg}`);
         this.failing = false;
       } catch (err) {
         this.stats.uploadFailures++;
         if (isPermanent(err)) {
-          this.quarantine(seg, "unsealable",
-            `CORRUPT: segment ${seg} cannot be shipped to the object store (${(err as Error).message}); it is quarantined on the local disk and skipped, later segments are shipped. Restore it from a copy, or move it away and run \`strata reindex\`.`);
+          this.quarantine(seg, "unsealable", unsealableWarning(seg, err));
           continue;
         }
         if (!this.failing) this.hooks.onWarning(`upload of segment ${seg} failed (${(err as Error).message}); retrying with backoff`);
@@ -295,18 +260,13 @@ export class Tier {
    * local disk (never evicted) and is tried again at the next start; object acks waiting for it
    * are answered CORRUPT.
    */
-  private quarantine(seg: number, why: "unsealable" | "conflict", warning: string): void {
+  private quarantine(seg: number, why: QuarantineReason, warning: string): void {
     this.pending.shift();
     this.quarantined.set(seg, why);
     this.stats.quarantined++;
     this.hooks.onWarning(warning);
-    const stuck = this.waiters.filter((w) => w.seg === seg);
-    this.waiters = this.waiters.filter((w) => w.seg !== seg);
-    for (const w of stuck) {
-      clearTimeout(w.timer);
-      w.reject(quarantinedError(seg, why));
-    }
-    if (this.pending.length === 0) this.drainWaiters.splice(0).forEach((w) => w.resolve());
+    this.waiters.rejectSegment(seg, () => quarantinedError(seg, why));
+    if (this.pending.length === 0) this.waiters.resolveDrained();
   }
 
   /** Waits between upload retries; `close` cuts the wait short. */
@@ -334,20 +294,14 @@ export class Tier {
     const outcome = await shipSegment(this.objects, key, seg, sealed, raw, seg === this.replaceAtOpen);
     if (outcome.kind === "conflict") {
       this.stats.uploadConflicts++;
-      this.quarantine(seg, "conflict",
-        `CORRUPT: segment ${seg} was not shipped: object ${key} already holds a different segment ${seg} (${outcome.objectBytes} bytes; ours sealed ${sealed.byteLength} bytes from ${file}). ` +
-        `Another process with server id "${this.serverId}" wrote it (a paused twin of this server, or a copy restored elsewhere); it is not overwritten. ` +
-        `The local segment is kept (never evicted) and its records are never acknowledged as in the object store. Stop whichever process should not be running; copy ${file} away before removing its data directory.`);
+      this.quarantine(seg, "conflict", conflictWarning({ seg, key, objectBytes: outcome.objectBytes, sealedBytes: sealed.byteLength, file, serverId: this.serverId }));
       return false;
     }
     if (seg === this.replaceAtOpen) this.replaceAtOpen = undefined;
     if (damaged.length > 0) {
       this.damagedRanges.set(seg, damaged);
       this.stats.damagedUploads++;
-      const list = damaged.map((d) => `offset ${d.off} (${d.bytes} bytes: ${d.reason})`).join(", ");
-      this.hooks.onWarning(
-        `CORRUPT: segment ${seg} was shipped with damaged ranges carried as they are: ${list}. Reads of them answer CORRUPT; the segment is kept on the local disk (never evicted) so it can be repaired from another copy.`,
-      );
+      this.hooks.onWarning(damagedWarning(seg, damaged));
     }
     this.uploaded.add(seg);
     this.reader.noteSize(seg, sealed.byteLength);
@@ -357,59 +311,22 @@ export class Tier {
     const state = damaged.length > 0 ? "damaged" : "uploaded";
     if (!this.closed) this.index.write(() => this.index.segs.put(seg, { state, bytes: raw.byteLength }));
     if (damaged.length === 0) {
-      this.localUploaded.add(seg);
-      this.lastAccess.set(seg, performance.now());
+      this.cache.noteUploaded(seg);
+      this.cache.touch(seg);
     }
-    const done = this.waiters.filter((w) => this.uploaded.has(w.seg));
-    this.waiters = this.waiters.filter((w) => !this.uploaded.has(w.seg));
-    for (const w of done) {
-      clearTimeout(w.timer);
-      w.resolve();
-    }
+    this.waiters.resolveShipped((s) => this.uploaded.has(s));
     this.evictIfNeeded();
     return true;
   }
 
-  /**
-   * Deletes uploaded local segment files, least recently used first, until all local segment
-   * files (the active one included) fit in cacheBytes or nothing evictable is left.
-   */
+  /** Keeps local segment files within cacheBytes (./local-cache.ts); nothing is deleted once closed. */
   evictIfNeeded(): void {
-    if (this.closed || this.localUploaded.size === 0) return;
-    let total = this.activeBytes();
-    for (const bytes of this.localBytes.values()) total += bytes;
-    if (total <= this.limits.cacheBytes) return;
-    // Never-read segments (no access time) go first, oldest id first.
-    const order = [...this.localUploaded].sort((a, b) => (this.lastAccess.get(a) ?? 0) - (this.lastAccess.get(b) ?? 0) || a - b);
-    const evicted: number[] = [];
-    for (const seg of order) {
-      if (total <= this.limits.cacheBytes) break;
-      this.hooks.forgetLocal(seg);
-      fs.rmSync(segmentPath(this.segmentsDir, seg), { force: true });
-      total -= this.localBytes.get(seg) ?? 0;
-      this.localBytes.delete(seg);
-      this.localUploaded.delete(seg);
-      this.lastAccess.delete(seg);
-      this.evicted.add(seg);
-      this.stats.evictions++;
-      evicted.push(seg);
-    }
-    if (evicted.length > 0) this.index.write(() => evicted.forEach((seg) => this.index.segs.put(seg, { state: "evicted", bytes: 0 })));
+    if (!this.closed) this.cache.evict();
   }
 
   /** Bytes of local segment files: the active one, those waiting for upload, and uploaded ones not evicted. */
   get localSegmentBytes(): number {
-    let total = this.activeBytes();
-    for (const bytes of this.localBytes.values()) total += bytes;
-    return total;
-  }
-
-  private activeBytes(): number {
-    try {
-      return fs.statSync(segmentPath(this.segmentsDir, this.hooks.activeSegment())).size;
-    } catch {
-      return 0; // being created
-    }
+    return this.cache.bytes;
   }
 
   /**
@@ -454,7 +371,7 @@ export class Tier {
   /** Resolves once no sealed segment is waiting for upload (rejects CLOSED if the store closes first). */
   drained(): Promise<void> {
     if (this.pending.length === 0) return Promise.resolve();
-    return new Promise((resolve, reject) => this.drainWaiters.push({ resolve, reject }));
+    return this.waiters.waitDrained();
   }
 
   /** Number of sealed segments not yet in the object store. */
@@ -470,12 +387,7 @@ export class Tier {
     }
     this.closed = true;
     this.wake?.();
-    for (const w of this.waiters) {
-      clearTimeout(w.timer);
-      w.reject(new StrataError("CLOSED", "the store closed before the write reached the object store; it is durable locally and is shipped at the next start"));
-    }
-    this.waiters = [];
-    for (const w of this.drainWaiters.splice(0)) w.reject(new StrataError("CLOSED", "the store closed before its uploads finished"));
+    this.waiters.close();
     await this.uploading?.catch(() => undefined);
     await this.checkpointing?.catch(() => undefined);
     await this.objects.close();
@@ -484,17 +396,3 @@ export class Tier {
 
 /** The first pause between upload retries; it doubles up to `uploadRetryMaxMs`. */
 const UPLOAD_RETRY_FIRST_MS = 50;
-
-/**
- * Whether an upload failure will fail the same way however often it is retried: the segment cannot
- * be sealed (CORRUPT), or its file is gone. Object-store errors and read errors are transient.
- */
-function isPermanent(err: unknown): boolean {
-  return StrataError.is(err, "CORRUPT") || (err as NodeJS.ErrnoException)?.code === "ENOENT";
-}
-
-function quarantinedError(seg: number, why: "unsealable" | "conflict"): StrataError {
-  return why === "conflict"
-    ? new StrataError("CORRUPT", `segment ${seg} cannot be shipped: the object store already holds a different segment ${seg} of this server id, written by another process (a paused twin?); the write is durable locally only. See the server's warnings.`)
-    : new StrataError("CORRUPT", `segment ${seg} is damaged and cannot be shipped to the object store; the write is durable locally only. See the server's warnings.`);
-}
