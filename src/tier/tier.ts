@@ -256,7 +256,8 @@ export class Tier {
   }
 
   /**
-   * A segment that can never be sealed: skipped so the ones after it are shipped. It stays on the
+   * A segment that can never be sealed, or whose object name another process holds with other
+   * bytes (a conflict): skipped so the ones after it are shipped. It stays on the
    * local disk (never evicted) and is tried again at the next start; object acks waiting for it
    * are answered CORRUPT.
    */
