@@ -14,6 +14,10 @@
  * - `grants` holds only grants of the current incarnation: it is emptied when the incarnation
  *   ends (FENCED, new registration), and a location handed over is removed from it before its
  *   cut is computed, so nothing is admitted for it afterwards.
+ * - A handover first stops admitting the location and lets the requests already admitted for it
+ *   finish (up to half of `handoverShipMs`): what they write is committed before the seal, so it
+ *   is below the cut and may be acknowledged. Only then is the grant dropped; a request still
+ *   running after that answers TIMEOUT (writes) or UNAVAILABLE (reads) as for a lost lease.
  * - A handed-over location is remembered with the epoch it was handed over at: a claim answered
  *   with that same epoch (the coordinator has not recorded the move yet) is refused for
  *   `handoverHoldMs`, so a late request cannot bring it back under the old epoch; past that the
@@ -77,6 +81,10 @@ export class Ownership {
   /** Locations let go by a handover: the epoch, and until when (monotonic ms) a claim of that epoch is refused. */
   private readonly handedOver = new Map<string, { epoch: number; until: number }>();
   private readonly claiming = new Map<string, Promise<number>>();
+  /** Requests admitted and not finished, per location; and locations a handover is draining. */
+  private readonly running = new Map<string, number>();
+  private readonly draining = new Set<string>();
+  private drainWaiters: Array<() => void> = [];
   private claimQueue = new Map<string, Waiter>();
   private confirmQueue: Array<{ location: string; epoch: number; waiter: { resolve: () => void; reject: (err: unknown) => void } }> = [];
   private claimScheduled = false;
@@ -130,9 +138,41 @@ export class Ownership {
   /** The epoch to serve `location` under now, claiming it first when needed; UNAVAILABLE otherwise. */
   admit(location: string): number | Promise<number> {
     if (!this.link.valid()) throw this.noLease();
+    if (this.draining.has(location)) throw new StrataError("UNAVAILABLE", `location "${location}" is being handed over to another server; retry`);
     const epoch = this.grants.get(location);
     if (epoch !== undefined) return epoch;
     return this.claim(location);
+  }
+
+  /** A request admitted for `location` starts running (`finished` when it is done). */
+  started(location: string): void {
+    this.running.set(location, (this.running.get(location) ?? 0) + 1);
+  }
+
+  finished(location: string): void {
+    const n = (this.running.get(location) ?? 1) - 1;
+    if (n > 0) {
+      this.running.set(location, n);
+      return;
+    }
+    this.running.delete(location);
+    if (this.draining.has(location)) for (const wake of this.drainWaiters.splice(0)) wake();
+  }
+
+  /** Resolves once no request runs for `locations`, or after `ms`. */
+  private async quiet(locations: readonly string[], ms: number): Promise<void> {
+    const deadline = performance.now() + ms;
+    while (locations.some((l) => this.running.has(l))) {
+      const left = deadline - performance.now();
+      if (left <= 0) return;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.drainWaiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
   }
 
   /** Whether `location` is still held under `epoch` with a valid lease (checked before answering). */
@@ -184,8 +224,16 @@ export class Ownership {
    * ship everything written so far, and answer the cut (the last segment that holds their history).
    */
   async handover(epochs: ReadonlyArray<[string, number]>): Promise<Array<[string, number]>> {
+    const held = epochs.filter(([location, epoch]) => this.grants.get(location) === epoch);
+    // Admit nothing more, and let what was admitted finish: it is then below the cut.
+    for (const [location] of held) this.draining.add(location);
+    try {
+      await this.quiet(held.map(([location]) => location), this.opts.handoverShipMs / 2);
+    } finally {
+      for (const [location] of held) this.draining.delete(location);
+    }
     const mine: string[] = [];
-    for (const [location, epoch] of epochs) {
+    for (const [location, epoch] of held) {
       if (this.grants.get(location) !== epoch) continue;
       this.grants.delete(location);
       this.startRevs.delete(location);

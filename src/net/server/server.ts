@@ -260,6 +260,13 @@ class Server implements StrataServer {
         ctx.epoch = epoch;
         ctx.epochStart = ownership.startRevision(location);
         ctx.stillHeld = () => ownership.holds(location, epoch);
+        ownership.started(location);
+        try {
+          await handle(ctx, body);
+        } finally {
+          ownership.finished(location);
+        }
+        return;
       }
       await handle(ctx, body);
     } catch (err) {
