@@ -276,7 +276,7 @@ class Server implements StrataServer {
     }
   }
 
-  /** What the heartbeat reports; must be cheap (it runs every beat). */
+  /** What each lease renewal reports; must be cheap (it runs every renewal). */
   private load(): { locations?: number } {
     const count = this.store.index.locs.getStats() as { entryCount?: number };
     return typeof count.entryCount === "number" ? { locations: count.entryCount } : {};

@@ -5,7 +5,7 @@
  *   P.r.<serverId>.<location tokens>   reads of that location (request/reply)
  *   P.c.<location tokens>              change feed of a location (publish only, by its owner)
  *   P.coord.locate                     which server serves a location (request/reply)
- *   P.coord.heartbeat                  server heartbeats to the coordinator
+ *   P.coord.register|renew|claim|…     servers' leases with the coordinator (coordinator-protocol.ts)
  *
  * A location `acct/alice/chat` becomes the tokens `acct.alice.chat`. Location segments are
  * `[-_=a-zA-Z0-9]+`, which are always valid NATS tokens, so the mapping is exact both ways and
@@ -85,9 +85,6 @@ export function locateSubject(prefix: string): string {
   return `${prefix}.coord.locate`;
 }
 
-export function heartbeatSubject(prefix: string): string {
-  return `${prefix}.coord.heartbeat`;
-}
 
 /** The subjects a server subscribes to, and the leading part its request subjects share. */
 export function serverSubjects(prefix: string, server: string): Record<SubjectClass, { wildcard: string; base: string }> {
