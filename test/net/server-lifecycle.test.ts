@@ -52,11 +52,16 @@ describe("strata server (CLI)", () => {
       void exited.then((code) => reject(new Error(`strata server exited (${code}):\n${out}`)));
     });
     const client = new StrataClient(nc, { server: "cli1" });
-    const { seq } = await client.stream("cli/s").append({ value: enc("kept") });
-    expect(seq).toBe(1);
-    process.kill(child.pid!, "SIGTERM");
-    expect(await exited).toBe(0);
-    client.close();
+    try {
+      const { seq } = await client.stream("cli/s").append({ value: enc("kept") });
+      expect(seq).toBe(1);
+      process.kill(child.pid!, "SIGTERM");
+      expect(await exited).toBe(0);
+    } finally {
+      client.close();
+      // A failed step must not leave the server running after the test (only our own child, by PID).
+      if (child.exitCode === null && child.signalCode === null) process.kill(child.pid!, "SIGKILL");
+    }
     const store = await Store.open({ dir, id: "cli1" });
     expect(new TextDecoder().decode((await store.stream("cli/s").get(1))?.value)).toBe("kept");
     await store.close();
