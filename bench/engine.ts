@@ -12,10 +12,10 @@
 import { randomBytes } from "node:crypto";
 import path from "node:path";
 import { Store } from "../src/store.js";
-import { isMainModule, parseBenchArgs, type Scale } from "./lib/args.js";
+import { checkSuiteOptions, isMainModule, runAsScript, type Scale } from "./lib/args.js";
 import { diskUsage, makeTempDir, removeDir, withTempDir } from "./lib/fs.js";
 import { runInFlight, runSequential } from "./lib/load.js";
-import { emit, judge, machineInfo, stderrProgress, type MachineInfo, type TargetResult, type TargetSpec } from "./lib/report.js";
+import { judge, machineInfo, type MachineInfo, type TargetResult, type TargetSpec } from "./lib/report.js";
 import {
   figure,
   latencyHistogram,
@@ -290,8 +290,7 @@ function medianOf(values: number[]): number {
 }
 
 export async function runEngineBench(opts: EngineBenchOptions): Promise<EngineBenchResult> {
-  if (opts.scale !== "tiny" && opts.scale !== "full") throw new Error(`scale must be "tiny" or "full", got ${String(opts.scale)}`);
-  if (!Number.isSafeInteger(opts.runs) || opts.runs < 1) throw new Error(`runs must be a positive integer, got ${String(opts.runs)}`);
+  checkSuiteOptions(opts);
   const p = PARAMS[opts.scale];
   const progress = opts.progress ?? (() => undefined);
   const startedAt = new Date();
@@ -377,14 +376,4 @@ function lookup(figures: EngineBenchResult["figures"], dotted: string): number {
   return fig.median;
 }
 
-if (isMainModule(import.meta.url)) {
-  try {
-    const args = parseBenchArgs(process.argv.slice(2));
-    const options: EngineBenchOptions = { scale: args.scale, runs: args.runs, progress: stderrProgress() };
-    if (args.dir !== undefined) options.dir = args.dir;
-    emit(await runEngineBench(options), args.out);
-  } catch (err) {
-    process.stderr.write(`bench/engine: ${(err as Error)?.stack ?? String(err)}\n`);
-    process.exitCode = 1;
-  }
-}
+if (isMainModule(import.meta.url)) await runAsScript("engine", runEngineBench);

@@ -17,8 +17,8 @@
  * mean something only at full scale.
  */
 import { DEFAULT_CLIENT_LIMITS, resolveCoordinatorLimits } from "../src/limits.js";
-import { isMainModule, parseBenchArgs, type Scale } from "./lib/args.js";
-import { emit, judge, machineInfo, stderrProgress, type MachineInfo, type TargetResult } from "./lib/report.js";
+import { checkSuiteOptions, isMainModule, runAsScript, type Scale } from "./lib/args.js";
+import { judge, machineInfo, type MachineInfo, type TargetResult } from "./lib/report.js";
 import { figure, median, round, type Figure } from "./lib/stats.js";
 import { runCoordinator, type CoordParams, type CoordRun } from "./failover-coord.js";
 import { runKills, type KillParams, type KillRun, type KillSample } from "./failover-kill.js";
@@ -156,8 +156,7 @@ function recoveryFigures(size: number, runs: KillRun[], boundMs: number): Recove
 }
 
 export async function runFailoverBench(opts: FailoverBenchOptions): Promise<FailoverBenchResult> {
-  if (opts.scale !== "tiny" && opts.scale !== "full") throw new Error(`scale must be "tiny" or "full", got ${String(opts.scale)}`);
-  if (!Number.isSafeInteger(opts.runs) || opts.runs < 1) throw new Error(`runs must be a positive integer, got ${String(opts.runs)}`);
+  checkSuiteOptions(opts);
   const p = PARAMS[opts.scale];
   const progress = opts.progress ?? (() => undefined);
   const startedAt = new Date();
@@ -222,14 +221,4 @@ export async function runFailoverBench(opts: FailoverBenchOptions): Promise<Fail
   };
 }
 
-if (isMainModule(import.meta.url)) {
-  try {
-    const args = parseBenchArgs(process.argv.slice(2));
-    const options: FailoverBenchOptions = { scale: args.scale, runs: args.runs, progress: stderrProgress() };
-    if (args.dir !== undefined) options.dir = args.dir;
-    emit(await runFailoverBench(options), args.out);
-  } catch (err) {
-    process.stderr.write(`bench/failover: ${(err as Error)?.stack ?? String(err)}\n`);
-    process.exitCode = 1;
-  }
-}
+if (isMainModule(import.meta.url)) await runAsScript("failover", runFailoverBench);

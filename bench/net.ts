@@ -17,9 +17,9 @@
  */
 import { connect } from "nats";
 import { startNatsServer, type RunningNatsServer } from "../src/testing/nats-server.js";
-import { isMainModule, parseBenchArgs, type Scale } from "./lib/args.js";
+import { checkSuiteOptions, isMainModule, runAsScript, type Scale } from "./lib/args.js";
 import { withTempDir } from "./lib/fs.js";
-import { emit, machineInfo, stderrProgress, type MachineInfo, type TargetResult } from "./lib/report.js";
+import { machineInfo, type MachineInfo, type TargetResult } from "./lib/report.js";
 import { buildCeiling, buildTable, echoFigures, judgeTargets, systemFigures, type CeilingRow, type EchoFigures, type SystemFigures, type TableRow } from "./net-report.js";
 import { startEchoSystem, startJetStreamSystem, startStrataSystem, type BenchSystem, type SystemName } from "./net-systems.js";
 import { PARAMS, runEcho, runSystem, type EchoRun, type NetBenchParams, type SystemRun } from "./net-workloads.js";
@@ -114,8 +114,7 @@ async function runOnce(
 }
 
 export async function runNetBench(opts: NetBenchOptions): Promise<NetBenchResult> {
-  if (opts.scale !== "tiny" && opts.scale !== "full") throw new Error(`scale must be "tiny" or "full", got ${String(opts.scale)}`);
-  if (!Number.isSafeInteger(opts.runs) || opts.runs < 1) throw new Error(`runs must be a positive integer, got ${String(opts.runs)}`);
+  checkSuiteOptions(opts);
   const p = PARAMS[opts.scale];
   const progress = opts.progress ?? (() => undefined);
   const startedAt = new Date();
@@ -175,14 +174,9 @@ export async function runNetBench(opts: NetBenchOptions): Promise<NetBenchResult
 }
 
 if (isMainModule(import.meta.url)) {
-  try {
-    const args = parseBenchArgs(process.argv.slice(2));
-    const options: NetBenchOptions = { scale: args.scale, runs: args.runs, progress: stderrProgress() };
-    if (args.dir !== undefined) options.dir = args.dir;
-    if (process.env.STRATA_BENCH_CPU_PROF_DIR) options.cpuProfDir = process.env.STRATA_BENCH_CPU_PROF_DIR;
-    emit(await runNetBench(options), args.out);
-  } catch (err) {
-    process.stderr.write(`bench/net: ${(err as Error)?.stack ?? String(err)}\n`);
-    process.exitCode = 1;
-  }
+  await runAsScript("net", (options) => {
+    const withProf: NetBenchOptions = { ...options };
+    if (process.env.STRATA_BENCH_CPU_PROF_DIR) withProf.cpuProfDir = process.env.STRATA_BENCH_CPU_PROF_DIR;
+    return runNetBench(withProf);
+  });
 }

@@ -25,13 +25,14 @@
 import { randomBytes } from "node:crypto";
 import { S3RVER_CREDENTIALS, startS3rver, type RunningS3rver } from "../test/helpers/s3rver.js";
 import { Store } from "../src/store.js";
-import type { ByteRange, CreateOnly, ObjectInfo, ObjectStore, PutIfAbsentResult } from "../src/tier/object-store.js";
+import type { ObjectInfo, ObjectStore, PutIfAbsentResult } from "../src/tier/object-store.js";
+import { ForwardingObjectStore } from "../src/testing/fault-store.js";
 import { S3ObjectStore } from "../src/tier/s3-store.js";
 import { checkpointsPrefix } from "../src/tier/segment-keys.js";
-import { isMainModule, parseBenchArgs, type Scale } from "./lib/args.js";
+import { checkSuiteOptions, isMainModule, runAsScript, type Scale } from "./lib/args.js";
 import { makeTempDir, removeDir } from "./lib/fs.js";
 import { runInFlight } from "./lib/load.js";
-import { emit, judge, machineInfo, stderrProgress, type MachineInfo, type TargetResult, type TargetSpec } from "./lib/report.js";
+import { judge, machineInfo, type MachineInfo, type TargetResult, type TargetSpec } from "./lib/report.js";
 import { figure, latencyHistogram, medianLatency, prng, recordMs, summarize, type Figure, type LatencySummary } from "./lib/stats.js";
 
 export type { Scale };
@@ -125,14 +126,16 @@ const TARGETS: readonly TargetSpec[] = [
 ];
 
 /** Forwards to S3; can hold segment uploads back (to time them apart), and hide checkpoints. */
-class BenchObjects implements ObjectStore {
+class BenchObjects extends ForwardingObjectStore {
   private gate: Promise<void> | undefined;
   private release: (() => void) | undefined;
 
   constructor(
-    private readonly inner: ObjectStore,
+    inner: ObjectStore,
     private readonly hideCheckpoints: boolean,
-  ) {}
+  ) {
+    super(inner);
+  }
 
   hold(): void {
     this.gate ??= new Promise((resolve) => (this.release = resolve));
@@ -144,33 +147,21 @@ class BenchObjects implements ObjectStore {
     this.release = undefined;
   }
 
-  async put(key: string, body: Uint8Array): Promise<void> {
+  override async put(key: string, body: Uint8Array): Promise<void> {
     if (this.gate && key.includes("/segments/")) await this.gate;
     return this.inner.put(key, body);
   }
-  async putIfAbsent(key: string, body: Uint8Array): Promise<PutIfAbsentResult> {
+  override async putIfAbsent(key: string, body: Uint8Array): Promise<PutIfAbsentResult> {
     if (this.gate && key.includes("/segments/")) await this.gate;
     return this.inner.putIfAbsent(key, body);
   }
-  get createOnly(): CreateOnly {
-    return this.inner.createOnly;
-  }
-  get(key: string, range?: ByteRange): Promise<Uint8Array | undefined> {
-    return this.inner.get(key, range);
-  }
-  head(key: string): Promise<{ size: number } | undefined> {
-    return this.inner.head(key);
-  }
-  async *list(prefix: string): AsyncGenerator<ObjectInfo> {
+  override async *list(prefix: string): AsyncGenerator<ObjectInfo> {
     for await (const o of this.inner.list(prefix)) {
       if (this.hideCheckpoints && o.key.includes("/checkpoints/")) continue;
       yield o;
     }
   }
-  delete(key: string): Promise<void> {
-    return this.inner.delete(key);
-  }
-  close(): Promise<void> {
+  override close(): Promise<void> {
     this.unhold();
     return this.inner.close();
   }
@@ -376,8 +367,7 @@ async function coldReads(store: Store, reads: number, messages: number, segments
 }
 
 export async function runTierBench(opts: TierBenchOptions): Promise<TierBenchResult> {
-  if (opts.scale !== "tiny" && opts.scale !== "full") throw new Error(`scale must be "tiny" or "full", got ${String(opts.scale)}`);
-  if (!Number.isSafeInteger(opts.runs) || opts.runs < 1) throw new Error(`runs must be a positive integer, got ${String(opts.runs)}`);
+  checkSuiteOptions(opts);
   const p = PARAMS[opts.scale];
   const progress = opts.progress ?? (() => undefined);
   const startedAt = new Date();
@@ -469,14 +459,4 @@ function lookupMs(figures: TierBenchResult["figures"], dotted: string): number {
   return at / 1000;
 }
 
-if (isMainModule(import.meta.url)) {
-  try {
-    const args = parseBenchArgs(process.argv.slice(2));
-    const options: TierBenchOptions = { scale: args.scale, runs: args.runs, progress: stderrProgress() };
-    if (args.dir !== undefined) options.dir = args.dir;
-    emit(await runTierBench(options), args.out);
-  } catch (err) {
-    process.stderr.write(`bench/tier: ${(err as Error)?.stack ?? String(err)}\n`);
-    process.exitCode = 1;
-  }
-}
+if (isMainModule(import.meta.url)) await runAsScript("tier", runTierBench);

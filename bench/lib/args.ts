@@ -1,10 +1,12 @@
 /**
  * The command line shared by every benchmark: `[--tiny] [--runs N] [--dir DIR] [--out FILE]`,
- * validated once here (the edge), and how a benchmark module knows it was run directly.
+ * validated once here (the edge), how a benchmark module knows it was run directly, and what it
+ * then does (`runAsScript`). `checkSuiteOptions` is the same check for suites called in-process.
  */
 import fs from "node:fs";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
+import { emit, stderrProgress } from "./report.js";
 
 /** "tiny" finishes in seconds and only shows that the benchmark works; "full" is for real figures. */
 export type Scale = "tiny" | "full";
@@ -45,5 +47,36 @@ export function isMainModule(moduleUrl: string): boolean {
     return moduleUrl === pathToFileURL(fs.realpathSync(script)).href;
   } catch {
     return false;
+  }
+}
+
+/** What every suite's run function takes. */
+export interface SuiteRunOptions {
+  scale: Scale;
+  runs: number;
+  dir?: string;
+  progress?: (line: string) => void;
+}
+
+/** Scale and runs of a suite called in-process (the command line is checked by parseBenchArgs). */
+export function checkSuiteOptions(opts: { scale: unknown; runs: unknown }): void {
+  if (opts.scale !== "tiny" && opts.scale !== "full") throw new Error(`scale must be "tiny" or "full", got ${String(opts.scale)}`);
+  if (!Number.isSafeInteger(opts.runs) || (opts.runs as number) < 1) throw new Error(`runs must be a positive integer, got ${String(opts.runs)}`);
+}
+
+/**
+ * A benchmark module run as a script (`bench/<name>.ts [--tiny] …`): runs the suite with the
+ * command line's options and progress on stderr, prints (or writes) its JSON, and on failure
+ * prints the stack and sets exit code 1.
+ */
+export async function runAsScript(name: string, run: (options: SuiteRunOptions & { progress: (line: string) => void }) => Promise<unknown>): Promise<void> {
+  try {
+    const args = parseBenchArgs(process.argv.slice(2));
+    const options: SuiteRunOptions & { progress: (line: string) => void } = { scale: args.scale, runs: args.runs, progress: stderrProgress() };
+    if (args.dir !== undefined) options.dir = args.dir;
+    emit(await run(options), args.out);
+  } catch (err) {
+    process.stderr.write(`bench/${name}: ${(err as Error)?.stack ?? String(err)}\n`);
+    process.exitCode = 1;
   }
 }

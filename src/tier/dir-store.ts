@@ -92,15 +92,8 @@ export class DirObjectStore implements ObjectStore {
   }
 
   async put(key: string, body: Uint8Array): Promise<void> {
-    this.checkOpen();
-    validateKey(key);
-    validateBody(body);
-    const file = this.fileOf(key);
-    const dir = dirname(file);
-    await this.prepareDir(key, dir);
-    const temp = tempName(dir);
+    const { file, dir, temp } = await this.stage(key, body);
     try {
-      await writeDurably(temp, body);
       await rename(temp, file);
     } catch (err) {
       await unlink(temp).catch(() => undefined);
@@ -115,16 +108,9 @@ export class DirObjectStore implements ObjectStore {
   }
 
   async putIfAbsent(key: string, body: Uint8Array): Promise<PutIfAbsentResult> {
-    this.checkOpen();
-    validateKey(key);
-    validateBody(body);
-    const file = this.fileOf(key);
-    const dir = dirname(file);
-    await this.prepareDir(key, dir);
-    const temp = tempName(dir);
+    const { file, dir, temp } = await this.stage(key, body);
     let result: PutIfAbsentResult;
     try {
-      await writeDurably(temp, body);
       result = await linkNew(temp, file);
     } catch (err) {
       await unlink(temp).catch(() => undefined);
@@ -147,6 +133,24 @@ export class DirObjectStore implements ObjectStore {
       throw fsFailure(`syncing the directory of object ${key}`, err);
     }
     return result;
+  }
+
+  /** The first half of every write: checks, the key's directory, and the body fsync'd under a temp name beside it. */
+  private async stage(key: string, body: Uint8Array): Promise<{ file: string; dir: string; temp: string }> {
+    this.checkOpen();
+    validateKey(key);
+    validateBody(body);
+    const file = this.fileOf(key);
+    const dir = dirname(file);
+    await this.prepareDir(key, dir);
+    const temp = tempName(dir);
+    try {
+      await writeDurably(temp, body);
+    } catch (err) {
+      await unlink(temp).catch(() => undefined);
+      throw fsFailure(`writing object ${key}`, err);
+    }
+    return { file, dir, temp };
   }
 
   async get(key: string, range?: ByteRange): Promise<Uint8Array | undefined> {

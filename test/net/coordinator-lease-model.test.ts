@@ -18,6 +18,7 @@
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { mulberry32 as prng } from "../../src/random.js";
 import { pickServer } from "../../src/net/coord/coordinator-placement.js";
 import { LeaseTable } from "../../src/net/coord/leases.js";
 import { claim, created, holderState, movedTo, sourceAfter, type Assignment } from "../../src/net/coord/location-rules.js";
@@ -83,18 +84,6 @@ interface Server {
   grants: Map<string, number>;
   /** Real time until which it sends nothing (SIGSTOP). */
   pausedUntil: number;
-}
-
-/** mulberry32: a tiny seeded PRNG for the renewal timers' delays and losses. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Runs one scenario; returns a description of the first split brain, or undefined. */

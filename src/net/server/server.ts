@@ -253,22 +253,22 @@ class Server implements StrataServer {
         throw new StrataError("UNAVAILABLE", `server "${this.id}" is shutting down; retry (the location will be served again)`);
       }
       const ctx: RequestContext = { reply, client, location, cls, store: this.store, replies: this.replies, uploads: this.uploads, limits: this.limits };
-      const ownership = this.ownership;
-      if (ownership !== undefined && body.op !== "chunk" && body.op !== "credit") {
+      // Under a coordinator a request runs only under a grant (chunks and credits belong to a
+      // transfer that was admitted when it began), and counts as running for a handover.
+      const ownership = body.op !== "chunk" && body.op !== "credit" ? this.ownership : undefined;
+      if (ownership !== undefined) {
         const admitted = ownership.admit(location);
         const epoch = typeof admitted === "number" ? admitted : await admitted;
         ctx.epoch = epoch;
         ctx.epochStart = ownership.startRevision(location);
         ctx.stillHeld = () => ownership.holds(location, epoch);
         ownership.started(location);
-        try {
-          await handle(ctx, body);
-        } finally {
-          ownership.finished(location);
-        }
-        return;
       }
-      await handle(ctx, body);
+      try {
+        await handle(ctx, body);
+      } finally {
+        ownership?.finished(location);
+      }
     } catch (err) {
       this.counters.errors += 1;
       if (!(err instanceof StrataError)) this.onWarning(`unexpected error handling ${msg.subject}: ${(err as Error)?.stack ?? String(err)}`);
