@@ -7,7 +7,7 @@ import type { LogRecord } from "./log/record.js";
 import type { Change, KvEntry, StoredMessage } from "./types.js";
 
 export function changeOf(rec: LogRecord, removed: number): Change {
-  assert(rec.t !== "chunk" && rec.t !== "import", "chunks and imports are not changes");
+  assert(rec.t !== "chunk" && rec.t !== "import" && rec.t !== "config", "chunks, imports and configs are not changes");
   // Written out without object spreads: this runs for every committed write, and V8 (Node 20)
   // builds `{ ...base, more }` about a hundred times slower than a plain literal.
   switch (rec.t) {

@@ -27,6 +27,10 @@
  * (index/apply.ts `applyRecords`): its caller gets INTERNAL, every other record commits. When the
  * index cannot be written at all (its disk is full), the durable batch waits, unanswered, and is
  * tried again (`indexDurable`); only `fail()` (store closing) stops the queue.
+ *
+ * A write may produce two records (`Prepared.follow`: the sdelall a stream's `discard: "old"`
+ * limit adds right after the write that put it over); both go in the same batch, back to back,
+ * the caller is answered with the first, and the change hook sees both.
  */
 import { assert } from "./assert.js";
 import { backoff } from "./backoff.js";
@@ -63,7 +67,8 @@ interface InFlight {
 /** A batch being filled: decided writes, their encoded frames, and the results that need no record. */
 interface OpenBatch {
   view: BatchView;
-  writing: Array<{ p: Pending; record: LogRecord }>;
+  /** `p` is undefined for a record that follows its write's own (`Prepared.follow`). */
+  writing: Array<{ p: Pending | undefined; record: LogRecord }>;
   /** Refused while being decided (CONFLICT, …); answered with the batch, as the refusal may depend on it. */
   refused: Array<{ p: Pending; err: unknown }>;
   /** Every write taken, in order: re-queued when the batch it was decided on top of fails. */
@@ -267,6 +272,10 @@ export class CommitQueue {
       if ("record" in prepared) {
         open.frames.push(frame(encodeRecord(prepared.record)));
         open.writing.push({ p, record: prepared.record });
+        if (prepared.follow) {
+          open.frames.push(frame(encodeRecord(prepared.follow)));
+          open.writing.push({ p: undefined, record: prepared.follow });
+        }
       } else {
         open.settled.push({ p, result: prepared.result });
       }
@@ -278,7 +287,7 @@ export class CommitQueue {
   }
 
   private rejectOpen(open: OpenBatch, err: unknown): void {
-    for (const w of open.writing) w.p.reject(err);
+    for (const w of open.writing) w.p?.reject(err);
     for (const s of open.settled) s.p.reject(err);
     for (const r of open.refused) r.p.reject(err);
   }
@@ -329,7 +338,7 @@ export class CommitQueue {
   }
 
   private resolveDurable(batch: OpenBatch, ptrs: Pointer[]): void {
-    batch.writing.forEach((w, i) => w.p.resolve({ committed: { record: w.record, ptr: ptrs[i]!, removed: 0 } }));
+    batch.writing.forEach((w, i) => w.p?.resolve({ committed: { record: w.record, ptr: ptrs[i]!, removed: 0 } }));
     for (const s of batch.settled) s.p.resolve({ result: s.result });
   }
 
@@ -368,8 +377,8 @@ export class CommitQueue {
     this.onCommitted(failed.size === 0 ? committed : committed.filter((_, i) => !failed.has(i)));
     committed.forEach((c, i) => {
       const err = failed.get(i);
-      if (err) writing[i]!.p.reject(err);
-      else writing[i]!.p.resolve({ committed: c });
+      if (err) writing[i]!.p?.reject(err);
+      else writing[i]!.p?.resolve({ committed: c });
     });
     for (const s of settled) s.p.resolve({ result: s.result });
     return undefined;

@@ -35,6 +35,8 @@ export interface StoreOptions {
   clock?: () => number;
   /** Run the TTL sweeper on a timer (default true); tests may sweep by hand instead. */
   sweepTimers?: boolean;
+  /** Compact in the background on the maintenance timer (default true; docs/compaction.md). */
+  compaction?: boolean;
   /** @internal The segment log's file I/O, for fault injection in tests (src/testing/fault-io.ts). */
   io?: FileIo;
 }
@@ -47,13 +49,14 @@ export interface StoreConfig {
   onWarning: (message: string) => void;
   clock: () => number;
   sweepTimers: boolean;
+  compaction: boolean;
   fsync: FsyncMode;
   io?: FileIo;
 }
 
 /** What a server id may be (it names the server's data in the object store). */
 export const SERVER_ID = /^[-_a-zA-Z0-9]{1,64}$/;
-const OPTION_NAMES = ["dir", "id", "tier", "objectStore", "cacheBytes", "sealIntervalMs", "limits", "onWarning", "clock", "sweepTimers", "fsync", "io"];
+const OPTION_NAMES = ["dir", "id", "tier", "objectStore", "cacheBytes", "sealIntervalMs", "limits", "onWarning", "clock", "sweepTimers", "compaction", "fsync", "io"];
 
 export function resolveStoreConfig(options: StoreOptions): StoreConfig {
   if (options === null || typeof options !== "object" || typeof options.dir !== "string" || options.dir.length === 0) {
@@ -74,8 +77,10 @@ export function resolveStoreConfig(options: StoreOptions): StoreConfig {
     onWarning: options.onWarning ?? ((m) => process.emitWarning(m, "StrataWarning")),
     clock: options.clock ?? Date.now,
     sweepTimers: options.sweepTimers ?? true,
+    compaction: options.compaction ?? true,
     fsync: options.fsync ?? "always",
   };
+  if (typeof config.compaction !== "boolean") throw new StrataError("INVALID_ARGUMENT", `compaction must be true or false, got ${JSON.stringify(options.compaction)}`);
   if (config.fsync !== "always" && config.fsync !== "interval") {
     throw new StrataError("INVALID_ARGUMENT", `fsync must be "always" or "interval", got ${JSON.stringify(options.fsync)}`);
   }

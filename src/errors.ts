@@ -14,6 +14,9 @@ export const ERROR_CODES = [
   "WRONG_KIND",
   "CONFLICT",
   "TOO_LARGE",
+  // A per-location limit (`config`: maxMsgs, maxBytes with discard "new", maxMsgBytes) refuses the
+  // write; nothing was written. Not retryable as is: free room first (delete) or raise the limit.
+  "LIMIT",
   "FORBIDDEN",
   "UNAVAILABLE",
   "TIMEOUT",

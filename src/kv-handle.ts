@@ -8,12 +8,13 @@ import { inlineParts, valueParts, valuePartsFrom, type ValueParts } from "./larg
 import { kvLive, type Engine, type LargeRead } from "./engine.js";
 import type { Pointer } from "./log/record.js";
 import { settleAll } from "./stream-handle.js";
-import type { AckMode, DeleteResult, Headers, Inventory, ItemResult, KvApi, KvEntry, KvSetOptions, KvWriteResult, WriteOptions } from "./types.js";
+import type { AckMode, DeleteResult, Headers, Inventory, ItemResult, KvApi, KvEntry, KvSetOptions, KvWriteResult, LocationLimits, WriteOptions } from "./types.js";
 import {
   validateAck,
   validateArray,
   validateHeaders,
   validateKey,
+  validateLocationLimits,
   validateSeqOrZero,
   validateOptionsObject,
   validateTtl,
@@ -116,6 +117,20 @@ export class KvHandle implements KvApi {
 
   async inventory(): Promise<Inventory> {
     return this.engine.inventory(this.location);
+  }
+
+  /**
+   * Sets the kv's limits (the whole configuration; docs/compaction.md "Per-location limits") and
+   * resolves to the stored, normalised one. A kv refuses writes past its limits (LIMIT).
+   */
+  async config(limits: LocationLimits, options?: WriteOptions): Promise<LocationLimits> {
+    const valid = validateLocationLimits(limits, "kv", this.engine.limits);
+    const ack = validateAck(validateOptionsObject(options, ["ack"], "config").ack);
+    this.engine.checkAck(ack);
+    const { committed } = await this.engine.submit({ op: "config", loc: this.location, kind: "kv", limits: valid });
+    if (!committed || committed.record.t !== "config") throw new StrataError("INTERNAL", "config produced no record");
+    await this.engine.acked(ack, committed);
+    return committed.record.limits;
   }
 
   private setOptions(options: KvSetOptions | undefined): ValidSet {

@@ -93,6 +93,27 @@ export interface Limits {
   importCacheTtlMs: number;
   /** How long an import retries an object store that is unreachable before it fails UNAVAILABLE. */
   importRetryMs: number;
+  /**
+   * Compaction (docs/compaction.md). A segment is a candidate once this fraction of its bytes is
+   * dead (a fraction in (0, 1], the one limit that is not an integer).
+   */
+  compactDeadFractionMin: number;
+  /** Adjacent sealed segments smaller than this are merged (default segmentBytesMax / 8). */
+  compactSmallBytes: number;
+  /** A run stops growing once its kept bytes reach this (default segmentBytesMax). */
+  compactRunBytesMax: number;
+  /** How often the background compactor looks for work. */
+  compactIntervalMs: number;
+  /** Bytes a compaction reads plus writes per second. */
+  compactRateBytesPerSec: number;
+  /** How long a compacted input is kept after the switch (readers in flight), before it may be deleted. */
+  compactRetainMs: number;
+  /** Per-location limits (`config`): the largest `maxAgeMs` and `dedupWindowMs` a location may set. */
+  configAgeMsMax: number;
+  configDedupWindowMsMax: number;
+  /** The maxAgeMs sweep: most locations looked at, and most messages read, per sweep (the rest wait for the next). */
+  ageSweepLocationsMax: number;
+  ageSweepMsgsMax: number;
 }
 
 const KiB = 1024;
@@ -139,6 +160,16 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   importScanCacheBytes: 64 * MiB,
   importCacheTtlMs: 60_000,
   importRetryMs: 10_000,
+  compactDeadFractionMin: 0.5,
+  compactSmallBytes: 8 * MiB,
+  compactRunBytesMax: 64 * MiB,
+  compactIntervalMs: 10_000,
+  compactRateBytesPerSec: 32 * MiB,
+  compactRetainMs: 60_000,
+  configAgeMsMax: 100 * 365 * 24 * 3600_000,
+  configDedupWindowMsMax: 7 * 24 * 3600_000,
+  ageSweepLocationsMax: 256,
+  ageSweepMsgsMax: 4096,
 });
 
 /**
@@ -154,6 +185,17 @@ export const seqMax = 2 ** 48;
 /** Bytes a record needs besides its value and headers: framing, CBOR structure, location, key, msgId. */
 export const RECORD_OVERHEAD_BYTES_MAX = 4 * KiB;
 
+/** Limits that are fractions in (0, 1] rather than positive integers. */
+const FRACTION_LIMITS: ReadonlySet<string> = new Set(["compactDeadFractionMin"]);
+/** Limits that may be 0 (no wait). */
+const ZERO_OK_LIMITS: ReadonlySet<string> = new Set(["compactRetainMs"]);
+
+/** Limits whose default follows segmentBytesMax when they are not given: name → divisor. */
+const SEGMENT_RELATIVE: ReadonlyArray<[keyof Limits, number]> = [
+  ["compactSmallBytes", 8],
+  ["compactRunBytesMax", 1],
+];
+
 export function resolveLimits(partial: Partial<Limits> = {}): Limits {
   const limits: Limits = { ...DEFAULT_LIMITS };
   for (const [name, value] of Object.entries(partial)) {
@@ -161,10 +203,15 @@ export function resolveLimits(partial: Partial<Limits> = {}): Limits {
     if (!(name in DEFAULT_LIMITS)) {
       throw new StrataError("INVALID_ARGUMENT", `unknown limit "${name}"; known limits: ${Object.keys(DEFAULT_LIMITS).join(", ")}`);
     }
-    if (typeof value !== "number" || !Number.isSafeInteger(value) || value <= 0) {
+    if (FRACTION_LIMITS.has(name)) {
+      if (typeof value !== "number" || !(value > 0 && value <= 1)) throw new StrataError("INVALID_ARGUMENT", `limit ${name} must be a fraction in (0, 1], got ${String(value)}`);
+    } else if (typeof value !== "number" || !Number.isSafeInteger(value) || value < (ZERO_OK_LIMITS.has(name) ? 0 : 1)) {
       throw new StrataError("INVALID_ARGUMENT", `limit ${name} must be a positive integer, got ${String(value)}`);
     }
     (limits as unknown as Record<string, number>)[name] = value;
+  }
+  for (const [name, divisor] of SEGMENT_RELATIVE) {
+    if (partial[name] === undefined) limits[name] = Math.max(1, Math.floor(limits.segmentBytesMax / divisor));
   }
   checkLimitRelations(limits);
   return limits;
@@ -184,6 +231,12 @@ export function checkLimitRelations(l: Limits): void {
     [l.blockCacheBytes >= l.blockBytes + l.recordBytesMax, "blockCacheBytes must hold at least one block (blockBytes + recordBytesMax)"],
     [l.objectAckTimeoutMs >= l.sealIntervalMs, "objectAckTimeoutMs must be >= sealIntervalMs"],
     [l.importRetryMs >= l.uploadRetryMaxMs, "importRetryMs must be >= uploadRetryMaxMs (an import retries at least one longest backoff)"],
+    [l.compactDeadFractionMin > 0 && l.compactDeadFractionMin <= 1, "compactDeadFractionMin must be in (0, 1]"],
+    [l.compactSmallBytes <= l.compactRunBytesMax, "compactSmallBytes must be <= compactRunBytesMax"],
+    [l.compactRunBytesMax >= l.recordBytesMax * 2, "compactRunBytesMax must be >= 2 × recordBytesMax (an output holds whole records)"],
+    [l.compactRunBytesMax <= 2 ** 31, "compactRunBytesMax must be <= 2 GiB"],
+    [l.compactRateBytesPerSec >= l.recordBytesMax, "compactRateBytesPerSec must be >= recordBytesMax (a record per second at least)"],
+    [l.configDedupWindowMsMax >= l.dedupWindowMs, "configDedupWindowMsMax must be >= dedupWindowMs (a stream may set the store's own window)"],
   ];
   const broken = rules.filter(([ok]) => !ok).map(([, why]) => why);
   if (broken.length > 0) {
@@ -286,6 +339,12 @@ export interface NetLimits {
    * recorded (the coordinator gave up) and the location is served again.
    */
   handoverHoldMs: number;
+  /**
+   * A `compact` operator request (`strata compact --server`) is answered within this: after it the
+   * answer is TIMEOUT, the compaction itself goes on (it is crash-safe at every step, stopping it
+   * half way gains nothing), and further compact requests are refused until it ends.
+   */
+  compactRequestMs: number;
 }
 
 export const DEFAULT_NET_LIMITS: Readonly<NetLimits> = Object.freeze({
@@ -321,6 +380,7 @@ export const DEFAULT_NET_LIMITS: Readonly<NetLimits> = Object.freeze({
   claimBatchMax: 1000,
   handoverShipMs: 8000,
   handoverHoldMs: 30_000,
+  compactRequestMs: 30 * 60_000,
 });
 
 // ─── The coordinator ───────────────────────────────────────────────────────────────────

@@ -1,7 +1,8 @@
 /**
  * Background upkeep of a store that is not part of any one request: turning expired kv entries
  * into expiry records, forgetting msgIds older than the dedup window, sealing a dirty active
- * segment every `sealIntervalMs` and uploading index checkpoints when a tier is configured.
+ * segment every `sealIntervalMs` and uploading index checkpoints when a tier is configured, and
+ * background compaction with its reclaim every `compactIntervalMs` (./compact.ts; one pass at a time).
  *
  * It depends on the few capabilities it is handed (`Sweepable`, `Upkeep`), not on `Store`'s
  * fields; index entries are read through ./index/index-reads.ts.
@@ -30,6 +31,8 @@ export interface Upkeep {
   /** Records committed so far: a checkpoint is due only when it changed. */
   records(): number;
   checkpoint?: () => Promise<unknown>;
+  /** Background compaction and reclaim (../compact.ts `Compactor.background`); absent when turned off. */
+  compact?: () => Promise<unknown>;
 }
 
 export async function sweepExpired(store: Sweepable, index: LmdbIndex): Promise<number> {
@@ -40,7 +43,7 @@ export async function sweepExpired(store: Sweepable, index: LmdbIndex): Promise<
     if (loc !== undefined) due.push({ op: "kexpire", loc, key, rev });
   }
   const results = await Promise.all(due.map((op) => store.submit(op)));
-  pruneDedup(index, now - store.limits.dedupWindowMs, store.limits.ttlSweepBatchMax);
+  pruneDedup(index, now, store.limits.dedupWindowMs, store.limits.ttlSweepBatchMax);
   return results.filter((r) => r.committed !== undefined).length;
 }
 
@@ -71,6 +74,20 @@ export function startMaintenance(store: Upkeep): () => void {
           warn("index checkpoint")(err);
         });
       }, store.limits.checkpointIntervalMs),
+    );
+  }
+  const compact = store.compact;
+  if (compact) {
+    // One pass at a time: a pass that outlasts the interval makes the next tick a no-op.
+    let compacting = false;
+    timers.push(
+      setInterval(() => {
+        if (compacting) return;
+        compacting = true;
+        compact()
+          .catch(warn("background compaction"))
+          .finally(() => (compacting = false));
+      }, store.limits.compactIntervalMs),
     );
   }
   for (const t of timers) t.unref();

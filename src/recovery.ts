@@ -17,6 +17,14 @@
  * (`strata reindex`) builds into `index.rebuild` and swaps it in only once it is complete, so a
  * failure or a crash leaves the old index as it was.
  *
+ * Compaction (docs/compaction.md): the log is the segment set ./open-segments.ts resolves from the
+ * local files and markers, the object store's segments and markers and what the index knows
+ * (normal segments and valid outputs, superseded inputs left out), replayed in `order` (an output
+ * sits at the last normal segment it covers). Orphan outputs are deleted there, before replay. The
+ * active segment is the highest normal segment, and only when nothing covers it; otherwise a new
+ * one follows the highest position seen. Replay from a checkpoint starts at the entry holding the
+ * checkpoint's segment (from its offset when it is that entry, whole when an output holds it).
+ *
  * An `import` record (a takeover) carries no rows: replay redoes the import from the object store
  * (tier/takeover.ts), waiting for it before the records after it are applied, so the rebuilt
  * location is the one the live import produced. A log with imports (or an index with foreign
@@ -33,7 +41,10 @@ import { LmdbIndex, type Checkpoint } from "./index/lmdb-index.js";
 import { unsyncedProblem, writeUnsyncedMarker } from "./index/unsynced-marker.js";
 import { scanRecords } from "./log/frame-scan.js";
 import type { ImportRecord, LogRecord, Pointer } from "./log/record.js";
+import { createSegmentFile } from "./log/segment-create.js";
 import { SEGMENT_HEADER_BYTES, checkSegmentHeader, fsyncDir, listSegmentIds, segmentPath } from "./log/segment-files.js";
+import { isCompacted, type Cover, type SegmentEntry } from "./log/segment-set.js";
+import { openSegmentSet, removeTempOutputs, type SegmentSetAtOpen } from "./open-segments.js";
 import type { Limits } from "./limits.js";
 import { restoreCheckpoint } from "./tier/checkpoints.js";
 import type { ObjectStore } from "./tier/object-store.js";
@@ -67,9 +78,21 @@ export interface RecoveryReport {
   active?: { id: number; size: number };
   /** Id for a new active segment when `active` is undefined. */
   nextId: number;
-  /** Segment ids on the local disk and in the object store. */
+  /** Segment ids on the local disk and in the object store (normal segments and compaction outputs). */
   localIds: number[];
   tierIds: number[];
+  /** Compaction markers found in the object store. */
+  tierMarkers: Cover[];
+  /** The resolved log (./log/segment-set.ts): what was replayed, in order. */
+  segments: SegmentEntry[];
+  /** Present segments a compaction output replaced: not replayed, waiting for the reclaim. */
+  superseded: number[];
+  /** Orphan compaction outputs found at open: deleted (with their markers), or left for the next open (`error`). */
+  orphans: SegmentSetAtOpen["orphans"];
+  /** Outputs the index did not know but whose inputs are gone: kept and replayed (a warning). */
+  unknownOutputsKept: Cover[];
+  /** Unfinished compaction outputs (`.seg.tmp`) removed. */
+  tempOutputsRemoved: number;
   /** Sizes of the segment objects, as listed (empty when the listing was not possible). */
   tierSizes: Map<number, number>;
   /** True when the index came from a checkpoint in the object store. */
@@ -90,13 +113,16 @@ export async function openIndexAndRecover(
   opts: { forceRebuild?: boolean; tier?: TierSource } = {},
 ): Promise<{ index: LmdbIndex; report: RecoveryReport }> {
   fs.mkdirSync(segmentsDir, { recursive: true });
+  const tempOutputsRemoved = removeTempOutputs(segmentsDir);
   dropTornLastSegment(segmentsDir);
   // What a reindex that was cut short (a crash, a failure) left behind; the index it was to
   // replace is still in place, untouched.
   LmdbIndex.destroy(rebuildDir(indexDir));
   LmdbIndex.destroy(replacedDir(indexDir));
   const localIds = listSegmentIds(segmentsDir);
-  const { ids: tierIds, sizes: tierSizes } = opts.tier ? await tierSegments(opts.tier.objects, opts.tier.serverId, { indexDir, segmentsDir }, limits) : { ids: [], sizes: new Map<number, number>() };
+  const { ids: tierIds, sizes: tierSizes, markers: tierMarkers } = opts.tier
+    ? await tierSegments(opts.tier.objects, opts.tier.serverId, { indexDir, segmentsDir }, limits)
+    : { ids: [], sizes: new Map<number, number>(), markers: [] };
   const all = [...new Set([...localIds, ...tierIds])].sort((a, b) => a - b);
   let rebuildReason: string | undefined = opts.forceRebuild ? "requested" : unsyncedProblem(indexDir);
   // From here until a clean close, the index may hold writes the disk does not.
@@ -123,10 +149,23 @@ export async function openIndexAndRecover(
       damagedFile = true;
     }
   }
-  const lastId = all[all.length - 1];
-  const report: RecoveryReport = { replayed: 0, rebuilt: rebuildReason !== undefined, nextId: (lastId ?? 0) + 1, localIds, tierIds, tierSizes, damaged: [] };
+  const report: RecoveryReport = {
+    replayed: 0,
+    rebuilt: rebuildReason !== undefined,
+    nextId: 1,
+    localIds,
+    tierIds,
+    tierSizes,
+    tierMarkers,
+    segments: [],
+    superseded: [],
+    orphans: [],
+    unknownOutputsKept: [],
+    tempOutputsRemoved,
+    damaged: [],
+  };
   if (rebuildReason) report.rebuildReason = rebuildReason;
-  const replay = { all, localIds, lastId, segmentsDir, limits, now, report, ...(opts.tier ? { tier: opts.tier } : {}) };
+  const replay: Replay = { localIds, tierIds, tierMarkers, segmentsDir, limits, now, report, ...(opts.tier ? { tier: opts.tier } : {}) };
   if (index === undefined && opts.forceRebuild) {
     await rebuildAside(indexDir, indexOptions, replay);
     return { index: LmdbIndex.open(indexDir, indexOptions), report };
@@ -183,9 +222,9 @@ async function rebuildAside(indexDir: string, indexOptions: { metaCacheMax: numb
 
 /** What replaying the log needs to know besides the index. */
 interface Replay {
-  all: number[];
   localIds: number[];
-  lastId: number | undefined;
+  tierIds: number[];
+  tierMarkers: Cover[];
   segmentsDir: string;
   limits: Limits;
   now: number;
@@ -193,23 +232,83 @@ interface Replay {
   tier?: TierSource;
 }
 
-/** Replays every segment from the index's checkpoint on (the whole log for an empty index). */
+/**
+ * Resolves the segment set (deleting orphans, recording outputs in the index), then replays every
+ * entry from the index's checkpoint on (the whole log for an empty index), in order.
+ */
 async function replayAll(index: LmdbIndex, r: Replay): Promise<void> {
-  const start = index.checkpoint() ?? (r.all.length > 0 ? { seg: r.all[0]!, off: SEGMENT_HEADER_BYTES } : undefined);
-  if (start === undefined) return;
-  const localSet = new Set(r.localIds);
-  for (const id of r.all) {
-    if (id < start.seg) continue;
-    const from = id === start.seg ? start.off : SEGMENT_HEADER_BYTES;
-    if (localSet.has(id)) {
-      const last = id === r.lastId;
-      const size = await replaySegment(index, readLocal(r.segmentsDir, id, from), id, from, last, r, segmentPath(r.segmentsDir, id));
-      if (last) r.report.active = { id, size };
+  const cp = index.checkpoint();
+  const set = await openSegmentSet({
+    segmentsDir: r.segmentsDir,
+    localIds: r.localIds,
+    tierIds: r.tierIds,
+    tierMarkers: r.tierMarkers,
+    index,
+    trusted: cp !== undefined,
+    now: r.now,
+    ...(r.tier ? { tier: { objects: r.tier.objects, serverId: r.tier.serverId } } : {}),
+  });
+  const { report } = r;
+  report.segments = set.entries;
+  report.superseded = set.superseded;
+  report.orphans = set.orphans;
+  report.unknownOutputsKept = set.keptUnknown;
+  report.nextId = set.lastPosition + 1;
+  // Orphans deleted from the object store are no longer there for the tier to find.
+  const gone = new Set(set.orphans.filter((o) => o.removed).map((o) => o.id));
+  if (gone.size > 0) {
+    report.tierIds = report.tierIds.filter((id) => !gone.has(id));
+    for (const id of gone) report.tierSizes.delete(id);
+  }
+  const localSet = new Set(listSegmentIds(r.segmentsDir));
+  // The active segment: the highest normal one, when it is local and no output covers it (a stopped
+  // server's last segment may have been compacted: then appends go to a new one).
+  const activeId = set.lastNormal !== undefined && set.lastNormal === set.lastPosition && localSet.has(set.lastNormal) ? set.lastNormal : undefined;
+  const start = replayStart(index, cp, set.entries, set.knownOutputs);
+  for (const e of set.entries) {
+    if (start === undefined || e.order < start.order) continue;
+    const from = e.id === start.seg ? start.off : SEGMENT_HEADER_BYTES;
+    if (localSet.has(e.id)) {
+      const last = e.id === activeId;
+      const size = await replaySegment(index, readLocal(r.segmentsDir, e.id, from), e.id, from, last, r, segmentPath(r.segmentsDir, e.id));
+      if (last) report.active = { id: e.id, size };
     } else {
-      const raw = await fetchTierSegment(r.tier!, id);
-      await replaySegment(index, { buf: raw, base: 0 }, id, from, false, r, undefined);
+      const raw = await fetchTierSegment(r.tier!, e.id);
+      await replaySegment(index, { buf: raw, base: 0 }, e.id, from, false, r, undefined);
     }
   }
+  const after = index.checkpoint();
+  if (report.active === undefined && after !== undefined && isCompacted(after.seg)) {
+    // The log ends in an output: the checkpoint must name a normal segment (checkpoint keys sort
+    // by it, and compaction compares positions by it), so the next segment is created now and
+    // the checkpoint moved to its start, which is the same point of the log.
+    createSegmentFile(r.segmentsDir, report.nextId);
+    index.write(() => index.setCheckpoint({ seg: report.nextId, off: SEGMENT_HEADER_BYTES }));
+    report.active = { id: report.nextId, size: SEGMENT_HEADER_BYTES };
+  }
+}
+
+/**
+ * Where replay starts: the entry holding the checkpoint's segment, from the checkpoint's offset
+ * when it is that entry itself. When an output holds it (the checkpoint names a superseded input:
+ * a stopped server's last segment was compacted, or the log was compacted after the position the
+ * checkpoint was taken at), the entry after that output, if the index knew the output before this
+ * open: its switch re-pointed the index to it, so the index reflects all of it, and replaying it
+ * again would redo its imports and reopen its chunks. An output the index did not know (kept only
+ * because its inputs are gone) is replayed whole. Undefined for an empty log.
+ */
+function replayStart(index: LmdbIndex, cp: Checkpoint | undefined, entries: SegmentEntry[], known: ReadonlySet<number>): { order: number; seg: number; off: number } | undefined {
+  if (entries.length === 0) return undefined;
+  if (cp === undefined) return { order: entries[0]!.order, seg: entries[0]!.id, off: SEGMENT_HEADER_BYTES };
+  const own = entries.find((e) => e.id === cp.seg);
+  if (own) return { order: own.order, seg: own.id, off: cp.off };
+  const info = index.segs.get(cp.seg);
+  const pos = isCompacted(cp.seg) ? info?.lo ?? cp.seg : cp.seg;
+  const holder = entries.find((e) => e.lo <= pos && pos <= e.hi);
+  if (holder && known.has(holder.id)) return { order: holder.order + 1, seg: -1, off: SEGMENT_HEADER_BYTES };
+  if (holder) return { order: holder.order, seg: holder.id, off: SEGMENT_HEADER_BYTES };
+  // Nothing holds it any more: everything after it.
+  return { order: isCompacted(cp.seg) ? info?.hi ?? 0 : cp.seg, seg: -1, off: SEGMENT_HEADER_BYTES };
 }
 
 async function fetchTierSegment(tier: TierSource, id: number): Promise<Buffer> {
@@ -269,7 +368,8 @@ function checkpointProblem(cp: Checkpoint | undefined, ids: number[], tierIds: n
  * nothing was ever written to it, so it is removed.
  */
 function dropTornLastSegment(segmentsDir: string): void {
-  const ids = listSegmentIds(segmentsDir);
+  // The last normal segment: compaction outputs are renamed into place complete, never torn.
+  const ids = listSegmentIds(segmentsDir).filter((id) => !isCompacted(id));
   const lastId = ids[ids.length - 1];
   if (lastId === undefined) return;
   const file = segmentPath(segmentsDir, lastId);

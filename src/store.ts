@@ -20,13 +20,17 @@ import * as reads from "./index/index-reads.js";
 import type { KvPointer, StreamPointer } from "./index/index-reads.js";
 import type { LmdbIndex, LocMeta } from "./index/lmdb-index.js";
 import { removeUnsyncedMarker } from "./index/unsynced-marker.js";
+import { limitsOf } from "./index/location-conf.js";
 import type { ImportRecord, LogRecord, Pointer, StreamSetRecord } from "./log/record.js";
 import { SEGMENT_HEADER_BYTES, listSegmentIds, segmentPath } from "./log/segment-files.js";
+import { isCompacted } from "./log/segment-set.js";
 import { scanRecords } from "./log/frame-scan.js";
 import { SegmentLog } from "./log/segment-log.js";
 import type { Limits } from "./limits.js";
 import { startMaintenance, sweepExpired } from "./maintenance.js";
+import { AgeSweep } from "./age-sweep.js";
 import { RecordReader } from "./record-reader.js";
+import { Compactor, type CompactOptions, type CompactReport } from "./compact.js";
 import { openIndexAndRecover, type RecoveryReport } from "./recovery.js";
 import { openObjectStore, type ObjectStore } from "./tier/object-store.js";
 import { Tier } from "./tier/tier.js";
@@ -37,7 +41,7 @@ import { cameBackWarning, dropQuarantine, listQuarantine, noteQuarantine, quaran
 import { KvHandle } from "./kv-handle.js";
 import { StreamHandle } from "./stream-handle.js";
 import type { AckMode, Change, Inventory, KvEntry, Kind, StoredMessage } from "./types.js";
-import { validateLocation } from "./validate.js";
+import { validateLocation, validateOptionsObject } from "./validate.js";
 import type { WriteOp } from "./write-ops.js";
 
 export type ChangeListener = (change: Change) => void;
@@ -49,6 +53,8 @@ export class Store {
   private readonly listeners = new Set<ChangeListener>();
   private stopMaintenance: (() => void) | undefined;
   private sweeping = false;
+  /** The maxAgeMs part of the sweep, with its round-robin cursor (age-sweep.ts). */
+  private readonly ageSweep = new AgeSweep();
   private sealRequested = false;
   private closing: Promise<void> | undefined;
   private readonly reader: RecordReader;
@@ -56,6 +62,8 @@ export class Store {
   tier: Tier | undefined;
   /** @internal Takeovers' reader of other servers' object-store data (tier/takeover.ts), with a tier. */
   importer: Importer | undefined;
+  /** @internal Compaction and the reclaim of compacted segments (compact.ts). */
+  compactor!: Compactor;
 
   private constructor(
     readonly config: StoreConfig,
@@ -65,7 +73,23 @@ export class Store {
     readonly recovery: RecoveryReport,
     private readonly releaseLock: () => void,
   ) {
-    this.reader = new RecordReader(log, config.limits, () => this.tier);
+    // What a read whose segment a compaction reclaimed looks its entry up again with (record-reader.ts).
+    const id = (loc: string) => index.meta(loc)?.id;
+    this.reader = new RecordReader(log, config.limits, () => this.tier, {
+      message: (loc, seq) => {
+        const locId = id(loc);
+        return locId === undefined ? undefined : reads.streamPointer(index, locId, seq)?.ptr;
+      },
+      kvEntry: (loc, key) => {
+        const locId = id(loc);
+        return locId === undefined ? undefined : reads.kvEntry(index, locId, key)?.ptr;
+      },
+      revision: (loc, rev) => {
+        const locId = id(loc);
+        const hit = locId === undefined ? undefined : reads.scanRevs(index, locId, rev - 1, 1)[0];
+        return hit?.rev === rev ? hit.ptr : undefined;
+      },
+    });
   }
 
   get limits(): Limits {
@@ -144,6 +168,12 @@ export class Store {
     for (const m of report.importMismatches ?? []) {
       config.onWarning(`the import of "${m.loc}" from server "${m.from}" was redone from the object store with revision ${m.got}, but it had revision ${m.expected} when it was made: the source's data changed since (a segment or checkpoint was replaced or removed)`);
     }
+    for (const o of report.orphans) {
+      config.onWarning(o.removed ? `compaction output ${o.id} was an orphan (its compaction never switched in); deleted with its markers, its inputs are used` : `compaction output ${o.id} is an orphan but could not be deleted from the object store (${o.error}); it is never read, and deleted at the next open`);
+    }
+    for (const c of report.unknownOutputsKept) {
+      config.onWarning(`compaction output ${c.id} (segments ${c.lo}..${c.hi}) is unknown to the index but its inputs are gone; it is kept and replayed`);
+    }
     if (report.damagedIndexMovedTo) config.onWarning(`the index file was damaged; moved to ${report.damagedIndexMovedTo} and rebuilt from the log (delete it once it is no longer needed)`);
     const log = SegmentLog.open(segmentsDir, config.limits, report.active, report.nextId, {}, config.io);
     log.setFsyncMode(config.fsync);
@@ -163,6 +193,17 @@ export class Store {
       tier.start(listSegmentIds(segmentsDir), report.tierIds, report.tierSizes);
       store.tier = tier;
     }
+    store.compactor = new Compactor({
+      index,
+      log,
+      segmentsDir,
+      limits: config.limits,
+      serverId: config.id,
+      clock: config.clock,
+      warn: config.onWarning,
+      tier: store.tier,
+      exclusive: (fn) => queue.exclusive(fn),
+    });
     if (config.sweepTimers) {
       const s = store;
       const tier = s.tier;
@@ -173,6 +214,7 @@ export class Store {
         sealActive: () => s.sealActive(),
         dirtySince: () => log.dirtySince,
         records: () => s.stats().records,
+        ...(config.compaction ? { compact: () => s.compactor.background() } : {}),
         ...(tier ? { checkpoint: () => tier.checkpoint() } : {}),
       });
     }
@@ -301,7 +343,8 @@ export class Store {
       bytes: meta?.bytes ?? 0,
       lastSeq: meta?.lastSeq ?? 0,
       revision: meta?.rev ?? 0,
-      limits: { valueBytesMax: l.valueBytesMax, headersBytesMax: l.headersBytesMax, keyBytesMax: l.keyBytesMax, dedupWindowMs: l.dedupWindowMs },
+      // The location's own configuration (`config`) after the store's limits: its dedupWindowMs wins.
+      limits: { valueBytesMax: l.valueBytesMax, headersBytesMax: l.headersBytesMax, keyBytesMax: l.keyBytesMax, dedupWindowMs: l.dedupWindowMs, ...limitsOf(this.index, meta?.id) },
     };
     if (meta) {
       inv.kind = meta.kind;
@@ -323,8 +366,8 @@ export class Store {
     if (!meta || afterRevision >= meta.rev) return [];
     const out: Change[] = [];
     for (const { rev, ptr, removed } of reads.scanRevs(this.index, meta.id, afterRevision, limit)) {
-      const rec = await this.readRecord(ptr);
-      assert(rec.t !== "chunk" && rec.rev === rev, "revision index points at its record");
+      const rec = await this.reader.readRevision(location, rev, ptr);
+      assert(rec.t !== "chunk" && rec.t !== "import" && rec.t !== "config" && rec.rev === rev, "revision index points at its record");
       out.push(changeOf(rec, removed));
     }
     return out;
@@ -393,7 +436,8 @@ export class Store {
     const dir = path.join(this.config.dir, "segments");
     const out = new Set<string>();
     for (const id of listSegmentIds(dir)) {
-      if (id < seg) continue;
+      // Compaction outputs hold only records of shipped segments (with a tier, a run's inputs are uploaded).
+      if (id < seg || isCompacted(id)) continue;
       let buf: Buffer;
       try {
         buf = fs.readFileSync(segmentPath(dir, id));
@@ -495,10 +539,19 @@ export class Store {
     }
   }
 
-  /** Seals the active segment now if it holds records (it is then shipped to the tier). */
+  /**
+   * Seals the active segment now if it holds records (it is then shipped to the tier). No batch is
+   * in flight here and every record is in the index, so the index checkpoint moves to the start of
+   * the new active segment: the sealed one is then wholly behind it, which compaction requires of
+   * its inputs (docs/compaction.md), and a checkpoint never names a segment compaction may replace.
+   */
   sealActive(): Promise<void> {
     return this.queue.exclusive(() => {
       if (this.log.activeSize > SEGMENT_HEADER_BYTES) this.log.roll();
+      const cp = this.index.checkpoint();
+      if (cp !== undefined && cp.seg < this.log.activeId && this.log.activeSize === SEGMENT_HEADER_BYTES) {
+        this.index.write(() => this.index.setCheckpoint({ seg: this.log.activeId, off: SEGMENT_HEADER_BYTES }));
+      }
     });
   }
 
@@ -515,7 +568,7 @@ export class Store {
   private committed(batch: Committed[]): void {
     if (this.listeners.size === 0) return;
     for (const c of batch) {
-      if (c.record.t === "chunk" || c.record.t === "import") continue;
+      if (c.record.t === "chunk" || c.record.t === "import" || c.record.t === "config") continue;
       const change = changeOf(c.record, c.removed);
       for (const listener of this.listeners) {
         try {
@@ -529,16 +582,42 @@ export class Store {
 
   /**
    * Turns kv entries whose TTL has passed into expiry records (they are already invisible to
-   * reads) and forgets msgIds older than the dedup window. Runs on a timer; tests call it directly.
+   * reads), forgets msgIds older than the dedup window and drops stream messages older than their
+   * stream's maxAgeMs (age-sweep.ts). Runs on a timer; tests call it directly.
    */
   async sweep(): Promise<{ expired: number }> {
     if (this.sweeping || this.closing) return { expired: 0 };
     this.sweeping = true;
     try {
-      return { expired: await sweepExpired(this, this.index) };
+      const expired = await sweepExpired(this, this.index);
+      await this.ageSweep.run({ limits: this.limits, now: () => this.now(), submit: (op) => this.submit(op), readStreamRun: (l, e, s) => this.readStreamRun(l, e, s), warn: (m) => this.config.onWarning(m) }, this.index);
+      return { expired };
     } finally {
       this.sweeping = false;
     }
+  }
+
+  /**
+   * Compacts sealed segments (docs/compaction.md): rewrites runs of them without the records the
+   * index no longer needs, switches the index to the outputs and reclaims the inputs that nothing
+   * needs any more. One compaction at a time (this waits for a background one). `sealActive`
+   * seals the active segment first (with a tier: waits for its upload and a checkpoint, so it is
+   * eligible); `all` (default true) compacts every eligible run whatever its dead fraction.
+   */
+  async compact(opts: CompactOptions = {}): Promise<CompactReport> {
+    this.checkOpen();
+    const o = validateOptionsObject(opts, ["dryRun", "sealActive", "all", "onProgress"], "compact");
+    for (const flag of ["dryRun", "sealActive", "all"]) {
+      if (o[flag] !== undefined && typeof o[flag] !== "boolean") throw new StrataError("INVALID_ARGUMENT", `compact option ${flag} must be true or false`);
+    }
+    if (o.onProgress !== undefined && typeof o.onProgress !== "function") throw new StrataError("INVALID_ARGUMENT", "compact option onProgress must be a function");
+    return this.compactor.compact(opts, async () => {
+      await this.sealActive();
+      if (this.tier) {
+        await this.tier.drained();
+        await this.tier.checkpoint();
+      }
+    });
   }
 
   /** Number of fsyncs and of committed records so far (the benchmark reports fsyncs per write). */
@@ -550,6 +629,7 @@ export class Store {
   close(): Promise<void> {
     this.closing ??= (async () => {
       this.stopMaintenance?.();
+      await this.compactor.close();
       this.queue.requestClose();
       await this.queue.idle();
       try {

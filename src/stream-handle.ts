@@ -15,6 +15,7 @@ import type {
   DeleteResult,
   Inventory,
   ItemResult,
+  LocationLimits,
   Message,
   StoredMessage,
   StreamApi,
@@ -25,6 +26,7 @@ import {
   validateAck,
   validateArray,
   validateHeaders,
+  validateLocationLimits,
   validateMessage,
   validateMsgId,
   validateOptionsObject,
@@ -140,6 +142,20 @@ export class StreamHandle implements StreamApi {
 
   async inventory(): Promise<Inventory> {
     return this.engine.inventory(this.location);
+  }
+
+  /**
+   * Sets the stream's limits (the whole configuration; docs/compaction.md "Per-location limits")
+   * and resolves to the stored, normalised one. Lowering a limit drops what no longer fits
+   * (discard "old") in the same commit.
+   */
+  async config(limits: LocationLimits, options?: WriteOptions): Promise<LocationLimits> {
+    const valid = validateLocationLimits(limits, "stream", this.engine.limits);
+    const ack = this.writeOptions(options);
+    const { committed } = await this.engine.submit({ op: "config", loc: this.location, kind: "stream", limits: valid });
+    if (!committed || committed.record.t !== "config") throw new StrataError("INTERNAL", "config produced no record");
+    await this.engine.acked(ack, committed);
+    return committed.record.limits;
   }
 
   private appendOptions(options: AppendOptions | undefined): ValidAppend {

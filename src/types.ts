@@ -81,6 +81,29 @@ export interface KvEntry {
 
 export type Kind = "stream" | "kv";
 
+/**
+ * Per-location limits (docs/compaction.md, "Per-location limits"), set with `config(limits)` on a
+ * handle. A field left out means no limit; `config` replaces the whole configuration.
+ */
+export interface LocationLimits {
+  /** Stream: most messages; kv: most keys (an expired key counts until its expiry is swept). */
+  maxMsgs?: number;
+  /** Most value bytes, summed over the location. */
+  maxBytes?: number;
+  /** Stream only: messages older than this (by their timestamp) are dropped by the maintenance sweep. */
+  maxAgeMs?: number;
+  /** Largest value of one message or kv entry. */
+  maxMsgBytes?: number;
+  /** When maxMsgs/maxBytes are reached: "old" drops the oldest messages (stream default), "new" refuses with LIMIT (kv: only "new"). */
+  discard?: "old" | "new";
+  /** Stream only: how long a msgId is remembered; default the store's dedupWindowMs. 0: no dedup. */
+  dedupWindowMs?: number;
+  /** delete()/deleteAll() are refused with FORBIDDEN (limits and TTLs still drop). */
+  denyDelete?: boolean;
+  /** Kv only: the TTL of a set that gives no ttlMs. */
+  ttlMs?: number;
+}
+
 export interface Inventory {
   location: string;
   /** Undefined while nothing was ever written to the location. */
@@ -90,7 +113,11 @@ export interface Inventory {
   firstSeq?: number;
   lastSeq: number;
   revision: number;
-  limits: { valueBytesMax: number; headersBytesMax: number; keyBytesMax: number; dedupWindowMs: number };
+  /**
+   * The store's limits and the location's own configuration (`config`): `dedupWindowMs` is the one
+   * that applies to the location (its own when configured).
+   */
+  limits: { valueBytesMax: number; headersBytesMax: number; keyBytesMax: number; dedupWindowMs: number } & Omit<LocationLimits, "dedupWindowMs">;
 }
 
 export type ItemResult<T> = { ok: true; result: T } | { ok: false; error: { code: string; message: string } };
@@ -106,6 +133,8 @@ export interface StreamApi {
   getAll(options?: { startSeq?: number }): AsyncIterable<StoredMessage>;
   deleteAll(options?: { endSeq?: number } & WriteOptions): Promise<DeleteAllResult>;
   inventory(): Promise<Inventory>;
+  /** Sets the location's limits (the whole configuration); resolves to the stored, normalised one. */
+  config(limits: LocationLimits, options?: WriteOptions): Promise<LocationLimits>;
 }
 
 export interface KvApi {
@@ -117,6 +146,8 @@ export interface KvApi {
   keys(): AsyncIterable<string>;
   getAll(): AsyncIterable<KvEntry>;
   inventory(): Promise<Inventory>;
+  /** Sets the location's limits (the whole configuration); resolves to the stored, normalised one. */
+  config(limits: LocationLimits, options?: WriteOptions): Promise<LocationLimits>;
 }
 
 /**

@@ -6,7 +6,7 @@
  */
 import { StrataError } from "./errors.js";
 import { seqMax, type Limits } from "./limits.js";
-import type { AckMode, Headers, Message } from "./types.js";
+import type { AckMode, Headers, Kind, LocationLimits, Message } from "./types.js";
 
 const LOCATION_SEGMENT = /^[-_=a-zA-Z0-9]+$/;
 const KEY = /^[-/_=.a-zA-Z0-9]+$/;
@@ -180,6 +180,87 @@ export function validateTtl(ttlMs: unknown, limits: Limits): number | undefined 
     throw new StrataError("INVALID_ARGUMENT", `ttlMs must be an integer in 1..${limits.ttlMsMax}, got ${describeValue(ttlMs)}`);
   }
   return ttlMs;
+}
+
+/** Every field of LocationLimits, in the order a normalised configuration lists them. */
+export const LOCATION_LIMIT_FIELDS = ["maxMsgs", "maxBytes", "maxAgeMs", "maxMsgBytes", "discard", "dedupWindowMs", "denyDelete", "ttlMs"] as const;
+const STREAM_ONLY = new Set(["maxAgeMs", "dedupWindowMs"]);
+const KV_ONLY = new Set(["ttlMs"]);
+
+/** Upper bounds of a configuration's numbers; absent (a decoded log record): only safe integers. */
+export interface LocationLimitCaps {
+  maxMsgs: number;
+  maxBytes: number;
+  maxAgeMs: number;
+  maxMsgBytes: number;
+  dedupWindowMs: number;
+  ttlMs: number;
+}
+
+export function locationLimitCaps(limits: Limits): LocationLimitCaps {
+  return {
+    maxMsgs: seqMax,
+    maxBytes: Number.MAX_SAFE_INTEGER,
+    maxAgeMs: limits.configAgeMsMax,
+    maxMsgBytes: limits.valueBytesMax,
+    dedupWindowMs: limits.configDedupWindowMsMax,
+    ttlMs: limits.ttlMsMax,
+  };
+}
+
+/**
+ * A location configuration checked and normalised (fields in LOCATION_LIMIT_FIELDS order, absent
+ * and `denyDelete: false` left out), or what is wrong with it. Pure: the edge (`validateLocationLimits`,
+ * INVALID_ARGUMENT) and the log record decoder (CORRUPT) share it.
+ */
+export function checkLocationLimits(value: unknown, kind: Kind, caps?: LocationLimitCaps): { limits: LocationLimits } | { problem: string } {
+  if (value === null || typeof value !== "object" || Array.isArray(value) || value instanceof Uint8Array) {
+    return { problem: `limits must be an object such as { maxMsgs: 1000 } (fields: ${LOCATION_LIMIT_FIELDS.join(", ")})` };
+  }
+  const proto = Object.getPrototypeOf(value);
+  if (proto !== Object.prototype && proto !== null) return { problem: "limits must be a plain object" };
+  const v = value as Record<string, unknown>;
+  for (const name of Object.keys(v)) {
+    if (!(LOCATION_LIMIT_FIELDS as readonly string[]).includes(name)) {
+      return { problem: `unknown limit "${name.slice(0, 40)}"; the fields are ${LOCATION_LIMIT_FIELDS.join(", ")}` };
+    }
+    if (v[name] === undefined) continue;
+    if (kind === "kv" && STREAM_ONLY.has(name)) return { problem: `${name} applies to streams only; leave it out for a kv` };
+    if (kind === "stream" && KV_ONLY.has(name)) return { problem: `${name} applies to kv locations only; give each append its own expiry by other means or leave it out` };
+  }
+  const out: LocationLimits = {};
+  for (const name of LOCATION_LIMIT_FIELDS) {
+    const x = v[name];
+    if (x === undefined) continue;
+    if (name === "discard") {
+      if (x !== "old" && x !== "new") return { problem: `discard must be "old" or "new", got ${describeValue(x)}` };
+      if (kind === "kv" && x === "old") return { problem: 'discard "old" applies to streams only; a kv refuses writes past its limits (discard "new")' };
+      out.discard = x;
+      continue;
+    }
+    if (name === "denyDelete") {
+      if (typeof x !== "boolean") return { problem: `denyDelete must be true or false, got ${describeValue(x)}` };
+      if (x) out.denyDelete = true;
+      continue;
+    }
+    const min = name === "dedupWindowMs" ? 0 : 1;
+    const max = caps ? caps[name] : Number.MAX_SAFE_INTEGER;
+    if (typeof x !== "number" || !Number.isSafeInteger(x) || x < min || x > max) {
+      return { problem: `${name} must be an integer in ${min}..${max}, got ${describeValue(x)}; leave it out for no limit` };
+    }
+    out[name] = x;
+  }
+  if (out.maxMsgBytes !== undefined && out.maxBytes !== undefined && out.maxMsgBytes > out.maxBytes) {
+    return { problem: `maxMsgBytes (${out.maxMsgBytes}) is larger than maxBytes (${out.maxBytes}): no value that large could be stored; lower maxMsgBytes or raise maxBytes` };
+  }
+  return { limits: out };
+}
+
+/** A caller's location configuration, normalised; INVALID_ARGUMENT says what to change. */
+export function validateLocationLimits(value: unknown, kind: Kind, limits: Limits): LocationLimits {
+  const checked = checkLocationLimits(value, kind, locationLimitCaps(limits));
+  if ("problem" in checked) throw new StrataError("INVALID_ARGUMENT", `bad ${kind} limits: ${checked.problem}`);
+  return checked.limits;
 }
 
 export function validateArray(items: unknown, limits: Limits, what: string): unknown[] {

@@ -1,5 +1,5 @@
 /**
- * `strata bench [--suite engine,net,tier,failover | all] [--tiny] [--runs N] [--out FILE] [--dir DIR]`: runs the
+ * `strata bench [--suite engine,net,tier,failover,compact | all] [--tiny] [--runs N] [--out FILE] [--dir DIR]`: runs the
  * chosen benchmark suites one after another and prints one JSON document keyed by suite, e.g.
  * `{ "engine": … }` (the default suite) or `{ "net": … }`. Progress goes to stderr.
  *
@@ -8,9 +8,12 @@
  * `tier` (uploads, cold reads and restores against an S3-compatible server, s3rver, which it starts
  * itself on loopback), `failover` (kill -9 of servers in a cluster of real processes: time until a
  * moved location is written again, takeover bytes, the coordinator's locate rate and restart
- * time; bench/failover.ts). A new suite is one entry in SUITES.
+ * time; bench/failover.ts), `compact` (a kv overwrite workload compacted: bytes on disk and in a
+ * directory tier before and after, and a write load without vs during a compaction; bench/compact.ts).
+ * A new suite is one entry in SUITES.
  */
 import type { Command } from "commander";
+import { runCompactBench, type CompactBenchOptions } from "../../bench/compact.js";
 import { runEngineBench, type EngineBenchOptions } from "../../bench/engine.js";
 import { runFailoverBench, type FailoverBenchOptions } from "../../bench/failover.js";
 import { parseRuns, type Scale } from "../../bench/lib/args.js";
@@ -39,6 +42,7 @@ const SUITES: Readonly<Record<string, (options: SuiteOptions) => Promise<unknown
   net: (o) => runNetBench(withDir<NetBenchOptions>({ scale: o.scale, runs: o.runs, progress: o.progress }, o.dir)),
   tier: (o) => runTierBench(withDir<TierBenchOptions>({ scale: o.scale, runs: o.runs, progress: o.progress }, o.dir)),
   failover: (o) => runFailoverBench(withDir<FailoverBenchOptions>({ scale: o.scale, runs: o.runs, progress: o.progress }, o.dir)),
+  compact: (o) => runCompactBench(withDir<CompactBenchOptions>({ scale: o.scale, runs: o.runs, progress: o.progress }, o.dir)),
 };
 
 const DEFAULT_SUITE = "engine";
@@ -61,7 +65,7 @@ export function parseSuites(text: string): string[] {
 export function register(program: Command): void {
   program
     .command("bench")
-    .description("run benchmark suites (engine: in-process store; net: Strata vs JetStream over NATS; tier: object storage against s3rver; failover: kill -9 recovery and the coordinator) and print their figures as JSON")
+    .description("run benchmark suites (engine: in-process store; net: Strata vs JetStream over NATS; tier: object storage against s3rver; failover: kill -9 recovery and the coordinator; compact: space given back by compaction and writes while it runs) and print their figures as JSON")
     .option("--suite <names>", `suites to run, comma-separated (${Object.keys(SUITES).join(", ")}) or "all"`, DEFAULT_SUITE)
     .option("--tiny", "tiny inputs: finishes in seconds, checks that the benchmark works; the numbers mean nothing")
     .option("--runs <n>", "runs per figure; each figure is the median (default 5, or 1 with --tiny)")

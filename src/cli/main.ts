@@ -4,6 +4,7 @@
 import { Command } from "commander";
 import { StrataError } from "../errors.js";
 import { register as registerBench } from "./bench.js";
+import { register as registerCompact } from "./compact.js";
 import { register as registerCoordinator } from "./coordinator.js";
 import { register as registerDrain } from "./drain.js";
 import { register as registerMove } from "./move.js";
@@ -23,6 +24,7 @@ registerUp(program);
 registerMove(program);
 registerDrain(program);
 registerStat(program);
+registerCompact(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (StrataError.is(err)) {

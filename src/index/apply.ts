@@ -11,6 +11,10 @@
  * same function and skips a remembered record, so a record whose writer got an error stays absent.
  * Only an AssertionError or StrataError quarantines a record; any other failure (the index cannot
  * be written at all: its disk is full, LMDB refuses) is thrown, and the commit queue retries.
+ *
+ * Every record an overwrite, delete, deleteAll, expiry, config or import supersedes has its frame
+ * length added to its segment's dead bytes (once per batch, ./dead-chunks.ts `DeadBytes`), for
+ * compaction's dead fraction; replay runs the same code, so a rebuilt index counts the same.
  */
 import { AssertionError, assert } from "../assert.js";
 import { StrataError } from "../errors.js";
@@ -18,8 +22,9 @@ import type { LogRecord, Pointer } from "../log/record.js";
 import type { Checkpoint } from "./lmdb-index.js";
 import type { Kind } from "../types.js";
 import { locationEnd } from "./codecs.js";
-import { chunkWritten, chunksReferenced } from "./dead-chunks.js";
+import { DeadBytes, chunkWritten, chunksReferenced } from "./dead-chunks.js";
 import { applyImport } from "./import-rows.js";
+import { dedupWindowOf, putConf } from "./location-conf.js";
 import type { KvIndexEntry, LmdbIndex, LocMeta } from "./lmdb-index.js";
 
 /**
@@ -47,6 +52,17 @@ const QUARANTINE_END = "quarantine0"; // "0" follows "/": the end of the prefix'
 
 function quarantineKey(ptr: Pointer): string {
   return `${QUARANTINE_PREFIX}${ptr.seg}/${ptr.off}`;
+}
+
+/** Whether the record at `ptr` was quarantined (replay skips it; compaction drops it). */
+export function isQuarantined(index: LmdbIndex, ptr: Pointer): boolean {
+  return index.sys.get(quarantineKey(ptr)) !== undefined;
+}
+
+/** Inside a write transaction: forgets the quarantine entries of segment `seg` (it was deleted). */
+export function dropSegmentQuarantine(index: LmdbIndex, seg: number): void {
+  const start = `${QUARANTINE_PREFIX}${seg}/`;
+  for (const key of index.sys.getKeys({ start, end: `${QUARANTINE_PREFIX}${seg}0` })) index.sys.remove(key);
 }
 
 /**
@@ -116,6 +132,8 @@ export class IndexBatch {
   private readonly metas = new Map<string, LocMeta>();
   /** Locations an import of this batch left empty (their metadata is removed, not written). */
   private readonly emptied = new Set<string>();
+  /** Frames the batch's records superseded, per segment, written once at `finish` (./dead-chunks.ts). */
+  private readonly dead = new DeadBytes();
 
   constructor(
     private readonly index: LmdbIndex,
@@ -135,7 +153,9 @@ export class IndexBatch {
     }
     if (rec.t === "import") {
       // A takeover replaces the location whatever this index held of it (./import-rows.ts).
-      const meta = applyImport(this.index, rec, this.metas.get(rec.loc) ?? this.index.locs.get(rec.loc), this.opts);
+      const old = this.metas.get(rec.loc) ?? this.index.locs.get(rec.loc);
+      if (old) this.dead.location(this.index, old.id);
+      const meta = applyImport(this.index, rec, old, this.opts);
       if (meta === undefined) {
         this.metas.delete(rec.loc);
         this.emptied.add(rec.loc);
@@ -145,7 +165,23 @@ export class IndexBatch {
       }
       return 0;
     }
-    if ((rec.t === "sset" || rec.t === "kset") && rec.chunks) chunksReferenced(this.index, rec.chunks);
+    if (rec.t === "config") {
+      // Limits take no revision (docs/compaction.md); a config on a new location creates it.
+      const meta = this.locationFor(rec.loc, rec.kind);
+      this.emptied.delete(rec.loc);
+      if (meta.kind !== rec.kind) {
+        assert(this.opts.replay, `live config for ${rec.loc} does not follow the index (kind ${meta.kind}, not ${rec.kind})`);
+        return -1;
+      }
+      const prev = this.index.conf.get(meta.id);
+      if (prev) this.dead.add(prev.seg, prev.len);
+      putConf(this.index, meta.id, rec.limits, ptr);
+      return 0;
+    }
+    if ((rec.t === "sset" || rec.t === "kset") && rec.chunks) {
+      chunksReferenced(this.index, rec.chunks);
+      this.dead.span(ptr.seg, rec.chunks);
+    }
     const kind: Kind = rec.t === "kset" || rec.t === "kdel" ? "kv" : "stream";
     const meta = this.locationFor(rec.loc, kind);
     this.emptied.delete(rec.loc);
@@ -153,7 +189,7 @@ export class IndexBatch {
       assert(this.opts.replay, `live record for ${rec.loc} does not follow the index (kind ${meta.kind}, rev ${meta.rev} → ${rec.rev})`);
       return -1;
     }
-    const removed = applyToLocation(this.index, meta, rec, ptr, this.opts);
+    const removed = applyToLocation(this.index, meta, rec, ptr, this.opts, this.dead);
     meta.rev = rec.rev;
     this.index.revs.put([meta.id, rec.rev], rec.t === "sdelall" ? [ptr.seg, ptr.off, ptr.len, removed] : [ptr.seg, ptr.off, ptr.len]);
     return removed;
@@ -162,6 +198,7 @@ export class IndexBatch {
   /** Writes the metadata of every location the batch touched; returns it (committed or not). */
   finish(): ReadonlyMap<string, LocMeta> {
     for (const [loc, meta] of this.metas) this.index.locs.put(loc, meta);
+    this.dead.flush(this.index);
     this.index.metasWritten(this.metas, [...this.emptied].filter((loc) => !this.metas.has(loc)));
     return this.metas;
   }
@@ -178,19 +215,22 @@ export class IndexBatch {
   }
 }
 
-function applyToLocation(index: LmdbIndex, meta: LocMeta, rec: Exclude<LogRecord, { t: "chunk" | "import" }>, ptr: Pointer, opts: ApplyOptions): number {
+function applyToLocation(index: LmdbIndex, meta: LocMeta, rec: Exclude<LogRecord, { t: "chunk" | "import" | "config" }>, ptr: Pointer, opts: ApplyOptions, dead: DeadBytes): number {
   switch (rec.t) {
     case "sset": {
       const key: [number, number] = [meta.id, rec.seq];
       // Nothing was ever written above lastSeq, so an append needs no lookup of an old entry.
       const old = rec.seq > meta.lastSeq ? undefined : index.seqs.get(key);
-      if (old) meta.bytes -= old[3];
-      else meta.count += 1;
+      if (old) {
+        meta.bytes -= old[3];
+        dead.add(old[0], old[2]);
+      } else meta.count += 1;
       meta.bytes += rec.size;
       index.seqs.put(key, [ptr.seg, ptr.off, ptr.len, rec.size]);
       if (rec.seq > meta.lastSeq) meta.lastSeq = rec.seq;
       const at = rec.at ?? rec.ts;
-      if (rec.msgId !== undefined && opts.now - at <= opts.dedupWindowMs) {
+      const window = rec.msgId === undefined ? 0 : dedupWindowOf(index, meta.id, opts.dedupWindowMs);
+      if (rec.msgId !== undefined && window > 0 && opts.now - at <= window) {
         index.dedup.put([meta.id, rec.msgId], [rec.seq, rec.rev, rec.ts, at]);
         index.dedupAge.put([at, meta.id, rec.msgId], null);
       }
@@ -202,8 +242,12 @@ function applyToLocation(index: LmdbIndex, meta: LocMeta, rec: Exclude<LogRecord
       if (old) {
         meta.count -= 1;
         meta.bytes -= old[3];
+        dead.add(old[0], old[2]);
         index.seqs.remove(key);
       }
+      // A no-op for live writes (seq <= lastSeq); after a compaction dropped the deleted set
+      // records, it keeps the stream's lastSeq on a rebuild (docs/compaction.md).
+      if (rec.seq > meta.lastSeq) meta.lastSeq = rec.seq;
       return 0;
     }
     case "sdelall": {
@@ -213,14 +257,16 @@ function applyToLocation(index: LmdbIndex, meta: LocMeta, rec: Exclude<LogRecord
       for (const { key, value } of index.seqs.getRange({ start: [meta.id, 0], end })) {
         meta.count -= 1;
         meta.bytes -= value[3];
+        dead.add(value[0], value[2]);
         index.seqs.remove(key);
         removed += 1;
       }
+      if (rec.endSeq > meta.lastSeq) meta.lastSeq = rec.endSeq; // as for sdel
       return removed;
     }
     case "kset": {
       const key: [number, string] = [meta.id, rec.key];
-      removeKv(index, meta, rec.key, index.kvs.get(key), false);
+      removeKv(index, meta, rec.key, index.kvs.get(key), false, dead);
       meta.count += 1;
       meta.bytes += rec.size;
       const entry: KvIndexEntry = [ptr.seg, ptr.off, ptr.len, rec.size, rec.rev, rec.expiresAt ?? 0];
@@ -230,14 +276,15 @@ function applyToLocation(index: LmdbIndex, meta: LocMeta, rec: Exclude<LogRecord
     }
     case "kdel": {
       const key: [number, string] = [meta.id, rec.key];
-      removeKv(index, meta, rec.key, index.kvs.get(key), true);
+      removeKv(index, meta, rec.key, index.kvs.get(key), true, dead);
       return 0;
     }
   }
 }
 
-function removeKv(index: LmdbIndex, meta: LocMeta, key: string, old: KvIndexEntry | undefined, removeEntry: boolean): void {
+function removeKv(index: LmdbIndex, meta: LocMeta, key: string, old: KvIndexEntry | undefined, removeEntry: boolean, dead: DeadBytes): void {
   if (!old) return;
+  dead.add(old[0], old[2]);
   meta.count -= 1;
   meta.bytes -= old[3];
   if (old[5] !== 0) index.ttl.remove([old[5], meta.id, key]);

@@ -1,6 +1,18 @@
 /**
- * Accounting of chunk records that no set record will ever reference, so that compaction (and
- * `strata stat`) can tell how many bytes of each segment are garbage.
+ * Dead bytes: how many bytes of each own segment's record frames no index entry needs any more,
+ * so that compaction (its dead fraction, docs/compaction.md) and `strata stat` can tell how much
+ * of each segment is garbage. One notion, two sources, one table (`deadBytes`: segment → bytes):
+ * - records superseded by later ones (an overwrite, delete, deleteAll, expiry, a newer config, an
+ *   import that reset the location): `IndexBatch` (./apply.ts) adds the old record's frame length
+ *   through a `DeadBytes` accumulator, flushed once per batch (no extra put per record);
+ * - chunk records no set record will ever reference (below).
+ * A compaction's switch (./compact-switch.ts) drops its inputs' counts and gives its output the
+ * bytes of the records that died while it ran.
+ *
+ * `DeadBytes` also notes **chunk spans**: a set record whose chunks lie in earlier segments ties
+ * those segments to its own (sys `chunkSpan/<seg>` → the other segments its records' chunks lie
+ * in). A compaction run must not end between a chunk and the set record listing it: the chunk
+ * would be dropped (no set record in the run lists it) while the record outside still points at it.
  *
  * A large value is written as chunk records first and made visible by the one set record that
  * lists them (large-value.ts). Until then its chunks are "open": `openChunks` ([seg, off] → frame
@@ -21,6 +33,7 @@
 import { assert } from "../assert.js";
 import type { Pointer } from "../log/record.js";
 import { isForeign } from "./foreign-logs.js";
+import { locationEnd } from "./codecs.js";
 import type { LmdbIndex } from "./lmdb-index.js";
 
 /** Inside an index write transaction: a chunk record was applied. */
@@ -34,9 +47,79 @@ export function chunksReferenced(index: LmdbIndex, chunks: readonly Pointer[]): 
   for (const c of chunks) if (!isForeign(c.seg)) index.openChunks.remove([c.seg, c.off]);
 }
 
+/**
+ * Dead bytes and chunk spans gathered over one index transaction, written once by `flush`.
+ * Foreign segments (another server's) are never counted: their garbage is not this server's.
+ */
+export class DeadBytes {
+  private readonly bySeg = new Map<number, number>();
+  private readonly spans = new Map<number, Set<number>>();
+
+  /** The frame at `seg` of `len` bytes is superseded. */
+  add(seg: number, len: number): void {
+    if (isForeign(seg)) return;
+    this.bySeg.set(seg, (this.bySeg.get(seg) ?? 0) + len);
+  }
+
+  /** Every own record of location `id` is superseded (an import resets it). */
+  location(index: LmdbIndex, id: number): void {
+    for (const { value } of index.seqs.getRange({ start: [id, 0], end: locationEnd(id) })) this.add(value[0], value[2]);
+    for (const { value } of index.kvs.getRange({ start: [id, ""], end: [id + 1, ""] })) this.add(value[0], value[2]);
+    const conf = index.conf.get(id);
+    if (conf) this.add(conf.seg, conf.len);
+  }
+
+  /** A set record in `seg` lists `chunks`: notes the other own segments they lie in. */
+  span(seg: number, chunks: readonly Pointer[]): void {
+    for (const c of chunks) {
+      if (c.seg === seg || isForeign(c.seg)) continue;
+      let set = this.spans.get(seg);
+      if (!set) this.spans.set(seg, (set = new Set()));
+      set.add(c.seg);
+    }
+  }
+
+  /** Inside the write transaction: adds what was gathered to the index. */
+  flush(index: LmdbIndex): void {
+    for (const [seg, n] of this.bySeg) index.deadBytes.put(seg, (index.deadBytes.get(seg) ?? 0) + n);
+    for (const [seg, set] of this.spans) {
+      const old = chunkSpanOf(index, seg);
+      if (old.every((s) => set.has(s)) && old.length === set.size) continue;
+      index.sys.put(chunkSpanKey(seg), [...new Set([...old, ...set])].sort((a, b) => a - b));
+    }
+    this.bySeg.clear();
+    this.spans.clear();
+  }
+}
+
+function chunkSpanKey(seg: number): string {
+  return `${CHUNK_SPAN_PREFIX}${seg}`;
+}
+const CHUNK_SPAN_PREFIX = "chunkSpan/";
+
+/** The other own segments holding chunks of set records in `seg` (empty when none). */
+export function chunkSpanOf(index: LmdbIndex, seg: number): number[] {
+  return (index.sys.get(chunkSpanKey(seg)) as number[] | undefined) ?? [];
+}
+
+/** Every chunk span: segment → the other segments its set records' chunks lie in. */
+export function chunkSpans(index: LmdbIndex): Map<number, number[]> {
+  const out = new Map<number, number[]>();
+  for (const { key, value } of index.sys.getRange({ start: CHUNK_SPAN_PREFIX, end: "chunkSpan0" })) {
+    out.set(Number(String(key).slice(CHUNK_SPAN_PREFIX.length)), value as number[]);
+  }
+  return out;
+}
+
+/** Inside a write transaction: sets (or with an empty list, removes) the chunk span of `seg`. */
+export function setChunkSpan(index: LmdbIndex, seg: number, segs: readonly number[]): void {
+  if (segs.length === 0) index.sys.remove(chunkSpanKey(seg));
+  else index.sys.put(chunkSpanKey(seg), [...segs].sort((a, b) => a - b));
+}
+
 /** Inside an index write transaction: moves still-open chunks to their segments' dead bytes. */
 function markDead(index: LmdbIndex, chunks: Iterable<Pointer>): number {
-  const bySeg = new Map<number, number>();
+  const dead = new DeadBytes();
   let bytes = 0;
   for (const c of chunks) {
     if (isForeign(c.seg)) continue;
@@ -44,10 +127,10 @@ function markDead(index: LmdbIndex, chunks: Iterable<Pointer>): number {
     // Absent: already referenced or already dead; counting it again would break the invariant.
     if (len === undefined) continue;
     index.openChunks.remove([c.seg, c.off]);
-    bySeg.set(c.seg, (bySeg.get(c.seg) ?? 0) + len);
+    dead.add(c.seg, len);
     bytes += len;
   }
-  for (const [seg, n] of bySeg) index.deadBytes.put(seg, (index.deadBytes.get(seg) ?? 0) + n);
+  dead.flush(index);
   return bytes;
 }
 
@@ -79,7 +162,7 @@ export function sweepOpenChunks(index: LmdbIndex): number {
   }
 }
 
-/** Bytes of dead chunk frames per segment (for compaction and `strata stat`). */
+/** Dead bytes per segment (for compaction and `strata stat`). */
 export function deadBytesBySegment(index: LmdbIndex): Map<number, number> {
   const out = new Map<number, number>();
   for (const { key, value } of index.deadBytes.getRange()) out.set(key, value);

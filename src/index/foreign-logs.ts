@@ -13,6 +13,7 @@
  */
 import { assert } from "../assert.js";
 import { StrataError } from "../errors.js";
+import { COMPACTED_SEG_BASE } from "../log/segment-set.js";
 import type { LmdbIndex } from "./lmdb-index.js";
 
 /** Segment ids of the own log are below this; foreign log `f` owns [f × span, (f + 1) × span). */
@@ -42,9 +43,12 @@ export function foreignSeg(f: number, s: number): number {
   return f * FOREIGN_SEG_SPAN + s;
 }
 
-/** Asserts that a segment id about to be allocated for the own log stays below the foreign range. */
+/**
+ * Asserts that a normal segment id about to be allocated for the own log stays below the ids of
+ * compaction outputs (2^31, ../log/segment-set.ts), and so below the foreign range.
+ */
 export function assertOwnSegment(seg: number): void {
-  assert(Number.isSafeInteger(seg) && seg >= 0 && seg < FOREIGN_SEG_SPAN, `own segment id ${seg} is below ${FOREIGN_SEG_SPAN}`);
+  assert(Number.isSafeInteger(seg) && seg >= 0 && seg < COMPACTED_SEG_BASE, `own segment id ${seg} is below ${COMPACTED_SEG_BASE}`);
 }
 
 const byIdKey = (serverId: string): string => `id:${serverId}`;

@@ -10,7 +10,7 @@
  * index's foreign log of that server (./foreign-logs.ts), allocated in this transaction if new.
  *
  * Invariants: after the apply, every row of the location in locs/locIds/seqs/kvs/revs/dedup/
- * dedupAge/ttl is one of the prepared rows (the old ones are gone, the location has a new locId,
+ * dedupAge/ttl/conf/confAge is one of the prepared rows (the source's configuration comes along) (the old ones are gone, the location has a new locId,
  * so nothing keyed by the old id can leak into it); msgIds already outside the dedup window are
  * left out, as a replayed append leaves them out; the location has no moved-away quarantine
  * entry (./quarantine.ts) any more.
@@ -20,7 +20,8 @@ import type { ImportRecord } from "../log/record.js";
 import type { Kind } from "../types.js";
 import { locationEnd } from "./codecs.js";
 import { foreignLog, foreignSeg, localSeg, logOf } from "./foreign-logs.js";
-import type { DedupEntry, KvIndexEntry, LmdbIndex, LocMeta, RevEntry, SeqEntry } from "./lmdb-index.js";
+import type { ConfEntry, DedupEntry, KvIndexEntry, LmdbIndex, LocMeta, RevEntry, SeqEntry } from "./lmdb-index.js";
+import { dropConf, putConf } from "./location-conf.js";
 import { dropQuarantine } from "./quarantine.js";
 
 /** A location's rows, ready to be written by an import (segment ids in the prepared space above). */
@@ -33,6 +34,8 @@ export interface ImportRows {
   kvs: Array<[key: string, entry: KvIndexEntry]>;
   revs: Array<[rev: number, entry: RevEntry]>;
   dedup: Array<[msgId: string, entry: DedupEntry]>;
+  /** The location's configuration (limits) at the source, if it had one. */
+  conf?: ConfEntry;
   /** The checkpoint key of the source the rows were built from, if any. */
   ckpt?: string;
   /** Rough bytes held (for caches and reports). */
@@ -64,6 +67,7 @@ export function resetLocation(index: LmdbIndex, loc: string, meta: LocMeta | und
     index.dedupAge.remove([value[3], id, msgId]);
     index.dedup.remove(key);
   }
+  dropConf(index, id);
   index.locIds.remove(id);
   index.locs.remove(loc);
 }
@@ -95,8 +99,10 @@ export function applyImport(index: LmdbIndex, rec: ImportRecord, old: LocMeta | 
     if (e[5] !== 0) index.ttl.put([e[5], id, key], e[4]);
   }
   for (const [rev, e] of rows.revs) index.revs.put([id, rev], e[3] === undefined ? [seg(e[0]), e[1], e[2]] : [seg(e[0]), e[1], e[2], e[3]]);
+  if (rows.conf) putConf(index, id, rows.conf.limits, { seg: seg(rows.conf.seg), off: rows.conf.off, len: rows.conf.len });
+  const window = rows.conf?.limits.dedupWindowMs ?? opts.dedupWindowMs;
   for (const [msgId, e] of rows.dedup) {
-    if (opts.now - e[3] > opts.dedupWindowMs) continue;
+    if (opts.now - e[3] > window) continue;
     index.dedup.put([id, msgId], e);
     index.dedupAge.put([e[3], id, msgId], null);
   }

@@ -11,6 +11,7 @@
  */
 import type { Pointer } from "../log/record.js";
 import { locationEnd } from "./codecs.js";
+import { dedupWindowOf } from "./location-conf.js";
 import type { KvIndexEntry, LmdbIndex, RevEntry, SeqEntry } from "./lmdb-index.js";
 
 /** Where a stream message's record is, and how many value bytes it holds. */
@@ -144,17 +145,24 @@ export function locationName(index: LmdbIndex, locId: number): string | undefine
 }
 
 /**
- * Forgets up to `limit` msgIds committed before `cutoff` (outside the dedup window). A msgId
- * repeated since then has a newer commit time in `dedup`, and keeps its entry.
+ * Forgets up to `limit` msgIds outside their stream's dedup window (the store's `storeWindowMs`, or
+ * the stream's own `dedupWindowMs`, ./location-conf.ts). `dedupAge` keys are looked at once their
+ * time is `storeWindowMs` old; a msgId of a stream with a longer window is then re-keyed to when
+ * its own window ends (its `dedup` entry keeps the commit time), so it neither blocks the scan nor
+ * is forgotten early. A msgId repeated since has a newer commit time in `dedup`, and keeps its entry.
  */
-export function pruneDedup(index: LmdbIndex, cutoff: number, limit: number): void {
-  const old = [...index.dedupAge.getKeys({ start: [0, 0, ""], end: [cutoff, 0, ""], limit })];
+export function pruneDedup(index: LmdbIndex, now: number, storeWindowMs: number, limit: number): void {
+  const old = [...index.dedupAge.getKeys({ start: [0, 0, ""], end: [now - storeWindowMs, 0, ""], limit })];
   if (old.length === 0) return;
   index.write(() => {
     for (const key of old) {
-      const [ts, locId, msgId] = key;
-      if (msgIdHit(index, locId, msgId)?.at === ts) index.dedup.remove([locId, msgId]);
+      const [, locId, msgId] = key;
       index.dedupAge.remove(key);
+      const hit = msgIdHit(index, locId, msgId);
+      if (!hit) continue;
+      const window = dedupWindowOf(index, locId, storeWindowMs);
+      if (now - hit.at > window) index.dedup.remove([locId, msgId]);
+      else index.dedupAge.put([hit.at + window - storeWindowMs, locId, msgId], null);
     }
   });
 }

@@ -12,7 +12,9 @@
  * - `ttl`:    [expiresAt, locId, key] → revision
  * - `segs`:   segment id → SegmentInfo
  * - `openChunks`: [seg, off] → frame length of a chunk record no set record references yet;
- *             `deadBytes`: segment id → bytes of chunk frames nothing will reference (./dead-chunks.ts)
+ *             `deadBytes`: segment id → bytes of record frames no index entry needs any more: chunks
+ *             nothing will reference, and records an overwrite, delete or expiry superseded
+ *             (./dead-chunks.ts; compaction's dead fraction, docs/compaction.md)
  * - `sys`:    "checkpoint" → how far of the log the index reflects, "nextLocId", "format"
  * - `logs`:   foreign log number → server id, "id:<server>" → number, "next" → last number given
  *             (./foreign-logs.ts). A segment id ≥ 2^32 in any pointer names a foreign log's segment.
@@ -21,6 +23,11 @@
  * - `quarantine`: location → { movedTo, records, fromSegment, at } of a location that moved away
  *             while this server held records of it it never shipped (./quarantine.ts). Added the
  *             same way as `logs`: an older index opens as one with an empty quarantine.
+ * - `conf`:   locId → ConfEntry { seg, off, len, limits }: the location's newest `config` record
+ *             and its limits (absent: no limits); `confAge`: locId → maxAgeMs of the locations
+ *             that have one, so the age sweep finds them without scanning every location. Written
+ *             only by ./apply.ts and ./import-rows.ts. Added like `logs`: an older index opens as
+ *             one where no location has limits, so INDEX_FORMAT stays 2.
  *
  * The per-record databases (`seqs`, `revs`, `kvs`) use the compact binary keys and values of
  * ./codecs.ts; the others use lmdb-js's default encodings.
@@ -39,7 +46,7 @@ import path from "node:path";
 import { open, type Database, type RootDatabase } from "lmdb";
 import { assert } from "../assert.js";
 import { StrataError } from "../errors.js";
-import type { Kind } from "../types.js";
+import type { Kind, LocationLimits } from "../types.js";
 import { uintPairKey, uintStringKey, uintTupleValue } from "./codecs.js";
 import { INDEX_FILE, dropIndexSum, indexFileProblem, writeIndexSum } from "./index-check.js";
 import { MetaCache } from "./meta-cache.js";
@@ -63,11 +70,30 @@ export type RevEntry = [seg: number, off: number, len: number, removed?: number]
 /** `at` is the commit time the dedup window counts from. */
 export type DedupEntry = [seq: number, rev: number, ts: number, at: number];
 
-/** "damaged": uploaded with damaged ranges carried as they are; kept locally, never evicted. */
-export type SegmentState = "active" | "sealed" | "uploaded" | "damaged" | "evicted";
+/**
+ * "damaged": uploaded with damaged ranges carried as they are; kept locally, never evicted.
+ * "superseded": an input of a compaction whose output replaced it (docs/compaction.md); it waits
+ * for the reclaim to delete it, and nothing points into it any more.
+ */
+export type SegmentState = "active" | "sealed" | "uploaded" | "damaged" | "evicted" | "superseded";
 export interface SegmentInfo {
   state: SegmentState;
   bytes: number;
+  /** A compaction output: the normal segment ids of the first and last segment it covers. */
+  lo?: number;
+  hi?: number;
+  /** A superseded input: the output that replaced it, when (ms), and the active segment then. */
+  by?: number;
+  at?: number;
+  after?: number;
+}
+
+/** A location's configuration: where its `config` record is, and the limits it set. */
+export interface ConfEntry {
+  seg: number;
+  off: number;
+  len: number;
+  limits: LocationLimits;
 }
 
 export interface Checkpoint {
@@ -96,6 +122,8 @@ export class LmdbIndex {
   readonly sys: Database<unknown, string>;
   readonly logs: Database<unknown, number | string>;
   readonly quarantine: QuarantineTable;
+  readonly conf: Database<ConfEntry, number>;
+  readonly confAge: Database<number, number>;
   private readonly metaCache: MetaCache;
   /** Metadata written by the transaction in progress, for the cache once it commits. */
   private pendingMetas: Array<ReadonlyMap<string, LocMeta>> = [];
@@ -120,6 +148,8 @@ export class LmdbIndex {
     this.sys = sub("sys");
     this.logs = sub("logs");
     this.quarantine = sub("quarantine");
+    this.conf = sub("conf");
+    this.confAge = sub("confAge");
   }
 
   static open(dir: string, opts: { metaCacheMax: number }): LmdbIndex {
@@ -132,7 +162,7 @@ export class LmdbIndex {
     dropIndexSum(dir);
     let root: RootDatabase;
     try {
-      root = open({ path: path.join(dir, INDEX_FILE), maxDbs: 16, mapSize: INDEX_MAP_BYTES, noSubdir: true, noSync: true });
+      root = open({ path: path.join(dir, INDEX_FILE), maxDbs: 32, mapSize: INDEX_MAP_BYTES, noSubdir: true, noSync: true });
     } catch (cause) {
       throw new StrataError("CORRUPT", `the index at ${dir} cannot be opened (${(cause as Error).message}); it will be rebuilt from the log`, { cause });
     }

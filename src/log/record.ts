@@ -11,7 +11,8 @@
 import { decode, encode } from "cbor-x";
 import { assert } from "../assert.js";
 import { StrataError } from "../errors.js";
-import type { Headers } from "../types.js";
+import type { Headers, Kind, LocationLimits } from "../types.js";
+import { checkLocationLimits } from "../validate.js";
 
 /** Where a framed record lives: segment id, byte offset of its frame, frame length. */
 export interface Pointer {
@@ -100,17 +101,31 @@ export interface ImportRecord {
   rev?: number;
 }
 
-export type LocationRecord = StreamSetRecord | StreamDeleteRecord | StreamDeleteAllRecord | KvSetRecord | KvDeleteRecord;
-export type LogRecord = LocationRecord | ChunkRecord | ImportRecord;
+/**
+ * A location's limits (`config`, docs/compaction.md "Per-location limits"): the whole
+ * configuration, normalised. Like `import` it takes no revision: it is not a change a watcher
+ * sees; what it drops is written as its own `sdelall` right after it. `kind` creates the
+ * location with that kind when it is new.
+ */
+export interface ConfigRecord {
+  t: "config";
+  loc: string;
+  kind: Kind;
+  ts: number;
+  limits: LocationLimits;
+}
 
-const TAG = { sset: 1, sdel: 2, sdelall: 3, kset: 4, kdel: 5, chunk: 6, import: 7 } as const;
+export type LocationRecord = StreamSetRecord | StreamDeleteRecord | StreamDeleteAllRecord | KvSetRecord | KvDeleteRecord;
+export type LogRecord = LocationRecord | ChunkRecord | ImportRecord | ConfigRecord;
+
+const TAG = { sset: 1, sdel: 2, sdelall: 3, kset: 4, kdel: 5, chunk: 6, import: 7, config: 8 } as const;
 const EMPTY = new Uint8Array(0);
 
 /**
  * Largest array length of each record type. Optional fields come last and trailing absent ones
  * are not written, so a typical record carries no placeholder bytes.
  */
-const FIELDS_MAX = { [TAG.sset]: 11, [TAG.sdel]: 5, [TAG.sdelall]: 5, [TAG.kset]: 10, [TAG.kdel]: 6, [TAG.chunk]: 2, [TAG.import]: 7 } as const;
+const FIELDS_MAX = { [TAG.sset]: 11, [TAG.sdel]: 5, [TAG.sdelall]: 5, [TAG.kset]: 10, [TAG.kdel]: 6, [TAG.chunk]: 2, [TAG.import]: 7, [TAG.config]: 5 } as const;
 
 function ptrTuple(p: Pointer): [number, number, number] {
   return [p.seg, p.off, p.len];
@@ -137,6 +152,7 @@ function trimmed(fields: unknown[]): unknown[] {
  * - kdel:    [5, loc, key, rev, ts, 1 if expired]
  * - chunk:   [6, data]
  * - import:  [7, loc, from, cut, epoch, ckpt, rev]
+ * - config:  [8, loc, kind, ts, limits] (kind "stream" | "kv"; limits a map of the set fields)
  * A stream record stores its revision as the difference from its seq (small for appends), and
  * `size` only for a chunked value: an inline value's size is its length.
  */
@@ -160,6 +176,8 @@ export function encodeRecord(r: LogRecord): Uint8Array {
       return encode([TAG.chunk, raw(r.data)]);
     case "import":
       return encode(trimmed([TAG.import, r.loc, r.from, r.cut, r.epoch, r.ckpt ?? null, r.rev ?? null]));
+    case "config":
+      return encode([TAG.config, r.loc, r.kind, r.ts, { ...r.limits }]);
   }
 }
 
@@ -271,6 +289,15 @@ export function decodeRecord(bodyUntrusted: Uint8Array): LogRecord {
       if (!absent(a[5])) r.ckpt = str(a[5], "ckpt");
       if (!absent(a[6])) r.rev = int(a[6], "rev");
       return r;
+    }
+    case TAG.config: {
+      if (a.length !== 5) throw corrupt(`a config record has ${a.length} fields`);
+      const loc = str(a[1], "loc");
+      if (loc === "") throw corrupt("a config names no location");
+      if (a[2] !== "stream" && a[2] !== "kv") throw corrupt("config kind is not stream or kv");
+      const checked = checkLocationLimits(a[4], a[2]);
+      if ("problem" in checked) throw corrupt(`config limits: ${checked.problem}`);
+      return { t: "config", loc, kind: a[2], ts: int(a[3], "ts"), limits: checked.limits };
     }
     default:
       return { t: "chunk", data: plain(a[1], "chunk data") };

@@ -1,7 +1,8 @@
 /**
  * Names and headers of segment files. A segment is `segments/<id as 16 hex digits>.seg` and starts
  * with a 16-byte header (magic, segment id, CRC of both) so a file that was renamed, copied to the
- * wrong place or overwritten is recognised before any record in it is trusted.
+ * wrong place or overwritten is recognised before any record in it is trusted. Compaction outputs
+ * (ids from 2^31 on, ./segment-set.ts) are segment files like any other.
  */
 import { crc32 } from "node:zlib";
 import fs from "node:fs";
@@ -20,7 +21,12 @@ export function segmentPath(dir: string, id: number): string {
   return path.join(dir, segmentFileName(id));
 }
 
-/** Ids of the segment files in `dir`, ascending. Other files are ignored. */
+/**
+ * Ids of the segment files in `dir`, ascending: normal segments and compaction outputs alike (tell
+ * them apart with ./segment-set.ts `isCompacted`; nothing may take "the last id" of this list as
+ * the active segment). Other files are ignored: compaction markers (`.cmp`), a compaction's
+ * unfinished output (`.seg.tmp`), anything else.
+ */
 export function listSegmentIds(dir: string): number[] {
   const ids: number[] = [];
   for (const name of fs.readdirSync(dir)) {

@@ -31,6 +31,7 @@ import { createSegmentFile, fsyncDirIo } from "./segment-create.js";
 import { SEGMENT_HEADER_BYTES, listSegmentIds, segmentPath } from "./segment-files.js";
 import { SegmentReader } from "./segment-reader.js";
 import { assertOwnSegment } from "../index/foreign-logs.js";
+import { isCompacted } from "./segment-set.js";
 
 /** A failed fdatasync, told apart from a failed write: the file must then be left behind. */
 class FsyncFailed extends Error {
@@ -247,7 +248,8 @@ export class SegmentLog {
       }
       let removed = false;
       for (const id of listSegmentIds(this.dir)) {
-        if (id <= b.seg) continue;
+        // Compaction outputs (ids from 2^31 on) are not part of the append order: never removed here.
+        if (id <= b.seg || isCompacted(id)) continue;
         this.forget(id);
         fs.rmSync(segmentPath(this.dir, id), { force: true });
         removed = true;
@@ -317,7 +319,7 @@ export class SegmentLog {
     const fd = this.activeFd!;
     this.io.fsyncSync(fd);
     const next = this.activeId + 1;
-    assertOwnSegment(next); // ids from 2^32 on name other servers' segments (index/foreign-logs.ts)
+    assertOwnSegment(next); // ids from 2^31 on are compaction outputs, from 2^32 on other servers' segments
     createSegmentFile(this.dir, next, this.io);
     const nextFd = this.io.openSync(segmentPath(this.dir, next), "r+");
     this.io.closeSync(fd);

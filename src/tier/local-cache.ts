@@ -79,20 +79,36 @@ export class LocalCache {
     if (total <= this.cacheBytes) return;
     // Never-read segments (no access time) go first, oldest id first.
     const order = [...this.localUploaded].sort((a, b) => (this.lastAccess.get(a) ?? 0) - (this.lastAccess.get(b) ?? 0) || a - b);
-    const evicted: number[] = [];
+    const evicted: Array<[number, number]> = [];
     for (const seg of order) {
       if (total <= this.cacheBytes) break;
       this.hooks.forgetLocal(seg);
       fs.rmSync(segmentPath(this.segmentsDir, seg), { force: true });
-      total -= this.localBytes.get(seg) ?? 0;
+      const bytes = this.localBytes.get(seg) ?? 0;
+      total -= bytes;
       this.localBytes.delete(seg);
       this.localUploaded.delete(seg);
       this.lastAccess.delete(seg);
       this.evicted.add(seg);
       this.onEvicted();
-      evicted.push(seg);
+      evicted.push([seg, bytes]);
     }
-    if (evicted.length > 0) this.index.write(() => evicted.forEach((seg) => this.index.segs.put(seg, { state: "evicted", bytes: 0 })));
+    // An output keeps its cover, and every segment its raw size (compaction's dead fraction).
+    if (evicted.length > 0) this.index.write(() => evicted.forEach(([seg, bytes]) => this.index.segs.put(seg, { ...this.index.segs.get(seg), state: "evicted", bytes })));
+  }
+
+  /** A compaction superseded `seg`: never evicted (the reclaim deletes it), still counted while local. */
+  keep(seg: number): void {
+    this.localUploaded.delete(seg);
+    this.lastAccess.delete(seg);
+  }
+
+  /** The reclaim deleted `seg`'s local file (reads go to the object store, while it is there). */
+  localGone(seg: number): void {
+    this.localBytes.delete(seg);
+    this.localUploaded.delete(seg);
+    this.lastAccess.delete(seg);
+    this.evicted.add(seg);
   }
 
   /** Bytes of local segment files: the active one, those waiting for upload, and uploaded ones not evicted. */

@@ -112,6 +112,8 @@ export function extractRows(copy: OriginCopy, loc: string, self: string): Import
     rows.revs.push([key[1] as number, e[3] === undefined ? [seg(e[0]), e[1], e[2]] : [seg(e[0]), e[1], e[2], e[3]]]);
   }
   for (const { key, value } of index.dedup.getRange({ start: [id], end: [id + 1] } as never)) rows.dedup.push([(key as [number, string])[1], value]);
+  const conf = index.conf.get(id);
+  if (conf) rows.conf = { seg: seg(conf.seg), off: conf.off, len: conf.len, limits: conf.limits };
   rows.bytes = 32 * (rows.seqs.length + rows.revs.length + rows.dedup.length) + 64 * rows.kvs.length;
   return rows;
 }

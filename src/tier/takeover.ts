@@ -21,6 +21,14 @@
  * Replaying the importing server's log redoes exactly this (../recovery.ts), so the result of an
  * import depends only on `from`'s object-store data up to the cut, which nothing changes.
  *
+ * Compaction (docs/compaction.md): before anything of `from` is read for a cut, the pin
+ * `from/pins/<reader>-<cut>` is put (./pins.ts; once per server, origin and cut), so `from`'s
+ * reclaim keeps every input whose cover starts at or below the cut. `from`'s segments are the set
+ * ../log/segment-set.ts resolves, read in `order`, with the markers of the outputs the origin copy
+ * knows (its checkpoint was taken after their switch, so its pointers point into them); an output
+ * the copy does not know is read only when its inputs are gone (the copy's checkpoint, or none,
+ * predates it), so what is read never reaches past the cut while the inputs are there.
+ *
  * Costs: imports come in small batches, so opened copies (disk, `importCheckpointCacheBytes`) and
  * scanned segments (memory, `importScanCacheBytes`) are kept for `importCacheTtlMs` after their
  * last use, in lru-caches; many locations from one origin read its checkpoint and each of its
@@ -40,12 +48,15 @@ import { FOREIGN_SEG_SPAN } from "../index/foreign-logs.js";
 import { scanRecords } from "../log/frame-scan.js";
 import type { ImportRecord, LogRecord, Pointer } from "../log/record.js";
 import { SEGMENT_HEADER_BYTES } from "../log/segment-files.js";
+import { isCompacted, resolveSegments, type Cover, type SegmentEntry } from "../log/segment-set.js";
 import type { Limits } from "../limits.js";
 import { listCheckpoints, readCheckpoint } from "./checkpoints.js";
 import { OriginCopy, extractRows } from "./origin-copy.js";
 import type { ObjectStore } from "./object-store.js";
 import { unsealSegment } from "./sealed-segment.js";
-import { parseSegmentKey, segmentKey, segmentsPrefix } from "./segment-keys.js";
+import { writePin } from "./pins.js";
+import { segmentKey } from "./segment-keys.js";
+import { listSegments as listServerSegments } from "./tier-listing.js";
 
 /** One location to import. `ckpt`: the checkpoint an import record names (a hint; any <= cut gives the same rows). */
 export interface ImportRequest {
@@ -67,9 +78,18 @@ interface ScannedSegment {
   bytes: number;
 }
 
+/** A server's segment objects and compaction markers, as listed. */
+interface OriginSegments {
+  normals: number[];
+  outputs: number[];
+  markers: Cover[];
+}
+
 /** Listings made once per top-level import call. */
 interface Call {
-  segments: Map<string, Promise<number[]>>;
+  /** The importing server (whose id names the pins), whatever level of a chain of imports is prepared. */
+  reader: string;
+  segments: Map<string, Promise<OriginSegments>>;
   checkpoints: Map<string, Promise<Array<{ key: string; pos: { seg: number; off: number } }>>>;
   /** Checkpoints found damaged in this call: skipped without reading them again. */
   damaged: Set<string>;
@@ -87,6 +107,8 @@ export class Importer {
   private readonly scans: LRUCache<string, ScannedSegment>;
   private queue: Promise<unknown> = Promise.resolve();
   private closed = false;
+  /** Pins put by this importer (`reader\0from\0cut`): put once each. */
+  private readonly pinned = new Set<string>();
   /** Counters for tests, the benchmark and operators. */
   readonly stats = { imports: 0, checkpointsRead: 0, segmentsRead: 0, bytesRead: 0, damagedRanges: 0, damagedCheckpoints: 0 };
 
@@ -124,7 +146,7 @@ export class Importer {
   prepare(self: string, requests: readonly ImportRequest[], now: number): Promise<ImportRows[]> {
     const run = this.queue.then(async () => {
       if (this.closed) throw new StrataError("CLOSED", "the store is closed; open it again to continue");
-      const call: Call = { segments: new Map(), checkpoints: new Map(), damaged: new Set(), now };
+      const call: Call = { reader: self, segments: new Map(), checkpoints: new Map(), damaged: new Set(), now };
       const out: ImportRows[] = [];
       for (const r of requests) out.push(await this.prepareOne(call, self, r, 0));
       this.stats.imports += requests.length;
@@ -134,10 +156,15 @@ export class Importer {
     return run;
   }
 
-  /** The last segment of `from` in the object store, undefined when it has none. */
+  /**
+   * The last normal segment position of `from` in the object store (a cut: an output counts as the
+   * last segment it covers), undefined when it has none.
+   */
   async lastSegment(from: string): Promise<number | undefined> {
-    const ids = await this.listSegments(from);
-    return ids[ids.length - 1];
+    const s = await this.listSegments(from);
+    let last: number | undefined;
+    for (const e of resolveSegments(s.normals, s.outputs, s.markers).entries) last = Math.max(last ?? 0, e.hi);
+    return last;
   }
 
   /** Drops every cached copy and scan, closing the copies (removing their directories). */
@@ -155,6 +182,7 @@ export class Importer {
     if (depth > IMPORT_DEPTH_MAX) {
       throw new StrataError("CORRUPT", `importing "${req.loc}" follows more than ${IMPORT_DEPTH_MAX} imports of it from server to server without a checkpoint; the chain is refused`);
     }
+    await this.pin(call.reader, req.from, req.cut);
     let copy = await this.originCopy(call, req);
     try {
       // A cached copy may hold this location past the cut asked for now: start from a fresh one.
@@ -228,14 +256,23 @@ export class Importer {
     if (copy.users <= 0 && copy.evicted) void copy.close();
   }
 
+  /** Puts the pin of `reader`'s import of `from` up to `cut` before anything of it is read (once). */
+  private async pin(reader: string, from: string, cut: number): Promise<void> {
+    const key = `${reader}\0${from}\0${cut}`;
+    if (this.pinned.has(key)) return;
+    await this.retrying(`pinning the segments of server "${from}" up to ${cut}`, () => writePin(this.objects, from, reader, cut));
+    this.pinned.add(key);
+  }
+
   /** Applies `from`'s records of `req.loc` after the copy's position, up to the cut, to the copy. */
   private async catchUp(call: Call, copy: OriginCopy, req: ImportRequest, depth: number): Promise<void> {
     const done = copy.applied.get(req.loc);
-    const first = done === undefined ? copy.start.seg : done + 1;
-    const ids = (await this.listSegments(req.from, call)).filter((id) => id >= first && id <= req.cut);
-    for (const id of ids) {
+    const { entries, known } = originEntries(await this.listSegments(req.from, call), copy, req, this.warn);
+    const start = done === undefined ? startOf(copy.start, entries, known) : { order: done + 1, seg: -1, off: SEGMENT_HEADER_BYTES };
+    for (const { id, order } of entries) {
+      if (order < start.order) continue;
       const scanned = await this.scan(req.from, id);
-      const from = done === undefined && id === copy.start.seg ? copy.start.off : SEGMENT_HEADER_BYTES;
+      const from = id === start.seg ? start.off : SEGMENT_HEADER_BYTES;
       let batch: Array<{ rec: LogRecord; ptr: Pointer }> = [];
       const flush = () => {
         if (batch.length > 0) this.applyToCopy(copy, batch, call.now);
@@ -255,7 +292,7 @@ export class Importer {
         this.applyToCopy(copy, [{ rec: applied, ptr }], call.now);
       }
       flush();
-      copy.applied.set(req.loc, id);
+      copy.applied.set(req.loc, order);
     }
     if ((copy.applied.get(req.loc) ?? -1) < req.cut) copy.applied.set(req.loc, req.cut);
   }
@@ -306,15 +343,12 @@ export class Importer {
     return out;
   }
 
-  private listSegments(from: string, call?: Call): Promise<number[]> {
+  private listSegments(from: string, call?: Call): Promise<OriginSegments> {
     const list = () =>
       this.retrying(`listing the segments of server "${from}"`, async () => {
-        const ids: number[] = [];
-        for await (const o of this.objects.list(segmentsPrefix(from))) {
-          const id = parseSegmentKey(from, o.key);
-          if (id !== undefined && id < FOREIGN_SEG_SPAN) ids.push(id);
-        }
-        return ids.sort((a, b) => a - b);
+        const { ids, markers } = await listServerSegments(this.objects, from);
+        const own = ids.filter((id) => id < FOREIGN_SEG_SPAN);
+        return { normals: own.filter((id) => !isCompacted(id)), outputs: own.filter((id) => isCompacted(id)), markers };
       });
     return call ? this.memo(call.segments, from, list) : list();
   }
@@ -346,6 +380,49 @@ export class Importer {
       }
     }
   }
+}
+
+/**
+ * The segments of `req.from` an import reads for `copy`, in order, up to the cut: normal segments
+ * and the outputs the copy knows (its origin switched them in before the checkpoint was taken);
+ * an output the copy does not know only when its inputs are gone (then it is the only copy of
+ * their records; one reaching past the cut is read all the same, with a warning).
+ */
+function originEntries(s: OriginSegments, copy: OriginCopy, req: ImportRequest, warn: (m: string) => void): { entries: SegmentEntry[]; known: Set<number> } {
+  const known = new Set<number>();
+  for (const c of s.markers) {
+    const info = copy.index.segs.get(c.id);
+    if (info?.lo === c.lo && info.hi === c.hi) known.add(c.id);
+  }
+  const base = resolveSegments(s.normals, s.outputs, s.markers.filter((c) => known.has(c.id)));
+  const needed = s.markers.filter((c) => !known.has(c.id) && c.lo <= req.cut && !coveredBy(base.entries, c));
+  const r = needed.length === 0 ? base : resolveSegments(s.normals, s.outputs, s.markers.filter((c) => known.has(c.id) || needed.includes(c)));
+  const entries = r.entries.filter((e) => e.lo <= req.cut);
+  for (const e of entries) {
+    if (e.hi > req.cut) warn(`taking over "${req.loc}" from server "${req.from}" up to segment ${req.cut} reads its compaction output ${e.id} (segments ${e.lo}..${e.hi}), whose inputs are gone: records it holds from after the cut are imported too`);
+  }
+  return { entries, known };
+}
+
+/** Whether `entries` still hold the first and last segment of output `c`'s cover, nothing cut in two. */
+function coveredBy(entries: SegmentEntry[], c: Cover): boolean {
+  const overlap = entries.filter((e) => e.hi >= c.lo && e.lo <= c.hi);
+  if (overlap.length === 0 || overlap.some((e) => e.lo < c.lo || e.hi > c.hi)) return false;
+  return overlap[0]!.lo === c.lo && overlap[overlap.length - 1]!.hi === c.hi;
+}
+
+/**
+ * Where catching up starts for a copy made at `start`: the entry holding the checkpoint's segment
+ * (from its offset when it is that segment), or the entry after an output the copy knows that
+ * holds it (the copy reflects all of it); from the first entry for an empty copy.
+ */
+function startOf(start: { seg: number; off: number }, entries: SegmentEntry[], known: ReadonlySet<number>): { order: number; seg: number; off: number } {
+  const own = entries.find((e) => e.id === start.seg);
+  if (own) return { order: own.order, seg: own.id, off: start.off };
+  const holder = entries.find((e) => e.lo <= start.seg && start.seg <= e.hi);
+  if (holder && known.has(holder.id)) return { order: holder.order + 1, seg: -1, off: SEGMENT_HEADER_BYTES };
+  if (holder) return { order: holder.order, seg: holder.id, off: SEGMENT_HEADER_BYTES };
+  return { order: start.seg, seg: -1, off: SEGMENT_HEADER_BYTES };
 }
 
 function pin(copy: OriginCopy): OriginCopy {

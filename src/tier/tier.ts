@@ -118,23 +118,33 @@ export class Tier {
     const updates: Array<[number, SegmentInfo]> = [];
     for (const seg of new Set([...local, ...inTier])) {
       if (seg === active) continue;
+      const prev = this.index.segs.get(seg);
+      // A compaction output keeps its cover (recovery recorded it: ../open-segments.ts).
+      const cover = prev?.lo !== undefined && prev.hi !== undefined ? { lo: prev.lo, hi: prev.hi } : {};
+      if (prev?.state === "superseded") {
+        // Replaced by a compaction output: never shipped, evicted or counted again; the
+        // compactor's reclaim deletes it. Reads of it (a pointer held across the switch) go remote
+        // once the local file is gone.
+        if (!localSet.has(seg)) this.cache.noteEvicted(seg);
+        continue;
+      }
       if (!localSet.has(seg)) {
         this.cache.noteEvicted(seg);
         const size = sizes.get(seg);
         if (size !== undefined) this.reader.noteSize(seg, size);
-        updates.push([seg, { state: "evicted", bytes: 0 }]);
+        updates.push([seg, { ...cover, state: "evicted", bytes: 0 }]);
         continue;
       }
       const bytes = fs.statSync(segmentPath(this.segmentsDir, seg)).size;
       this.cache.noteSealed(seg, bytes);
-      if (this.uploaded.has(seg) && this.index.segs.get(seg)?.state === "damaged") {
+      if (this.uploaded.has(seg) && prev?.state === "damaged") {
         // Shipped with damaged ranges: kept locally for good (see the invariants).
       } else if (this.uploaded.has(seg)) {
         this.cache.noteUploaded(seg);
-        updates.push([seg, { state: "uploaded", bytes }]);
+        updates.push([seg, { ...cover, state: "uploaded", bytes }]);
       } else {
         this.pending.push(seg);
-        updates.push([seg, { state: "sealed", bytes }]);
+        updates.push([seg, { ...cover, state: "sealed", bytes }]);
       }
     }
     if (updates.length > 0) this.index.write(() => updates.forEach(([seg, info]) => this.index.segs.put(seg, info)));
@@ -153,6 +163,38 @@ export class Tier {
     for (const seg of this.quarantined.keys()) first = Math.min(first, seg);
     return first;
   }
+
+  /**
+   * A compaction output, written locally and put in the object store whole by the compactor
+   * (../compact.ts): local, uploaded, evictable like any shipped segment.
+   */
+  adoptOutput(seg: number, rawBytes: number, sealedBytes: number): void {
+    this.uploaded.add(seg);
+    this.reader.noteSize(seg, sealedBytes);
+    this.cache.noteSealed(seg, rawBytes);
+    this.cache.noteUploaded(seg);
+    this.cache.touch(seg);
+    this.evictIfNeeded();
+  }
+
+  /** Inputs of a compaction's switch: never evicted again (the reclaim deletes them). */
+  superseded(segs: readonly number[]): void {
+    for (const seg of segs) this.cache.keep(seg);
+  }
+
+  /** The reclaim deleted `seg`'s local file. */
+  localDeleted(seg: number): void {
+    this.cache.localGone(seg);
+  }
+
+  /** The reclaim deleted `seg`'s object: it is in the object store no more. */
+  objectDeleted(seg: number): void {
+    this.uploaded.delete(seg);
+  }
+
+  /** Checkpoints started so far, and the start number of the newest one that was uploaded. */
+  checkpointStarts = 0;
+  checkpointUploadedStart = 0;
 
   /** Whether sealed segment `seg` is in the object store. */
   isUploaded(seg: number): boolean {
@@ -357,9 +399,15 @@ export class Tier {
    * shipped log prefix, and either's object is a correct checkpoint of it.
    */
   checkpoint(): Promise<void> {
-    this.checkpointing ??= uploadCheckpoint(this.index, this.objects, this.serverId, this.limits, (pos) => this.waitLogUploaded(pos))
+    if (this.checkpointing) return this.checkpointing;
+    // Numbered so the reclaim can tell a checkpoint started after a compaction's switch (../compact.ts).
+    const start = ++this.checkpointStarts;
+    this.checkpointing = uploadCheckpoint(this.index, this.objects, this.serverId, this.limits, (pos) => this.waitLogUploaded(pos))
       .then(
-        () => void this.stats.checkpoints++,
+        () => {
+          this.stats.checkpoints++;
+          this.checkpointUploadedStart = Math.max(this.checkpointUploadedStart, start);
+        },
         (err: unknown) => {
           this.stats.checkpointFailures++;
           throw err;

@@ -213,6 +213,10 @@ function checkShape(rec: LogRecord): void {
     expect(typeof rec.from === "string" && isNat(rec.cut) && isNat(rec.epoch)).toBe(true);
     return;
   }
+  if (rec.t === "config") {
+    expect((rec.kind === "stream" || rec.kind === "kv") && isNat(rec.ts) && typeof rec.limits === "object").toBe(true);
+    return;
+  }
   expect(isNat(rec.rev) && isNat(rec.ts)).toBe(true);
   if (rec.t === "sset" || rec.t === "kset") {
     expect(rec.value).toBeInstanceOf(Uint8Array);

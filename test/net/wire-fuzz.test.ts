@@ -94,10 +94,10 @@ const nasty: fc.Arbitrary<unknown> = fc.letrec((tie) => ({
 
 const OPS = [
   "stream.append", "stream.appendMany", "stream.set", "stream.setMany", "stream.delete", "stream.deleteAll",
-  "kv.set", "kv.setMany", "kv.delete", "upload", "chunk", "credit", "batch",
+  "kv.set", "kv.setMany", "kv.delete", "stream.config", "kv.config", "upload", "chunk", "credit", "batch",
   "stream.get", "kv.get", "inventory", "changes", "stream.getAll", "kv.getAll", "kv.keys",
 ];
-const FIELDS = ["message", "options", "items", "seq", "key", "value", "head", "bytes", "upload", "k", "data", "stream", "n", "cancel", "after", "limit", "startSeq", "location", "op"];
+const FIELDS = ["message", "options", "items", "seq", "key", "value", "limits", "head", "bytes", "upload", "k", "data", "stream", "n", "cancel", "after", "limit", "startSeq", "location", "op"];
 
 /** A request map: a real or junk op and fields from every op, with boundary values. */
 const request: fc.Arbitrary<Map<unknown, unknown>> = fc
@@ -201,7 +201,7 @@ describe("wire fuzzing", () => {
       message: ["stream.append", "stream.set"], options: ["stream.append", "kv.set", "stream.deleteAll"], items: ["stream.appendMany", "kv.setMany", "batch"],
       seq: ["stream.set", "stream.get", "stream.delete"], key: ["kv.set", "kv.get", "kv.getAll"], value: ["kv.set"], head: ["upload"], bytes: ["upload"],
       upload: ["chunk"], k: ["chunk"], data: ["chunk"], stream: ["credit"], n: ["credit"], cancel: ["credit"], after: ["changes"], limit: ["changes"],
-      startSeq: ["stream.getAll"], location: ["stream.append", "inventory"],
+      startSeq: ["stream.getAll"], location: ["stream.append", "inventory"], limits: ["stream.config", "kv.config"],
     };
     const cases: Array<[string, Uint8Array]> = [];
     for (const [field, ops] of Object.entries(opOf)) {

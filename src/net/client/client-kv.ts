@@ -1,7 +1,7 @@
 /**
  * A kv location over NATS: the KvApi of the in-process store, request for request, plus watch().
  */
-import type { DeleteResult, Inventory, ItemResult, KvApi, KvEntry, KvSetOptions, KvWriteResult, WriteOptions } from "../../types.js";
+import type { DeleteResult, Inventory, ItemResult, KvApi, KvEntry, KvSetOptions, KvWriteResult, LocationLimits, WriteOptions } from "../../types.js";
 import type { Caller, CallOptions } from "./client-call.js";
 import { Watcher, type Watch, type WatchDeps } from "./watch.js";
 import { compact, type WireMap } from "../wire/wire-codec.js";
@@ -48,6 +48,11 @@ export class KvClient implements KvApi {
 
   async inventory(): Promise<Inventory> {
     return (await this.caller.request(this.read, { op: "inventory" })) as Inventory;
+  }
+
+  /** Sets the location's limits (the whole configuration); resolves to the stored one (see StreamClient.config). */
+  async config(limits: LocationLimits, options?: WriteOptions): Promise<LocationLimits> {
+    return (await this.caller.request(this.write, compact({ op: "kv.config", limits, options }))) as LocationLimits;
   }
 
   /** Replays the live entries (or the one of `key`), then follows their changes live. */

@@ -9,6 +9,7 @@ import type {
   DeleteResult,
   Inventory,
   ItemResult,
+  LocationLimits,
   Message,
   StoredMessage,
   StreamApi,
@@ -76,6 +77,15 @@ export class StreamClient implements StreamApi {
 
   async inventory(): Promise<Inventory> {
     return (await this.caller.request(this.read, { op: "inventory" })) as Inventory;
+  }
+
+  /**
+   * Sets the location's limits (the whole configuration) on its write subject; resolves to the
+   * stored, normalised configuration. Not repeated after a TIMEOUT: another client's config may
+   * have followed it.
+   */
+  async config(limits: LocationLimits, options?: WriteOptions): Promise<LocationLimits> {
+    return (await this.caller.request(this.write, compact({ op: "stream.config", limits, options }))) as LocationLimits;
   }
 
   /** Replays messages with seq >= startSeq (default 1), then follows every change live. */

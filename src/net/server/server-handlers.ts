@@ -10,6 +10,7 @@
  *   stream.set {seq, message, options?}    stream.setMany {items}
  *   stream.delete {seq, options?}          stream.deleteAll {options?}
  *   kv.set {key, value, options?}          kv.setMany {items}      kv.delete {key, options?}
+ *   stream.config {limits, options?}       kv.config {limits, options?}   → {ok: the stored limits}
  *   upload {head, bytes} + chunk {upload, k, data}  (see server-uploads.ts)
  * Read ops:
  *   stream.get {seq} → {ok: message|null}  kv.get {key} → {ok: entry|null}   inventory {} → {ok}
@@ -25,6 +26,7 @@
 import { StrataError } from "../../errors.js";
 import { settleAll } from "../../stream-handle.js";
 import { COALESCED_OPS } from "../wire/client-coalesce.js";
+import { configLimitsUntrusted } from "../wire/config-wire.js";
 import type { KvHandle } from "../../kv-handle.js";
 import type { Store } from "../../store.js";
 import type { StreamHandle } from "../../stream-handle.js";
@@ -81,6 +83,9 @@ const OPS: Record<string, OpSpec> = {
   "kv.set": { cls: "w", fields: ["key", "value", "options"], compute: (c, b) => kv(c).set(b.key as never, b.value as never, b.options as never) },
   "kv.setMany": { cls: "w", fields: ["items"], compute: (c, b) => kv(c).setMany(b.items as never) },
   "kv.delete": { cls: "w", fields: ["key", "options"], compute: (c, b) => kv(c).delete(b.key as never, b.options as never) },
+  // Per-location limits are a write: only who may write the location may change them (wire/config-wire.ts).
+  "stream.config": { cls: "w", fields: ["limits", "options"], compute: (c, b) => stream(c).config(configLimitsUntrusted(b.limits) as never, b.options as never) },
+  "kv.config": { cls: "w", fields: ["limits", "options"], compute: (c, b) => kv(c).config(configLimitsUntrusted(b.limits) as never, b.options as never) },
   upload: { cls: "w", fields: ["head", "bytes"], run: (c, b) => c.uploads.start(c, b, (head, value) => heldAfter(c, runUpload(c, head, value))) },
   chunk: { cls: "w", fields: ["upload", "k", "data"], run: (c, b) => c.uploads.chunk(c.location, c.cls, b, c.reply) },
   credit: { cls: "any", fields: ["stream", "n", "cancel"], run: credit },

@@ -30,6 +30,8 @@ import { CoordLink } from "./coord-link.js";
 import { Ownership, type OwnershipStats } from "./ownership.js";
 import { parseHandoverRequest } from "../wire/coordinator-parsers.js";
 import { handoverSubject } from "../wire/coordinator-protocol.js";
+import { compactSubject } from "../wire/subjects.js";
+import { CompactRequests } from "./server-compact.js";
 
 export interface ServerOptions {
   /** Server id: names this server's subjects (`P.w.<id>.>`) and, when `dir` is given, its store. */
@@ -127,6 +129,7 @@ class Server implements StrataServer {
   private readonly replies: Replies;
   private readonly uploads: Uploads;
   private readonly changes: ChangeFeed;
+  private readonly compactions: CompactRequests;
   private readonly startedAt = Date.now();
   private readonly subs: Subscription[] = [];
   private readonly subjects;
@@ -157,6 +160,7 @@ class Server implements StrataServer {
     this.uploads = new Uploads(this.replies, limits, store.limits.valueBytesMax);
     this.subjects = serverSubjects(prefix, id);
     this.changes = new ChangeFeed(nc, prefix, () => this.replies.maxPayload(), onWarning);
+    this.compactions = new CompactRequests({ id, store, replies: this.replies, limits, inboxPrefix, onWarning });
   }
 
   start(): void {
@@ -197,6 +201,8 @@ class Server implements StrataServer {
     for (const cls of ["w", "r"] as const) {
       this.subs.push(this.nc.subscribe(this.subjects[cls].wildcard, { callback: (err, msg) => this.onMessage(cls, err, msg) }));
     }
+    // Operators ask for a compaction (strata compact --server); standalone or not (server-compact.ts).
+    this.subs.push(this.nc.subscribe(compactSubject(this.prefix, this.id), { callback: (err, msg) => this.compactions.onRequest(err, msg) }));
     // Register last: the coordinator may send clients here as soon as it hears from us.
     this.link?.start();
   }
@@ -298,6 +304,7 @@ class Server implements StrataServer {
   }
 
   private async shutdown(): Promise<void> {
+    this.compactions.stop();
     if (!(await this.idle(this.limits.shutdownGraceMs))) {
       const err = new StrataError("UNAVAILABLE", `server "${this.id}" stopped before this transfer finished; retry`);
       this.uploads.abortAll(err);

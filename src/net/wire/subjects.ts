@@ -85,6 +85,14 @@ export function locateSubject(prefix: string): string {
   return `${prefix}.coord.locate`;
 }
 
+/**
+ * `P.s.<id>.compact`: an operator asks one server to compact its log now (`strata compact
+ * --server`; net/server/server-compact.ts). Like `P.s.<id>.handover`, only operators may publish here.
+ */
+export function compactSubject(prefix: string, server: string): string {
+  return `${prefix}.s.${validateServerId(server)}.compact`;
+}
+
 
 /** The subjects a server subscribes to, and the leading part its request subjects share. */
 export function serverSubjects(prefix: string, server: string): Record<SubjectClass, { wildcard: string; base: string }> {
