@@ -95,7 +95,11 @@ export class Reclaimer {
   private deleteLocal(id: number, info: SegmentInfo): boolean {
     const dir = this.d.segmentsDir;
     const file = segmentPath(dir, id);
-    if (!fs.existsSync(file)) return false;
+    if (!fs.existsSync(file)) {
+      // An evicted output has no local file, but its local marker is still here.
+      if (info.lo !== undefined && info.hi !== undefined) removeLocalMarker(dir, { id, lo: info.lo, hi: info.hi });
+      return false;
+    }
     this.d.log.forget(id);
     fs.rmSync(file, { force: true });
     if (info.lo !== undefined && info.hi !== undefined) removeLocalMarker(dir, { id, lo: info.lo, hi: info.hi });

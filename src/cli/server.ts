@@ -1,7 +1,7 @@
 /**
  * `strata server --id NAME --data DIR --nats URL [--prefix strata] [--creds FILE | --user U --pass P]
  *  [--tls-ca FILE --tls-cert FILE --tls-key FILE] [--tier dir:/path | --tier s3://…] [--cache-bytes N]
- *  [--seal-interval-ms N] [--fsync always|interval] [--inbox-prefix _INBOX] [--standalone]`:
+ *  [--seal-interval-ms N] [--fsync always|interval] [--inbox-prefix _INBOX] [--standalone] [--no-compaction]`:
  * serves one data directory over NATS until SIGTERM or SIGINT, then refuses new requests, lets
  * the ones in flight (uploads and streamed replies included) finish, drains its subscriptions,
  * closes the store and drains the connection before exiting 0.
@@ -26,6 +26,7 @@ interface ServerFlags extends NatsFlags {
   fsync: string;
   inboxPrefix: string;
   standalone?: boolean;
+  compaction: boolean;
 }
 
 export function register(program: Command): void {
@@ -43,7 +44,8 @@ export function register(program: Command): void {
     .option("--seal-interval-ms <n>", "seal and ship a dirty segment at least this often (default 1000)")
     .option("--fsync <mode>", "always: ack after fdatasync; interval: ack after write, fdatasync every second", "always")
     .option("--inbox-prefix <prefix>", "answer only reply subjects below this prefix (your clients' inboxPrefix)", DEFAULT_INBOX_PREFIX)
-    .option("--standalone", "serve every location asked for, with no coordinator, lease or failover (one server alone, clients pinned to it)");
+    .option("--standalone", "serve every location asked for, with no coordinator, lease or failover (one server alone, clients pinned to it)")
+    .option("--no-compaction", "do not compact in the background (strata compact --server still does)");
   addNatsFlags(command).action(async (flags: ServerFlags) => {
     const options = withTls(natsOptions(flags, `strata-server-${flags.id}`), flags);
     const storeOptions = {
@@ -51,6 +53,7 @@ export function register(program: Command): void {
       ...(flags.cacheBytes !== undefined ? { cacheBytes: positiveInt(flags.cacheBytes, "--cache-bytes") } : {}),
       ...(flags.sealIntervalMs !== undefined ? { sealIntervalMs: positiveInt(flags.sealIntervalMs, "--seal-interval-ms") } : {}),
       fsync: fsyncMode(flags.fsync),
+      compaction: flags.compaction,
       onWarning: (m: string) => log(`warning: ${m}`),
     };
     let nc;

@@ -43,7 +43,8 @@ import type { ObjectStore } from "./object-store.js";
 import { sealSegmentAsync } from "./sealed-segment.js";
 import { shipSegment } from "./segment-ship.js";
 import type { DamagedRange } from "../log/frame-scan.js";
-import { segmentKey } from "./segment-keys.js";
+import { compactionMarkerKey, segmentKey } from "./segment-keys.js";
+import { isCompacted } from "../log/segment-set.js";
 import { ForeignLogNames, assertOwnSegment, isForeign, localSeg, logOf } from "../index/foreign-logs.js";
 import { LocalCache, type LocalCacheHooks } from "./local-cache.js";
 import { UploadWaiters } from "./upload-waiters.js";
@@ -148,7 +149,10 @@ export class Tier {
       }
     }
     if (updates.length > 0) this.index.write(() => updates.forEach(([seg, info]) => this.index.segs.put(seg, info)));
-    this.pending.sort((a, b) => a - b);
+    // In log order: a compaction output made while the store had no tier (its id is ≥ 2^31) goes
+    // where the segments it covers would have, so a restore never finds a gap before it.
+    const order = (seg: number) => (isCompacted(seg) ? (this.index.segs.get(seg)?.hi ?? seg) : seg);
+    this.pending.sort((a, b) => order(a) - order(b) || a - b);
     this.kick();
     this.evictIfNeeded();
   }
@@ -341,6 +345,12 @@ export class Tier {
       return false;
     }
     if (seg === this.replaceAtOpen) this.replaceAtOpen = undefined;
+    if (isCompacted(seg)) {
+      // An output compacted while the store had no tier: valid in the object store only with its
+      // marker (docs/compaction.md), put once the output itself is there.
+      const info = this.index.segs.get(seg);
+      if (info?.lo !== undefined && info.hi !== undefined) await this.objects.putIfAbsent(compactionMarkerKey(this.serverId, { id: seg, lo: info.lo, hi: info.hi }), Buffer.alloc(0));
+    }
     if (damaged.length > 0) {
       this.damagedRanges.set(seg, damaged);
       this.stats.damagedUploads++;

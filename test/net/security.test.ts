@@ -382,6 +382,16 @@ describe("deploy/nats-server.conf, end to end with StrataClient and a Strata ser
     expect(dec((await bobChat.get(1))!.value)).toBe("bob's secret");
   });
 
+  it("lets only the operator ask a server to compact (strata.s.<id>.compact), as shipped", async () => {
+    const admin = await natsAs("strata-admin", "_INBOX.strata-admin");
+    const reply = await admin.request("strata.s.srv-e2e.compact", encode({ dryRun: true }), { timeout: WAIT_MS });
+    expect(errorOfReply(reply, () => "compact")).toBeUndefined();
+    expect(decodeBody(reply.data, "compact reply")).toMatchObject({ dryRun: true });
+    // alice may not publish it: nats-server refuses, the server never sees the request.
+    const alice = await natsAs("alice", "_INBOX.alice");
+    await expect(alice.request("strata.s.srv-e2e.compact", encode({}), { timeout: 1000 })).rejects.toThrow();
+  });
+
   it("lets alice-ro read and watch alice's locations but not write them", async () => {
     const roChat = client("alice-ro").stream("acct/alice/chat");
     expect(dec((await roChat.get(1))!.value)).toBe("hello");

@@ -114,6 +114,37 @@ describe("compaction with a tier", () => {
     }
   });
 
+  it("an output compacted before the store had a tier is shipped in log order with its marker, so a restore reads it", async () => {
+    const objects = new Kept();
+    const local = await Store.open({ ...opts("c", objects), objectStore: undefined });
+    let before: unknown;
+    try {
+      await workload(local, 8);
+      const report = await local.compact({ sealActive: true });
+      expect(report.runs).toBeGreaterThan(0);
+      expect(report.reclaimedSegments).toBeGreaterThan(0); // the inputs' files are gone
+      before = await snapshot(local);
+    } finally {
+      await local.close();
+    }
+    const tiered = await Store.open(opts("c", objects));
+    try {
+      await tiered.tier!.drained();
+      expect((await objectBytes(objects)).outputs).toBeGreaterThan(0);
+    } finally {
+      await tiered.close();
+    }
+    // No checkpoint: a full replay of the object store, which must take the output for its inputs.
+    for (const c of await listCheckpoints(objects, "srv")) await objects.delete(c.key);
+    const restored = await Store.open(opts("c-restored", objects));
+    try {
+      expect(restored.recovery.restoredCheckpoint).toBeUndefined();
+      expect(await snapshot(restored)).toEqual(before);
+    } finally {
+      await restored.close();
+    }
+  });
+
   it("a restore from a checkpoint made before the compaction reads the inputs (the output is an orphan)", async () => {
     const objects = new Kept();
     const store = await Store.open(opts("b", objects, { limits: { ...LIMITS, compactRetainMs: 3_600_000 } }));
