@@ -14,27 +14,16 @@
  */
 import fs from "node:fs";
 import { faultPoint } from "./compact-fault.js";
+import type { CompactParts } from "./compact-rewrite.js";
 import { dropSegmentQuarantine } from "./index/apply.js";
 import { setChunkSpan } from "./index/dead-chunks.js";
-import type { LmdbIndex, SegmentInfo } from "./index/lmdb-index.js";
-import type { Limits } from "./limits.js";
+import type { SegmentInfo } from "./index/lmdb-index.js";
 import { fsyncDir, segmentPath } from "./log/segment-files.js";
-import type { SegmentLog } from "./log/segment-log.js";
 import { removeLocalMarker } from "./log/segment-set.js";
 import { listCheckpoints } from "./tier/checkpoints.js";
 import { pinnedCut } from "./tier/pins.js";
 import { compactionMarkerKey, segmentKey } from "./tier/segment-keys.js";
-import type { Tier } from "./tier/tier.js";
 
-export interface ReclaimDeps {
-  index: LmdbIndex;
-  log: SegmentLog;
-  segmentsDir: string;
-  limits: Limits;
-  serverId: string;
-  clock: () => number;
-  tier: Tier | undefined;
-}
 
 export class Reclaimer {
   /** Per input: how many checkpoints had been started when it was switched (or first seen after a restart). */
@@ -42,7 +31,7 @@ export class Reclaimer {
   /** The highest pinned cut seen: pins are never deleted, so inputs at or below it are skipped without a listing. */
   private pinned: number | undefined;
 
-  constructor(private readonly d: ReclaimDeps) {}
+  constructor(private readonly d: CompactParts) {}
 
   /** Notes the switch of `inputs` (a checkpoint started after now makes their objects deletable). */
   switched(inputs: readonly number[]): void {

@@ -42,7 +42,8 @@ export interface Scanned {
   keptRecords: number;
 }
 
-export interface RewriteDeps {
+/** The parts of a store every step of a compaction works on (the rewrite, the reclaim, the compactor). */
+export interface CompactParts {
   index: LmdbIndex;
   log: SegmentLog;
   segmentsDir: string;
@@ -54,7 +55,7 @@ export interface RewriteDeps {
 
 export class RunRewriter {
   constructor(
-    private readonly d: RewriteDeps,
+    private readonly d: CompactParts,
     private readonly rate: ByteRate,
     private readonly damaged: Set<number>,
     private readonly stopped: () => boolean,

@@ -19,7 +19,7 @@ export { compactFaultHook, CompactCrash, type CompactStep } from "./compact-faul
 import fs from "node:fs";
 import { assert } from "./assert.js";
 import { emptyDropped, type CompactDropped, type CompactOptions, type CompactProgress, type CompactReport } from "./compact-api.js";
-import { RunRewriter, RunSkipped, type Scanned } from "./compact-rewrite.js";
+import { RunRewriter, RunSkipped, type CompactParts, type Scanned } from "./compact-rewrite.js";
 import { faultPoint, CompactCrash } from "./compact-fault.js";
 import { ByteRate, pickRuns, type Run, type SegmentView } from "./compact-policy.js";
 import { Reclaimer } from "./compact-reclaim.js";
@@ -27,11 +27,8 @@ import { StrataError } from "./errors.js";
 import { SwitchRefused, switchIn } from "./index/compact-switch.js";
 import { chunkSpans } from "./index/dead-chunks.js";
 import { isForeign } from "./index/foreign-logs.js";
-import type { LmdbIndex } from "./index/lmdb-index.js";
-import type { Limits } from "./limits.js";
 import { OutputWriter, outputTmpPath } from "./log/compact-writer.js";
 import { fsyncDir, listSegmentIds, segmentPath } from "./log/segment-files.js";
-import type { SegmentLog } from "./log/segment-log.js";
 import { COMPACTED_SEG_BASE, isCompacted, removeLocalMarker, writeLocalMarker, type Cover } from "./log/segment-set.js";
 import { COMPACTED_NEXT_KEY } from "./open-segments.js";
 import { listCheckpoints } from "./tier/checkpoints.js";
@@ -39,17 +36,9 @@ import { pinnedCut } from "./tier/pins.js";
 import { sealSegmentAsync } from "./tier/sealed-segment.js";
 import { compactionMarkerKey, segmentKey, segmentsPrefix } from "./tier/segment-keys.js";
 import { shipSegment } from "./tier/segment-ship.js";
-import type { Tier } from "./tier/tier.js";
 
-export interface CompactorDeps {
-  index: LmdbIndex;
-  log: SegmentLog;
-  segmentsDir: string;
-  limits: Limits;
-  serverId: string;
-  clock: () => number;
+export interface CompactorDeps extends CompactParts {
   warn: (message: string) => void;
-  tier: Tier | undefined;
   /** Runs `fn` alone between group commits (the switch must not fall between a batch's log write and its index apply). */
   exclusive: <T>(fn: () => T) => Promise<T>;
 }

@@ -18,7 +18,8 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { crc32 } from "node:zlib";
-import { compress, decompress } from "zstd-napi";
+import { pipeline } from "node:stream/promises";
+import { CompressStream, decompress } from "zstd-napi";
 import { StrataError } from "../errors.js";
 import type { LmdbIndex } from "../index/lmdb-index.js";
 import { fsyncDir } from "../log/segment-files.js";
@@ -41,7 +42,7 @@ export async function uploadCheckpoint(
     await index.root.backup(file, true);
     // Read after the snapshot, so it is at or past the position the snapshot reflects.
     const pos = index.checkpoint()!;
-    const body = frameCheckpoint(compress(fs.readFileSync(file)));
+    const body = frameCheckpoint(await compressFile(file));
     await waitUploaded(pos);
     await objects.put(checkpointKey(serverId, pos), body);
   } finally {
@@ -64,6 +65,22 @@ async function pruneCheckpoints(objects: ObjectStore, serverId: string, keep: nu
   const all = await listCheckpoints(objects, serverId);
   for (const old of all.slice(0, Math.max(0, all.length - keep))) await objects.delete(old.key);
 }
+
+/**
+ * The zstd frame of a file, compressed as it is read, a piece at a time: an index copy can be
+ * tens of MiB, and compressing it in one synchronous call would stall every request the process
+ * serves for that long (compaction's reclaim and the checkpoint timer both get here).
+ */
+async function compressFile(file: string): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  await pipeline(fs.createReadStream(file, { highWaterMark: CHECKPOINT_READ_BYTES }), new CompressStream(), async (source: AsyncIterable<Buffer>) => {
+    for await (const part of source) parts.push(part);
+  });
+  return Buffer.concat(parts);
+}
+
+/** Bytes of the index copy read (and compressed) per turn of the event loop. */
+const CHECKPOINT_READ_BYTES = 256 * 1024;
 
 const CHECKPOINT_MAGIC = Buffer.from("STRATCKP", "latin1");
 const CHECKPOINT_HEADER_BYTES = 12;

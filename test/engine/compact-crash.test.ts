@@ -30,6 +30,8 @@ const CHILD = fileURLToPath(new URL("./compact-crash-child.ts", import.meta.url)
 const REPO = fileURLToPath(new URL("../..", import.meta.url));
 const SEED = Number(process.env.STRATA_COMPACT_CRASH_SEED ?? 0x5eed_c0de);
 const ROUNDS = 8;
+/** A round's child is killed after this long at the latest. */
+const KILL_BY_MS = 4000;
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -63,25 +65,39 @@ async function runAndKill(dir: string, seed: number, mode: Mode, kill: Kill): Pr
   /** The compaction phase last reported and not yet finished when the kill was sent. */
   let inPhase: string | undefined;
   let killedIn: string | undefined;
-  // Bounded: a child that never reaches the condition is killed anyway after this many lines.
-  const maxLines = 200_000;
-  for await (const text of readline.createInterface({ input: child.stdout })) {
-    if (text === "ready") {
-      ready = true;
-      continue;
-    }
-    const line = JSON.parse(text) as Line;
-    lines.push(line);
-    if (line.t === "a") acks++;
-    if (line.t === "p") inPhase = line.phase;
-    if (line.t === "c") inPhase = undefined;
-    if (killed) continue;
-    const due = kill.after === "acks" ? acks >= kill.n : line.t === "p" && line.phase === kill.phase && ++phases >= kill.n;
-    if (due || lines.length >= maxLines) {
+  // Bounded: a child that never reaches the condition is killed anyway after this many lines or
+  // this long (the round still checks everything; `killedIn` says where the kill landed).
+  const maxLines = 50_000;
+  const deadline = setTimeout(() => {
+    if (!killed) {
       killed = true;
       killedIn = inPhase;
       process.kill(pid, "SIGKILL");
     }
+  }, KILL_BY_MS);
+  try {
+    for await (const text of readline.createInterface({ input: child.stdout })) {
+      if (text === "ready") {
+        ready = true;
+        continue;
+      }
+      const line = JSON.parse(text) as Line;
+      lines.push(line);
+      if (line.t === "a") acks++;
+      if (line.t === "p") inPhase = line.phase;
+      if (line.t === "c") inPhase = undefined;
+      if (killed) continue;
+      const due = kill.after === "acks" ? acks >= kill.n : line.t === "p" && line.phase === kill.phase && ++phases >= kill.n;
+      if (due || lines.length >= maxLines) {
+        killed = true;
+        killedIn = inPhase;
+        process.kill(pid, "SIGKILL");
+      }
+    }
+  } finally {
+    clearTimeout(deadline);
+    // Whatever failed above, the child does not outlive the round.
+    if (!killed && child.exitCode === null) process.kill(pid, "SIGKILL");
   }
   const exit = await exited;
   expect(ready, `child never got ready: ${stderr}`).toBe(true);
@@ -130,7 +146,8 @@ describe("compaction under kill -9", () => {
     const rand = mulberry32(SEED);
     const truth = new Map<string, KeyTruth>();
     const modes: Mode[] = ["explicit", "both", "background", "explicit"];
-    const phases = ["scan", "write", "switch", "reclaim"];
+    // ("write" is reported per 256 KiB of input: rarely with these small segments.)
+    const phases = ["scan", "switch", "reclaim"];
     let killedDuringCompaction = 0;
     let switches = 0;
     let outputsSeen = 0;
@@ -145,12 +162,15 @@ describe("compaction under kill -9", () => {
       if (killedIn) killedDuringCompaction++;
       switches += lines.filter((l) => l.t === "p" && l.phase === "switch").length;
       advance(truth, lines);
+      if (process.env.STRATA_COMPACT_CRASH_DUMP) fs.writeFileSync(`${process.env.STRATA_COMPACT_CRASH_DUMP}-${round}.jsonl`, lines.map((l) => JSON.stringify(l)).join("\n"));
       const store = await open(dir);
       try {
         const segs = segsOf(store.index.segs);
         outputsSeen += [...segs.keys()].filter((id) => id >= COMPACTED_BASE).length;
         expect(segmentFileProblems(path.join(dir, "segments"), segs), ctx).toEqual([]);
-        await verify(store, truth, ctx);
+        const r = store.recovery;
+        const summary = { rebuilt: r.rebuilt, reason: r.rebuildReason, replayed: r.replayed, cut: r.cut?.bytes, segments: r.segments.length, superseded: r.superseded.length, orphans: r.orphans.length, unknownKept: r.unknownOutputsKept.length, tmp: r.tempOutputsRemoved };
+        await verify(store, truth, `${ctx} after an open that found ${JSON.stringify(summary)}`);
       } finally {
         await store.close();
       }

@@ -28,9 +28,23 @@ export interface ModelLocation {
   msgs: Map<number, ModelMessage>;
   kv: Map<string, ModelKvEntry>;
   dedup: Map<string, { seq: number; rev: number; ts: number }>;
+  /** Every committed revision's change, by revision. */
+  changes: Map<number, ModelChange>;
 }
 
 export type Outcome = { ok: true; result: unknown } | { ok: false; code: string };
+
+/**
+ * What one revision of a location changed, as the change feed reports it. Compaction may drop
+ * the record of a set that was overwritten or deleted since (docs/compaction.md), so a feed read
+ * after a compaction holds a subset of the revisions: see `requiredRevisions`.
+ */
+export type ModelChange =
+  | { op: "set"; seq: number }
+  | { op: "set"; key: string }
+  | { op: "delete"; seq: number }
+  | { op: "deleteAll" }
+  | { op: "delete" | "expire"; key: string };
 
 export class Model {
   readonly locs = new Map<string, ModelLocation>();
@@ -46,7 +60,7 @@ export class Model {
     const m = new Model(this.dedupWindowMs, this.now);
     m.created = this.created;
     for (const [name, l] of this.locs) {
-      m.locs.set(name, { ...l, msgs: new Map(l.msgs), kv: new Map(l.kv), dedup: new Map(l.dedup) });
+      m.locs.set(name, { ...l, msgs: new Map(l.msgs), kv: new Map(l.kv), dedup: new Map(l.dedup), changes: new Map(l.changes) });
     }
     return m;
   }
@@ -54,16 +68,33 @@ export class Model {
   private loc(name: string, kind: "stream" | "kv"): ModelLocation | Outcome {
     const l = this.locs.get(name);
     if (l && l.kind !== kind) return { ok: false, code: "WRONG_KIND" };
-    return l ?? { kind, order: 0, rev: 0, lastSeq: 0, msgs: new Map(), kv: new Map(), dedup: new Map() };
+    return l ?? { kind, order: 0, rev: 0, lastSeq: 0, msgs: new Map(), kv: new Map(), dedup: new Map(), changes: new Map() };
   }
 
-  private commit(name: string, l: ModelLocation): number {
+  private commit(name: string, l: ModelLocation, change: ModelChange): number {
     if (!this.locs.has(name)) {
       l.order = ++this.created;
       this.locs.set(name, l);
     }
     l.rev += 1;
+    l.changes.set(l.rev, change);
     return l.rev;
+  }
+
+  /**
+   * The revisions a location's change feed must still hold after any compaction: every live
+   * message's and key's (an expired key the sweep has not removed yet is still live) and every
+   * tombstone's (deletes, deleteAlls and expiries are never dropped). Any other revision of
+   * 1..rev may be missing.
+   */
+  requiredRevisions(name: string): Set<number> {
+    const l = this.locs.get(name);
+    const out = new Set<number>();
+    if (!l) return out;
+    for (const m of l.msgs.values()) out.add(m.revision);
+    for (const e of l.kv.values()) out.add(e.revision);
+    for (const [rev, c] of l.changes) if (c.op !== "set") out.add(rev);
+    return out;
   }
 
   append(name: string, value: Uint8Array, opts: { msgId?: string; expectedLastSeq?: number }): Outcome {
@@ -75,7 +106,7 @@ export class Model {
     }
     if (opts.expectedLastSeq !== undefined && opts.expectedLastSeq !== l.lastSeq) return { ok: false, code: "CONFLICT" };
     const seq = l.lastSeq + 1;
-    const rev = this.commit(name, l);
+    const rev = this.commit(name, l, { op: "set", seq });
     l.lastSeq = seq;
     l.msgs.set(seq, { value, timestamp: this.now, revision: rev });
     if (opts.msgId !== undefined) l.dedup.set(opts.msgId, { seq, rev, ts: this.now });
@@ -85,7 +116,7 @@ export class Model {
   set(name: string, seq: number, value: Uint8Array): Outcome {
     const l = this.loc(name, "stream");
     if ("ok" in l) return l;
-    const rev = this.commit(name, l);
+    const rev = this.commit(name, l, { op: "set", seq });
     if (seq > l.lastSeq) l.lastSeq = seq;
     l.msgs.set(seq, { value, timestamp: this.now, revision: rev });
     return { ok: true, result: { seq, revision: rev, timestamp: this.now } };
@@ -96,7 +127,7 @@ export class Model {
     if ("ok" in l) return l;
     if (!l.msgs.has(seq)) return { ok: true, result: { deleted: false, revision: l.rev } };
     l.msgs.delete(seq);
-    return { ok: true, result: { deleted: true, revision: this.commit(name, l) } };
+    return { ok: true, result: { deleted: true, revision: this.commit(name, l, { op: "delete", seq }) } };
   }
 
   deleteAll(name: string, endSeq: number | undefined): Outcome {
@@ -111,7 +142,7 @@ export class Model {
         count++;
       }
     }
-    return { ok: true, result: { count, revision: this.commit(name, l) } };
+    return { ok: true, result: { count, revision: this.commit(name, l, { op: "deleteAll" }) } };
   }
 
   private live(e: ModelKvEntry | undefined): e is ModelKvEntry {
@@ -126,7 +157,7 @@ export class Model {
       const have = this.live(e) ? e.revision : 0;
       if (have !== opts.expectedRevision) return { ok: false, code: "CONFLICT" };
     }
-    const rev = this.commit(name, l);
+    const rev = this.commit(name, l, { op: "set", key });
     const entry: ModelKvEntry = { value, revision: rev, timestamp: this.now };
     if (opts.ttlMs !== undefined) entry.expiresAt = this.now + opts.ttlMs;
     l.kv.set(key, entry);
@@ -138,7 +169,7 @@ export class Model {
     if ("ok" in l) return l;
     if (!this.live(l.kv.get(key))) return { ok: true, result: { deleted: false, revision: l.rev } };
     l.kv.delete(key);
-    return { ok: true, result: { deleted: true, revision: this.commit(name, l) } };
+    return { ok: true, result: { deleted: true, revision: this.commit(name, l, { op: "delete", key }) } };
   }
 
   /** What `Store.sweep()` must do: expire every due key in (expiresAt, location order, key) order. */
@@ -152,7 +183,7 @@ export class Model {
     due.sort((a, b) => a.at - b.at || a.order - b.order || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     for (const d of due) {
       d.l.kv.delete(d.key);
-      this.commit(d.name, d.l);
+      this.commit(d.name, d.l, { op: "expire", key: d.key });
     }
     return due.length;
   }
@@ -163,4 +194,34 @@ export class Model {
     if (!l || l.kind !== "kv") return [];
     return [...l.kv.entries()].filter(([, e]) => this.live(e)).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   }
+}
+
+/**
+ * What is wrong with a location's change feed `got` (`changesSince(loc, 0, all)`), as messages;
+ * empty when nothing is. Without a compaction the feed holds exactly the revisions 1..rev; after
+ * one it may lack revisions whose records compaction dropped, but never one `requiredRevisions`
+ * names. Every change it does hold is, in revision order, the one the model committed.
+ */
+export function feedProblems(model: Model, loc: string, got: ReadonlyArray<{ revision: number; op: string; seq?: number; key?: string }>, compacted: boolean): string[] {
+  const l = model.locs.get(loc);
+  const problems: string[] = [];
+  const revs = got.map((c) => c.revision);
+  if (!compacted) {
+    const want = Array.from({ length: l?.rev ?? 0 }, (_, i) => i + 1);
+    if (JSON.stringify(revs) !== JSON.stringify(want)) problems.push(`${loc}: feed revisions ${JSON.stringify(revs)}, want 1..${l?.rev ?? 0}`);
+  }
+  for (let i = 1; i < revs.length; i++) if (revs[i]! <= revs[i - 1]!) problems.push(`${loc}: feed out of order at ${i}: ${revs[i - 1]} then ${revs[i]}`);
+  for (const c of got) {
+    const m = l?.changes.get(c.revision);
+    if (!m) {
+      problems.push(`${loc}: feed has revision ${c.revision}, which the model never committed`);
+      continue;
+    }
+    const sameOp = m.op === c.op;
+    const sameTarget = "seq" in m ? c.seq === m.seq : "key" in m ? c.key === m.key : true;
+    if (!sameOp || !sameTarget) problems.push(`${loc}: revision ${c.revision} is ${JSON.stringify({ op: c.op, seq: c.seq, key: c.key })}, the model committed ${JSON.stringify(m)}`);
+  }
+  const have = new Set(revs);
+  for (const rev of model.requiredRevisions(loc)) if (!have.has(rev)) problems.push(`${loc}: feed lacks revision ${rev} (${JSON.stringify(l?.changes.get(rev))}), which is live or a tombstone`);
+  return problems;
 }
