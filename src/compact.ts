@@ -19,7 +19,7 @@ export { compactFaultHook, CompactCrash, type CompactStep } from "./compact-faul
 import fs from "node:fs";
 import { assert } from "./assert.js";
 import { emptyDropped, type CompactDropped, type CompactOptions, type CompactProgress, type CompactReport } from "./compact-api.js";
-import { RunRewriter, RunSkipped, type CompactParts, type Scanned } from "./compact-rewrite.js";
+import { RunRewriter, RunSkipped, ScratchBuffer, type CompactParts, type Scanned } from "./compact-rewrite.js";
 import { faultPoint, CompactCrash } from "./compact-fault.js";
 import { ByteRate, pickRuns, type Run, type SegmentView } from "./compact-policy.js";
 import { Reclaimer } from "./compact-reclaim.js";
@@ -52,6 +52,8 @@ export class Compactor {
   private closed = false;
   /** Segments found damaged while compacting: never picked again by this process. */
   private readonly damaged = new Set<number>();
+  /** Local inputs are read into one buffer for the whole of a compaction call (compact-rewrite.ts). */
+  private readonly scratch = new ScratchBuffer();
   private readonly rate: ByteRate;
   private readonly reclaimer: Reclaimer;
 
@@ -62,11 +64,12 @@ export class Compactor {
 
   /**
    * A compaction (`Store.compact`): one at a time, a second call waits for the first. `seal` is
-   * run first when `opts.sealActive`.
+   * run first when `opts.sealActive`, unless it is a dry run (sealing writes a segment; a dry run
+   * writes nothing and leaves the active segment's records out of its figures).
    */
   compact(opts: CompactOptions, seal?: () => Promise<void>): Promise<CompactReport> {
     return this.serialised(async () => {
-      if (opts.sealActive && seal) await seal();
+      if (opts.sealActive && !opts.dryRun && seal) await seal();
       return this.run({ all: opts.all ?? true, dryRun: opts.dryRun ?? false, measure: true, ...(opts.onProgress ? { onProgress: opts.onProgress } : {}) });
     });
   }
@@ -141,6 +144,7 @@ export class Compactor {
       const now = await this.views();
       runs = pickRuns(now.views, now.spans, this.d.limits, o.all);
     }
+    this.scratch.release();
     if (!o.dryRun && !this.closed) {
       o.onProgress?.({ phase: "reclaim", bytesDone: 0, bytesTotal: 0 });
       try {
@@ -256,7 +260,7 @@ export class Compactor {
     let stage: "tmp" | "file" | "object" | "marked" = "tmp";
     let sealedBytes = 0;
     try {
-      const scanned = await new RunRewriter(this.d, this.rate, this.damaged, () => this.closed).rewrite(run, writer, onProgress);
+      const scanned = await new RunRewriter(this.d, this.rate, this.damaged, () => this.closed, this.scratch).rewrite(run, writer, onProgress);
       const outBytes = await writer.finish();
       if (dryRun) {
         this.count(report, scanned);

@@ -164,7 +164,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   compactSmallBytes: 8 * MiB,
   compactRunBytesMax: 64 * MiB,
   compactIntervalMs: 10_000,
-  compactRateBytesPerSec: 32 * MiB,
+  compactRateBytesPerSec: 16 * MiB,
   compactRetainMs: 60_000,
   configAgeMsMax: 100 * 365 * 24 * 3600_000,
   configDedupWindowMsMax: 7 * 24 * 3600_000,

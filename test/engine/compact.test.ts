@@ -141,6 +141,11 @@ describe("compaction without a tier", () => {
       expect(report.localBytesAfter).toBeLessThan(report.localBytesBefore);
       expect(fs.readdirSync(segDir("dry")).sort()).toEqual(files);
       expect([...deadBytesBySegment(store.index).entries()]).toEqual(dead);
+      // Not even with sealActive: sealing would write a new segment.
+      await store.kv("k/v").set("key1", new Uint8Array(8));
+      const withActive = fs.readdirSync(segDir("dry")).sort();
+      expect((await store.compact({ dryRun: true, sealActive: true })).dryRun).toBe(true);
+      expect(fs.readdirSync(segDir("dry")).sort()).toEqual(withActive);
       expect(store.index.sys.get("compactedNext")).toBeUndefined();
     } finally {
       await store.close();
