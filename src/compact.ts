@@ -141,7 +141,14 @@ export class Compactor {
         continue;
       }
       if (o.runsMax !== undefined && report.runs >= o.runsMax) break;
-      const now = await this.views();
+      let now: Awaited<ReturnType<Compactor["views"]>>;
+      try {
+        now = await this.views();
+      } catch (err) {
+        // What is switched is done and durable; the rest waits for the next compaction.
+        this.d.warn(`compaction stopped after ${report.runs} run(s): the object store could not be listed (${(err as Error).message}); the rest waits for the next one`);
+        break;
+      }
       runs = pickRuns(now.views, now.spans, this.d.limits, o.all);
     }
     this.scratch.release();
@@ -159,10 +166,21 @@ export class Compactor {
       report.localBytesAfter = Math.max(0, report.localBytesBefore - report.droppedBytes);
       if (report.objectBytesBefore !== undefined) report.objectBytesAfter = report.objectBytesBefore;
     } else {
-      report.segmentsAfter = (await this.views()).views.length;
+      // The work is done and durable by now: a listing that fails here (the object store went
+      // away) must not turn the call into a failure, so the "after" figures are best effort.
+      report.segmentsAfter = await this.views().then(
+        (v) => v.views.length,
+        () => report.segmentsBefore - report.runs,
+      );
       if (o.measure) {
         report.localBytesAfter = this.localBytes();
-        if (this.d.tier) report.objectBytesAfter = await this.objectBytes();
+        if (this.d.tier) {
+          try {
+            report.objectBytesAfter = await this.objectBytes();
+          } catch (err) {
+            this.d.warn(`compaction finished, but the object store could not be listed to measure it (${(err as Error).message})`);
+          }
+        }
       }
     }
     report.ms = Math.round(performance.now() - started);

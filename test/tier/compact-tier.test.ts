@@ -16,7 +16,9 @@ import { isCompacted } from "../../src/log/segment-set.js";
 import type { StoreOptions } from "../../src/config.js";
 import { Store } from "../../src/store.js";
 import { listCheckpoints } from "../../src/tier/checkpoints.js";
-import type { ObjectStore } from "../../src/tier/object-store.js";
+import type { ObjectInfo, ObjectStore } from "../../src/tier/object-store.js";
+import { compactFaultHook } from "../../src/compact.js";
+import { StrataError } from "../../src/errors.js";
 import { S3ObjectStore } from "../../src/tier/s3-store.js";
 import { writePin } from "../../src/tier/pins.js";
 import { parseSegmentKey, segmentsPrefix } from "../../src/tier/segment-keys.js";
@@ -142,6 +144,37 @@ describe("compaction with a tier", () => {
       expect(await snapshot(restored)).toEqual(before);
     } finally {
       await restored.close();
+    }
+  });
+
+  it("an object store that stops listing after the switch does not fail a compaction that is done", async () => {
+    class Unlistable extends Kept {
+      broken = false;
+      override async *list(prefix: string): AsyncGenerator<ObjectInfo> {
+        if (this.broken) throw new StrataError("UNAVAILABLE", "the object store is unreachable (test)");
+        yield* super.list(prefix);
+      }
+    }
+    const objects = new Unlistable();
+    const warnings: string[] = [];
+    const store = await Store.open(opts("unlistable", objects, { onWarning: (m) => warnings.push(m) }));
+    try {
+      await workload(store, 8);
+      await store.sealActive();
+      await store.tier!.drained();
+      const before = await snapshot(store);
+      compactFaultHook.fn = (step) => {
+        if (step === "switched") objects.broken = true;
+      };
+      const report = await store.compact({ sealActive: true });
+      expect(report.runs).toBeGreaterThan(0);
+      expect(report.objectBytesAfter).toBeUndefined();
+      expect(warnings.some((w) => w.includes("could not be listed to measure it"))).toBe(true);
+      expect(await snapshot(store)).toEqual(before);
+    } finally {
+      compactFaultHook.fn = undefined;
+      objects.broken = false;
+      await store.close();
     }
   });
 
