@@ -49,7 +49,7 @@ export class Reclaimer {
     let deleted = 0;
     for (const { id, info } of due) {
       if (stopped()) return deleted;
-      if (this.deleteLocal(id, info)) deleted++;
+      if (await this.deleteLocal(id, info)) deleted++;
     }
     if (!tier) {
       for (const { id } of due) this.forget(id);
@@ -80,8 +80,11 @@ export class Reclaimer {
     return deleted;
   }
 
-  /** Deletes the local file of a superseded segment (and its local marker); false when there was none. */
-  private deleteLocal(id: number, info: SegmentInfo): boolean {
+  /**
+   * Deletes the local file of a superseded segment (and its local marker); false when there was
+   * none. The unlink runs off the event loop: freeing a large file's extents can take tens of ms.
+   */
+  private async deleteLocal(id: number, info: SegmentInfo): Promise<boolean> {
     const dir = this.d.segmentsDir;
     const file = segmentPath(dir, id);
     if (!fs.existsSync(file)) {
@@ -90,7 +93,7 @@ export class Reclaimer {
       return false;
     }
     this.d.log.forget(id);
-    fs.rmSync(file, { force: true });
+    await fs.promises.rm(file, { force: true });
     if (info.lo !== undefined && info.hi !== undefined) removeLocalMarker(dir, { id, lo: info.lo, hi: info.hi });
     fsyncDir(dir);
     this.d.tier?.localDeleted(id);

@@ -1,7 +1,7 @@
 /**
  * The segment set a store opens with (docs/compaction.md, "Segment ids, outputs and their order"):
  * local segment files and markers, the object store's segments and markers, and what the index
- * knows, resolved with ./log/segment-set.ts `resolveSegments`. Recovery (./recovery.ts) replays
+ * knows, resolved with ./log/segment-set.ts `resolveSegments`. Replay (./replay.ts) replays
  * the resulting entries in order.
  *
  * Rules kept here:

@@ -5,6 +5,8 @@
  * and the store's lifecycle.
  * It implements `Engine` (./engine.ts), the narrow interface the handles depend on; its index,
  * log, queue and tier are internal (callers outside the engine use the typed reads instead).
+ * What a server asks of it for ownership and takeovers (fencing, quarantine, handover, import) is
+ * in ./store-ownership.ts; the methods here delegate to it in one line each.
  */
 import fs from "node:fs";
 import path from "node:path";
@@ -22,9 +24,7 @@ import type { LmdbIndex, LocMeta } from "./index/lmdb-index.js";
 import { removeUnsyncedMarker } from "./index/unsynced-marker.js";
 import { limitsOf } from "./index/location-conf.js";
 import type { ImportRecord, LogRecord, Pointer, StreamSetRecord } from "./log/record.js";
-import { SEGMENT_HEADER_BYTES, listSegmentIds, segmentPath } from "./log/segment-files.js";
-import { isCompacted } from "./log/segment-set.js";
-import { scanRecords } from "./log/frame-scan.js";
+import { SEGMENT_HEADER_BYTES, listSegmentIds } from "./log/segment-files.js";
 import { SegmentLog } from "./log/segment-log.js";
 import type { Limits } from "./limits.js";
 import { startMaintenance, sweepExpired } from "./maintenance.js";
@@ -32,12 +32,12 @@ import { AgeSweep } from "./age-sweep.js";
 import { RecordReader } from "./record-reader.js";
 import { Compactor, type CompactOptions, type CompactReport } from "./compact.js";
 import { openIndexAndRecover, type RecoveryReport } from "./recovery.js";
+import { StoreOwnership } from "./store-ownership.js";
 import { openObjectStore, type ObjectStore } from "./tier/object-store.js";
 import { Tier } from "./tier/tier.js";
-import { isForeign } from "./index/foreign-logs.js";
 import { Importer, importRequestOf, importTmpDir } from "./tier/takeover.js";
-import { importLocations, validateServerId, type ImportItem, type ImportResult } from "./import-locations.js";
-import { cameBackWarning, dropQuarantine, listQuarantine, noteQuarantine, quarantineOf, quarantinedAmong, savedQuarantine, type QuarantineEntry, type QuarantineInfo } from "./index/quarantine.js";
+import type { ImportItem, ImportResult } from "./import-locations.js";
+import { noteQuarantine, savedQuarantine, type QuarantineEntry, type QuarantineInfo } from "./index/quarantine.js";
 import { KvHandle } from "./kv-handle.js";
 import { StreamHandle } from "./stream-handle.js";
 import type { AckMode, Change, Inventory, KvEntry, Kind, StoredMessage } from "./types.js";
@@ -58,6 +58,8 @@ export class Store {
   private sealRequested = false;
   private closing: Promise<void> | undefined;
   private readonly reader: RecordReader;
+  /** Ownership and takeovers, which the methods below delegate to (store-ownership.ts). */
+  private readonly ownership = new StoreOwnership(this, () => this.checkOpen());
   /** @internal The cold tier, when the store has one. */
   tier: Tier | undefined;
   /** @internal Takeovers' reader of other servers' object-store data (tier/takeover.ts), with a tier. */
@@ -138,7 +140,7 @@ export class Store {
     const importer = objects ? new Importer(objects, config.limits, importTmpDir(config.dir), config.onWarning) : undefined;
     let opened: { index: LmdbIndex; report: RecoveryReport };
     try {
-      // Replay redoes the imports its log holds (recovery.ts), through the same importer.
+      // Replay redoes the imports its log holds (replay.ts), through the same importer.
       const prepareImport = importer ? (rec: ImportRecord) => importer.prepare(config.id, [importRequestOf(rec)], config.clock()).then((rows) => rows[0]!) : undefined;
       opened = await openIndexAndRecover(path.join(config.dir, "index"), segmentsDir, config.limits, config.clock(), {
         forceRebuild,
@@ -406,98 +408,39 @@ export class Store {
    */
   objectCommit: ((location: string) => Promise<void>) | undefined;
 
-  /** @internal The first own segment whose records are not in the object store (see Tier.firstUnshipped). */
+  /** @internal Ownership and takeovers (store-ownership.ts `firstUnshipped`). */
   firstUnshipped(): number {
-    return this.tier ? this.tier.firstUnshipped(this.log.activeId) : 0;
+    return this.ownership.firstUnshipped();
   }
 
-  /**
-   * @internal How many records of `location` lie in own segments from `seg` on (newest first,
-   * counting at most `max`): what a server that lost the location never shipped.
-   */
+  /** @internal Ownership and takeovers (store-ownership.ts `recordsFrom`). */
   recordsFrom(location: string, seg: number, max: number): number {
-    this.checkOpen();
-    const meta = this.index.meta(location);
-    if (!meta) return 0;
-    let n = 0;
-    for (const { ptr } of reads.scanRevsNewest(this.index, meta.id, max)) {
-      if (ptr.seg >= seg && !isForeign(ptr.seg)) n += 1;
-    }
-    return n;
+    return this.ownership.recordsFrom(location, seg, max);
   }
 
-  /**
-   * @internal The locations with records in own local segments from `seg` on (at most `max`):
-   * what a server that restarted may have written and never shipped. Reads those segment files
-   * whole, one at a time; damaged ranges are skipped.
-   */
+  /** @internal Ownership and takeovers (store-ownership.ts `locationsFrom`). */
   locationsFrom(seg: number, max: number): string[] {
-    this.checkOpen();
-    const dir = path.join(this.config.dir, "segments");
-    const out = new Set<string>();
-    for (const id of listSegmentIds(dir)) {
-      // Compaction outputs hold only records of shipped segments (with a tier, a run's inputs are uploaded).
-      if (id < seg || isCompacted(id)) continue;
-      let buf: Buffer;
-      try {
-        buf = fs.readFileSync(segmentPath(dir, id));
-      } catch {
-        continue; // evicted or removed meanwhile: then it was shipped
-      }
-      for (const step of scanRecords(buf, SEGMENT_HEADER_BYTES, this.config.limits.recordBytesMax)) {
-        if (step.kind === "record" && step.rec.t !== "chunk") {
-          out.add(step.rec.loc);
-          if (out.size >= max) return [...out];
-        }
-      }
-    }
-    return [...out];
+    return this.ownership.locationsFrom(seg, max);
   }
 
-  /**
-   * @internal Records in the index that `location` moved to another server while records of it
-   * from own segment `fromSegment` on were never shipped (index/quarantine.ts; noting it again
-   * updates it). Never throws: a failure to record it is a warning, the claim goes on.
-   */
+  /** @internal Ownership and takeovers (store-ownership.ts `quarantine`). */
   quarantine(location: string, info: Omit<QuarantineInfo, "at">): void {
-    if (this.closing) return;
-    try {
-      this.index.write(() => noteQuarantine(this.index, location, { ...info, at: this.now() }));
-    } catch (err) {
-      this.config.onWarning(`the quarantine of location "${location}" could not be recorded in the index (${(err as Error).message}); it is reported by this process only`);
-    }
+    this.ownership.quarantine(location, info);
   }
 
-  /**
-   * @internal `location` is this store's again with its own history (granted back without a
-   * handoff): its records are served again, so it is no longer quarantined. Never throws.
-   */
+  /** @internal Ownership and takeovers (store-ownership.ts `unquarantine`). */
   unquarantine(location: string): void {
-    if (this.closing || quarantineOf(this.index.quarantine, location) === undefined) return;
-    try {
-      this.index.write(() => dropQuarantine(this.index, location));
-      this.config.onWarning(`location "${location}" is served by this server again with its own history; its records that were never shipped are part of it again`);
-    } catch (err) {
-      this.config.onWarning(`the quarantine of location "${location}" could not be dropped from the index (${(err as Error).message})`);
-    }
+    this.ownership.unquarantine(location);
   }
 
   /** Locations that moved away while this store held records of them it never shipped (`strata stat` lists them too). */
   quarantined(): QuarantineEntry[] {
-    this.checkOpen();
-    return listQuarantine(this.index.quarantine);
+    return this.ownership.quarantined();
   }
 
-  /**
-   * @internal Seals the active segment and waits until every sealed segment is in the object
-   * store; resolves to the id of the last segment shipped (the cut of a handover).
-   */
-  async shipAll(): Promise<number> {
-    if (!this.tier) throw new StrataError("INVALID_ARGUMENT", "handing a location over needs a cold tier; open the store with a tier");
-    await this.sealActive();
-    const cut = this.log.activeId - 1;
-    await this.tier.drained();
-    return cut;
+  /** @internal Ownership and takeovers (store-ownership.ts `shipAll`). */
+  shipAll(): Promise<number> {
+    return this.ownership.shipAll();
   }
 
   /**
@@ -508,28 +451,17 @@ export class Store {
    * the object store gives an empty location. Needs a tier (INVALID_ARGUMENT without one).
    */
   importLocations(items: ImportItem[]): Promise<ImportResult[]> {
-    this.checkOpen();
-    const importer = this.importer;
-    const back = quarantinedAmong(this.index.quarantine, items);
-    const done = importLocations({ limits: this.limits, serverId: this.config.id, importer, now: () => this.now(), submit: (op) => this.submit(op) }, items);
-    // The import drops a location's quarantine (index/import-rows.ts): say so, never silently.
-    if (back.length > 0) void done.then(() => back.forEach((b) => this.config.onWarning(cameBackWarning(b))), () => undefined);
-    return done;
+    return this.ownership.importLocations(items);
   }
 
   /** The last segment of server `from` in the object store (a takeover's cut), undefined when it has none. */
-  async lastSegmentOf(from: string): Promise<number | undefined> {
-    this.checkOpen();
-    validateServerId(from);
-    if (!this.importer) throw new StrataError("INVALID_ARGUMENT", "reading another server's segments needs the object store; open the store with a tier");
-    return this.importer.lastSegment(from);
+  lastSegmentOf(from: string): Promise<number | undefined> {
+    return this.ownership.lastSegmentOf(from);
   }
 
   /** Resolves once the records at `ptrs` (e.g. import records) are in the object store. */
-  async waitUploaded(ptrs: Pointer[]): Promise<void> {
-    this.checkOpen();
-    if (!this.tier) throw new StrataError("INVALID_ARGUMENT", "waiting for the object store needs a tier; open the store with a tier");
-    await this.tier.waitRecordsUploaded(ptrs);
+  waitUploaded(ptrs: Pointer[]): Promise<void> {
+    return this.ownership.waitUploaded(ptrs);
   }
 
   /** @internal Refuses `ack: "object"` up front when there is no tier, before anything is written. */

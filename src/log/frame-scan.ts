@@ -2,7 +2,7 @@
  * Walking a segment's bytes record by record, and resynchronisation after a bad frame.
  * `scanRecords` is the one walk of a segment: it yields each whole, valid record, and each damaged
  * range (a frame that is incomplete, fails its checksum or does not decode) with where the next
- * valid record starts (found by `resync`), or that none follows. Recovery (../recovery.ts) and
+ * valid record starts (found by `resync`), or that none follows. Replay (../replay.ts) and
  * sealing (../tier/sealed-segment.ts) both walk with it, so the local replay and the object store
  * agree byte for byte on what is a record and what is damaged.
  *

@@ -18,7 +18,7 @@
  *    them and reported; a segment object that fails its checksum fails the import (CORRUPT),
  *    never imports silently.
  * 3. L's rows are read out of the copy and translated for the importing server (`self`).
- * Replaying the importing server's log redoes exactly this (../recovery.ts), so the result of an
+ * Replaying the importing server's log redoes exactly this (../replay.ts), so the result of an
  * import depends only on `from`'s object-store data up to the cut, which nothing changes.
  *
  * Compaction (docs/compaction.md): before anything of `from` is read for a cut, the pin

@@ -1,9 +1,9 @@
 /**
  * Recovery, restore, takeover and `strata stat` once compaction outputs exist (docs/compaction.md,
- * src/open-segments.ts, src/recovery.ts, src/tier/takeover.ts): outputs are built by hand here
- * (records copied frame for frame from their inputs into a new segment with an output id, as the
- * compactor's writer does for a run where nothing is dead), so these tests depend only on the
- * segment-set rules. Real stores over a directory tier.
+ * src/open-segments.ts, src/recovery.ts, src/replay.ts, src/tier/takeover.ts): outputs are built
+ * by hand here (records copied frame for frame from their inputs into a new segment with an output
+ * id, as the compactor's writer does for a run where nothing is dead), so these tests depend only
+ * on the segment-set rules. Real stores over a directory tier.
  */
 import fs from "node:fs";
 import path from "node:path";

@@ -27,45 +27,26 @@
  *   disk, from every checkpoint the object store holds (the newest one made before or after a
  *   compaction, or an older one a damaged newer one would make a restore pick) and from none (a
  *   replay of the resolved segment set), and each must give exactly the model's state.
+ *
+ * The operations and how a write is issued are in ./tier-model-ops.ts; the compaction operations,
+ * their steps (`compact`, `compactCrash`, `restoreEach`) and the orphan-object check in
+ * ./tier-model-compaction.ts. This file holds the harness, the checks after every step and the runs.
  */
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import fc from "fast-check";
 import { afterAll, describe, expect, it } from "vitest";
-import { CompactCrash, compactFaultHook, type CompactStep } from "../../src/compact.js";
-import { StrataError } from "../../src/errors.js";
+import { compactFaultHook, type CompactStep } from "../../src/compact.js";
 import { listSegmentIds, segmentPath } from "../../src/log/segment-files.js";
 import { Store } from "../../src/store.js";
 import { FaultyObjectStore, MemoryObjectStore, type FaultOptions } from "../../src/testing/fault-store.js";
-import { checkpointKey, checkpointsPrefix, compactionsPrefix, parseCompactionMarkerKey, parseSegmentKey, segmentsPrefix } from "../../src/tier/segment-keys.js";
 import { COMPACTED_BASE, segmentFileProblems, segsOf } from "../engine/compact-files.js";
 import { Model, feedProblems, type Outcome } from "../engine/model.js";
+import { COMPACT_LIMITS, CRASH_STEPS, MILD_FAULTS, compact, compactCrash, compactionOpArb, restoreEach, type CompactionHarness } from "./tier-model-compaction.js";
+import { DEDUP_WINDOW_MS, KEYS, LIMITS, SERVER_ID, anyValue, checkpointKeyOf, isFault, issue, outcome, smallValue, writeOpArb, type Op, type WriteOp } from "./tier-model-ops.js";
 
-const STREAMS = ["s/a", "s/b", "mixed"] as const;
-const KVS = ["k/a", "k/b", "mixed"] as const;
 const ALL_LOCS = ["s/a", "s/b", "k/a", "k/b", "mixed"];
-const KEYS = ["a", "b", "c", "d.e", "f/g"] as const;
-const SERVER_ID = "model-srv";
-const DEDUP_WINDOW_MS = 60_000;
-const LIMITS = {
-  chunkBytes: 256,
-  recordBytesMax: 8192,
-  headersBytesMax: 1024,
-  segmentBytesMax: 16_384,
-  commitBatchBytesMax: 8192,
-  scanPageSize: 3,
-  dedupWindowMs: DEDUP_WINDOW_MS,
-  // Small blocks, a block cache of about one record and few footers: reads of evicted segments
-  // keep going back to the object store.
-  blockBytes: 512,
-  blockCacheBytes: 9000,
-  footerCacheMax: 3,
-  uploadRetryMaxMs: 20,
-  sealIntervalMs: 100,
-  objectAckTimeoutMs: 1500,
-  closeUploadWaitMs: 500,
-};
 /** Object-ack timeout while the object store is down (the outage step waits for it). */
 const OUTAGE_ACK_TIMEOUT_MS = 150;
 const FAULTS = { putFailRate: 0.2, failAfterApplyRate: 0.5, getFailRate: 0.08, corruptRate: 0.05, delayMsMax: 2 };
@@ -73,65 +54,11 @@ const FAULTS = { putFailRate: 0.2, failAfterApplyRate: 0.5, getFailRate: 0.08, c
 const READ_ATTEMPTS = 25;
 const OPEN_ATTEMPTS = 25;
 const DRAIN_TIMEOUT_MS = 10_000;
-/**
- * Compaction limits: every sealed segment counts as small (merged), runs of up to three segments,
- * inputs deletable 1 ms after their switch once the checkpoints allow (a compaction advances the
- * clock by that first, so it reclaims what the one before superseded).
- */
-const COMPACT_LIMITS = { compactSmallBytes: LIMITS.segmentBytesMax, compactRunBytesMax: 3 * LIMITS.segmentBytesMax, compactDeadFractionMin: 0.3, compactRetainMs: 1 };
-const COMPACT_ATTEMPTS = 6;
-const CRASH_STEPS: CompactStep[] = ["picked", "written", "uploaded", "object-marker", "local-marker", "switched", "reclaim-local", "reclaim-object", "reclaimed"];
 
 /** The object store outlives every Store (and its fault injector), which close what they own. */
 class KeptMemoryStore extends MemoryObjectStore {
   override async close(): Promise<void> {}
 }
-
-type Cond = "none" | "current" | "wrong";
-type Ack = "local" | "object";
-type WriteOp =
-  | { t: "append"; loc: string; value: Uint8Array; msgId?: string; cond: Cond; ack: Ack }
-  | { t: "set"; loc: string; seq: number; value: Uint8Array; ack: Ack }
-  | { t: "delete"; loc: string; seq: number; ack: Ack }
-  | { t: "deleteAll"; loc: string; endSeq?: number; ack: Ack }
-  | { t: "kvSet"; loc: string; key: string; value: Uint8Array; ttlMs?: number; cond: Cond | "absent"; ack: Ack }
-  | { t: "kvDelete"; loc: string; key: string; ack: Ack };
-type Op =
-  | WriteOp
-  | { t: "group"; ops: WriteOp[] }
-  | { t: "tick"; ms: number }
-  | { t: "sweep" }
-  | { t: "seal" }
-  | { t: "upload" }
-  | { t: "checkpoint"; ops: WriteOp[] }
-  | { t: "outage"; ops: WriteOp[] }
-  | { t: "reopen" }
-  | { t: "crash"; pick: number }
-  | { t: "restore"; checkpoint: boolean }
-  | { t: "loseDisk"; checkpoint: boolean }
-  | { t: "compact"; sealActive: boolean; all: boolean; ops: WriteOp[] }
-  | { t: "compactCrash"; sealActive: boolean; step: CompactStep; nth: number }
-  | { t: "restoreEach" };
-
-function writeOpArb(value: fc.Arbitrary<Uint8Array>, objectAckWeight: number): fc.Arbitrary<WriteOp> {
-  const seq = fc.integer({ min: 1, max: 12 });
-  const cond = fc.constantFrom<Cond>("none", "none", "current", "wrong");
-  const ack = fc.oneof({ weight: 10, arbitrary: fc.constant<Ack>("local") }, { weight: objectAckWeight, arbitrary: fc.constant<Ack>("object") });
-  const stream = fc.constantFrom(...STREAMS);
-  const kv = fc.constantFrom(...KVS);
-  return fc.oneof(
-    { weight: 5, arbitrary: fc.record({ t: fc.constant("append" as const), loc: stream, value, msgId: fc.option(fc.constantFrom("m1", "m2", "m3"), { nil: undefined }), cond, ack }, { requiredKeys: ["t", "loc", "value", "cond", "ack"] }) },
-    { weight: 2, arbitrary: fc.record({ t: fc.constant("set" as const), loc: stream, seq, value, ack }) },
-    { weight: 2, arbitrary: fc.record({ t: fc.constant("delete" as const), loc: stream, seq, ack }) },
-    { weight: 1, arbitrary: fc.record({ t: fc.constant("deleteAll" as const), loc: stream, endSeq: fc.option(fc.integer({ min: 0, max: 14 }), { nil: undefined }), ack }, { requiredKeys: ["t", "loc", "ack"] }) },
-    { weight: 4, arbitrary: fc.record({ t: fc.constant("kvSet" as const), loc: kv, key: fc.constantFrom(...KEYS), value, ttlMs: fc.option(fc.integer({ min: 1, max: 5000 }), { nil: undefined }), cond: fc.constantFrom<Cond | "absent">("none", "none", "current", "wrong", "absent"), ack }, { requiredKeys: ["t", "loc", "key", "value", "cond", "ack"] }) },
-    { weight: 2, arbitrary: fc.record({ t: fc.constant("kvDelete" as const), loc: kv, key: fc.constantFrom(...KEYS), ack }) },
-  );
-}
-
-const smallValue = fc.uint8Array({ maxLength: 60 });
-// Values over chunkBytes are split into chunk records, which can land in other blocks and segments.
-const anyValue = fc.oneof({ weight: 6, arbitrary: smallValue }, { weight: 1, arbitrary: fc.uint8Array({ minLength: 257, maxLength: 1500 }) });
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 20, arbitrary: writeOpArb(anyValue, 1) },
@@ -152,55 +79,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.constant({ t: "restoreEach" as const }) },
 );
 
-async function outcome(p: Promise<unknown>): Promise<Outcome> {
-  try {
-    return { ok: true, result: await p };
-  } catch (err) {
-    if (!StrataError.is(err)) throw err;
-    return { ok: false, code: err.code };
-  }
-}
-
-/** Runs one write on the store and the model; returns both outcomes (the store's still pending). */
-function issue(store: Store, model: Model, op: WriteOp): { store: Promise<Outcome>; model: Outcome } {
-  const ack = { ack: op.ack };
-  switch (op.t) {
-    case "append": {
-      const l = model.locs.get(op.loc);
-      const lastSeq = l?.kind === "stream" ? l.lastSeq : 0;
-      const opts: { msgId?: string; expectedLastSeq?: number } = {};
-      if (op.msgId !== undefined) opts.msgId = op.msgId;
-      if (op.cond !== "none") opts.expectedLastSeq = op.cond === "current" ? lastSeq : lastSeq + 3;
-      return { store: outcome(store.stream(op.loc).append({ value: op.value }, { ...opts, ...ack })), model: model.append(op.loc, op.value, opts) };
-    }
-    case "set":
-      return { store: outcome(store.stream(op.loc).set(op.seq, { value: op.value }, ack)), model: model.set(op.loc, op.seq, op.value) };
-    case "delete":
-      return { store: outcome(store.stream(op.loc).delete(op.seq, ack)), model: model.delete(op.loc, op.seq) };
-    case "deleteAll": {
-      const opts = op.endSeq === undefined ? ack : { endSeq: op.endSeq, ...ack };
-      return { store: outcome(store.stream(op.loc).deleteAll(opts)), model: model.deleteAll(op.loc, op.endSeq) };
-    }
-    case "kvSet": {
-      const entry = model.locs.get(op.loc)?.kv.get(op.key);
-      const live = entry && (entry.expiresAt === undefined || entry.expiresAt > model.now) ? entry.revision : 0;
-      const opts: { ttlMs?: number; expectedRevision?: number } = {};
-      if (op.ttlMs !== undefined) opts.ttlMs = op.ttlMs;
-      if (op.cond === "current") opts.expectedRevision = live;
-      if (op.cond === "wrong") opts.expectedRevision = live + 2;
-      if (op.cond === "absent") opts.expectedRevision = 0;
-      return { store: outcome(store.kv(op.loc).set(op.key, op.value, { ...opts, ...ack })), model: model.kvSet(op.loc, op.key, op.value, opts) };
-    }
-    case "kvDelete":
-      return { store: outcome(store.kv(op.loc).delete(op.key, ack)), model: model.kvDelete(op.loc, op.key) };
-  }
-}
-
-function isFault(err: unknown): err is StrataError {
-  return StrataError.is(err, "UNAVAILABLE") || StrataError.is(err, "CORRUPT");
-}
-
-class Harness {
+class Harness implements CompactionHarness {
   store!: Store;
   faulty!: FaultyObjectStore;
   model: Model;
@@ -213,7 +92,7 @@ class Harness {
   private floor = 0;
   readonly seen = new Map<string, number[]>();
   readonly memory = new KeptMemoryStore();
-  private now = 1_700_000_000_000;
+  now = 1_700_000_000_000;
   private opens = 0;
   /** What the run exercised, so the test can show it met what it claims to test. */
   readonly coverage = {
@@ -223,11 +102,11 @@ class Harness {
   /** The compaction steps a crash stopped a compaction after. */
   readonly crashedAt = new Set<CompactStep>();
   /** Set once a compaction may have dropped records: the change feed may then lack revisions. */
-  private compacted = false;
+  compacted = false;
   /** A compaction failed since the last open: an output it could not delete waits for the next open. */
-  private untidy = false;
+  untidy = false;
   /** Checkpoint keys that existed when the last compaction switched (a restore from one is from before it). */
-  private preCompactionCheckpoints = new Set<string>();
+  preCompactionCheckpoints = new Set<string>();
 
   constructor(
     readonly dir: string,
@@ -246,7 +125,7 @@ class Harness {
    * the log (segments are uploaded in order) are in the object store. A write that wrote nothing
    * (a conflict, a delete of nothing, a duplicate msgId) promises nothing about earlier ones.
    */
-  private apply(w: WriteOp): { store: Promise<Outcome>; model: Outcome } {
+  apply(w: WriteOp): { store: Promise<Outcome>; model: Outcome } {
     const before = this.model.locs.get(w.loc)?.rev ?? 0;
     const i = issue(this.store, this.model, w);
     const wrote = (this.model.locs.get(w.loc)?.rev ?? 0) > before;
@@ -341,11 +220,11 @@ class Harness {
         if (op.checkpoint) await this.checkpoint();
         return this.loseDisk();
       case "compact":
-        return this.compact(op.sealActive, op.all, op.ops);
+        return compact(this, op.sealActive, op.all, op.ops);
       case "compactCrash":
-        return this.compactCrash(op.sealActive, op.step, op.nth);
+        return compactCrash(this, op.sealActive, op.step, op.nth);
       case "restoreEach":
-        return this.restoreEach();
+        return restoreEach(this);
       default: {
         const i = this.apply(op);
         expect(await i.store, `${op.t} ack ${op.ack}`).toEqual(i.model);
@@ -361,7 +240,7 @@ class Harness {
   }
 
   /** Seals the active segment and waits until every sealed segment is in the object store. */
-  private async uploadAll(): Promise<void> {
+  async uploadAll(): Promise<void> {
     await this.store.sealActive();
     await withDeadline(this.store.tier!.drained(), DRAIN_TIMEOUT_MS, "uploads to drain");
     expect(this.store.tier!.backlog).toBe(0);
@@ -463,111 +342,6 @@ class Harness {
     if (cp && this.preCompactionCheckpoints.has(checkpointKeyOf(cp))) this.coverage.restoresFromPreCompactionCheckpoint++;
   }
 
-  /**
-   * A compaction under the object store's faults, with writes racing it. It may fail (an upload,
-   * a fetch of an evicted input, a checkpoint it waits for), with UNAVAILABLE or CORRUPT only, and
-   * leaves everything readable either way.
-   */
-  private async compact(sealActive: boolean, all: boolean, ops: WriteOp[]): Promise<void> {
-    const checkpoints = await this.checkpointKeys();
-    this.compacted = true;
-    this.now += COMPACT_LIMITS.compactRetainMs;
-    this.model.now = this.now;
-    const compaction = this.store.compact({ sealActive, all }).then(
-      (report) => ({ ok: true as const, report }),
-      (err: unknown) => {
-        if (!isFault(err)) throw err;
-        return { ok: false as const, err };
-      },
-    );
-    const issued = ops.map((w) => this.apply(w));
-    const results = await Promise.all(issued.map((i) => i.store));
-    results.forEach((r, i) => expect(r, `item ${i}: ${ops[i]!.t} racing a compaction`).toEqual(issued[i]!.model));
-    let r = await compaction;
-    // A compaction that met an injected fault is tried again (a few times), as an operator would.
-    for (let attempt = 1; !r.ok && attempt < COMPACT_ATTEMPTS; attempt++) {
-      this.coverage.compactFailures++;
-      if (process.env.STRATA_TIER_MODEL_COVERAGE) console.log(`compaction failed: ${r.err.message}`);
-      // Until the next open, a failed compaction may have left an output it could not delete.
-      this.untidy = true;
-      r = await this.store.compact({ sealActive, all }).then(
-        (report) => ({ ok: true as const, report }),
-        (err: unknown) => {
-          if (!isFault(err)) throw err;
-          return { ok: false as const, err };
-        },
-      );
-    }
-    if (!r.ok) {
-      this.untidy = true;
-      this.coverage.compactFailures++;
-      return;
-    }
-    const runs = r.report.runs;
-    this.coverage.compactRuns += runs;
-    if (runs > 0) this.preCompactionCheckpoints = new Set([...this.preCompactionCheckpoints, ...checkpoints]);
-  }
-
-  /**
-   * A compaction stopped after its `nth` `step` as if the process died there (the data directory
-   * copied as it is, the object store cut off from the old instance, the copy opened in its
-   * place). The open must leave no file or object of it unaccounted for.
-   */
-  private async compactCrash(sealActive: boolean, step: CompactStep, nth: number): Promise<void> {
-    const checkpoints = await this.checkpointKeys();
-    let hits = 0;
-    let stopped = false;
-    compactFaultHook.fn = (s) => {
-      if (s === step && hits++ === nth) {
-        stopped = true;
-        throw new Error(`crash after ${s}`);
-      }
-    };
-    this.compacted = true;
-    this.now += COMPACT_LIMITS.compactRetainMs;
-    this.model.now = this.now;
-    let error: unknown;
-    try {
-      // Tried again after an injected fault (a few times), until it completes or the hook stops it.
-      for (let attempt = 1; attempt <= COMPACT_ATTEMPTS; attempt++) {
-        error = undefined;
-        try {
-          await this.store.compact({ sealActive, all: true });
-        } catch (err) {
-          error = err;
-        }
-        if (stopped || error === undefined || !isFault(error)) break;
-        this.untidy = true;
-        this.coverage.compactFailures++;
-      }
-    } finally {
-      delete compactFaultHook.fn;
-    }
-    if (!stopped) {
-      if (error !== undefined && !isFault(error)) throw error;
-      // A compaction that failed may leave an output it could not delete until the next open.
-      if (error !== undefined) this.untidy = true;
-      return;
-    }
-    expect(error, "a compaction stopped by the hook rejects with CompactCrash").toBeInstanceOf(CompactCrash);
-    this.coverage.compactCrashes++;
-    this.crashedAt.add(step);
-    if (["switched", "reclaim-local", "reclaim-object", "reclaimed"].includes(step)) this.preCompactionCheckpoints = new Set([...this.preCompactionCheckpoints, ...checkpoints]);
-    const copy = `${this.dir}-crash`;
-    fs.mkdirSync(path.join(copy, "index"), { recursive: true });
-    fs.cpSync(path.join(this.dir, "index", "index.mdb"), path.join(copy, "index", "index.mdb"));
-    fs.cpSync(path.join(this.dir, "segments"), path.join(copy, "segments"), { recursive: true });
-    this.faulty.setOffline(true);
-    await this.close();
-    fs.rmSync(this.dir, { recursive: true, force: true });
-    fs.renameSync(copy, this.dir);
-    await this.open();
-    const segs = segsOf(this.store.index.segs);
-    expect(segmentFileProblems(path.join(this.dir, "segments"), segs), `files after a crash after ${step}`).toEqual([]);
-    // Deleting an orphan object can fail under the injected faults; then the next open retries.
-    if (this.faulty.counts.writeFailures === 0) expect(await this.objectProblems(segs), `objects after a crash after ${step}`).toEqual([]);
-  }
-
   /** Prints the recovery report's segment set, the files and `segs` (STRATA_TIER_MODEL_TRACE=1). */
   trace(what: string): void {
     const r = this.store.recovery;
@@ -575,57 +349,6 @@ class Harness {
     const files = fs.readdirSync(path.join(this.dir, "segments")).join(" ");
     const segs = [...segsOf(this.store.index.segs)].map(([id, i]) => `${c(id)}:${i.state}${i.lo !== undefined ? `[${i.lo}-${i.hi}]` : ""}${i.by !== undefined ? `>${c(i.by)}` : ""}`);
     console.log(`${what}: cp ${JSON.stringify(r.restoredCheckpoint)} tier ${r.tierIds.map(c).join(",")} markers ${JSON.stringify(r.tierMarkers)} entries ${r.segments.map((e) => `${c(e.id)}[${e.lo}-${e.hi}]`).join(",")} superseded ${r.superseded.map(c)} orphans ${JSON.stringify(r.orphans)} kept ${JSON.stringify(r.unknownOutputsKept)}\n  files ${files}\n  segs ${segs.join(" ")}`);
-  }
-
-  /** Compaction outputs and markers in the object store that the index does not know (orphans). */
-  private async objectProblems(segs: ReadonlyMap<number, unknown>): Promise<string[]> {
-    const problems: string[] = [];
-    for await (const o of this.memory.list(segmentsPrefix(SERVER_ID))) {
-      const id = parseSegmentKey(SERVER_ID, o.key);
-      if (id !== undefined && id >= COMPACTED_BASE && !segs.has(id)) problems.push(`orphan output object ${o.key}`);
-    }
-    for await (const o of this.memory.list(compactionsPrefix(SERVER_ID))) {
-      const c = parseCompactionMarkerKey(SERVER_ID, o.key);
-      if (c === undefined) problems.push(`unreadable marker object ${o.key}`);
-      else if (!segs.has(c.id)) problems.push(`orphan marker object ${o.key}`);
-    }
-    return problems;
-  }
-
-  private async checkpointKeys(): Promise<string[]> {
-    const out: string[] = [];
-    for await (const o of this.memory.list(checkpointsPrefix(SERVER_ID))) out.push(o.key);
-    return out;
-  }
-
-  /**
-   * Once every sealed segment is uploaded, a restore onto an empty disk from each checkpoint the
-   * object store holds (any of them is picked when the newer ones are damaged), and from none,
-   * gives exactly the model's state: compaction never deleted an object one of them needs. Each
-   * restore runs on a copy of the object store (holding only its checkpoint) and is discarded.
-   */
-  private async restoreEach(): Promise<void> {
-    await this.uploadAll();
-    const checkpoints = await this.checkpointKeys();
-    for (const chosen of [...checkpoints, undefined]) {
-      const copy = new MemoryObjectStore();
-      for await (const o of this.memory.list(`${SERVER_ID}/`)) {
-        if (o.key.startsWith(checkpointsPrefix(SERVER_ID)) && o.key !== chosen) continue;
-        await copy.put(o.key, (await this.memory.get(o.key))!);
-      }
-      const dir = `${this.dir}-restore`;
-      const store = await Store.open({ dir, id: SERVER_ID, objectStore: copy, cacheBytes: this.cacheBytes, limits: { ...LIMITS, ...COMPACT_LIMITS }, clock: () => this.now, sweepTimers: false, compaction: false, onWarning: () => {} });
-      try {
-        const cp = store.recovery.restoredCheckpoint;
-        expect(cp === undefined ? undefined : checkpointKeyOf(cp), "the restore used the one checkpoint left").toBe(chosen);
-        if (this.compacted) this.coverage.restoresAfterCompaction++;
-        if (chosen !== undefined && this.preCompactionCheckpoints.has(chosen)) this.coverage.restoresFromPreCompactionCheckpoint++;
-        await this.check(store, `restored from ${chosen ?? "no checkpoint"}`);
-      } finally {
-        await store.close();
-        fs.rmSync(dir, { recursive: true, force: true });
-      }
-    }
   }
 
   /**
@@ -742,10 +465,6 @@ function snapshot(model: Model): Model {
   return Object.setPrototypeOf(structuredClone(model), Model.prototype) as Model;
 }
 
-function checkpointKeyOf(pos: { seg: number; off: number }): string {
-  return checkpointKey(SERVER_ID, pos);
-}
-
 function range(n: number): number[] {
   return Array.from({ length: n }, (_, i) => i + 1);
 }
@@ -804,25 +523,6 @@ async function runTierModel(ops: fc.Arbitrary<Op[]>, numRuns: number, seed: numb
   if (process.env.STRATA_TIER_MODEL_COVERAGE) console.log(JSON.stringify(total), [...crashedAt].join(","));
   return { total, crashedAt };
 }
-
-/** Longer sequences that seal, upload, checkpoint, compact (crashing at every step) and restore a lot. */
-const compactionOpArb: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 20, arbitrary: writeOpArb(anyValue, 1) },
-  { weight: 3, arbitrary: fc.record({ t: fc.constant("group" as const), ops: fc.array(writeOpArb(smallValue, 1), { minLength: 2, maxLength: 10 }) }) },
-  { weight: 1, arbitrary: fc.record({ t: fc.constant("tick" as const), ms: fc.oneof(fc.integer({ min: 1, max: 3000 }), fc.constant(DEDUP_WINDOW_MS + 1)) }) },
-  { weight: 4, arbitrary: fc.constant({ t: "seal" as const }) },
-  { weight: 2, arbitrary: fc.constant({ t: "upload" as const }) },
-  { weight: 3, arbitrary: fc.record({ t: fc.constant("checkpoint" as const), ops: fc.array(writeOpArb(smallValue, 0), { maxLength: 6 }) }) },
-  { weight: 1, arbitrary: fc.constant({ t: "reopen" as const }) },
-  { weight: 1, arbitrary: fc.record({ t: fc.constant("crash" as const), pick: fc.nat() }) },
-  { weight: 2, arbitrary: fc.record({ t: fc.constant("restore" as const), checkpoint: fc.boolean() }) },
-  { weight: 1, arbitrary: fc.record({ t: fc.constant("loseDisk" as const), checkpoint: fc.constantFrom(false, true) }) },
-  { weight: 6, arbitrary: fc.record({ t: fc.constant("compact" as const), sealActive: fc.boolean(), all: fc.constantFrom(true, true, false), ops: fc.array(writeOpArb(smallValue, 0), { maxLength: 4 }) }) },
-  { weight: 6, arbitrary: fc.record({ t: fc.constant("compactCrash" as const), sealActive: fc.boolean(), step: fc.constantFrom(...CRASH_STEPS), nth: fc.integer({ min: 0, max: 1 }) }) },
-  { weight: 2, arbitrary: fc.constant({ t: "restoreEach" as const }) },
-);
-/** Milder faults for the compaction property, so most compactions get through and reach every step. */
-const MILD_FAULTS = { putFailRate: 0.03, failAfterApplyRate: 0.5, getFailRate: 0.01, corruptRate: 0.01, delayMsMax: 1 };
 
 describe("tier model", () => {
   it("matches the model under random operations, seals, uploads, evictions, faults, outages, crashes, restores, disk loss and compactions", async () => {
