@@ -17,15 +17,7 @@
  * Credentials: the ones in the options when given, otherwise the SDK's default chain (the
  * standard AWS_* environment variables, shared config files, instance roles).
  */
-import {
-  DeleteObjectCommand,
-  GetObjectCommand,
-  HeadObjectCommand,
-  ListObjectsV2Command,
-  PutObjectCommand,
-  S3Client,
-  type S3ClientConfig,
-} from "@aws-sdk/client-s3";
+import type { S3Client, S3ClientConfig } from "@aws-sdk/client-s3";
 import { StrataError } from "../errors.js";
 import {
   closedError,
@@ -120,11 +112,15 @@ function networkErrnoOf(err: unknown, depth = 0): string | undefined {
   return undefined;
 }
 
+type Sdk = typeof import("@aws-sdk/client-s3");
+
 export class S3ObjectStore implements ObjectStore {
   readonly bucket: string;
   readonly prefix: string;
   readonly createOnly: CreateOnly;
-  private readonly client: S3Client;
+  /** The SDK and its client, loaded on first use (the SDK costs ~20 MB of memory, most servers never need it). */
+  private loaded: Promise<{ client: S3Client; sdk: Sdk }> | undefined;
+  private readonly config: S3ClientConfig;
   private readonly where: string;
   private readonly listPageSize: number;
   private closed = false;
@@ -162,19 +158,22 @@ export class S3ObjectStore implements ObjectStore {
     };
     if (options.endpoint !== undefined) config.endpoint = options.endpoint;
     if (options.credentials !== undefined) config.credentials = { ...options.credentials };
-    this.client = new S3Client(config);
+    this.config = config;
+  }
+
+  private s3(): Promise<{ client: S3Client; sdk: Sdk }> {
+    this.loaded ??= import("@aws-sdk/client-s3").then((sdk) => ({ sdk, client: new sdk.S3Client(this.config) }));
+    return this.loaded;
   }
 
   async put(key: string, body: Uint8Array): Promise<void> {
     this.checkOpen();
     validateKey(key);
     validateBody(body);
-    await this.call(`put ${key}`, () => this.client.send(new PutObjectCommand({
-      Bucket: this.bucket,
-      Key: this.s3Key(key),
-      Body: body,
-      ContentLength: body.byteLength,
-    })));
+    await this.call(`put ${key}`, async () => {
+      const { client, sdk } = await this.s3();
+      return client.send(new sdk.PutObjectCommand({ Bucket: this.bucket, Key: this.s3Key(key), Body: body, ContentLength: body.byteLength }));
+    });
   }
 
   async putIfAbsent(key: string, body: Uint8Array): Promise<PutIfAbsentResult> {
@@ -185,7 +184,8 @@ export class S3ObjectStore implements ObjectStore {
     if (this.createOnly === "best-effort" && (await this.head(key)) !== undefined) return "exists";
     const what = `put ${key} (create-only)`;
     try {
-      await this.client.send(new PutObjectCommand({
+      const { client, sdk } = await this.s3();
+      await client.send(new sdk.PutObjectCommand({
         Bucket: this.bucket,
         Key: this.s3Key(key),
         Body: body,
@@ -217,7 +217,8 @@ export class S3ObjectStore implements ObjectStore {
     }
     const what = `get ${key}`;
     const answer = await this.ask(what, async () => {
-      const res = await this.client.send(new GetObjectCommand({
+      const { client, sdk } = await this.s3();
+      const res = await client.send(new sdk.GetObjectCommand({
         Bucket: this.bucket,
         Key: this.s3Key(key),
         Range: range === undefined ? undefined : `bytes=${range.offset}-${range.offset + range.length - 1}`,
@@ -250,10 +251,10 @@ export class S3ObjectStore implements ObjectStore {
     this.checkOpen();
     validateKey(key);
     // HEAD answers have no body, so a missing bucket is a bare 404 too and reads as "no object".
-    const answer = await this.ask(`head ${key}`, () => this.client.send(new HeadObjectCommand({
-      Bucket: this.bucket,
-      Key: this.s3Key(key),
-    })));
+    const answer = await this.ask(`head ${key}`, async () => {
+      const { client, sdk } = await this.s3();
+      return client.send(new sdk.HeadObjectCommand({ Bucket: this.bucket, Key: this.s3Key(key) }));
+    });
     return answer.kind === "ok" ? { size: answer.value.ContentLength ?? 0 } : undefined;
   }
 
@@ -263,12 +264,15 @@ export class S3ObjectStore implements ObjectStore {
     const base = this.prefix === "" ? "" : `${this.prefix}/`;
     let token: string | undefined;
     do {
-      const page = await this.call(`list ${prefix}`, () => this.client.send(new ListObjectsV2Command({
-        Bucket: this.bucket,
-        Prefix: (base + prefix) === "" ? undefined : base + prefix,
-        ContinuationToken: token,
-        MaxKeys: this.listPageSize,
-      })));
+      const page = await this.call(`list ${prefix}`, async () => {
+        const { client, sdk } = await this.s3();
+        return client.send(new sdk.ListObjectsV2Command({
+          Bucket: this.bucket,
+          Prefix: (base + prefix) === "" ? undefined : base + prefix,
+          ContinuationToken: token,
+          MaxKeys: this.listPageSize,
+        }));
+      });
       for (const object of page.Contents ?? []) {
         const key = object.Key?.slice(base.length);
         // Objects put by something else under names that are not keys cannot be read through
@@ -288,16 +292,18 @@ export class S3ObjectStore implements ObjectStore {
     this.checkOpen();
     validateKey(key);
     // S3 answers 204 for a missing key; some compatible servers answer 404 instead.
-    await this.ask(`delete ${key}`, () => this.client.send(new DeleteObjectCommand({
-      Bucket: this.bucket,
-      Key: this.s3Key(key),
-    })));
+    await this.ask(`delete ${key}`, async () => {
+      const { client, sdk } = await this.s3();
+      return client.send(new sdk.DeleteObjectCommand({ Bucket: this.bucket, Key: this.s3Key(key) }));
+    });
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    this.client.destroy();
+    // Never used: nothing was loaded, nothing to end.
+    const loaded = await this.loaded?.catch(() => undefined);
+    loaded?.client.destroy();
   }
 
   private checkOpen(): void {
