@@ -27,10 +27,10 @@ import { StrataError } from "./errors.js";
 import { SwitchRefused, switchIn } from "./index/compact-switch.js";
 import { chunkSpans } from "./index/dead-chunks.js";
 import { isForeign } from "./index/foreign-logs.js";
-import { OutputWriter, outputTmpPath } from "./log/compact-writer.js";
-import { fsyncDir, listSegmentIds, segmentPath } from "./log/segment-files.js";
-import { COMPACTED_SEG_BASE, isCompacted, removeLocalMarker, writeLocalMarker, type Cover } from "./log/segment-set.js";
-import { COMPACTED_NEXT_KEY } from "./open-segments.js";
+import { OutputWriter } from "./log/compact-writer.js";
+import { listSegmentIds, segmentPath } from "./log/segment-files.js";
+import { COMPACTED_SEG_BASE, isCompacted, writeLocalMarker, type Cover } from "./log/segment-set.js";
+import { COMPACTED_NEXT_KEY, deleteOutput } from "./open-segments.js";
 import { listCheckpoints } from "./tier/checkpoints.js";
 import { pinnedCut } from "./tier/pins.js";
 import { sealSegmentAsync } from "./tier/sealed-segment.js";
@@ -347,18 +347,11 @@ export class Compactor {
     report.keptRecords += s.keptRecords;
   }
 
-  /** Removes an output that was not switched in: its markers first, so it is never valid without its file. */
+  /** Removes an output that was not switched in (open-segments.ts `deleteOutput`: markers first). */
   private async discard(cover: Cover, stage: "file" | "object" | "marked"): Promise<void> {
+    const { tier } = this.d;
     try {
-      removeLocalMarker(this.d.segmentsDir, cover);
-      const { tier } = this.d;
-      if (tier && stage !== "file") {
-        await tier.objects.delete(compactionMarkerKey(this.d.serverId, cover));
-        await tier.objects.delete(segmentKey(this.d.serverId, cover.id));
-      }
-      fs.rmSync(segmentPath(this.d.segmentsDir, cover.id), { force: true });
-      fs.rmSync(outputTmpPath(this.d.segmentsDir, cover.id), { force: true });
-      fsyncDir(this.d.segmentsDir);
+      await deleteOutput(this.d.segmentsDir, stage === "file" || !tier ? undefined : { objects: tier.objects, serverId: this.d.serverId }, cover.id, [cover], true);
     } catch (err) {
       // Left for the next open, which removes outputs the index does not know (open-segments.ts).
       this.d.warn(`compaction output ${cover.id} could not be removed (${(err as Error).message}); it is removed at the next open`);

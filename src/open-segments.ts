@@ -23,6 +23,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import type { LmdbIndex, SegmentInfo } from "./index/lmdb-index.js";
+import { outputTmpPath } from "./log/compact-writer.js";
 import { fsyncDir, segmentPath } from "./log/segment-files.js";
 import {
   COMPACTED_SEG_BASE,
@@ -130,21 +131,32 @@ function inputsPresent(entries: SegmentEntry[], c: Cover): boolean {
   return overlap[0]!.lo === c.lo && overlap[overlap.length - 1]!.hi === c.hi;
 }
 
-/** Deletes an orphan output: local file, local markers, then (with a tier) the object and its markers. */
+/** Deletes an orphan output found at open; reports whether the object store refused (it is tried again at the next open). */
 async function removeOutput(inp: OpenSegmentsInput, id: number, covers: Cover[]): Promise<{ removed: boolean; error?: string }> {
-  fs.rmSync(segmentPath(inp.segmentsDir, id), { force: true });
-  for (const c of covers) removeLocalMarker(inp.segmentsDir, c);
-  fsyncDir(inp.segmentsDir);
-  if (!inp.tier) return { removed: true };
   try {
-    const { objects, serverId } = inp.tier;
-    if (inp.tierIds.includes(id)) await objects.delete(segmentKey(serverId, id));
-    for (const c of covers) await objects.delete(compactionMarkerKey(serverId, c));
+    await deleteOutput(inp.segmentsDir, inp.tier, id, covers, inp.tierIds.includes(id));
     return { removed: true };
   } catch (err) {
     // The object store is unreachable: the orphan stays there until the next open, unread.
     return { removed: false, error: (err as Error).message };
   }
+}
+
+/**
+ * Deletes a compaction output the index never switched to (an orphan at open, or a run given up):
+ * the local copy first (markers, then the file and an unfinished `.tmp`), then, with a tier, its
+ * object markers and its object (`inTier`). Markers go before their bytes in each place, so the
+ * output is never valid without them. Idempotent: what an unreachable object store leaves is an
+ * orphan the next open removes.
+ */
+export async function deleteOutput(segmentsDir: string, tier: { objects: ObjectStore; serverId: string } | undefined, id: number, covers: readonly Cover[], inTier: boolean): Promise<void> {
+  for (const c of covers) removeLocalMarker(segmentsDir, c);
+  fs.rmSync(segmentPath(segmentsDir, id), { force: true });
+  fs.rmSync(outputTmpPath(segmentsDir, id), { force: true });
+  fsyncDir(segmentsDir);
+  if (!tier) return;
+  for (const c of covers) await tier.objects.delete(compactionMarkerKey(tier.serverId, c));
+  if (inTier) await tier.objects.delete(segmentKey(tier.serverId, id));
 }
 
 /** Records valid outputs (with their cover), present superseded segments, and raises compactedNext. */
