@@ -1,8 +1,10 @@
 /**
  * The responders of the net benchmark, each in a process of its own, so that their CPU is not
  * taken from the benchmark's client (JetStream, inside nats-server, has its own process too):
- * a strata server (`role: "strata"`), or a trivial echo responder on core NATS (`role: "echo"`,
- * which answers every request on `subject` with its own payload: the request/reply ceiling).
+ * a strata server (`role: "strata"`; pinned by its clients, or with `coordinated` registered with
+ * a coordinator), a coordinator (`role: "coordinator"`, as `strata coordinator` runs it), or a
+ * trivial echo responder on core NATS (`role: "echo"`, which answers every request on `subject`
+ * with its own payload: the request/reply ceiling).
  *
  * `startBenchServer` spawns `node [--import tsx] bench/net-server-child.ts` with its settings in the
  * STRATA_BENCH_SERVER environment variable (JSON); the child answers { type: "ready" } over IPC
@@ -19,7 +21,7 @@ const SCRIPT = fileURLToPath(import.meta.url);
 const READY_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 10_000;
 
-export type BenchServerSettings = StrataSettings | EchoSettings;
+export type BenchServerSettings = StrataSettings | EchoSettings | CoordinatorSettings;
 
 export interface StrataSettings {
   role: "strata";
@@ -27,6 +29,8 @@ export interface StrataSettings {
   dir: string;
   id: string;
   fsync: "always" | "interval";
+  /** Registers with the coordinator (default prefix) instead of serving standalone; ready once it holds a lease. */
+  coordinated?: boolean;
   /** Directory for a V8 CPU profile of the child (`node --cpu-prof`), for finding its hot spots. */
   cpuProfDir?: string;
 }
@@ -36,6 +40,14 @@ export interface EchoSettings {
   url: string;
   /** Subject (wildcards allowed) the echo responder answers on. */
   subject: string;
+  cpuProfDir?: string;
+}
+
+export interface CoordinatorSettings {
+  role: "coordinator";
+  url: string;
+  /** The coordinator's state directory (fresh per run). */
+  dir: string;
   cpuProfDir?: string;
 }
 
@@ -91,7 +103,7 @@ function once(fn: () => Promise<void>): () => Promise<void> {
 
 async function childMain(): Promise<void> {
   const settings = JSON.parse(process.env.STRATA_BENCH_SERVER ?? "{}") as BenchServerSettings;
-  const stop = settings.role === "echo" ? await serveEcho(settings) : await serveStrata(settings);
+  const stop = settings.role === "echo" ? await serveEcho(settings) : settings.role === "coordinator" ? await serveCoordinator(settings) : await serveStrata(settings);
   // A benchmark that dies without stopping us (killed, crashed) must not leave us behind.
   process.once("disconnect", () => process.exit(1));
   process.once("SIGTERM", () => {
@@ -111,15 +123,33 @@ async function childMain(): Promise<void> {
 async function serveStrata(settings: StrataSettings): Promise<() => Promise<void>> {
   const { startServer } = await import("../src/net/server/server.js");
   const server = await startServer({
-    // Pinned by the client, no coordinator (bench/net.ts).
-    standalone: true,
+    // Pinned by the client, no coordinator (bench/net.ts), unless coordinated.
+    standalone: settings.coordinated !== true,
     id: settings.id,
     dir: settings.dir,
     nats: settings.url,
     storeOptions: { fsync: settings.fsync, sweepTimers: false },
     onWarning: (m) => process.stderr.write(`bench strata server: ${m}\n`),
   });
+  if (settings.coordinated === true) {
+    // Ready only once registered and holding a lease, so the first locate finds a live server.
+    // The server exposes no event for it: poll its stats, bounded by the parent's ready timeout.
+    while (server.stats().ownership?.incarnation === undefined || (server.stats().ownership?.leaseRemainingMs ?? 0) <= 0) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  }
   return () => server.stop();
+}
+
+async function serveCoordinator(settings: CoordinatorSettings): Promise<() => Promise<void>> {
+  const { connect } = await import("nats");
+  const { startCoordinator } = await import("../src/net/coord/coordinator.js");
+  const nc = await connect({ servers: settings.url, name: "strata-bench-coordinator" });
+  const coordinator = await startCoordinator({ nc, dataDir: settings.dir, onWarning: (m) => process.stderr.write(`bench coordinator: ${m}\n`) });
+  return async () => {
+    await coordinator.stop();
+    await nc.drain();
+  };
 }
 
 async function serveEcho(settings: EchoSettings): Promise<() => Promise<void>> {

@@ -6,8 +6,11 @@
  * core NATS echo responder that gives the request/reply ceiling.
  *
  * Each system gets its own NATS connection from the benchmark process. Strata's client is pinned
- * to its one server (no coordinator), as `strata up` would place every location on it anyway.
+ * to its one server (no coordinator), as `strata up` would place every location on it anyway;
+ * with `coordinated` a coordinator child runs too, the server registers with it and the client
+ * locates through it (the new-locations row and the coordinated append row).
  */
+import path from "node:path";
 import { connect, createInbox, StorageType, type JetStreamClient, type JetStreamManager, type NatsConnection } from "nats";
 import { StrataClient } from "../src/net/client/client.js";
 import { startBenchServer, type BenchServer } from "./net-server-child.js";
@@ -34,6 +37,8 @@ export interface BenchSystem {
   readonly pids: Readonly<Record<string, number | undefined>>;
   stream(name: string): Promise<BenchStream>;
   kv(name: string): Promise<BenchKv>;
+  /** Removes streams made by `stream(name)` where the system can (JetStream deletes them; a Strata location stays). */
+  discard?(names: string[]): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -43,29 +48,44 @@ export interface StrataSystemOptions {
   natsPid: number | undefined;
   dir: string;
   cpuProfDir?: string;
+  /** A coordinator child too; the server registers with it, the client locates through it. */
+  coordinated?: boolean;
 }
 
 const SERVER_ID = "bench";
 
 export async function startStrataSystem(options: StrataSystemOptions): Promise<BenchSystem> {
   const fsync = options.name === "strataFsyncAlways" ? "always" : "interval";
-  const server = await startBenchServer({
-    role: "strata",
-    url: options.natsUrl,
-    dir: options.dir,
-    id: SERVER_ID,
-    fsync,
-    ...(options.cpuProfDir !== undefined ? { cpuProfDir: options.cpuProfDir } : {}),
-  });
+  const coordinated = options.coordinated === true;
+  const prof = options.cpuProfDir !== undefined ? { cpuProfDir: options.cpuProfDir } : {};
+  // Both children start at once: the server registers (retrying) as soon as the coordinator answers.
+  const [coordinatorStart, serverStart] = await Promise.allSettled([
+    coordinated ? startBenchServer({ role: "coordinator", url: options.natsUrl, dir: path.join(options.dir, "coordinator"), ...prof }) : Promise.resolve(undefined),
+    startBenchServer({
+      role: "strata",
+      url: options.natsUrl,
+      dir: coordinated ? path.join(options.dir, "server") : options.dir,
+      id: SERVER_ID,
+      fsync,
+      ...(coordinated ? { coordinated } : {}),
+      ...prof,
+    }),
+  ]);
+  const coordinator = coordinatorStart.status === "fulfilled" ? coordinatorStart.value : undefined;
+  const server = serverStart.status === "fulfilled" ? serverStart.value : undefined;
   let nc: NatsConnection;
   try {
+    if (coordinatorStart.status === "rejected") throw coordinatorStart.reason;
+    if (serverStart.status === "rejected") throw serverStart.reason;
     nc = await connect({ servers: options.natsUrl, name: `strata-bench-${options.name}` });
   } catch (err) {
-    await server.stop();
+    await server?.stop();
+    await coordinator?.stop();
     throw err;
   }
-  const client = new StrataClient(nc, { server: SERVER_ID });
-  return new StrataSystem(options.name, server, nc, client, { strataServer: server.pid, natsServer: options.natsPid });
+  const client = coordinated ? new StrataClient(nc) : new StrataClient(nc, { server: SERVER_ID });
+  const pids = { strataServer: server!.pid, natsServer: options.natsPid, ...(coordinator ? { coordinator: coordinator.pid } : {}) };
+  return new StrataSystem(options.name, server!, nc, client, pids, coordinator);
 }
 
 class StrataSystem implements BenchSystem {
@@ -75,6 +95,7 @@ class StrataSystem implements BenchSystem {
     private readonly nc: NatsConnection,
     private readonly client: StrataClient,
     readonly pids: Readonly<Record<string, number | undefined>>,
+    private readonly coordinator?: BenchServer,
   ) {}
 
   async stream(name: string): Promise<BenchStream> {
@@ -117,6 +138,7 @@ class StrataSystem implements BenchSystem {
       await this.nc.close();
     } finally {
       await this.server.stop();
+      await this.coordinator?.stop();
     }
   }
 }
@@ -187,6 +209,16 @@ class JetStreamSystem implements BenchSystem {
       },
       get: async (seq) => (await getMessage(stream, { seq })).data,
     };
+  }
+
+  async discard(names: string[]): Promise<void> {
+    for (const name of names) {
+      const stream = `BENCH_${name.replace(/[^A-Za-z0-9]/g, "_").toUpperCase()}`;
+      const i = this.streams.indexOf(stream);
+      if (i < 0) continue;
+      await this.jsm.streams.delete(stream);
+      this.streams.splice(i, 1);
+    }
   }
 
   async kv(name: string): Promise<BenchKv> {

@@ -2,7 +2,7 @@
  * The workloads of the net benchmark, written once against `BenchSystem` so that Strata and
  * JetStream run exactly the same code: appends of 100 B / 1 KiB / 4 KiB at 1 and 256 in flight,
  * Strata's appendMany, reading a stream back, random gets by seq, kv puts and gets, one 8 MiB
- * message, and a paced open-loop load of 4 KiB messages at 10 Mbit/s. Each function returns the
+ * message, and paced open-loop loads of 4 KiB and of 100 B messages at 10 Mbit/s. Each function returns the
  * figures of one run; bench/net.ts takes medians over runs.
  */
 import { randomBytes } from "node:crypto";
@@ -38,6 +38,8 @@ export interface NetBenchParams {
   large: { bytes: number; count: number };
   /** Open-loop 4 KiB appends at `bitsPerSec` of payload for `seconds`. */
   paced: { valueBytes: number; bitsPerSec: number; seconds: number };
+  /** The same open-loop load with 100 B messages (12,500 msgs/s at 10 Mbit/s): many small fsync'd batches. */
+  pacedSmall: { valueBytes: number; bitsPerSec: number; seconds: number };
   /**
    * Untimed appends and kv puts (at 256 in flight, as measured), gets and kv gets before each
    * system's run, so that what is measured is the steady state: both clients and the strata
@@ -46,6 +48,12 @@ export interface NetBenchParams {
   warmupOps: number;
   /** Core NATS echo requests of 1 KiB at 1 and at 256 in flight. */
   echo: { inFlight1: number; inFlight256: number; payloadBytes: number };
+  /**
+   * New locations: `locations` of them, `inFlight` at once, each created (Strata: its first append,
+   * located through the coordinator; JetStream: a stream added) and then given `msgs` 1 KiB
+   * appends one after another; `warmup` untimed ones first.
+   */
+  newLocations: { locations: number; msgs: number; inFlight: number; warmup: number };
 }
 
 export const PARAMS: Readonly<Record<Scale, NetBenchParams>> = {
@@ -56,8 +64,10 @@ export const PARAMS: Readonly<Record<Scale, NetBenchParams>> = {
     kv: { keys: 500, putInFlight: 256, getOps: { inFlight1: 100, inFlight64: 500 } },
     large: { bytes: 8 * MiB, count: 1 },
     paced: { valueBytes: 4 * KiB, bitsPerSec: 10_000_000, seconds: 0.3 },
+    pacedSmall: { valueBytes: 100, bitsPerSec: 10_000_000, seconds: 0.3 },
     warmupOps: 200,
     echo: { inFlight1: 100, inFlight256: 1000, payloadBytes: KiB },
+    newLocations: { locations: 100, msgs: 5, inFlight: 16, warmup: 10 },
   },
   full: {
     appendMessages: { inFlight1_1KiB: 2000, inFlight256_1KiB: 50_000, inFlight256_100B: 50_000, inFlight256_4KiB: 20_000 },
@@ -66,8 +76,10 @@ export const PARAMS: Readonly<Record<Scale, NetBenchParams>> = {
     kv: { keys: 50_000, putInFlight: 256, getOps: { inFlight1: 5000, inFlight64: 20_000 } },
     large: { bytes: 8 * MiB, count: 3 },
     paced: { valueBytes: 4 * KiB, bitsPerSec: 10_000_000, seconds: 20 },
+    pacedSmall: { valueBytes: 100, bitsPerSec: 10_000_000, seconds: 10 },
     warmupOps: 20_000,
     echo: { inFlight1: 5000, inFlight256: 50_000, payloadBytes: KiB },
+    newLocations: { locations: 2000, msgs: 5, inFlight: 64, warmup: 2000 },
   },
 };
 
@@ -94,6 +106,14 @@ export interface SystemRun {
   kvGet: { inFlight1: ThroughputRun; inFlight64: ThroughputRun };
   large: LargeRun;
   paced: { latency: TailLatency; msgsPerSec: number; sendLagMsMax: number };
+  /** The paced load with 100 B messages (params.pacedSmall). */
+  pacedSmall: { latency: TailLatency; msgsPerSec: number; sendLagMsMax: number };
+  /** opsPerSec = new locations per second; cpuUsPerOp per new location (its `msgs` appends included). */
+  newLocations?: ThroughputRun;
+  /** Seconds the new locations took in all. */
+  newLocationsSeconds?: number;
+  /** Strata only: the 1 KiB append at 256 in flight, located through a coordinator (lease-checked admission). */
+  coordinatedAppend?: ThroughputRun;
 }
 
 export interface EchoRun {
@@ -195,10 +215,12 @@ export async function runSystem(system: BenchSystem, p: NetBenchParams, progress
   const large = await largeMessage(system, p.large.bytes, p.large.count);
   say(`${p.large.bytes} B message: ${large.accepted ? `${large.appendMbPerSec.toFixed(1)} MB/s append` : `rejected (${large.error})`}`);
 
-  const paced = await pacedLoad(system, p, valueOf(p.paced.valueBytes));
+  const paced = await pacedLoad(system, p.paced, valueOf(p.paced.valueBytes), "paced_4KiB");
   say(`paced ${paced.msgsPerSec.toFixed(0)} msgs/s: ack p99.9 ${paced.latency.p999} us`);
+  const pacedSmall = await pacedLoad(system, p.pacedSmall, valueOf(p.pacedSmall.valueBytes), "paced_100B");
+  say(`paced ${pacedSmall.msgsPerSec.toFixed(0)} msgs/s of ${p.pacedSmall.valueBytes} B: ack p99.9 ${pacedSmall.latency.p999} us`);
 
-  return { append, ...(appendMany ? { appendMany } : {}), readAll, get, kvPut, kvGet, large, paced };
+  return { append, ...(appendMany ? { appendMany } : {}), readAll, get, kvPut, kvGet, large, paced, pacedSmall };
 }
 
 function perMessage(cpu: CpuPerOp, batch: number): CpuPerOp {
@@ -257,10 +279,11 @@ async function largeMessage(system: BenchSystem, bytes: number, count: number): 
   return { accepted: true, appendMbPerSec: (count * bytes) / 1e3 / appendMs, getMbPerSec: bytes / 1e3 / getMs };
 }
 
-async function pacedLoad(system: BenchSystem, p: NetBenchParams, value: Uint8Array): Promise<SystemRun["paced"]> {
-  const s = await system.stream("paced_4KiB");
-  const rate = p.paced.bitsPerSec / 8 / p.paced.valueBytes;
-  const total = Math.max(1, Math.round(rate * p.paced.seconds));
+/** An open-loop load of `value` at `shape.bitsPerSec` of payload for `shape.seconds`, on stream `name`. */
+export async function pacedLoad(system: BenchSystem, shape: NetBenchParams["paced"], value: Uint8Array, name: string): Promise<SystemRun["paced"]> {
+  const s = await system.stream(name);
+  const rate = shape.bitsPerSec / 8 / shape.valueBytes;
+  const total = Math.max(1, Math.round(rate * shape.seconds));
   const histogram = latencyHistogram();
   try {
     const result = await runPaced(rate, total, () => s.append(value), histogram);
@@ -288,4 +311,35 @@ export async function runEcho(echo: EchoSystem, p: NetBenchParams, progress: Pro
   };
   progress(`echo: nc.request ${Math.round(out.request.inFlight256.opsPerSec)} /s, mux ${Math.round(out.mux.inFlight256.opsPerSec)} /s at 256 in flight`);
   return out;
+}
+
+/**
+ * The coordinated workloads (bench/net.ts runs them on a second system of each kind): new
+ * locations × `msgs` appends, and, with `append`, the 1 KiB append at 256 in flight through the
+ * coordinator's placement and the server's lease-checked admission.
+ */
+export async function runNewLocations(system: BenchSystem, p: NetBenchParams, progress: Progress, append: boolean): Promise<Pick<SystemRun, "newLocations" | "newLocationsSeconds" | "coordinatedAppend">> {
+  const say = (line: string) => progress(`${system.name}: ${line}`);
+  const pids = { ...system.pids };
+  const kib = randomBytes(KiB);
+  const { locations, msgs, inFlight, warmup } = p.newLocations;
+  const create = async (name: string) => {
+    const s = await system.stream(name);
+    for (let k = 0; k < msgs; k++) await s.append(kib);
+  };
+  // The warm-up JIT-compiles the path of a new location in every process (the coordinator's
+  // included: a few hundred are not enough); JetStream then deletes its warm-up streams, so it
+  // measures from as few streams as it started with.
+  await runInFlight(inFlight, warmup, (i) => create(`nlw_${i}`));
+  await system.discard?.(Array.from({ length: warmup }, (_, i) => `nlw_${i}`));
+  const newLocations = await measure(pids, inFlight, locations, msgs * KiB, (i) => create(`nl_${i}`));
+  const newLocationsSeconds = locations / newLocations.opsPerSec;
+  say(`${locations} new locations x ${msgs} msgs: ${newLocationsSeconds.toFixed(2)} s, coordinator ${newLocations.cpuUsPerOp.coordinator?.toFixed(0) ?? "-"} us CPU per location`);
+  if (!append) return { newLocations, newLocationsSeconds };
+  const warm = await system.stream("coord_warmup");
+  await runInFlight(256, p.warmupOps, () => warm.append(kib));
+  const s = await system.stream("a_coord_inFlight256_1KiB");
+  const coordinatedAppend = await measure(pids, 256, p.appendMessages.inFlight256_1KiB, KiB, () => s.append(kib));
+  say(`append inFlight256_1KiB through the coordinator: ${Math.round(coordinatedAppend.opsPerSec)} msgs/s`);
+  return { newLocations, newLocationsSeconds, coordinatedAppend };
 }

@@ -20,9 +20,12 @@ import { startNatsServer, type RunningNatsServer } from "../src/testing/nats-ser
 import { checkSuiteOptions, isMainModule, runAsScript, type Scale } from "./lib/args.js";
 import { withTempDir } from "./lib/fs.js";
 import { machineInfo, type MachineInfo, type TargetResult } from "./lib/report.js";
-import { buildCeiling, buildTable, echoFigures, judgeTargets, systemFigures, type CeilingRow, type EchoFigures, type SystemFigures, type TableRow } from "./net-report.js";
+import { measureFdatasync, type FdatasyncResult } from "./lib/fdatasync.js";
+import { median } from "./lib/stats.js";
+import { buildCeiling, buildFdatasyncRows, buildTable, echoFigures, judgeOneInFlight, judgePacedEveryRun, judgeTargets, systemFigures, type CeilingRow, type EchoFigures, type SystemFigures, type TableRow } from "./net-report.js";
+import { IDLE_RSS_PARAMS, idleRssTargets, measureIdleRss, type IdleRssFigures } from "./net-rss.js";
 import { startEchoSystem, startJetStreamSystem, startStrataSystem, type BenchSystem, type SystemName } from "./net-systems.js";
-import { PARAMS, runEcho, runSystem, type EchoRun, type NetBenchParams, type SystemRun } from "./net-workloads.js";
+import { PARAMS, runEcho, runNewLocations, runSystem, type EchoRun, type NetBenchParams, type SystemRun } from "./net-workloads.js";
 
 export type { Scale };
 
@@ -57,6 +60,12 @@ export interface NetBenchResult {
   /** Core NATS request/reply to a trivial responder: the most any request/reply service can do here. */
   ceiling: CeilingRow[];
   figures: Record<SystemName, SystemFigures> & { echo: EchoFigures };
+  /** fdatasync p50 (µs) of a 1 KiB overwrite on the data directory's disk, per run and median: the 1-in-flight targets' floor. */
+  fdatasyncP50Us: { runs: number[]; median: number };
+  /** fdatasync latency histograms (p50/p99/p99.9/max) on the same disk, overwrite vs growing the file, medians of runs. */
+  fdatasync: CeilingRow[];
+  /** Resident memory of nats-server, a strata server and a coordinator, idle after start and after a load (bench/net-rss.ts). */
+  idleRss: IdleRssFigures;
   targets: TargetResult[];
   targetsMet: boolean;
   /** False at tiny scale, where the targets are reported but mean nothing. */
@@ -100,17 +109,27 @@ async function runOnce(
   opts: NetBenchOptions,
   progress: (line: string) => void,
 ): Promise<SystemRun> {
-  const run = async (system: BenchSystem) => {
+  const run = async <T>(system: BenchSystem, work: (system: BenchSystem) => Promise<T>) => {
     try {
-      return await runSystem(system, p, progress);
+      return await work(system);
     } finally {
       await system.close();
     }
   };
-  if (name === "jetstream") return run(await startJetStreamSystem(nats.url, nats.pid));
-  return withTempDir(`strata-bench-net-${name}`, opts.dir, async (dir) =>
-    run(await startStrataSystem({ name, natsUrl: nats.url, natsPid: nats.pid, dir, ...(opts.cpuProfDir !== undefined ? { cpuProfDir: opts.cpuProfDir } : {}) })),
+  const all = (system: BenchSystem) => runSystem(system, p, progress);
+  // New locations (and, for Strata, the coordinated append) on a system of their own: Strata's
+  // with a coordinator child, JetStream's adding a stream per location.
+  const coordinated = (append: boolean) => (system: BenchSystem) => runNewLocations(system, p, progress, append);
+  if (name === "jetstream") {
+    const main = await run(await startJetStreamSystem(nats.url, nats.pid), all);
+    return { ...main, ...(await run(await startJetStreamSystem(nats.url, nats.pid), coordinated(false))) };
+  }
+  const prof = opts.cpuProfDir !== undefined ? { cpuProfDir: opts.cpuProfDir } : {};
+  const main = await withTempDir(`strata-bench-net-${name}`, opts.dir, async (dir) => run(await startStrataSystem({ name, natsUrl: nats.url, natsPid: nats.pid, dir, ...prof }), all));
+  const extra = await withTempDir(`strata-bench-net-${name}-coord`, opts.dir, async (dir) =>
+    run(await startStrataSystem({ name, natsUrl: nats.url, natsPid: nats.pid, dir, coordinated: true, ...prof }), coordinated(true)),
   );
+  return { ...main, ...extra };
 }
 
 export async function runNetBench(opts: NetBenchOptions): Promise<NetBenchResult> {
@@ -124,6 +143,8 @@ export async function runNetBench(opts: NetBenchOptions): Promise<NetBenchResult
     const info = await natsServerInfo(nats.url);
     const runs: Record<SystemName, SystemRun[]> = { strataFsyncAlways: [], strataFsyncInterval: [], jetstream: [] };
     const echoRuns: EchoRun[] = [];
+    const fdatasyncRuns: number[] = [];
+    const fdatasyncResults: FdatasyncResult[] = [];
     for (let r = 0; r < opts.runs; r++) {
       progress(`run ${r + 1} of ${opts.runs}`);
       const echo = await startEchoSystem(nats.url, nats.pid);
@@ -132,6 +153,10 @@ export async function runNetBench(opts: NetBenchOptions): Promise<NetBenchResult
       } finally {
         await echo.close();
       }
+      // The floor of an fsync'd ack at 1 in flight, on the disk the strata servers write to.
+      const sync = await withTempDir("strata-bench-net-fdatasync", opts.dir, (dir) => measureFdatasync(dir, { count: opts.scale === "tiny" ? 20 : 500 }));
+      fdatasyncRuns.push(sync.overwrite.p50);
+      fdatasyncResults.push(sync);
       // Rotate the order every run, so no system always goes first (or right after another).
       for (let k = 0; k < SYSTEMS.length; k++) {
         const name = SYSTEMS[(k + r) % SYSTEMS.length]!;
@@ -145,7 +170,9 @@ export async function runNetBench(opts: NetBenchOptions): Promise<NetBenchResult
       echo: echoFigures(echoRuns),
     };
     const table = buildTable({ strataFsyncAlways: figures.strataFsyncAlways, strataFsyncInterval: figures.strataFsyncInterval, jetstream: figures.jetstream });
-    const targets = judgeTargets(table);
+    const idleRss = await withTempDir("strata-bench-net-rss", opts.dir, (dir) => measureIdleRss({ natsUrl: nats.url, natsPid: nats.pid, dir, params: IDLE_RSS_PARAMS[opts.scale], progress }));
+    const fdatasyncP50Us = { runs: fdatasyncRuns, median: median(fdatasyncRuns) };
+    const targets = [...judgeTargets(table), ...judgePacedEveryRun(figures), ...judgeOneInFlight(table, figures, figures.echo, fdatasyncP50Us.median), ...idleRssTargets(idleRss)];
     return {
       suite: "net",
       scale: opts.scale,
@@ -155,7 +182,8 @@ export async function runNetBench(opts: NetBenchOptions): Promise<NetBenchResult
       machine: machineInfo(),
       setup: {
         natsServer: { ...info, jetstream: "enabled in the same nats-server, file store in its temp dir" },
-        strataServer: "child process per mode and run: node bench/net-server-child.ts (startServer with a fresh data dir), pinned by the client (no coordinator)",
+        strataServer:
+          "child process per mode and run: node bench/net-server-child.ts (startServer with a fresh data dir), pinned by the client (no coordinator); for the new-locations and coordinated append rows a second one registered with a coordinator child (startCoordinator, fresh state), the client locating through it",
         client: "this process: one nats.js connection per system (StrataClient for Strata; jetstream() / jetstreamManager() / views.kv() for JetStream)",
         systems: SYSTEM_LABELS,
       },
@@ -163,7 +191,10 @@ export async function runNetBench(opts: NetBenchOptions): Promise<NetBenchResult
       params: p,
       table,
       ceiling: buildCeiling(figures.echo),
+      idleRss,
       figures,
+      fdatasyncP50Us,
+      fdatasync: buildFdatasyncRows(fdatasyncResults),
       targets,
       targetsMet: targets.every((t) => t.pass),
       targetsApply: opts.scale === "full",

@@ -133,13 +133,17 @@ export class CommitQueue {
   }
 
   /**
-   * Starts the loop, or wakes it while it waits on a batch in flight. Either happens on a later
-   * tick, so that writes issued together are decided together.
+   * Starts the loop, or wakes it while it waits on a batch in flight. Either happens later, so
+   * that writes issued together are decided together: an idle queue starts once the current
+   * callback and its microtasks are done (process.nextTick; every write a request, a batch
+   * request or a socket read's worth of requests submits is in by then), not a turn of the event
+   * loop later, which one write alone would wait for in vain. A queue busy with a write in flight
+   * is woken on the next turn (setImmediate), so that a turn's arrivals join it together.
    */
   private kick(): void {
     if (!this.running) {
       this.running = true;
-      setImmediate(() => void this.run());
+      process.nextTick(() => void this.run());
     } else if (this.arrival !== undefined && !this.wakeScheduled) {
       this.wakeScheduled = true;
       setImmediate(() => {

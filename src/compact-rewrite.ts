@@ -103,7 +103,8 @@ export class RunRewriter {
       const buf = await this.readInput(input.id);
       checkSegmentHeader(input.id, buf.subarray(0, SEGMENT_HEADER_BYTES));
       let slice = 0;
-      for (const step of scanRecords(buf, SEGMENT_HEADER_BYTES, limits.recordBytesMax)) {
+      // An input whose seal has not cut its zero tail yet (moments after a roll) ends at it.
+      for (const step of scanRecords(buf, SEGMENT_HEADER_BYTES, limits.recordBytesMax, { zeroTailIsEnd: true })) {
         if (step.kind === "damaged") {
           this.damaged.add(input.id);
           throw new RunSkipped(`segment ${input.id} has a damaged range at offset ${step.off} (${step.reason}); it is left as it is`);

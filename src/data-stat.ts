@@ -25,6 +25,7 @@ import type { SegmentState } from "./index/lmdb-index.js";
 import { listQuarantine, type QuarantineEntry } from "./index/quarantine.js";
 import { indexExists, openIndexReadOnly, type ReadOnlyIndex } from "./index/read-only-index.js";
 import { unsyncedMarkerPath } from "./index/unsynced-marker.js";
+import { segmentRecordsEnd } from "./log/segment-end.js";
 import { SEGMENT_HEADER_BYTES, listSegmentIds, segmentPath } from "./log/segment-files.js";
 import { isCompacted, listLocalMarkers, resolveSegments, type Cover } from "./log/segment-set.js";
 import type { ObjectStore } from "./tier/object-store.js";
@@ -191,16 +192,20 @@ function collect(dir: string, index: ReadOnlyIndex, indexDir: string, segmentsDi
   const last = normal[normal.length - 1];
   const active = last !== undefined && index.segs?.get(last)?.state !== "superseded" ? last : undefined;
   const checkpoint = index.checkpoint ?? null;
-  const segments = segmentTallies(index, sizes, active);
+  // The active segment may be a pre-zeroed file: its records end before its size (its zero tail).
+  // Every figure below counts records (the zero tail is neither live nor dead data).
+  const logSizes = new Map(sizes);
+  if (active !== undefined) logSizes.set(active, segmentRecordsEnd(segmentPath(segmentsDir, active)));
+  const segments = segmentTallies(index, logSizes, active);
   return {
     dir,
-    index: { closedCleanly: !fs.existsSync(unsyncedMarkerPath(indexDir)), checkpoint, logBytesAfterCheckpoint: bytesAfter(checkpoint, sizes) },
+    index: { closedCleanly: !fs.existsSync(unsyncedMarkerPath(indexDir)), checkpoint, logBytesAfterCheckpoint: bytesAfter(checkpoint, logSizes) },
     segments: segments.tallies,
     locations: kindTallies(index),
     foreignLogs: foreignLogs(index),
     quarantine: index.quarantine ? listQuarantine(index.quarantine) : [],
     skippedRecords: skippedRecords(index),
-    space: space(segments.tallies, sizes, segments.states, segments.dead),
+    space: space(segments.tallies, logSizes, segments.states, segments.dead),
     compaction: compaction(index, segmentsDir, sizes, segments.states, segments.dead),
   };
 }

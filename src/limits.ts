@@ -61,6 +61,15 @@ export interface Limits {
   fsyncIntervalMs: number;
   /** A log write of at most this many bytes is made on the event loop (page cache copy); larger ones in the thread pool. */
   syncWriteBytesMax: number;
+  /**
+   * Once the active segment holds this many bytes, the next segment file is prepared (zeroed and
+   * made durable) in the background, so appends never grow a file (default segmentBytesMax / 8).
+   */
+  segmentPrepareAtBytes: number;
+  /** Zeros written per write (each fdatasync'd) while a segment file is prepared. */
+  segmentPrepareWriteBytes: number;
+  /** After a failed preparation (a full disk), the next attempt waits at least this long. */
+  segmentPrepareRetryMs: number;
   /** A dirty active segment is sealed at least this often (the object-ack window). */
   sealIntervalMs: number;
   /** Budget of local segment files once segments are in the object store. */
@@ -145,6 +154,9 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   scanReadBytesMax: 64 * KiB,
   fsyncIntervalMs: 1000,
   syncWriteBytesMax: 256 * KiB,
+  segmentPrepareAtBytes: 8 * MiB,
+  segmentPrepareWriteBytes: 1 * MiB,
+  segmentPrepareRetryMs: 1000,
   sealIntervalMs: 1000,
   cacheBytes: 10 * GiB,
   blockBytes: 64 * KiB,
@@ -194,6 +206,7 @@ const ZERO_OK_LIMITS: ReadonlySet<string> = new Set(["compactRetainMs"]);
 const SEGMENT_RELATIVE: ReadonlyArray<[keyof Limits, number]> = [
   ["compactSmallBytes", 8],
   ["compactRunBytesMax", 1],
+  ["segmentPrepareAtBytes", 8],
 ];
 
 export function resolveLimits(partial: Partial<Limits> = {}): Limits {
@@ -223,6 +236,7 @@ export function checkLimitRelations(l: Limits): void {
     [l.chunkBytes + RECORD_OVERHEAD_BYTES_MAX <= l.recordBytesMax, "chunkBytes + 4 KiB must be <= recordBytesMax"],
     [l.headersBytesMax + RECORD_OVERHEAD_BYTES_MAX <= l.recordBytesMax, "headersBytesMax + 4 KiB must be <= recordBytesMax"],
     [l.recordBytesMax * 2 <= l.segmentBytesMax, "recordBytesMax must be at most half of segmentBytesMax"],
+    [l.segmentPrepareAtBytes <= l.segmentBytesMax, "segmentPrepareAtBytes must be <= segmentBytesMax"],
     [l.commitBatchBytesMax >= l.recordBytesMax, "commitBatchBytesMax must be >= recordBytesMax"],
     [l.locationBytesMax <= 1024, "locationBytesMax must be <= 1024 (it is part of index keys)"],
     [l.keyBytesMax <= 1024, "keyBytesMax must be <= 1024 (it is part of index keys)"],
@@ -295,6 +309,15 @@ export interface NetLimits {
   /** How long a reply waits for room in `replyBytesInFlightMax` before it is answered UNAVAILABLE. */
   replyBudgetWaitMs: number;
   /**
+   * Published reply bytes below which the server's flush (a PING, to learn what nats-server has
+   * taken) waits up to `replyFlushDelayMs` for more replies instead of following every reply
+   * (net/server/outbound-meter.ts); at most `replyBytesInFlightMax / 64` is used. Until that
+   * flush, those bytes count against the reply budget as not yet taken (an over-count).
+   */
+  replyFlushEagerBytesMax: number;
+  /** Longest a lazy flush (see `replyFlushEagerBytesMax`) waits; less than `replyBudgetWaitMs`. */
+  replyFlushDelayMs: number;
+  /**
    * Bytes of values one `batch` reply may carry; a get whose value would go past it answers
    * TOO_LARGE with `alone: true`, and the client asks for it in a request of its own.
    */
@@ -316,9 +339,23 @@ export interface NetLimits {
   requestsInFlightMax: number;
   /** Most items in one getAll / keys batch message (each batch also fits in max_payload). */
   batchItemsMax: number;
+  /**
+   * Most bytes of items in one getAll / keys batch message (a larger item goes alone). Below
+   * max_payload on purpose: a batch under 256 KiB is encoded in the codec's reused buffer, where a
+   * 1 MiB one grows a fresh buffer each time, and the client's NATS parser need not grow its own
+   * (reply-stream.ts streamBatches).
+   */
+  streamBatchBytesMax: number;
   /** Most changes in one `changes` reply, and the bytes of values they may carry together. */
   changesPageMax: number;
   changesReplyBytesMax: number;
+  /**
+   * Values of at most this many bytes travel inline in change-feed messages; a larger one goes out
+   * without its bytes and with `omitted: true`, and a watcher reads it back with a `changes`
+   * request (one per feed message it needs): the feed then carries no large value through
+   * nats-server a second time when nobody watches (src/net/server/server-changes.ts).
+   */
+  changeInlineBytesMax: number;
   /** On stop, how long in-flight requests, uploads and streams may take to finish. */
   shutdownGraceMs: number;
   /** A request of a server to the coordinator (register, renew, claim, cut, confirm) fails after this. */
@@ -365,14 +402,18 @@ export const DEFAULT_NET_LIMITS: Readonly<NetLimits> = Object.freeze({
   replyStreamsMax: 1024,
   replyBytesInFlightMax: 128 * MiB,
   replyBudgetWaitMs: 2000,
+  replyFlushEagerBytesMax: 64 * KiB,
+  replyFlushDelayMs: 10,
   batchReplyBytesMax: 4 * MiB,
   readRequestBytesInFlightMax: 32 * MiB,
   serverMemoryBytesMax: 512 * MiB,
   serverBaseBytes: 128 * MiB,
   requestsInFlightMax: 10_000,
   batchItemsMax: 1000,
+  streamBatchBytesMax: 128 * KiB,
   changesPageMax: 1000,
   changesReplyBytesMax: 4 * MiB,
+  changeInlineBytesMax: 256,
   shutdownGraceMs: 10_000,
   coordRequestTimeoutMs: 2000,
   coordRetryMinMs: 50,
@@ -523,6 +564,7 @@ export function resolveNetLimits(partial?: Partial<NetLimits>): NetLimits {
     [l.uploadHeadBytesMax <= l.batchBytesMax, "uploadHeadBytesMax must be <= batchBytesMax"],
     [l.batchBytesMax <= l.uploadHeadBytesTotalMax, "batchBytesMax must be <= uploadHeadBytesTotalMax"],
     [l.replyWindowMessages >= 1, "replyWindowMessages must be >= 1"],
+    [l.replyFlushDelayMs < l.replyBudgetWaitMs, "replyFlushDelayMs must be < replyBudgetWaitMs"],
     [
       l.serverBaseBytes + 2 * l.replyBytesInFlightMax + 3 * l.readRequestBytesInFlightMax <= l.serverMemoryBytesMax,
       "serverBaseBytes + 2 × replyBytesInFlightMax + 3 × readRequestBytesInFlightMax must be <= serverMemoryBytesMax",

@@ -6,6 +6,15 @@
  * segment set). Before the index is looked at, unfinished compaction outputs (`.seg.tmp`) and a
  * last segment without a whole header (a crash while it was being created) are removed, and the
  * object store's segments and markers are listed (docs/compaction.md).
+ *
+ * Pre-zeroed segments (./log/segment-prepare.ts): the log ends where a zero frame header is
+ * followed by nothing but zeros. Before replay, a prepared file whose rename into place the crash
+ * lost (`prepared.pre` holding the header of the segment after the last one, and records) is
+ * renamed into place; any other prepared file holding a header is removed (nothing in it was
+ * acknowledged); and a zero tail left on one of the last segments before the active one (a crash
+ * before its seal) is cut, durably, so a sealed segment always ends at its last record before the
+ * tier, compaction or `strata stat` look at its size. The active segment keeps its zero tail.
+ * A last segment that is zeros throughout (its header never reached the disk) is removed.
  * If the index is missing, unreadable, claims more than the log holds, or may have lost writes to
  * an OS crash (./index/unsynced-marker.ts), it is rebuilt from the whole log; a damaged index file
  * (./index/index-check.ts) is first moved aside as `index.damaged-<time>`. A requested rebuild
@@ -24,7 +33,9 @@ import { moveIndexAside } from "./index/index-check.js";
 import { LmdbIndex, type Checkpoint } from "./index/lmdb-index.js";
 import { unsyncedProblem, writeUnsyncedMarker } from "./index/unsynced-marker.js";
 import type { ImportRecord } from "./log/record.js";
-import { SEGMENT_HEADER_BYTES, checkSegmentHeader, fsyncDir, listSegmentIds, segmentPath } from "./log/segment-files.js";
+import { SEGMENT_HEADER_BYTES, checkSegmentHeader, fsyncDir, listSegmentIds, preparedPath, preparingPath, segmentPath, segmentReadBound } from "./log/segment-files.js";
+import { nonZeroFrom, recordsEnd } from "./log/frame-scan.js";
+import { FRAME_HEADER_BYTES } from "./log/framing.js";
 import { isCompacted, type Cover, type SegmentEntry } from "./log/segment-set.js";
 import { removeTempOutputs, type SegmentSetAtOpen } from "./open-segments.js";
 import type { Limits } from "./limits.js";
@@ -93,7 +104,9 @@ export async function openIndexAndRecover(
 ): Promise<{ index: LmdbIndex; report: RecoveryReport }> {
   fs.mkdirSync(segmentsDir, { recursive: true });
   const tempOutputsRemoved = removeTempOutputs(segmentsDir);
+  settlePreparedSegment(segmentsDir);
   dropTornLastSegment(segmentsDir);
+  cutSealedZeroTails(segmentsDir, limits);
   // What a reindex that was cut short (a crash, a failure) left behind; the index it was to
   // replace is still in place, untouched.
   LmdbIndex.destroy(rebuildDir(indexDir));
@@ -225,11 +238,108 @@ function dropTornLastSegment(segmentsDir: string): void {
   const lastId = ids[ids.length - 1];
   if (lastId === undefined) return;
   const file = segmentPath(segmentsDir, lastId);
-  if (fs.statSync(file).size > SEGMENT_HEADER_BYTES) return;
+  if (fs.statSync(file).size > SEGMENT_HEADER_BYTES) {
+    // A prepared file renamed into place whose header never reached the disk: zeros throughout,
+    // so nothing in it was ever acknowledged (an acknowledged record's fdatasync carries the
+    // header too). Anything else with a bad header is refused by replay (CORRUPT).
+    if (allZero(file)) {
+      fs.rmSync(file);
+      fsyncDir(segmentsDir);
+    }
+    return;
+  }
   try {
     checkSegmentHeader(lastId, fs.readFileSync(file));
   } catch {
     fs.rmSync(file);
     fsyncDir(segmentsDir);
+  }
+}
+
+/** Whether a file holds only zero bytes (read in pieces; stops at the first non-zero one). */
+function allZero(file: string): boolean {
+  const fd = fs.openSync(file, "r");
+  try {
+    const buf = Buffer.allocUnsafe(1 << 20);
+    for (let pos = 0; ; ) {
+      const n = fs.readSync(fd, buf, 0, buf.byteLength, pos);
+      if (n === 0) return true;
+      if (nonZeroFrom(buf.subarray(0, n), 0) < n) return false;
+      pos += n;
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * The prepared file after a crash (./log/segment-prepare.ts): one that took records as the segment
+ * after the last one, but whose rename was lost, is renamed into place; one that holds a header
+ * but no record is removed; a zeroed one is left for the log to use; a half-zeroed one removed.
+ */
+function settlePreparedSegment(segmentsDir: string): void {
+  fs.rmSync(preparingPath(segmentsDir), { force: true });
+  const file = preparedPath(segmentsDir);
+  if (!fs.existsSync(file)) return;
+  const head = Buffer.alloc(SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES);
+  const fd = fs.openSync(file, "r");
+  let n: number;
+  try {
+    n = fs.readSync(fd, head, 0, head.byteLength, 0);
+  } finally {
+    fs.closeSync(fd);
+  }
+  if (n === head.byteLength && nonZeroFrom(head, 0) === head.byteLength) return;
+  const normal = listSegmentIds(segmentsDir).filter((id) => !isCompacted(id));
+  const id = (normal[normal.length - 1] ?? 0) + 1;
+  let valid = n === head.byteLength;
+  try {
+    checkSegmentHeader(id, head);
+  } catch {
+    valid = false;
+  }
+  if (valid && nonZeroFrom(head, SEGMENT_HEADER_BYTES) < head.byteLength) fs.renameSync(file, segmentPath(segmentsDir, id));
+  else fs.rmSync(file);
+  fsyncDir(segmentsDir);
+}
+
+/** How many segments before the last one may still have a zero tail after a crash (one, and a margin). */
+const UNSEALED_SEGMENTS_MAX = 3;
+
+/** Trailing bytes that must all be zero before a sealed segment of another size is read for a zero tail. */
+const ZERO_TAIL_PROBE_BYTES = 4096;
+
+/**
+ * Cuts the zero tail of the last few segments before the active one (a crash between a roll and
+ * the seal of the segment it left), durably. Reading a segment to find where its records end costs
+ * up to segmentBytesMax, so it is done only for a segment that can have a zero tail: one as large
+ * as a prepared file (segmentBytesMax), or whose last ZERO_TAIL_PROBE_BYTES are all zero (a file
+ * prepared under another segmentBytesMax). A record may end in zeros (any value can); such a
+ * segment is read and kept whole, so the probe only bounds how often the read happens.
+ */
+function cutSealedZeroTails(segmentsDir: string, limits: Limits): void {
+  const recordBytesMax = limits.recordBytesMax;
+  const normal = listSegmentIds(segmentsDir).filter((id) => !isCompacted(id));
+  for (const id of normal.slice(-1 - UNSEALED_SEGMENTS_MAX, -1)) {
+    const fd = fs.openSync(segmentPath(segmentsDir, id), "r+");
+    try {
+      const size = fs.fstatSync(fd).size;
+      if (size <= SEGMENT_HEADER_BYTES) continue;
+      if (size !== limits.segmentBytesMax) {
+        const probe = Buffer.alloc(Math.min(ZERO_TAIL_PROBE_BYTES, size - SEGMENT_HEADER_BYTES));
+        const got = fs.readSync(fd, probe, 0, probe.byteLength, size - probe.byteLength);
+        if (nonZeroFrom(probe.subarray(0, got), 0) < got) continue;
+      }
+      const bound = segmentReadBound(fd, size, recordBytesMax);
+      const buf = Buffer.allocUnsafe(bound);
+      const got = fs.readSync(fd, buf, 0, bound, 0);
+      const { end, zeroTail } = recordsEnd(buf.subarray(0, got), SEGMENT_HEADER_BYTES, recordBytesMax);
+      // Only a clean zero tail after whole records is cut; damage is left to replay to report.
+      if (!zeroTail || end >= size) continue;
+      fs.ftruncateSync(fd, end);
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
   }
 }

@@ -34,7 +34,7 @@ import type { Checkpoint, LmdbIndex } from "./index/lmdb-index.js";
 import { scanRecords } from "./log/frame-scan.js";
 import type { ImportRecord, LogRecord, Pointer } from "./log/record.js";
 import { createSegmentFile } from "./log/segment-create.js";
-import { SEGMENT_HEADER_BYTES, checkSegmentHeader, listSegmentIds, segmentPath } from "./log/segment-files.js";
+import { SEGMENT_HEADER_BYTES, checkSegmentHeader, listSegmentIds, segmentPath, segmentReadBound } from "./log/segment-files.js";
 import { isCompacted, type Cover, type SegmentEntry } from "./log/segment-set.js";
 import { openSegmentSet } from "./open-segments.js";
 import type { Limits } from "./limits.js";
@@ -94,7 +94,7 @@ export async function replayAll(index: LmdbIndex, r: Replay): Promise<void> {
     const from = e.id === start.seg ? start.off : SEGMENT_HEADER_BYTES;
     if (localSet.has(e.id)) {
       const last = e.id === activeId;
-      const size = await replaySegment(index, readLocal(r.segmentsDir, e.id, from), e.id, from, last, r, segmentPath(r.segmentsDir, e.id));
+      const size = await replaySegment(index, readLocal(r.segmentsDir, e.id, from, r.limits.recordBytesMax), e.id, from, last, r, segmentPath(r.segmentsDir, e.id));
       if (last) report.active = { id: e.id, size };
     } else {
       const raw = await fetchTierSegment(r.tier!, e.id);
@@ -147,13 +147,16 @@ interface SegmentBytes {
   base: number;
 }
 
-/** Reads a local segment's header and its bytes from `from` on: at open, only what to replay. */
-function readLocal(segmentsDir: string, id: number, from: number): SegmentBytes {
+/**
+ * Reads a local segment's header and its bytes from `from` on: at open, only what to replay, and
+ * not the zero tail of a pre-zeroed active segment (./log/segment-files.ts `segmentReadBound`).
+ */
+function readLocal(segmentsDir: string, id: number, from: number, recordBytesMax: number): SegmentBytes {
   const fd = fs.openSync(segmentPath(segmentsDir, id), "r");
   try {
     const header = Buffer.alloc(SEGMENT_HEADER_BYTES);
     checkSegmentHeader(id, header.subarray(0, readFully(fd, header, 0)));
-    const size = fs.fstatSync(fd).size;
+    const size = segmentReadBound(fd, fs.fstatSync(fd).size, recordBytesMax);
     const buf = Buffer.allocUnsafe(Math.max(0, size - from));
     return { buf: buf.subarray(0, readFully(fd, buf, from)), base: from };
   } finally {
@@ -192,7 +195,8 @@ async function replaySegment(index: LmdbIndex, { buf, base }: SegmentBytes, id: 
     report.replayed += batch.length;
   };
   const bufEnd = base + buf.byteLength;
-  for (const step of scanRecords(buf, from - base, limits.recordBytesMax)) {
+  // A local segment may end in a zero tail (a pre-zeroed file): the end of its records, not damage.
+  for (const step of scanRecords(buf, from - base, limits.recordBytesMax, { zeroTailIsEnd: file !== undefined })) {
     off = base + step.off;
     if (step.kind === "damaged") {
       // Nothing valid follows in the last local segment: a torn write, cut. Anywhere else the

@@ -72,7 +72,8 @@ export class StoreOwnership {
       } catch {
         continue; // evicted or removed meanwhile: then it was shipped
       }
-      for (const step of scanRecords(buf, SEGMENT_HEADER_BYTES, this.store.config.limits.recordBytesMax)) {
+      // Local files: the active one (and one being sealed) may end in a zero tail.
+      for (const step of scanRecords(buf, SEGMENT_HEADER_BYTES, this.store.config.limits.recordBytesMax, { zeroTailIsEnd: true })) {
         if (step.kind === "record" && step.rec.t !== "chunk") {
           out.add(step.rec.loc);
           if (out.size >= max) return [...out];

@@ -361,13 +361,18 @@ export class Store {
   /**
    * The committed changes of a location with revision > `afterRevision`, oldest first, at most
    * `limit`. Used by watchers to fill a gap. Changes are reconstructed from the log records.
+   * `bytesMax`: stops before a record that would take the records read past it (the first is
+   * always read), so that a page asked for over the network reads no more than it may answer.
    */
-  async changesSince(location: string, afterRevision: number, limit: number): Promise<Change[]> {
+  async changesSince(location: string, afterRevision: number, limit: number, bytesMax = Infinity): Promise<Change[]> {
     this.checkOpen();
     const meta = this.index.meta(location);
     if (!meta || afterRevision >= meta.rev) return [];
     const out: Change[] = [];
+    let bytes = 0;
     for (const { rev, ptr, removed } of reads.scanRevs(this.index, meta.id, afterRevision, limit)) {
+      if (out.length > 0 && bytes + ptr.len > bytesMax) break;
+      bytes += ptr.len;
       const rec = await this.reader.readRevision(location, rev, ptr);
       assert(rec.t !== "chunk" && rec.t !== "import" && rec.t !== "config" && rec.rev === rev, "revision index points at its record");
       out.push(changeOf(rec, removed));
@@ -479,12 +484,15 @@ export class Store {
    */
   sealActive(): Promise<void> {
     return this.queue.exclusive(() => {
-      if (this.log.activeSize > SEGMENT_HEADER_BYTES) this.log.roll();
+      // The switch is immediate; `sealed` settles once the segment left behind is sealed (its zero
+      // tail cut) and announced to the tier, which is what a caller of sealActive waits for.
+      const sealed = this.log.activeSize > SEGMENT_HEADER_BYTES ? this.log.roll() : undefined;
       const cp = this.index.checkpoint();
       if (cp !== undefined && cp.seg < this.log.activeId && this.log.activeSize === SEGMENT_HEADER_BYTES) {
         this.index.write(() => this.index.setCheckpoint({ seg: this.log.activeId, off: SEGMENT_HEADER_BYTES }));
       }
-    });
+      return sealed;
+    }).then(() => undefined);
   }
 
   private requestSeal(): void {

@@ -1,5 +1,5 @@
 /**
- * `strata bench [--suite engine,net,tier,failover,compact | all] [--tiny] [--runs N] [--out FILE] [--dir DIR]`: runs the
+ * `strata bench [--suite engine,net,tier,failover,compact,scale | all] [--tiny] [--runs N] [--out FILE] [--dir DIR]`: runs the
  * chosen benchmark suites one after another and prints one JSON document keyed by suite, e.g.
  * `{ "engine": … }` (the default suite) or `{ "net": … }`. Progress goes to stderr.
  *
@@ -9,7 +9,10 @@
  * itself on loopback), `failover` (kill -9 of servers in a cluster of real processes: time until a
  * moved location is written again, takeover bytes, the coordinator's locate rate and restart
  * time; bench/failover.ts), `compact` (a kv overwrite workload compacted: bytes on disk and in a
- * directory tier before and after, and a write load without vs during a compaction; bench/compact.ts).
+ * directory tier before and after, and a write load without vs during a compaction; bench/compact.ts),
+ * `scale` (one server with 1,000,000 locations of 10 messages: its RSS while writing and after,
+ * restart time to the first read, bytes on disk per payload byte, and a coordinator's RSS and locate
+ * rate with 1,000,000 assignments; bench/scale.ts).
  * A new suite is one entry in SUITES.
  */
 import type { Command } from "commander";
@@ -19,6 +22,7 @@ import { runFailoverBench, type FailoverBenchOptions } from "../../bench/failove
 import { parseRuns, type Scale } from "../../bench/lib/args.js";
 import { emit, stderrProgress } from "../../bench/lib/report.js";
 import { runNetBench, type NetBenchOptions } from "../../bench/net.js";
+import { runScaleBench, type ScaleBenchOptions } from "../../bench/scale.js";
 import { runTierBench, type TierBenchOptions } from "../../bench/tier.js";
 import { StrataError } from "../errors.js";
 
@@ -43,6 +47,7 @@ const SUITES: Readonly<Record<string, (options: SuiteOptions) => Promise<unknown
   tier: (o) => runTierBench(withDir<TierBenchOptions>({ scale: o.scale, runs: o.runs, progress: o.progress }, o.dir)),
   failover: (o) => runFailoverBench(withDir<FailoverBenchOptions>({ scale: o.scale, runs: o.runs, progress: o.progress }, o.dir)),
   compact: (o) => runCompactBench(withDir<CompactBenchOptions>({ scale: o.scale, runs: o.runs, progress: o.progress }, o.dir)),
+  scale: (o) => runScaleBench(withDir<ScaleBenchOptions>({ scale: o.scale, runs: o.runs, progress: o.progress }, o.dir)),
 };
 
 const DEFAULT_SUITE = "engine";
@@ -65,7 +70,7 @@ export function parseSuites(text: string): string[] {
 export function register(program: Command): void {
   program
     .command("bench")
-    .description("run benchmark suites (engine: in-process store; net: Strata vs JetStream over NATS; tier: object storage against s3rver; failover: kill -9 recovery and the coordinator; compact: space given back by compaction and writes while it runs) and print their figures as JSON")
+    .description("run benchmark suites (engine: in-process store; net: Strata vs JetStream over NATS; tier: object storage against s3rver; failover: kill -9 recovery and the coordinator; compact: space given back by compaction and writes while it runs; scale: 1,000,000 locations on one server, its memory and restart time) and print their figures as JSON")
     .option("--suite <names>", `suites to run, comma-separated (${Object.keys(SUITES).join(", ")}) or "all"`, DEFAULT_SUITE)
     .option("--tiny", "tiny inputs: finishes in seconds, checks that the benchmark works; the numbers mean nothing")
     .option("--runs <n>", "runs per figure; each figure is the median (default 5, or 1 with --tiny)")

@@ -18,14 +18,31 @@ export interface FileIo {
   writeSync(fd: number, buf: Uint8Array, offset: number, length: number, position: number): number;
   /** Like `writeSync`, off the event loop; resolves to the number of bytes written. */
   write(fd: number, buf: Uint8Array, offset: number, length: number, position: number): Promise<number>;
+  /** Writes `bufs` back to back from `position` (writev); may write fewer bytes, returns how many. */
+  writevSync(fd: number, bufs: readonly Uint8Array[], position: number): number;
+  /** Like `writevSync`, off the event loop. */
+  writev(fd: number, bufs: readonly Uint8Array[], position: number): Promise<number>;
   fdatasync(fd: number): Promise<void>;
   fsyncSync(fd: number): void;
   ftruncateSync(fd: number, length: number): void;
   fstatSync(fd: number): { size: number };
+  renameSync(from: string, to: string): void;
+  // Off the event loop (the thread pool), for work done in the background beside the appends:
+  // preparing the next segment, sealing the last one.
+  open(path: string, flags: string): Promise<number>;
+  close(fd: number): Promise<void>;
+  fsync(fd: number): Promise<void>;
+  ftruncate(fd: number, length: number): Promise<void>;
+  rename(from: string, to: string): Promise<void>;
 }
 
 const writeAsync = promisify(fs.write);
+const writevAsync = promisify(fs.writev);
 const fdatasyncAsync = promisify(fs.fdatasync);
+const openAsync = promisify(fs.open) as (path: string, flags: string) => Promise<number>;
+const closeAsync = promisify(fs.close);
+const fsyncAsync = promisify(fs.fsync);
+const ftruncateAsync = promisify(fs.ftruncate) as (fd: number, length: number) => Promise<void>;
 
 export const nodeFileIo: FileIo = {
   openSync: (path, flags) => fs.openSync(path, flags),
@@ -37,4 +54,13 @@ export const nodeFileIo: FileIo = {
   fsyncSync: (fd) => fs.fsyncSync(fd),
   ftruncateSync: (fd, length) => fs.ftruncateSync(fd, length),
   fstatSync: (fd) => ({ size: fs.fstatSync(fd).size }),
+  renameSync: (from, to) => fs.renameSync(from, to),
+  writevSync: (fd, bufs, position) => fs.writevSync(fd, bufs as NodeJS.ArrayBufferView[], position),
+  writev: async (fd, bufs, position) => (await writevAsync(fd, bufs as NodeJS.ArrayBufferView[], position)).bytesWritten,
+  // Plain descriptors (not FileHandles, which close themselves when garbage collected).
+  open: (path, flags) => openAsync(path, flags),
+  close: (fd) => closeAsync(fd),
+  fsync: (fd) => fsyncAsync(fd),
+  ftruncate: (fd, length) => ftruncateAsync(fd, length),
+  rename: (from, to) => fs.promises.rename(from, to),
 };

@@ -14,7 +14,7 @@
  * Invariants:
  * - Pure: bytes in, offsets out; `scanRecords` decides nothing (cutting a torn tail or skipping a
  *   damaged range is the caller's choice), and its offsets are relative to the buffer.
- * - `resync` only ever starts at a frame already known to be bad It only ever starts at a frame already known to be bad, so it
+ * - `resync` only ever starts at a frame already known to be bad, so it
  *   never looks for records inside a valid record (a value holding bytes that look like a frame
  *   is never mistaken for a record while the record holding it is intact).
  * - A candidate is valid only if its length is in 1..bodyBytesMax, the whole frame lies in the
@@ -40,6 +40,38 @@ import { FRAME_HEADER_BYTES, parseFrame } from "./framing.js";
 import { decodeRecord, type LogRecord } from "./record.js";
 
 const CRC_BYTES = 4;
+
+/** Compared against in `nonZeroFrom`; never written to. */
+const ZEROS = Buffer.alloc(64 * 1024);
+
+/**
+ * The offset of the first non-zero byte of `bufUntrusted` at or after `from`, or its length when
+ * there is none. Compares whole 64 KiB runs at a time (memcmp), so a long zero tail costs little.
+ */
+export function nonZeroFrom(bufUntrusted: Buffer, from: number): number {
+  const size = bufUntrusted.byteLength;
+  let at = from;
+  while (at < size) {
+    const n = Math.min(ZEROS.byteLength, size - at);
+    if (bufUntrusted.compare(ZEROS, 0, n, at, at + n) === 0) {
+      at += n;
+      continue;
+    }
+    while (bufUntrusted[at] === 0) at++;
+    return at;
+  }
+  return size;
+}
+
+/**
+ * Whether the log ends at `off` because a zero tail starts there: the frame header at `off` is all
+ * zeros and so is every byte after it. A pre-zeroed segment (./segment-prepare.ts) ends so; a zero
+ * header followed by anything else is no end but damage (a torn write, a flipped bit in the tail),
+ * which the scan reports as usual.
+ */
+export function zeroTailAt(bufUntrusted: Buffer, off: number): boolean {
+  return nonZeroFrom(bufUntrusted, off) === bufUntrusted.byteLength;
+}
 
 /** Whether a whole, valid, decodable record frame starts at `off`. */
 export function validFrameAt(bufUntrusted: Buffer, off: number, bodyBytesMax: number): boolean {
@@ -135,6 +167,13 @@ export function resync(bufUntrusted: Buffer, bad: number, bodyBytesMax: number):
   if (consistent) return end === size ? undefined : end;
   if (firstValid !== undefined) return firstValid;
   for (let c = windowEnd; c + FRAME_HEADER_BYTES < size; c++) {
+    // A frame's length field is non-zero, so none starts more than 7 bytes before the next
+    // non-zero byte: runs of zeros (a pre-zeroed tail) are skipped at memcmp speed.
+    if (bufUntrusted.readUInt32BE(c + CRC_BYTES) === 0) {
+      const skipTo = nonZeroFrom(bufUntrusted, c + CRC_BYTES) - FRAME_HEADER_BYTES + 1;
+      if (skipTo > c) c = skipTo - 1;
+      continue;
+    }
     if (validFrameAt(bufUntrusted, c, bodyBytesMax)) return c;
   }
   return undefined;
@@ -169,11 +208,15 @@ export type ScanStep =
 /**
  * Walks `bufUntrusted` from `from` to its end: each whole record that decodes, and each damaged
  * range, in order. After a damaged range with nothing valid after it the walk ends; a caller that
- * stops early (a torn tail it cuts) simply stops iterating.
+ * stops early (a torn tail it cuts) simply stops iterating. With `zeroTailIsEnd` (local segment
+ * files, which may be pre-zeroed), a zero tail (`zeroTailAt`) at a record boundary ends the walk
+ * as the end of the data does; without it (sealed segments, which never have one) zeros are
+ * damage like any other bytes.
  */
-export function* scanRecords(bufUntrusted: Buffer, from: number, bodyBytesMax: number): Generator<ScanStep, void> {
+export function* scanRecords(bufUntrusted: Buffer, from: number, bodyBytesMax: number, opts: { zeroTailIsEnd?: boolean } = {}): Generator<ScanStep, void> {
   let off = from;
   while (off < bufUntrusted.byteLength) {
+    if (opts.zeroTailIsEnd && bufUntrusted[off] === 0 && zeroTailAt(bufUntrusted, off)) return;
     const parsed = parseFrame(bufUntrusted, off, bodyBytesMax);
     let rec: LogRecord | undefined;
     if (parsed.kind === "ok") {
@@ -194,4 +237,16 @@ export function* scanRecords(bufUntrusted: Buffer, from: number, bodyBytesMax: n
     yield { kind: "record", off, next: parsed.next, rec };
     off = parsed.next;
   }
+}
+
+/**
+ * Where the records of a local segment's bytes end (`from` on, walking as `scanRecords` does with
+ * `zeroTailIsEnd`), and whether a zero tail starts there. Damage is walked past as the scan does.
+ */
+export function recordsEnd(bufUntrusted: Buffer, from: number, bodyBytesMax: number): { end: number; zeroTail: boolean } {
+  let end = from;
+  for (const step of scanRecords(bufUntrusted, from, bodyBytesMax, { zeroTailIsEnd: true })) {
+    end = step.kind === "record" ? step.next : (step.next ?? bufUntrusted.byteLength);
+  }
+  return { end, zeroTail: end < bufUntrusted.byteLength && zeroTailAt(bufUntrusted, end) };
 }

@@ -6,8 +6,19 @@
  *   made durable with one fdatasync() per segment before `writeBatch` resolves (group commit: the
  *   caller batches many writes into one call).
  * - A record never spans two segments; the active segment is rolled before a record that would
- *   take it past `segmentBytesMax`. A segment is fsync'd before the next one is created, so only
- *   the last segment can have a torn tail after a crash.
+ *   take it past `segmentBytesMax`. A segment's records are fdatasync'd before the next segment
+ *   takes one, so only the last segment can have a torn tail after a crash.
+ * - Appends overwrite zeros: the next segment is prepared in the background (./segment-prepare.ts)
+ *   once the active one holds `segmentPrepareAtBytes`, and a roll only writes its header, renames
+ *   it into place and switches descriptors; no fsync, no file creation on the event loop. A plain
+ *   active segment (a new log's first, one from an older version, one cut by recovery or repair)
+ *   is rolled onto the prepared file as soon as it is ready, so the appends after it are cheap too.
+ * - A segment that stops taking appends is sealed in the background (its zero tail cut, the file
+ *   fsync'd: ./segment-create.ts `sealSegmentFile`) before `onSealed` tells anyone its size; the
+ *   next roll waits for that seal, so at most the segment before the active one can still have a
+ *   zero tail after a crash (recovery cuts it: ../recovery.ts). A seal that fails makes the next
+ *   roll retry it, and fail (IO) while it cannot be done.
+ * - No allocation proportional to a batch: frames go to the file with one writev.
  * - Reads go through `readBody` / `readBodies` (./segment-reader.ts), which verify each frame's
  *   checksum and exact length before returning a byte of it. Only `close` stops them.
  * - A batch is all or nothing. When a write or fdatasync fails, the log is cut back (ftruncate +
@@ -27,8 +38,10 @@ import type { Limits } from "../limits.js";
 import { nodeFileIo, type FileIo } from "./file-io.js";
 import { FRAME_HEADER_BYTES } from "./framing.js";
 import type { Pointer } from "./record.js";
-import { createSegmentFile, fsyncDirIo } from "./segment-create.js";
+import { createSegmentFile, createSegmentFileAsync, fsyncDirIo, sealSegmentFileSync } from "./segment-create.js";
 import { SEGMENT_HEADER_BYTES, listSegmentIds, segmentPath } from "./segment-files.js";
+import { SegmentPreparer, type TakenSegment } from "./segment-prepare.js";
+import { SealQueue, closeQuietly, type Unsealed } from "./segment-seals.js";
 import { SegmentReader } from "./segment-reader.js";
 import { assertOwnSegment } from "../index/foreign-logs.js";
 import { isCompacted } from "./segment-set.js";
@@ -56,6 +69,11 @@ export interface SegmentLogEvents {
 
 export class SegmentLog {
   private activeFd: number | undefined;
+  /** Size of the active segment's file: past `activeSize` it holds zeros (its zero tail). */
+  private activeFileBytes: number;
+  private readonly preparer: SegmentPreparer;
+  /** Segments rolled past and not yet sealed (./segment-seals.ts). */
+  private readonly seals: SealQueue;
   private readonly reader: SegmentReader;
   private closed = false;
   private writing = false;
@@ -83,7 +101,15 @@ export class SegmentLog {
     private readonly io: FileIo,
   ) {
     this.activeFd = io.openSync(segmentPath(dir, activeId), "r+");
+    this.activeFileBytes = Math.max(activeSize, io.fstatSync(this.activeFd).size);
     this.reader = new SegmentReader(dir, limits, io);
+    this.preparer = new SegmentPreparer(dir, limits, io);
+    this.seals = new SealQueue(io, (u) => {
+      this.events.onSealed?.(u.id, u.bytes);
+      this.events.onCreated?.(u.id + 1);
+    });
+    this.preparer.adoptSync();
+    this.maybePrepare();
   }
 
   /**
@@ -146,25 +172,30 @@ export class SegmentLog {
     this.checkOpen();
     assert(!this.writing, "writeBatch calls must not overlap");
     this.writing = true;
-    const sealed: Array<[id: number, bytes: number]> = [];
+    const sealed: Unsealed[] = [];
     let start: { seg: number; size: number } | undefined;
     let rolling = false;
     let ok = false;
     try {
       if (this.broken) this.repair();
       start = { seg: this.activeId, size: this.activeSize };
+      if (this.activeFileBytes <= this.activeSize && this.activeSize > SEGMENT_HEADER_BYTES && this.preparer.ready) {
+        // A plain active segment: move on to the prepared file now rather than at segmentBytesMax.
+        rolling = true;
+        sealed.push(await this.switchToNext());
+        rolling = false;
+      }
       const pointers: Pointer[] = [];
       let pending: Buffer[] = [];
       let pendingBytes = 0;
       for (const f of frames) {
         assert(f.byteLength <= this.limits.recordBytesMax + FRAME_HEADER_BYTES, "frame larger than recordBytesMax");
         if (this.activeSize + pendingBytes + f.byteLength > this.limits.segmentBytesMax && this.activeSize + pendingBytes > SEGMENT_HEADER_BYTES) {
-          await this.flush(pending, pendingBytes, this.fsyncMode === "always");
+          await this.flush(pending, pendingBytes, true);
           pending = [];
           pendingBytes = 0;
-          sealed.push([this.activeId, this.activeSize]);
           rolling = true;
-          this.rollActive();
+          sealed.push(await this.switchToNext());
           rolling = false;
         }
         pointers.push({ seg: this.activeId, off: this.activeSize + pendingBytes, len: f.byteLength });
@@ -173,12 +204,15 @@ export class SegmentLog {
       }
       await this.flush(pending, pendingBytes, this.fsyncMode === "always");
       ok = true;
+      this.maybePrepare();
       return pointers;
     } catch (thrown) {
       // After a failed fsync the file's page-cache state is unknown (a retried fsync may report
       // success for pages that never reached the disk), so the next appends go to a new file.
       const fsyncFailed = thrown instanceof FsyncFailed || rolling;
       const err = thrown instanceof FsyncFailed ? thrown.cause : thrown;
+      // The segments this batch rolled past are not sealed: the repair cuts the log back into them.
+      for (const s of sealed) closeQuietly(this.io, s.fd);
       if (start !== undefined) {
         this.broken = { ...start, roll: fsyncFailed, cause: err };
         try {
@@ -190,14 +224,46 @@ export class SegmentLog {
       throw StrataError.is(err) ? err : ioError("appending to the segment log", err);
     } finally {
       this.writing = false;
-      // Only once the batch is durable may the tier see the segments it completed.
-      if (ok) {
-        for (const [id, bytes] of sealed) {
-          this.events.onSealed?.(id, bytes);
-          this.events.onCreated?.(id + 1);
-        }
-      }
+      // Only once the batch is durable may the tier see the segments it completed (after their seal).
+      if (ok) for (const s of sealed) this.seals.push(s).catch(() => undefined); // a failed seal is redone by the next roll
     }
+  }
+
+  /** Starts preparing the next segment once the active one holds `segmentPrepareAtBytes`. */
+  private maybePrepare(): void {
+    if (this.activeSize - SEGMENT_HEADER_BYTES >= this.limits.segmentPrepareAtBytes) this.preparer.start();
+  }
+
+  /**
+   * Switches appends to a new active segment after the current one (whose records are durable):
+   * the prepared file if one is ready, else a plain one made now, off the event loop. Waits for the
+   * previous seal first (and redoes it if it failed), so at most one segment is ever unsealed.
+   * Returns the segment left behind, to be sealed once the batch is durable.
+   */
+  private async switchToNext(): Promise<Unsealed> {
+    if (this.unsynced) {
+      try {
+        await this.io.fdatasync(this.activeFd!);
+      } catch (cause) {
+        throw new FsyncFailed(cause);
+      }
+      this.unsynced = false;
+    }
+    await this.seals.sealAll();
+    const next = this.activeId + 1;
+    assertOwnSegment(next); // ids from 2^31 on are compaction outputs, from 2^32 on other servers' segments
+    const taken: TakenSegment = (await this.preparer.take(next)) ?? { fd: await createSegmentFileAsync(this.dir, next, this.io), fileBytes: SEGMENT_HEADER_BYTES };
+    return this.switchTo(next, taken);
+  }
+
+  private switchTo(next: number, taken: TakenSegment): Unsealed {
+    const left: Unsealed = { id: this.activeId, bytes: this.activeSize, fileBytes: this.activeFileBytes, fd: this.activeFd! };
+    this.activeFd = taken.fd;
+    this.activeFileBytes = taken.fileBytes;
+    this.activeId = next;
+    this.activeSize = SEGMENT_HEADER_BYTES;
+    this.dirtySince = undefined;
+    return left;
   }
 
   /**
@@ -206,17 +272,17 @@ export class SegmentLog {
    */
   private async flush(frames: Buffer[], bytes: number, sync: boolean): Promise<void> {
     if (bytes === 0) return;
-    const buf = frames.length === 1 ? frames[0]! : Buffer.concat(frames, bytes);
     const fd = this.activeFd!;
     let done = 0;
     // A small batch is copied into the page cache at once (microseconds; a trip through the
-    // thread pool costs more); a large one is written off the event loop.
-    const small = buf.byteLength <= this.limits.syncWriteBytesMax;
-    while (done < buf.byteLength) {
-      const n = small
-        ? this.io.writeSync(fd, buf, done, buf.byteLength - done, this.activeSize + done)
-        : await this.io.write(fd, buf, done, buf.byteLength - done, this.activeSize + done);
+    // thread pool costs more); a large one is written off the event loop. One writev, no copy
+    // into a fresh buffer (first-touching fresh memory is slow, and it would be garbage at once).
+    const small = bytes <= this.limits.syncWriteBytesMax;
+    let bufs: Buffer[] = frames;
+    while (done < bytes) {
+      const n = small ? this.io.writevSync(fd, bufs, this.activeSize + done) : await this.io.writev(fd, bufs, this.activeSize + done);
       done += n;
+      if (done < bytes) bufs = remainder(frames, done);
     }
     if (sync) {
       try {
@@ -225,11 +291,13 @@ export class SegmentLog {
         throw new FsyncFailed(cause);
       }
       this.fsyncCount++;
+      this.unsynced = false;
     } else {
       this.unsynced = true;
     }
     this.dirtySince ??= performance.now();
     this.activeSize += bytes;
+    this.activeFileBytes = Math.max(this.activeFileBytes, this.activeSize);
   }
 
   /**
@@ -259,12 +327,14 @@ export class SegmentLog {
       try {
         this.io.ftruncateSync(fd, b.size);
         this.io.fsyncSync(fd);
+        this.unsynced = false;
       } catch (err) {
         this.io.closeSync(fd);
         throw err;
       }
       this.activeId = b.seg;
       this.activeSize = b.size;
+      this.activeFileBytes = b.size;
       this.activeFd = fd;
       if (b.roll && b.size === SEGMENT_HEADER_BYTES) {
         // Nothing acknowledged is in it: replace it with a fresh file rather than seal it empty.
@@ -273,7 +343,9 @@ export class SegmentLog {
         createSegmentFile(this.dir, b.seg, this.io, true);
         this.activeFd = this.io.openSync(segmentPath(this.dir, b.seg), "r+");
       } else if (b.roll) {
-        this.rollActive(); // emits no events; done below
+        const left = this.rollActive(); // emits no events; done below
+        sealSegmentFileSync(this.io, left.fd, left.bytes, left.fileBytes);
+        this.io.closeSync(left.fd);
       }
     } catch (cause) {
       throw ioError(`repairing the segment log after a failed write (${(b.cause as Error)?.message ?? String(b.cause)})`, cause);
@@ -285,8 +357,12 @@ export class SegmentLog {
     }
   }
 
-  /** Seals the active segment and starts the next one (the seal timer; never during a batch). */
-  roll(): void {
+  /**
+   * Seals the active segment and starts the next one (the seal timer; never during a batch). The
+   * switch happens now; the promise resolves once the segment left behind is sealed and announced
+   * (`onSealed`), and rejects (IO) if that failed (the next roll retries it).
+   */
+  roll(): Promise<void> {
     this.checkOpen();
     assert(!this.writing, "roll must not overlap a batch write");
     if (this.broken) {
@@ -294,39 +370,44 @@ export class SegmentLog {
       try {
         this.repair();
       } catch {
-        return;
+        return Promise.resolve();
       }
-      if (this.activeSize === SEGMENT_HEADER_BYTES) return; // the repair rolled already
+      if (this.activeSize === SEGMENT_HEADER_BYTES) return Promise.resolve(); // the repair rolled already
     }
     const sealedId = this.activeId;
     const sealedBytes = this.activeSize;
+    let left: Unsealed;
     try {
-      this.rollActive();
+      left = this.rollActive();
     } catch (cause) {
       this.broken = { seg: sealedId, size: sealedBytes, roll: true, cause };
       throw ioError("sealing the active segment", cause);
     }
-    this.events.onSealed?.(sealedId, sealedBytes);
-    this.events.onCreated?.(this.activeId);
+    return this.seals.push(left).catch((cause: unknown) => {
+      throw ioError("sealing the active segment", cause);
+    });
   }
 
   /**
-   * Makes the active segment durable and switches to a new empty one after it. The new file is
-   * created before the old descriptor is given up, so a failure leaves the active segment as it
-   * was (a half-created next file is removed by `repair`, or by recovery after a crash).
+   * The synchronous roll (the seal timer's, and the repair's): makes the active segment's records
+   * durable, seals what an earlier roll left unsealed, and switches to the prepared file or a plain
+   * one made now. The new file exists before the old descriptor is given up, so a failure leaves
+   * the active segment as it was (a half-created next file is removed by `repair`, or by recovery
+   * after a crash). Returns the segment left behind, not sealed yet.
    */
-  private rollActive(): void {
-    const fd = this.activeFd!;
-    this.io.fsyncSync(fd);
+  private rollActive(): Unsealed {
+    // At fsync "always" every record is durable already; at "interval" the rest is synced now.
+    if (this.unsynced) this.io.fsyncSync(this.activeFd!);
+    this.unsynced = false;
+    this.seals.sealAllSync();
     const next = this.activeId + 1;
     assertOwnSegment(next); // ids from 2^31 on are compaction outputs, from 2^32 on other servers' segments
-    createSegmentFile(this.dir, next, this.io);
-    const nextFd = this.io.openSync(segmentPath(this.dir, next), "r+");
-    this.io.closeSync(fd);
-    this.activeFd = nextFd;
-    this.activeId = next;
-    this.activeSize = SEGMENT_HEADER_BYTES;
-    this.dirtySince = undefined;
+    let taken = this.preparer.takeSync(next);
+    if (taken === undefined) {
+      createSegmentFile(this.dir, next, this.io);
+      taken = { fd: this.io.openSync(segmentPath(this.dir, next), "r+"), fileBytes: SEGMENT_HEADER_BYTES };
+    }
+    return this.switchTo(next, taken);
   }
 
   /** Reads and verifies the record at `ptr`; returns its body. Never affected by a failed append. */
@@ -360,6 +441,10 @@ export class SegmentLog {
       }
     }
     this.closed = true;
+    // Seals under way finish (a failed one is left to the next open's recovery), and so does a
+    // preparation (a complete prepared file is kept for the next open).
+    await this.seals.settled();
+    await this.preparer.close();
     try {
       if (this.activeFd !== undefined && !this.broken) this.io.fsyncSync(this.activeFd);
     } finally {
@@ -370,13 +455,41 @@ export class SegmentLog {
   private closeFds(): void {
     if (this.activeFd !== undefined) this.io.closeSync(this.activeFd);
     this.activeFd = undefined;
+    this.seals.close();
+    this.preparer.closeFdSync();
     this.reader.close();
+  }
+
+  /** Preparation counters (the benchmark and tests read them). */
+  prepareStats(): { prepared: number; failures: number; ready: boolean } {
+    return { prepared: this.preparer.prepared, failures: this.preparer.failures, ready: this.preparer.ready };
+  }
+
+  /** Resolves once background work (a preparation, seals) has settled; for tests. */
+  async settled(): Promise<void> {
+    await this.preparer.settled();
+    await this.seals.settled();
   }
 
   /** Only `close` closes the log; a failed write does not (reads go on, appends retry). */
   private checkOpen(): void {
     if (this.closed) throw new StrataError("CLOSED", "the segment log is closed (the store was closed); reopen the store");
   }
+}
+
+/** The frames left after the first `done` bytes of them (a short write's rest). */
+function remainder(frames: readonly Buffer[], done: number): Buffer[] {
+  const rest: Buffer[] = [];
+  let skip = done;
+  for (const f of frames) {
+    if (skip >= f.byteLength) {
+      skip -= f.byteLength;
+      continue;
+    }
+    rest.push(skip > 0 ? f.subarray(skip) : f);
+    skip = 0;
+  }
+  return rest;
 }
 
 /**

@@ -18,9 +18,14 @@
  *   crash), and so does every later call of any kind, on every file, reads included, until
  *   the store using it is abandoned. `clear()` does not revive it.
  * - `powerLoss(keep)`: after a crash, drops what was written but never fsync'd, as an OS crash or
- *   power cut does: each such file is cut back to its last synced size plus `keep` (0..1) of
- *   the unsynced bytes after it (the log only appends, so a prefix is what survives).
- * Ops: "write" (writeSync and write), "fsync" (fdatasync and fsyncSync), "truncate", "open".
+ *   power cut does: of each file's bytes written since its last fsync (from the lowest offset
+ *   written to the highest), a prefix of `keep` (0..1) survives; the rest is cut off where the
+ *   file grew, and reads as zeros where it overwrote (a pre-zeroed segment: the disk still holds
+ *   the zeros that were made durable there). The log writes in order, so a prefix is what survives.
+ * Ops: "write" (writeSync, write, writevSync, writev), "fsync" (fdatasync, fsyncSync, fsync),
+ * "truncate" (ftruncateSync, ftruncate), "open" (openSync, open; not for reading), "rename".
+ * The async calls (open, fsync, ftruncate, rename, close) are what the log's background work uses
+ * (preparing the next segment, sealing the last one), so a full disk reaches that work too.
  *
  * Determinism: every faultable call draws exactly two values from a mulberry32 stream
  * (src/random.ts), whether or not it fails, so the fate of the n-th call depends only on the seed,
@@ -32,7 +37,7 @@ import { nodeFileIo } from "../log/file-io.js";
 import { mulberry32 } from "../random.js";
 
 export type FaultCode = "ENOSPC" | "EIO";
-export type FaultOp = "write" | "fsync" | "truncate" | "open";
+export type FaultOp = "write" | "fsync" | "truncate" | "open" | "rename";
 
 export interface FaultIoOptions {
   seed: number;
@@ -61,8 +66,8 @@ export class FaultIo implements FileIo {
   private crashIn: number | undefined;
   /** True once the simulated crash happened: every call fails. */
   crashed = false;
-  /** Files written since their last fsync, with their size at that fsync. */
-  private readonly syncedSize = new Map<string, number>();
+  /** Files written since their last fsync: their size then, and the range written since. */
+  private readonly syncedSize = new Map<string, { size: number; from: number; to: number }>();
 
   constructor(opts: FaultIoOptions) {
     this.base = opts.base ?? nodeFileIo;
@@ -97,14 +102,24 @@ export class FaultIo implements FileIo {
   }
 
   powerLoss(keep: number): void {
-    for (const [file, synced] of this.syncedSize) {
+    for (const [file, u] of this.syncedSize) {
       let size: number;
       try {
         size = fs.statSync(file).size;
       } catch {
         continue; // removed since
       }
-      if (size > synced) fs.truncateSync(file, synced + Math.floor(keep * (size - synced)));
+      const cut = u.from + Math.floor(keep * Math.max(0, u.to - u.from));
+      const zeroEnd = Math.min(u.to, u.size, size);
+      if (cut < zeroEnd) {
+        const fd = fs.openSync(file, "r+");
+        try {
+          fs.writeSync(fd, Buffer.alloc(zeroEnd - cut), 0, zeroEnd - cut, cut);
+        } finally {
+          fs.closeSync(fd);
+        }
+      }
+      if (size > Math.max(u.size, cut)) fs.truncateSync(file, Math.max(u.size, cut));
     }
     this.syncedSize.clear();
   }
@@ -113,10 +128,16 @@ export class FaultIo implements FileIo {
     if (this.crashed) throw injectedError("EIO", syscall);
   }
 
-  /** Notes an fd about to take a write, for `powerLoss`. */
-  private noteUnsynced(fd: number): void {
+  /** Notes an fd about to take a write of `length` bytes at `position`, for `powerLoss`. */
+  private noteUnsynced(fd: number, position: number, length: number): void {
     const file = this.paths.get(fd);
-    if (file !== undefined && !this.syncedSize.has(file)) this.syncedSize.set(file, this.base.fstatSync(fd).size);
+    if (file === undefined) return;
+    const u = this.syncedSize.get(file);
+    if (u === undefined) this.syncedSize.set(file, { size: this.base.fstatSync(fd).size, from: position, to: position + length });
+    else {
+      u.from = Math.min(u.from, position);
+      u.to = Math.max(u.to, position + length);
+    }
   }
 
   private noteSynced(fd: number): void {
@@ -173,7 +194,7 @@ export class FaultIo implements FileIo {
   /** Applies a write's fate: a torn write writes a strict prefix first; either way it throws. */
   private faultWrite(fd: number, buf: Uint8Array, offset: number, length: number, position: number, syscall: string): void {
     const f = this.fate("write", this.paths.get(fd));
-    this.noteUnsynced(fd);
+    this.noteUnsynced(fd, position, length);
     if (!f) return;
     if (f.tear) {
       const n = Math.floor(f.cut * length);
@@ -215,5 +236,78 @@ export class FaultIo implements FileIo {
   fstatSync(fd: number): { size: number } {
     this.checkAlive("fstat");
     return this.base.fstatSync(fd);
+  }
+
+  /** A writev's fate is that of one write of its bytes back to back (a tear keeps a prefix). */
+  private faultWritev(fd: number, bufs: readonly Uint8Array[], position: number, syscall: string): void {
+    const total = bufs.reduce((n, b) => n + b.byteLength, 0);
+    const f = this.fate("write", this.paths.get(fd));
+    this.noteUnsynced(fd, position, total);
+    if (!f) return;
+    if (f.tear) {
+      const n = Math.floor(f.cut * total);
+      if (n > 0) this.base.writeSync(fd, Buffer.concat(bufs, total), 0, n, position);
+    }
+    throw injectedError(f.code, syscall);
+  }
+
+  writevSync(fd: number, bufs: readonly Uint8Array[], position: number): number {
+    this.faultWritev(fd, bufs, position, "writev");
+    return this.base.writevSync(fd, bufs, position);
+  }
+
+  async writev(fd: number, bufs: readonly Uint8Array[], position: number): Promise<number> {
+    this.faultWritev(fd, bufs, position, "writev");
+    return this.base.writev(fd, bufs, position);
+  }
+
+  async open(path: string, flags: string): Promise<number> {
+    this.checkAlive("open");
+    const f = flags === "r" ? undefined : this.fate("open", path);
+    if (f) throw injectedError(f.code, "open");
+    const fd = await this.base.open(path, flags);
+    this.paths.set(fd, path);
+    return fd;
+  }
+
+  async close(fd: number): Promise<void> {
+    this.paths.delete(fd);
+    await this.base.close(fd);
+  }
+
+  async fsync(fd: number): Promise<void> {
+    const f = this.fate("fsync", this.paths.get(fd));
+    if (f) throw injectedError(f.code, "fsync");
+    await this.base.fsync(fd);
+    this.noteSynced(fd);
+  }
+
+  async ftruncate(fd: number, length: number): Promise<void> {
+    const f = this.fate("truncate", this.paths.get(fd));
+    if (f) throw injectedError(f.code, "ftruncate");
+    await this.base.ftruncate(fd, length);
+  }
+
+  renameSync(from: string, to: string): void {
+    const f = this.fate("rename", from);
+    if (f) throw injectedError(f.code, "rename");
+    this.base.renameSync(from, to);
+    this.renamed(from, to);
+  }
+
+  async rename(from: string, to: string): Promise<void> {
+    const f = this.fate("rename", from);
+    if (f) throw injectedError(f.code, "rename");
+    await this.base.rename(from, to);
+    this.renamed(from, to);
+  }
+
+  private renamed(from: string, to: string): void {
+    for (const [fd, p] of this.paths) if (p === from) this.paths.set(fd, to);
+    const synced = this.syncedSize.get(from);
+    if (synced !== undefined) {
+      this.syncedSize.delete(from);
+      this.syncedSize.set(to, synced);
+    }
   }
 }

@@ -194,6 +194,14 @@ describe("the commit queue after a failed batch", () => {
       }
       return fd;
     };
+    io.open = async (p, f) => {
+      const fd = await fault.open(p, f);
+      if (armed && f === "r+" && p.endsWith(".seg")) {
+        armed = false;
+        fault.failNext("write", 1, "ENOSPC");
+      }
+      return fd;
+    };
     store = await open({ io, limits: { segmentBytesMax: 64 * KiB, recordBytesMax: 24 * KiB, chunkBytes: 16 * KiB, headersBytesMax: 4 * KiB, syncWriteBytesMax: 256 * KiB } });
     const s = store.stream("m/s");
     await s.append({ value: enc("kept") });

@@ -7,7 +7,10 @@
  * (locate moves a location whose holder can act no more; claim grants, refuses or moves). The
  * server side is the rule of wire/lease.ts: a server may ack while it holds a grant of its current
  * incarnation and its own clock reads before leaseValidUntil(sent time of the last renewal or
- * registration answered ok). Faults: servers die and come back as new incarnations, pause (stop
+ * registration answered ok). A new location is granted by locate to its live server's current
+ * incarnation at once and the grant pushed to it (delayed or lost like any message; the server
+ * takes it only for its current incarnation and a location it holds no grant for), as
+ * coordinator-client-handlers.ts and ownership.ts do. Faults: servers die and come back as new incarnations, pause (stop
  * renewing for a while), release; messages are delayed (0..250 ms) or lost; the coordinator
  * restarts (its lease table is rebuilt from the durable incarnations, everyone renewed "now"); each
  * process's clock runs at its own rate within ±ρ of real time.
@@ -21,7 +24,7 @@ import { describe, expect, it } from "vitest";
 import { mulberry32 as prng } from "../../src/random.js";
 import { pickServer } from "../../src/net/coord/coordinator-placement.js";
 import { LeaseTable } from "../../src/net/coord/leases.js";
-import { claim, created, holderState, movedTo, sourceAfter, type Assignment } from "../../src/net/coord/location-rules.js";
+import { claim, created, createdGranted, holderState, movedTo, sourceAfter, type Assignment } from "../../src/net/coord/location-rules.js";
 import type { LeaseTimes } from "../../src/net/wire/coordinator-protocol.js";
 import { leaseValidUntil } from "../../src/net/wire/lease.js";
 
@@ -179,8 +182,25 @@ function simulate(sc: Scenario, times: LeaseTimes): string | undefined {
             if (!up) return;
             const a = assign.get(loc);
             if (a === undefined) {
-              const target = place(loc, cnow());
-              if (target !== undefined) assign.set(loc, created(target));
+              const cn = cnow();
+              const target = place(loc, cn);
+              if (target === undefined) return;
+              const inc = incarnations.get(target);
+              if (inc === undefined || !leases.isCurrent(target, inc, cn)) {
+                assign.set(loc, created(target));
+                return;
+              }
+              // Granted in the placing decision, and the grant pushed to the server.
+              const granted = createdGranted(target, inc, leases, cn);
+              assign.set(loc, granted);
+              TRACE?.push(`${now.toFixed(0)} locate grants ${loc} ${target}#${inc} e${granted.epoch}`);
+              const holder = servers.find((x) => x.id === target)!;
+              if (op.lost2) return;
+              at(now + op.d2, () => {
+                if (!holder.alive || holder.inc !== inc || holder.grants.has(loc)) return;
+                holder.grants.set(loc, granted.epoch);
+                modelStats.grants++;
+              });
             } else {
               moveIfFree(loc, a, cnow());
             }

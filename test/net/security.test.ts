@@ -266,6 +266,34 @@ describe("deploy/nats-server.conf, raw nats.js connections", () => {
     expect(servers.map((s) => s.id)).toEqual([SERVER_ID]);
   });
 
+  it("lets only the coordinator push grants to a server (strata.s.<id>.grant)", async () => {
+    // A forged push could hand a server a location it does not hold: clients and the servers'
+    // own user are refused by nats-server before anything reaches the subject.
+    const pushes = watch(server, `strata.s.${SERVER_ID}.grant`);
+    await server.flush();
+    const forged = encode({ incarnation: 1, key: "k".repeat(24), grants: [["acct/alice/forged", 1]] });
+    as("alice").nc.publish(`strata.s.${SERVER_ID}.grant`, forged);
+    await as("alice").violation("publish", `strata.s.${SERVER_ID}.grant`);
+    const s = await login("strata-server");
+    try {
+      s.nc.publish(`strata.s.${SERVER_ID}.grant`, forged);
+      await s.violation("publish", `strata.s.${SERVER_ID}.grant`);
+    } finally {
+      await s.nc.close();
+    }
+    // The coordinator's own user may publish there (the control message proves delivery works).
+    const coordUser = await connect({ servers: nats.url, user: "strata-coordinator", pass: PASSWORDS["strata-coordinator"] });
+    try {
+      coordUser.publish(`strata.s.${SERVER_ID}.grant`, enc("control"));
+      await coordUser.flush();
+    } finally {
+      await coordUser.close();
+    }
+    await pushes.until(`strata.s.${SERVER_ID}.grant`);
+    expect(pushes.got).toEqual([`strata.s.${SERVER_ID}.grant`]);
+    pushes.sub.unsubscribe();
+  });
+
   it("keeps the servers' own user from acting as a client", async () => {
     // A compromised persistence server still cannot issue requests or read the change feed.
     const s = await login("strata-server", null);
@@ -390,6 +418,14 @@ describe("deploy/nats-server.conf, end to end with StrataClient and a Strata ser
     // alice may not publish it: nats-server refuses, the server never sees the request.
     const alice = await natsAs("alice", "_INBOX.alice");
     await expect(alice.request("strata.s.srv-e2e.compact", encode({}), { timeout: 1000 })).rejects.toThrow();
+  });
+
+  it("pushes the grant of a new location to its server through the shipped permissions: no claim", async () => {
+    const before = strata.stats().ownership!;
+    expect((await client("alice").stream("acct/alice/fresh-push").append({ value: enc("first") })).seq).toBe(1);
+    const after = strata.stats().ownership!;
+    expect(after.pushed).toBe(before.pushed + 1);
+    expect(after.claims).toBe(before.claims);
   });
 
   it("lets alice-ro read and watch alice's locations but not write them", async () => {

@@ -66,7 +66,10 @@ export class StreamClient implements StreamApi {
   async *getAll(options?: { startSeq?: number }): AsyncGenerator<StoredMessage> {
     const body = compact({ op: "stream.getAll", startSeq: options?.startSeq });
     for await (const item of this.caller.items(this.read, body)) {
-      const { rev: _rev, ...message } = item as StoredMessage & { rev?: number };
+      // Field by field, not `{ rev, ...message }`: V8 builds an object rest far slower, per item.
+      const wire = item as StoredMessage & { rev?: number };
+      const message: StoredMessage = { seq: wire.seq, value: wire.value, timestamp: wire.timestamp };
+      if (wire.headers !== undefined) message.headers = wire.headers;
       yield message;
     }
   }

@@ -23,6 +23,15 @@
  * and did not survive the move (writes acknowledged locally by a server that died before shipping
  * them): the cursor rewinds to `since`, so the new owner's changes with those revisions are shown.
  *
+ * Values larger than the server's `changeInlineBytesMax` are left out of the feed (`omitted: true`
+ * on the wire, server-changes.ts): when such a change is next to emit, and this watch would show
+ * it, one `changes { after: cursor }` request fetches it, with the values of the buffered live
+ * changes up to the last omitted one, read from the log by revision (never a get, which could
+ * return a newer write of the key). Fetched changes are emitted as in a catch-up, and the live
+ * copies are then duplicates. If the server's log has nothing past the cursor, the omitted change
+ * is not in it (lost with a server that had not synced it): it is dropped, and the next resync
+ * shows what the log holds. A watcher never emits a change without the value the feed left out.
+ *
  * A chunked change (too large for one message) carries an empty value and `chunked: true`; read
  * the value with get(). Memory is bounded: the live buffer and the output queue have limits, and a
  * slow consumer pauses the watcher rather than growing a queue.
@@ -202,29 +211,48 @@ export class Watcher implements Watch {
 
   private async catchUp(): Promise<void> {
     this.resync = false;
-    const call = { location: this.location, cls: "r" as const, idempotent: true };
     for (;;) {
-      const reply = await this.deps.caller.request(call, { op: "changes", after: this.cursor, limit: this.deps.limits.watchChangesPage });
-      if (!isPlainMap(reply) || !Array.isArray(reply.changes)) throw new StrataError("CORRUPT", "malformed changes reply");
-      if (typeof reply.epoch === "number" && reply.epoch > this.epoch) {
-        const shownUnder = this.epoch;
-        this.epoch = reply.epoch;
-        if (shownUnder > 0 && typeof reply.since === "number" && reply.since < this.cursor) {
-          // What was shown past `since` did not survive the move: show the new owner's history from there.
-          this.cursor = reply.since;
-          this.seen.clear();
-          this.seenMax = 0;
-          this.gapCursor = -1;
-          continue;
-        }
-      }
-      for (const change of reply.changes) {
-        if (this.stopped) return;
-        // Fetched changes are authoritative: a revision the log no longer has is not a gap.
-        if (isChange(change)) await this.process(change, true);
-      }
-      if (reply.more !== true) return;
+      const more = await this.fetch(this.deps.limits.watchChangesPage);
+      if (more === false) return;
     }
+  }
+
+  /**
+   * One `changes { after: cursor, limit }` request, its changes processed as fetched (authoritative:
+   * a revision the log no longer has is not a gap). Resolves to the reply's `more`, or undefined
+   * when a new owner's history rewound the cursor (ask again).
+   */
+  private async fetch(limit: number): Promise<boolean | undefined> {
+    const call = { location: this.location, cls: "r" as const, idempotent: true };
+    const reply = await this.deps.caller.request(call, { op: "changes", after: this.cursor, limit });
+    if (!isPlainMap(reply) || !Array.isArray(reply.changes)) throw new StrataError("CORRUPT", "malformed changes reply");
+    if (typeof reply.epoch === "number" && reply.epoch > this.epoch) {
+      const shownUnder = this.epoch;
+      this.epoch = reply.epoch;
+      if (shownUnder > 0 && typeof reply.since === "number" && reply.since < this.cursor) {
+        // What was shown past `since` did not survive the move: show the new owner's history from there.
+        this.cursor = reply.since;
+        this.seen.clear();
+        this.seenMax = 0;
+        this.gapCursor = -1;
+        return undefined;
+      }
+    }
+    for (const change of reply.changes) {
+      if (this.stopped) return false;
+      if (isChange(change) && !isOmitted(change)) await this.process(change, true);
+    }
+    return reply.more === true;
+  }
+
+  /**
+   * Fetches the value the feed left out of the live change at the head of the buffer, and those
+   * of the buffered changes up to the last omitted one this watch shows: one request.
+   */
+  private async fetchOmitted(head: Change): Promise<void> {
+    let upTo = head.revision;
+    for (const c of this.live) if (c.revision > upTo && isOmitted(c) && this.shows(c)) upTo = c.revision;
+    await this.fetch(Math.max(1, Math.min(this.deps.limits.watchChangesPage, upTo - this.cursor)));
   }
 
   /** Follows the live buffer until a resync is due (gap, overflow, reconnect, idle timer). */
@@ -238,6 +266,13 @@ export class Watcher implements Watch {
         if (gap && this.gapCursor !== this.cursor) {
           this.gapCursor = this.cursor;
           return;
+        }
+        if (isOmitted(change) && change.revision > this.cursor && this.shows(change)) {
+          const before = this.cursor;
+          await this.retrying(() => this.fetchOmitted(change));
+          // Nothing past the cursor in the server's log: the change is not in it (see the header).
+          if (this.cursor === before && this.live[0] === change) this.live.shift();
+          continue;
         }
         this.live.shift();
         await this.process(change, gap);
@@ -261,6 +296,11 @@ export class Watcher implements Watch {
     // Past the newest write the replay showed, nothing can be a repeat of it any more.
     if (this.cursor >= this.seenMax) this.seen.clear();
     if (!skip) await this.emit(change);
+  }
+
+  /** Whether `c`, a set, would be emitted (not filtered out, not shown by the replay already). */
+  private shows(c: Change): boolean {
+    return this.matches(c) && !this.alreadyReplayed(c);
   }
 
   private matches(c: Change): boolean {
@@ -349,6 +389,11 @@ export class Watcher implements Watch {
 
 function isChange(value: unknown): value is Change {
   return isPlainMap(value) && typeof value.revision === "number" && typeof value.op === "string" && typeof value.kind === "string";
+}
+
+/** A set whose value the feed left out (server-changes.ts); a fetched change never is one. */
+function isOmitted(c: Change): boolean {
+  return (c as { omitted?: unknown }).omitted === true;
 }
 
 function idOf(c: Change): number | string {

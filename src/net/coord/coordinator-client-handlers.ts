@@ -5,14 +5,19 @@
  * the rule every decision follows (made inside the state's write transaction, replied to only after
  * it is flushed) are in coordinator-handlers.ts.
  *
+ * A new location placed on a server that takes pushed grants is granted to it in the same
+ * decision (docs/failover.md, "Creation"): the grant is pushed to the server on `P.s.<id>.grant`
+ * once durable and before the client is answered, so the first write costs one coordinator round
+ * trip. The server still claims whatever it finds no grant for, so a lost push costs only time.
+ *
  * Move and drain ask the holder to hand over (`P.s.<id>.handover`) when it may still act on the
  * locations; a holder that cannot act any more (lease over, released, bound to nobody) is not
  * asked, and one that may still act but does not answer is waited out (at most leaseMs +
  * leaseMarginMs), exactly as a death would be.
  */
 import { StrataError } from "../../errors.js";
-import { HolderError, assignmentsFull, candidates, moveFromEnded, noLiveServer, place, type CoreDeps } from "./coordinator-handlers.js";
-import { created, holderState, movedTo, sourceAfter, type Assignment, type Source } from "./location-rules.js";
+import { HolderError, assignmentsFull, candidates, moveFromEnded, noLiveServer, place, unlessRefused, type CoreDeps } from "./coordinator-handlers.js";
+import { created, createdGranted, holderState, movedTo, sourceAfter, type Assignment, type Source } from "./location-rules.js";
 import type { DrainReply, LocateReply, MoveReply, ServerView } from "../wire/coordinator-protocol.js";
 
 interface Relocated {
@@ -31,8 +36,11 @@ export class ClientHandlers {
     );
   }
 
-  /** The holder of `location`, after moving it if its holder can act no more; `admit` runs before a new location is placed. */
-  async locate(location: string, admit: () => void): Promise<LocateReply> {
+  /**
+   * The holder of `location`, after moving it if its holder can act no more; `admit` runs before a
+   * new location is placed. A reply decided in a state batch goes to `early` from inside the batch.
+   */
+  async locate(location: string, admit: () => void, early?: (reply: LocateReply) => void): Promise<LocateReply> {
     const { state, leases, limits } = this.d;
     const known = await state.read(location);
     if (known !== undefined && leases.isLive(known.server, this.d.clock())) return { server: known.server, epoch: known.epoch };
@@ -48,6 +56,16 @@ export class ClientHandlers {
         if (tx.assignmentCount() >= limits.assignmentsMax) return assignmentsFull(this.d);
         const target = place(this.d, location, now);
         if (target === undefined) return noLiveServer(this.d);
+        // A server that takes pushed grants gets the new location granted now, in this same
+        // transaction, and pushed once it is durable, ahead of this reply: its first request
+        // needs no claim. Others (and a push that is lost) claim it as before.
+        const holder = tx.server(target);
+        if (holder?.pushKey !== undefined && leases.isCurrent(target, holder.incarnation, now)) {
+          const granted = createdGranted(target, holder.incarnation, leases, now);
+          tx.put(location, granted);
+          tx.pushGrant(target, granted.incarnation, location, granted.epoch);
+          return { server: target, epoch: granted.epoch };
+        }
         tx.put(location, created(target));
         return { server: target, epoch: 0 };
       }
@@ -59,7 +77,7 @@ export class ClientHandlers {
       moveFromEnded(tx, location, a, target);
       this.d.event(`location ${location} moved from ${a.server} (down) to ${target}`);
       return { server: target, epoch: a.epoch };
-    });
+    }, unlessRefused(early));
     if (result instanceof StrataError) throw result;
     return result;
   }

@@ -72,6 +72,14 @@ export function moveFromEnded(tx: AssignTx, location: string, a: Assignment, tar
   return next;
 }
 
+/** What a handler's decision hands to `early` from inside the state's batch: a reply, never a refusal. */
+export function unlessRefused<T>(early: ((reply: T) => void) | undefined): ((result: T | StrataError) => void) | undefined {
+  if (early === undefined) return undefined;
+  return (result) => {
+    if (!(result instanceof StrataError)) early(result);
+  };
+}
+
 /** Live, non-draining servers as placement candidates (`except` left out). */
 export function candidates(d: CoreDeps, now: number, except?: string): Candidate[] {
   const out: Candidate[] = [];
@@ -111,7 +119,9 @@ export class ServerHandlers {
     }
     const record = await state.register(req, (incarnation) => leases.register(req.id, incarnation, this.d.clock()));
     this.d.event(`server ${req.id} ${before === undefined ? "joined" : "registered again"} as incarnation ${record.incarnation}`);
-    return { incarnation: record.incarnation, leaseMs: limits.leaseMs, leaseRenewMs: limits.leaseRenewMs, leaseMarginMs: limits.leaseMarginMs };
+    const reply: RegisterReply = { incarnation: record.incarnation, leaseMs: limits.leaseMs, leaseRenewMs: limits.leaseRenewMs, leaseMarginMs: limits.leaseMarginMs };
+    if (record.pushKey !== undefined) reply.grantKey = record.pushKey;
+    return reply;
   }
 
   renew(req: RenewRequest, receivedAt: number): OkReply {
@@ -159,7 +169,8 @@ export class ServerHandlers {
     return `for ${Math.max(0, Math.ceil(until - this.d.clock()))} ms more`;
   }
 
-  async claim(req: ClaimRequest): Promise<ClaimReply> {
+  /** Grants, refuses or moves each location; a reply decided in a state batch goes to `early` from inside it. */
+  async claim(req: ClaimRequest, early?: (reply: ClaimReply) => void): Promise<ClaimReply> {
     const { state, leases, limits } = this.d;
     const result = await state.change(req.locations, (tx): ClaimReply | StrataError => {
       const now = this.d.clock();
@@ -190,7 +201,7 @@ export class ServerHandlers {
         return g;
       });
       return { grants };
-    });
+    }, unlessRefused(early));
     if (result instanceof StrataError) throw result;
     return result;
   }

@@ -33,6 +33,8 @@ export function pairHash(serverId: string, location: string): number {
 /** The candidate that should hold `location`; candidates must be non-empty with distinct ids. */
 export function pickServer(location: string, candidates: readonly Candidate[]): string {
   assert(candidates.length > 0, "pickServer needs at least one candidate");
+  // One candidate wins whatever the scores: skip the hashing (a sha256 per candidate and location).
+  if (candidates.length === 1) return candidates[0]!.id;
   let best: string | undefined;
   let bestScore = -Infinity;
   for (const c of candidates) {

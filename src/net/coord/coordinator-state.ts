@@ -7,11 +7,17 @@
  * - `sys`:      "format", "nextIncarnation"
  *
  * Invariants:
- * - Every change is decided and written inside ONE write transaction (`change`), whose callback
- *   reads the current values (earlier writes of the same batch included) and runs synchronously,
- *   so two concurrent requests can never both decide from the same old value. A reply waits for
- *   the commit AND the flush (`root.flushed`): nothing told to anyone is lost by a crash, so an
- *   epoch a server was granted never goes backwards after a restart.
+ * - Every change is decided inside a write transaction (`change`) whose callback reads the current
+ *   values (earlier decisions of the same batch included) and runs synchronously, so two
+ *   concurrent requests can never both decide from the same old value. The changes asked for in
+ *   one turn of the event loop are decided one after another in ONE transaction (a batch: one
+ *   commit, one flush, and each server record written once however many of its locations
+ *   changed). Every reply waits for the commit AND the flush (`root.flushed`) of its batch:
+ *   nothing told to anyone is lost by a crash, so an epoch a server was granted (or a client was
+ *   told) never goes backwards after a restart.
+ * - Grants a decision asks to push (`pushGrant`) are handed to `onGrants` after the batch is
+ *   flushed and before any reply of the batch is released: a pushed grant is durable, and it is
+ *   published ahead of the reply to the client that will use it.
  * - Readers outside a transaction (locate's fast path) first wait for the flush of any change in
  *   flight for that location (`pending`), so they never answer from a commit that is not durable.
  * - `assigned` (locations assigned to the server) and `held` (of those, bound to its current
@@ -26,6 +32,7 @@
  * place in one transaction when opened: each location becomes bound to nobody at epoch 0 with its
  * server as confirmed holder, each server gets incarnation 0 (it must register).
  */
+import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { open, type Database, type RootDatabase } from "lmdb";
@@ -33,32 +40,13 @@ import { assert } from "../../assert.js";
 import { acquireDataLock } from "../../data-lock.js";
 import { StrataError, ioError } from "../../errors.js";
 import type { RegisterRequest, ServerLoad } from "../wire/coordinator-protocol.js";
+import { batchView, indexKey, type AssignTx, type BatchCache, type Job, type ServerRecord } from "./coordinator-batch.js";
 import type { Assignment } from "./location-rules.js";
+
+export type { AssignTx, ServerRecord };
 
 export const COORDINATOR_FORMAT = 2;
 const MAP_BYTES = 16 * 1024 * 1024 * 1024;
-
-export interface ServerRecord {
-  id: string;
-  /** The current incarnation; 0 for a server known from format 1 that has not registered since. */
-  incarnation: number;
-  startedAt: number;
-  firstSeenAt: number;
-  /** Wall-clock ms of the current incarnation's registration. */
-  registeredAt: number;
-  /** Locations assigned to it. */
-  assigned: number;
-  /** Of those, how many are bound to its current incarnation. */
-  held: number;
-  /** Set by a drain; placement skips it until it registers again. */
-  draining: boolean;
-  /**
-   * The current incarnation's lease ended and a location was moved away from it: it must stay
-   * over after a restart (see leases.ts). Reset by the next registration.
-   */
-  over: boolean;
-  load: ServerLoad;
-}
 
 export interface StateOptions {
   /** Most servers remembered; registrations of further new ids are refused. */
@@ -67,24 +55,20 @@ export interface StateOptions {
   pendingChangesMax: number;
   /** Wall clock (ms since the epoch), for the informational times in records. */
   now: () => number;
-}
-
-/** What a decision may read and write inside its transaction. */
-export interface AssignTx {
-  get(location: string): Assignment | undefined;
-  /** Writes `next` for `location`, keeping counts and the server index in step. */
-  put(location: string, next: Assignment): void;
-  server(id: string): ServerRecord | undefined;
-  /** Assignments in total (what `assignmentsMax` bounds), this transaction's writes included. */
-  assignmentCount(): number;
-  /** Records that `incarnation` (if still `id`'s current one) is over for good. */
-  endIncarnation(id: string, incarnation: number): void;
+  /**
+   * Grants decided with `pushGrant`, per server and incarnation, once their batch is flushed and
+   * before its replies go out. Must not throw.
+   */
+  onGrants?: (server: string, incarnation: number, grants: Array<[string, number]>) => void;
 }
 
 export class CoordinatorState {
   private readonly servers = new Map<string, ServerRecord>();
   private readonly pending = new Map<string, Promise<unknown>>();
   private pendingChanges = 0;
+  private queue: Job[] = [];
+  private batchScheduled = false;
+  private batchRunning: Promise<void> | undefined;
   private closed = false;
   private assignedTotal = 0;
 
@@ -217,6 +201,7 @@ export class CoordinatorState {
           over: false,
           load: req.load,
         };
+        if (req.push === true) next.pushKey = randomBytes(18).toString("base64url");
         this.sys.put("nextIncarnation", incarnation + 1);
         this.serverDb.put(req.id, next);
         this.servers.set(req.id, next);
@@ -267,19 +252,99 @@ export class CoordinatorState {
    * Runs `decide` inside one write transaction and resolves with its result once that
    * transaction is committed and flushed. `decide` must not throw for expected outcomes (it
    * returns them); `locations` are the ones it may write, so readers can wait for them.
+   * `sync`, if given, gets the result synchronously right after the batch's grants are pushed:
+   * a reply sent from there leaves in the same socket write as the pushes (nats.js flushes its
+   * outbound buffer once per microtask turn).
    */
-  change<T>(locations: readonly string[], decide: (tx: AssignTx) => T): Promise<T> {
+  change<T>(locations: readonly string[], decide: (tx: AssignTx) => T, sync?: (result: T) => void): Promise<T> {
     assert(!this.closed, "change after close");
     if (this.pendingChanges >= this.opts.pendingChangesMax) {
       return Promise.reject(new StrataError("UNAVAILABLE", `the coordinator is busy (${this.pendingChanges} changes being recorded); retry shortly`));
     }
-    const done = this.write(() => this.root.transaction(() => decide(this.tx())));
+    this.pendingChanges += 1;
+    const done = new Promise<T>((resolve, reject) =>
+      this.queue.push({ decide, sync: sync as ((result: unknown) => void) | undefined, resolve: resolve as (value: unknown) => void, reject }),
+    );
+    this.scheduleBatch();
     const settled = done.catch(() => undefined);
     for (const location of locations) this.pending.set(location, settled);
     void settled.then(() => {
       for (const location of locations) if (this.pending.get(location) === settled) this.pending.delete(location);
     });
     return done;
+  }
+
+  /**
+   * Group commit: one batch at a time. A batch starts after this turn's I/O callbacks (every
+   * request that arrived with the first one joins it), or, while one is being committed and
+   * flushed, right after that one: what arrived meanwhile shares the next commit and flush.
+   */
+  private scheduleBatch(): void {
+    if (this.batchScheduled || this.batchRunning !== undefined) return;
+    this.batchScheduled = true;
+    setImmediate(() => {
+      this.batchScheduled = false;
+      this.batchRunning = this.runBatch().finally(() => {
+        this.batchRunning = undefined;
+        if (this.queue.length > 0) this.scheduleBatch();
+      });
+    });
+  }
+
+  /**
+   * Decides every queued change in one transaction, waits for its flush, hands the grants to push
+   * to `onGrants`, then settles each change (`sync` first). A decision that throws (a bug: `decide`
+   * returns its expected outcomes) fails alone; a failed commit or flush fails the whole batch.
+   */
+  private async runBatch(): Promise<void> {
+    const jobs = this.queue;
+    this.queue = [];
+    const results: unknown[] = new Array(jobs.length);
+    const failed: unknown[] = new Array(jobs.length);
+    const cache: BatchCache = { assign: new Map(), servers: new Map(), pushes: new Map() };
+    try {
+      await this.root.transaction(() => {
+        const tx = batchView(
+          { assignDb: this.assignDb, byServerDb: this.byServerDb, serverDb: this.serverDb, mirror: this.servers, assignedTotal: () => this.assignedTotal, countNew: () => void (this.assignedTotal += 1) },
+          cache,
+        );
+        for (let i = 0; i < jobs.length; i++) {
+          try {
+            results[i] = jobs[i]!.decide(tx);
+          } catch (err) {
+            failed[i] = err ?? new Error("a coordinator decision threw");
+          }
+        }
+        for (const record of cache.servers.values()) this.serverDb.put(record.id, record);
+      });
+      // The transaction promise resolves at commit; the replies must wait until it is on disk too.
+      await this.root.flushed;
+    } catch (cause) {
+      // The in-memory copies were updated inside the callback; re-read what really committed.
+      this.reloadMirror();
+      const err = StrataError.is(cause) ? cause : ioError("recording the coordinator's state", cause);
+      this.pendingChanges -= jobs.length;
+      for (const job of jobs) job.reject(err);
+      return;
+    }
+    this.pendingChanges -= jobs.length;
+    const onGrants = this.opts.onGrants;
+    if (onGrants !== undefined) {
+      for (const [server, byIncarnation] of cache.pushes) for (const [incarnation, grants] of byIncarnation) onGrants(server, incarnation, grants);
+    }
+    for (let i = 0; i < jobs.length; i++) {
+      const job = jobs[i]!;
+      if (failed[i] !== undefined) {
+        job.reject(failed[i]);
+        continue;
+      }
+      try {
+        job.sync?.(results[i]);
+      } catch {
+        // A reply that cannot be sent now: the caller still gets the result below.
+      }
+      job.resolve(results[i]);
+    }
   }
 
   /** Runs a write transaction, waits for its flush, and maps failures to IO (reloading the mirror). */
@@ -309,51 +374,15 @@ export class CoordinatorState {
     }
   }
 
-  private tx(): AssignTx {
-    return {
-      get: (location) => this.assignDb.get(location),
-      server: (id) => this.servers.get(id),
-      assignmentCount: () => this.assignedTotal,
-      endIncarnation: (id, incarnation) => {
-        const s = this.serverDb.get(id);
-        if (s === undefined || s.incarnation !== incarnation || s.over === true) return;
-        const next = { ...s, over: true };
-        this.serverDb.put(id, next);
-        this.servers.set(id, next);
-      },
-      put: (location, next) => {
-        const before = this.assignDb.get(location);
-        const to = this.serverDb.get(next.server);
-        assert(to !== undefined, `server ${next.server} must be known before it is assigned locations`);
-        if (before !== undefined) {
-          const from = this.serverDb.get(before.server);
-          assert(from !== undefined, `server ${before.server} of an assignment must be known`);
-          const fromNext = { ...from, assigned: from.assigned - (before.server !== next.server ? 1 : 0), held: from.held - (heldBy(before, from) ? 1 : 0) };
-          this.serverDb.put(from.id, fromNext);
-          this.servers.set(from.id, fromNext);
-          if (before.server !== next.server) this.byServerDb.remove(indexKey(before.server, location));
-        } else {
-          this.assignedTotal += 1;
-        }
-        const toNow = this.serverDb.get(next.server)!;
-        const toNext = {
-          ...toNow,
-          assigned: toNow.assigned + (before === undefined || before.server !== next.server ? 1 : 0),
-          held: toNow.held + (heldBy(next, toNow) ? 1 : 0),
-        };
-        this.serverDb.put(toNext.id, toNext);
-        this.servers.set(toNext.id, toNext);
-        if (before === undefined || before.server !== next.server) this.byServerDb.put(indexKey(next.server, location), true);
-        this.assignDb.put(location, next);
-      },
-    };
-  }
-
   /** Waits for changes in flight, flushes and closes LMDB, releases the data lock. Idempotent. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     await Promise.allSettled([...this.pending.values()]);
+    // Changes that name no location are not in `pending`; their batch may still be running.
+    while (this.batchScheduled || this.batchRunning !== undefined || this.queue.length > 0) {
+      await Promise.allSettled([this.batchRunning, new Promise((resolve) => setImmediate(resolve))]);
+    }
     try {
       await this.root.flushed;
       await this.root.close();
@@ -361,12 +390,4 @@ export class CoordinatorState {
       this.releaseLock();
     }
   }
-}
-
-function heldBy(a: Assignment, server: ServerRecord): boolean {
-  return a.incarnation > 0 && a.incarnation === server.incarnation && a.server === server.id;
-}
-
-function indexKey(server: string, location: string): string {
-  return `${server}\u0000${location}`;
 }

@@ -18,6 +18,11 @@
  * `locationsPerRequestMax`. Who may send register/claim/move/drain is a matter of nats-server
  * permissions on `P.coord.*` (deploy/): servers and operators, not clients.
  *
+ * Grants made while locating new locations are published on `P.s.<id>.grant` (a publish, no
+ * reply) by the state once their batch is durable and before any reply of that batch is sent, so
+ * on one nats-server the push is ahead of the client's first request in the server's inbound
+ * stream (docs/failover.md, "Creation").
+ *
  * Nothing a client sends can crash the process: each handler ends in a reply, and only `assert`
  * failures (bugs) escape.
  */
@@ -42,6 +47,7 @@ import {
   coordSubjects,
   decodeBody,
   encodeBody,
+  grantSubject,
   handoverSubject,
   respondBody,
   respondError,
@@ -84,6 +90,8 @@ export interface CoordinatorStats {
   assignments: number;
   /** Requests dropped unanswered because their reply subject lies outside the inbox prefix. */
   repliesRefused: number;
+  /** New locations granted by locate and pushed to their server (`P.s.<id>.grant`). */
+  grantsPushed: number;
 }
 
 export interface Coordinator {
@@ -99,7 +107,25 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   const inboxPrefix = validateInboxPrefix(options.inboxPrefix ?? DEFAULT_INBOX_PREFIX);
   const limits = resolveCoordinatorLimits({ ...options.limits, ...(options.leaseMs !== undefined ? { leaseMs: options.leaseMs } : {}) });
   const clock = options.clock ?? (() => performance.now());
-  const state = CoordinatorState.open(options.dataDir, { serversMax: limits.serversMax, pendingChangesMax: limits.pendingAssignmentsMax, now: Date.now });
+  let grantsPushed = 0;
+  const pushGrants = (server: string, incarnation: number, grants: Array<[string, number]>): void => {
+    // The key of the incarnation the grants were made to; a server that registered again since
+    // would ignore them anyway (and claims what it is asked for).
+    const record = state.server(server);
+    if (record?.pushKey === undefined || record.incarnation !== incarnation) return;
+    const subject = grantSubject(prefix, server);
+    // Half of nats-server's max_payload for the names leaves ample room for the rest of the body.
+    const charsMax = Math.floor((options.nc.info?.max_payload ?? 1024 * 1024) / 2);
+    for (const part of pushParts(grants, limits.locationsPerRequestMax, charsMax)) {
+      try {
+        options.nc.publish(subject, encodeBody({ incarnation, key: record.pushKey, grants: part }));
+        grantsPushed += part.length;
+      } catch {
+        // The connection is closing: the server claims these locations when it is asked for them.
+      }
+    }
+  };
+  const state = CoordinatorState.open(options.dataDir, { serversMax: limits.serversMax, pendingChangesMax: limits.pendingAssignmentsMax, now: Date.now, onGrants: pushGrants });
   // Restart rule: every known server counts as having renewed now (docs/failover.md).
   const leases = new LeaseTable(limits, clock(), state.knownIncarnations());
   const perClient = new TokenBuckets(limits.assignBurstPerClientMax, limits.assignPerClientPerSecMax, limits.assignClientsMax, clock);
@@ -167,17 +193,27 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
     }
   };
 
-  /** Parses, answers, and turns any failure into an error reply (with `Strata-Server` when known). */
+  /**
+   * Parses, answers, and turns any failure into an error reply (with `Strata-Server` when known).
+   * `early` lets a handler send its reply from inside the state's batch, in the same socket write
+   * as the batch's grant pushes (coordinator-state.ts `change`); it then sends nothing more.
+   */
   const handle =
-    (what: string, answer: (body: unknown, client: string, receivedAt: number) => unknown) =>
+    (what: string, answer: (body: unknown, client: string, receivedAt: number, early: (value: unknown) => void) => unknown) =>
     async (msg: Msg): Promise<void> => {
       const receivedAt = clock();
       const client = answerable(msg);
       if (client === undefined) return;
+      let answered = false;
+      const early = (value: unknown): void => {
+        answered = true;
+        respondBody(msg, value);
+      };
       try {
-        respondBody(msg, await answer(decodeBody(msg.data, what), client, receivedAt));
+        const value = await answer(decodeBody(msg.data, what), client, receivedAt, early);
+        if (!answered) respondBody(msg, value);
       } catch (err) {
-        respondError(msg, err, err instanceof HolderError ? { [SERVER_HEADER]: err.server } : {});
+        if (!answered) respondError(msg, err, err instanceof HolderError ? { [SERVER_HEADER]: err.server } : {});
       }
     };
 
@@ -197,8 +233,8 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   const handlers: Array<[string, (msg: Msg) => void | Promise<void>]> = [
     [subjects.register, handle("register request", (b) => fromServers.register(parseRegisterRequest(b)))],
     [subjects.renew, handle("renew request", (b, _c, at) => fromServers.renew(parseRenewRequest(b), at))],
-    [subjects.locate, handle("locate request", (b, client) => fromClients.locate(parseLocateRequest(b), admit(client)))],
-    [subjects.claim, handle("claim request", (b) => fromServers.claim(parseClaimRequest(b, max)))],
+    [subjects.locate, handle("locate request", (b, client, _at, early) => fromClients.locate(parseLocateRequest(b), admit(client), early))],
+    [subjects.claim, handle("claim request", (b, _c, _at, early) => fromServers.claim(parseClaimRequest(b, max), early))],
     [subjects.cut, handle("cut request", (b) => fromServers.cut(parseCutRequest(b)))],
     [subjects.confirm, handle("confirm request", (b) => fromServers.confirm(parseConfirmRequest(b, max)))],
     [subjects.release, handle("release request", (b) => fromServers.release(parseReleaseRequest(b, max)))],
@@ -233,7 +269,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   let stopping: Promise<void> | undefined;
   return {
     limits,
-    stats: () => ({ assignments: state.assignmentCount(), repliesRefused }),
+    stats: () => ({ assignments: state.assignmentCount(), repliesRefused, grantsPushed }),
     stop() {
       stopping ??= (async () => {
         stopped.abort();
@@ -244,6 +280,22 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       return stopping;
     },
   };
+}
+
+/** Grants to push, in messages of at most `max` locations and `charsMax` characters of them. */
+function* pushParts(grants: Array<[string, number]>, max: number, charsMax: number): Generator<Array<[string, number]>> {
+  let part: Array<[string, number]> = [];
+  let chars = 0;
+  for (const g of grants) {
+    if (part.length > 0 && (part.length >= max || chars + g[0].length + 16 > charsMax)) {
+      yield part;
+      part = [];
+      chars = 0;
+    }
+    part.push(g);
+    chars += g[0].length + 16;
+  }
+  if (part.length > 0) yield part;
 }
 
 /**

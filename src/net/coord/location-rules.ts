@@ -14,7 +14,10 @@
  *   grant that follows carries it as `handoff` when it lies with another server id.
  * - The cut of a handoff is fixed once: the first proposal wins.
  * - The source becomes the holder only when the holder confirms its epoch (its import is uploaded).
+ * - A new location may be granted in the very decision that places it (`createdGranted`): no
+ *   incarnation can have acted on a location that did not exist.
  */
+import { assert } from "../../assert.js";
 import { StrataError } from "../../errors.js";
 import type { LeaseTable } from "./leases.js";
 import type { Handoff } from "../wire/coordinator-protocol.js";
@@ -40,6 +43,17 @@ export interface Assignment {
 /** A new location, placed on `server`: nothing to take over. */
 export function created(server: string): Assignment {
   return { server, incarnation: 0, epoch: 0, confirmed: true };
+}
+
+/**
+ * A new location placed on `server` and granted at once to its current incarnation `incarnation`
+ * (live: the caller placed it there): exactly what that incarnation's first claim of
+ * `created(server)` would record, decided by `claim` itself, so the two paths cannot differ.
+ */
+export function createdGranted(server: string, incarnation: number, leases: LeaseTable, now: number): Assignment {
+  const o = claim(created(server), server, incarnation, leases, now, () => "");
+  assert(o.kind === "grant", "a location bound to nobody is granted to any incarnation of its server");
+  return o.next;
 }
 
 export type HolderState =

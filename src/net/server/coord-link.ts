@@ -10,14 +10,23 @@
  * coordinator reassigns anything. `FENCED` means the coordinator has ended this incarnation: the
  * link drops the lease at once, tells its owner (which forgets every grant), and registers again.
  *
+ * Pushed grants (docs/failover.md, "Creation"): the link subscribes to `P.s.<id>.grant` before it
+ * registers (on the same connection, so nats-server has the subscription before the coordinator
+ * hears of the incarnation) and registers with `push`. A push is handed on only when it names the
+ * current incarnation and carries that incarnation's `grantKey` (from the register reply, which
+ * only this server's inbox receives); anything else — an old incarnation's push, a forged or
+ * malformed one — is counted and ignored. Nothing depends on a push arriving: a request for a
+ * location without a grant claims it.
+ *
  * Nothing here throws out of a timer: a coordinator that is down or restarting is retried with the
  * one backoff (src/backoff.ts) while the server keeps serving what its lease still covers.
  */
-import type { NatsConnection } from "nats";
+import { timingSafeEqual } from "node:crypto";
+import type { Msg, NatsConnection, Subscription } from "nats";
 import { backoff } from "../../backoff.js";
 import { StrataError } from "../../errors.js";
-import { parseOkReply, parseRegisterReply } from "../wire/coordinator-parsers.js";
-import { coordSubjects, decodeBody, encodeBody, type LeaseTimes, type ServerLoad } from "../wire/coordinator-protocol.js";
+import { parseGrantPush, parseOkReply, parseRegisterReply } from "../wire/coordinator-parsers.js";
+import { coordSubjects, decodeBody, encodeBody, grantSubject, type LeaseTimes, type ServerLoad } from "../wire/coordinator-protocol.js";
 import { leaseValidUntil } from "../wire/lease.js";
 import { errorOfReply } from "../wire/wire-errors.js";
 
@@ -53,6 +62,12 @@ export class CoordLink {
   private registered: Promise<void> | undefined;
   private registrations = 0;
   private wakeRegistered: (() => void) | undefined;
+  /** The current incarnation's key for pushed grants (undefined: none accepted). */
+  private grantKey: Buffer | undefined;
+  private grantSub: Subscription | undefined;
+  private grantHandler: ((grants: Array<[string, number]>) => void) | undefined;
+  /** Pushes ignored: malformed, for another incarnation, or without this incarnation's key. */
+  pushesIgnored = 0;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -62,10 +77,44 @@ export class CoordLink {
     this.retry = backoff({ initialMs: opts.retryMinMs, maxMs: opts.retryMaxMs });
   }
 
-  /** Starts registering and renewing in the background. */
+  /** Starts registering and renewing in the background (after subscribing to pushed grants). */
   start(): void {
+    const subject = grantSubject(this.opts.prefix, this.opts.id);
+    this.grantSub = this.nc.subscribe(subject, {
+      callback: (err, msg) => {
+        if (err) {
+          this.opts.onWarning(
+            `cannot receive pushed grants on ${subject} (${err.message}): each new location costs an extra request to the coordinator; allow this server's NATS user to subscribe to "${this.opts.prefix}.s.*.grant" (deploy/README.md)`,
+          );
+          return;
+        }
+        this.onPush(msg);
+      },
+    });
     this.registered = new Promise((resolve) => (this.wakeRegistered = resolve));
     this.schedule(0);
+  }
+
+  /** Where the grants pushed for the current incarnation go (one handler: the server's Ownership). */
+  onGrants(handler: (grants: Array<[string, number]>) => void): void {
+    this.grantHandler = handler;
+  }
+
+  private onPush(msg: Msg): void {
+    let push;
+    try {
+      push = parseGrantPush(decodeBody(msg.data, "grant push"));
+    } catch {
+      this.pushesIgnored += 1;
+      return;
+    }
+    const key = this.grantKey;
+    const sent = Buffer.from(push.key);
+    if (this.stopped || push.incarnation !== this.incarnationNo || key === undefined || sent.length !== key.length || !timingSafeEqual(sent, key)) {
+      this.pushesIgnored += 1;
+      return;
+    }
+    this.grantHandler?.(push.grants);
   }
 
   /** The current incarnation, if registered. */
@@ -107,6 +156,8 @@ export class CoordLink {
   /** Stops renewing; with `release`, tells the coordinator this incarnation lets go of everything. */
   async stop(release: boolean): Promise<void> {
     this.stopped = true;
+    this.grantKey = undefined;
+    if (this.grantSub !== undefined && !this.grantSub.isClosed()) this.grantSub.unsubscribe();
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     const incarnation = this.incarnationNo;
@@ -147,11 +198,12 @@ export class CoordLink {
   }
 
   private async register(): Promise<void> {
-    const { incarnation, ...settings } = parseRegisterReply(await this.call(this.subjects.register, { id: this.opts.id, startedAt: this.opts.startedAt, load: this.safeLoad() }));
+    const reply = parseRegisterReply(await this.call(this.subjects.register, { id: this.opts.id, startedAt: this.opts.startedAt, load: this.safeLoad(), push: true }));
     // Any grant of an earlier incarnation is void now.
     if (this.incarnationNo !== undefined) this.endIncarnation();
-    this.settings = settings;
-    this.incarnationNo = incarnation;
+    this.settings = { leaseMs: reply.leaseMs, leaseRenewMs: reply.leaseRenewMs, leaseMarginMs: reply.leaseMarginMs };
+    this.incarnationNo = reply.incarnation;
+    this.grantKey = reply.grantKey === undefined ? undefined : Buffer.from(reply.grantKey);
     // Registration is no lease: the first renewal grants one.
     await this.renew();
     this.wakeRegistered?.();
@@ -171,6 +223,7 @@ export class CoordLink {
   private endIncarnation(): void {
     this.validUntil = 0;
     this.incarnationNo = undefined;
+    this.grantKey = undefined;
     this.opts.onIncarnationOver();
   }
 

@@ -10,6 +10,14 @@
  * it has left this process (and the kernel's buffers). `pending()` is thus an upper bound of the
  * bytes this process and its socket hold for nats-server, never an undercount.
  *
+ * A flush is a PING and a PONG through nats-server, and the PING also pushes out what nats.js had
+ * queued for its next write: one per reply at one request in flight would add a round of protocol
+ * work to every request (and a socket write of its own). So while fewer than `eagerBytes` are
+ * pending, the flush waits up to `delayMs` (more replies join it); past `eagerBytes`, or when
+ * someone waits for room (`flushNow`), it goes at once. Pending bytes are then over-counted by at
+ * most `eagerBytes` for at most `delayMs`, never under-counted (limits: replyFlushEagerBytesMax,
+ * replyFlushDelayMs).
+ *
  * Invariant: 0 <= flushed <= published; at most one flush in flight.
  */
 import type { NatsConnection } from "nats";
@@ -24,6 +32,7 @@ export class OutboundMeter {
   private flushed = 0;
   private flushing = false;
   private retry: NodeJS.Timeout | undefined;
+  private lazy: NodeJS.Timeout | undefined;
   /** Most bytes ever pending at once (for stats and tests). */
   pendingHighWater = 0;
 
@@ -31,6 +40,9 @@ export class OutboundMeter {
     private readonly nc: NatsConnection,
     /** Called whenever pending bytes went down. */
     private readonly onDrained: () => void,
+    /** Pending bytes below which a flush waits up to `delayMs` (0: every publish is flushed at once). */
+    private readonly eagerBytes = 0,
+    private readonly delayMs = 10,
   ) {}
 
   pending(): number {
@@ -42,15 +54,32 @@ export class OutboundMeter {
     this.published += payloadBytes + MESSAGE_OVERHEAD_BYTES;
     const pending = this.pending();
     if (pending > this.pendingHighWater) this.pendingHighWater = pending;
+    this.schedule();
+  }
+
+  /** Flushes at once past `eagerBytes`, else within `delayMs` (a flush in flight reschedules when it returns). */
+  private schedule(): void {
+    if (this.pending() >= this.eagerBytes) return this.kick();
+    if (this.lazy !== undefined || this.flushing || this.retry !== undefined || this.published === this.flushed) return;
+    this.lazy = setTimeout(() => this.kick(), this.delayMs);
+    this.lazy.unref();
+  }
+
+  /** Flushes what is pending now, without the lazy wait (someone waits for room in the budget). */
+  flushNow(): void {
     this.kick();
   }
 
   stop(): void {
     clearTimeout(this.retry);
     this.retry = undefined;
+    clearTimeout(this.lazy);
+    this.lazy = undefined;
   }
 
   private kick(): void {
+    clearTimeout(this.lazy);
+    this.lazy = undefined;
     if (this.flushing || this.retry !== undefined || this.published === this.flushed) return;
     this.flushing = true;
     const mark = this.published;
@@ -79,6 +108,6 @@ export class OutboundMeter {
     this.flushing = false;
     if (mark > this.flushed) this.flushed = mark;
     this.onDrained();
-    this.kick();
+    this.schedule();
   }
 }

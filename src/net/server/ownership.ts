@@ -31,6 +31,11 @@
  *   incarnation that ended (or when this process started): segments shipped after that may have
  *   landed after the new owner's cut, so they are counted too — a report may name records the new
  *   owner does have, never leave out one it does not.
+ * - A grant pushed by the coordinator for a new location (coord-link.ts checked that it names the
+ *   current incarnation and carries its key) is taken only for a location this server knows
+ *   nothing of right now: not held, not being claimed, not being handed over and not handed over
+ *   by this incarnation. Anything else is a stale or duplicate push and is ignored: the claim (or
+ *   the grant already held) is the authority. A push that never comes costs one claim.
  * - `ack: "object"` writes are confirmed (one request per upload, batched per turn) before they are
  *   acknowledged: a stale epoch answers TIMEOUT (the write may or may not be part of the history).
  */
@@ -59,6 +64,10 @@ interface Waiter {
 export interface OwnershipStats {
   grants: number;
   claims: number;
+  /** Grants taken from the coordinator's pushes (new locations that needed no claim). */
+  pushed: number;
+  /** Pushes ignored: stale, duplicate, for another incarnation or without its key. */
+  pushesIgnored: number;
   takeovers: number;
   takeoverFailures: number;
   confirms: number;
@@ -97,7 +106,8 @@ export class Ownership {
   private heldAtEnd: string[] = [];
   private readonly movedChecked = new Set<string>();
   private readonly quarantine: Array<{ location: string; records: number; movedTo: string }> = [];
-  readonly counters = { claims: 0, takeovers: 0, takeoverFailures: 0, confirms: 0, staleConfirms: 0, handedOver: 0 };
+  readonly counters = { claims: 0, pushed: 0, takeovers: 0, takeoverFailures: 0, confirms: 0, staleConfirms: 0, handedOver: 0 };
+  private pushesIgnored = 0;
 
   constructor(
     private readonly link: CoordLink,
@@ -106,6 +116,28 @@ export class Ownership {
   ) {
     this.fencePoint = store.firstUnshipped();
     this.shippedAtRenewal = this.fencePoint;
+    link.onGrants((grants) => this.pushed(grants));
+  }
+
+  /** Grants the coordinator pushed for new locations of the current incarnation (see the invariants). */
+  private pushed(grants: ReadonlyArray<[string, number]>): void {
+    for (const [location, epoch] of grants) {
+      if (this.grants.has(location) || this.claiming.has(location) || this.draining.has(location) || this.handedOver.has(location)) {
+        this.pushesIgnored += 1;
+        continue;
+      }
+      let startRev: number;
+      try {
+        startRev = this.store.inventory(location).revision;
+        this.store.unquarantine(location);
+      } catch {
+        // The store is closing, or refuses the location: a request for it will claim as usual.
+        this.pushesIgnored += 1;
+        continue;
+      }
+      this.grant(location, epoch, startRev);
+      this.counters.pushed += 1;
+    }
   }
 
   /**
@@ -200,7 +232,7 @@ export class Ownership {
   }
 
   stats(): OwnershipStats {
-    return { grants: this.grants.size, ...this.counters, quarantined: [...this.quarantine] };
+    return { grants: this.grants.size, ...this.counters, pushesIgnored: this.pushesIgnored + this.link.pushesIgnored, quarantined: [...this.quarantine] };
   }
 
   /**

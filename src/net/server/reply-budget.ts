@@ -90,6 +90,9 @@ export class ReplyBudget {
       );
     }
     if (this.fits(bytes, pool)) return Promise.resolve(this.take(bytes, pool));
+    // Room may be held only by published bytes whose flush is waiting (outbound-meter.ts).
+    this.main.flushNow();
+    if (this.bulk !== this.main) this.bulk.flushNow();
     return new Promise<Hold>((resolve, reject) => {
       const waiter: Waiter = {
         bytes,

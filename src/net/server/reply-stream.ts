@@ -17,6 +17,7 @@ import { StrataError } from "../../errors.js";
 import type { LargeRead } from "../../store.js";
 import { sliceChunks, sliceChunksFrom, totalBytes } from "../wire/chunking.js";
 import type { Hold } from "./reply-budget.js";
+import { isItemRun } from "./store-scan.js";
 import type { Replies, ReplyTarget } from "./server-replies.js";
 import { byteStringHeader, encode, encodeWithTail, estimateBytes, isPlainMap, type WireMap } from "../wire/wire-codec.js";
 
@@ -42,11 +43,20 @@ export class ReplyStream {
     return this.replies.limits.replyWindowMessages;
   }
 
-  /** Sends a batch: as one message `{ s, w, ...extra, items }` if it fits, else as parts. */
-  async items(items: unknown[], extra?: WireMap): Promise<void> {
+  /** streamBatchBytesMax: items beyond this many bytes go in the next batch. */
+  get batchBytesMax(): number {
+    return this.replies.limits.streamBatchBytesMax;
+  }
+
+  /**
+   * Sends a batch: as one message `{ s, w, ...extra, items }` if it fits, else as parts.
+   * `itemsBytes`: an upper bound of the items' encoded bytes, when the caller knows one.
+   */
+  async items(items: unknown[], extra?: WireMap, itemsBytes?: number): Promise<void> {
     const max = this.replies.maxPayload();
     const frame = { ...extra, items };
-    if (estimateBytes(frame) + this.replies.limits.frameOverheadBytes <= max) {
+    const estimate = itemsBytes === undefined ? estimateBytes(frame) : itemsBytes + estimateBytes(extra ?? {});
+    if (estimate + this.replies.limits.frameOverheadBytes <= max) {
       const bytes = encode({ s: this.id, w: this.window, ...frame });
       if (bytes.byteLength <= max) return this.send(bytes);
     }
@@ -169,7 +179,9 @@ export class ReplyStream {
 
 /**
  * Streams items as batches: each batch holds at most `batchItemsMax` items and is filled up to
- * about one message; an item larger than a message goes alone, as parts. Returns the item count.
+ * `streamBatchBytesMax` (and one message); an item larger than a message goes alone, as parts.
+ * `source` yields items, or runs of items with their sizes (store-scan.ts ItemRun). Returns the
+ * item count.
  */
 export async function streamBatches(
   stream: ReplyStream,
@@ -178,29 +190,47 @@ export async function streamBatches(
   budgetBytes: number,
   extra?: WireMap,
 ): Promise<number> {
+  budgetBytes = Math.min(budgetBytes, stream.batchBytesMax);
   let batch: unknown[] = [];
   let bytes = 16;
   let count = 0;
-  for await (const item of source) {
+  const add = async (item: unknown, size: number) => {
     if (isLargeRead(item)) {
-      if (batch.length > 0) await stream.items(batch, extra);
+      if (batch.length > 0) await stream.items(batch, extra, bytes);
       batch = [];
       bytes = 16;
       await stream.largeItem(item as WireMap & { large: LargeRead }, extra);
       count += 1;
-      continue;
+      return;
     }
-    const size = estimateBytes(item);
     if (batch.length > 0 && (bytes + size > budgetBytes || batch.length >= batchItemsMax)) {
-      await stream.items(batch, extra);
+      await stream.items(batch, extra, bytes);
       batch = [];
       bytes = 16;
     }
     batch.push(item);
     bytes += size;
     count += 1;
+  };
+  for await (const next of source) {
+    if (!isItemRun(next)) {
+      await add(next, isLargeRead(next) ? 0 : estimateBytes(next));
+      continue;
+    }
+    const { run, bytes: sizes } = next;
+    for (let i = 0; i < run.length; i++) {
+      const item = run[i];
+      // Most items join the batch at once; only a full batch or a large value waits (for credit).
+      if (batch.length > 0 && batch.length < batchItemsMax && bytes + sizes[i]! <= budgetBytes && !isLargeRead(item)) {
+        batch.push(item);
+        bytes += sizes[i]!;
+        count += 1;
+      } else {
+        await add(item, sizes[i]!);
+      }
+    }
   }
-  if (batch.length > 0) await stream.items(batch, extra);
+  if (batch.length > 0) await stream.items(batch, extra, bytes);
   return count;
 }
 

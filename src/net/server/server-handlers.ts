@@ -275,7 +275,9 @@ async function changesPage(ctx: RequestContext, body: WireMap): Promise<{ change
   const page = 64;
   for (;;) {
     const want = Math.min(page, limit - out.length);
-    const got = await ctx.store.changesSince(ctx.location, next, want);
+    // Reads no further than the reply may carry (plus the one record that crosses it): a client
+    // asking for a thousand changes of 1 MiB values costs the server changesReplyBytesMax.
+    const got = await ctx.store.changesSince(ctx.location, next, want, ctx.limits.changesReplyBytesMax - bytes);
     for (const change of got) {
       const size = estimateBytes(change);
       if (out.length > 0 && bytes + size > ctx.limits.changesReplyBytesMax) return { changes: out, next, more: true };
@@ -283,7 +285,8 @@ async function changesPage(ctx: RequestContext, body: WireMap): Promise<{ change
       bytes += size;
       next = change.revision;
     }
-    if (got.length < want) return { changes: out, next, more: false };
+    // Fewer than asked may mean the byte bound stopped the read: only an empty read ends the log.
+    if (got.length === 0) return { changes: out, next, more: false };
     if (out.length >= limit) return { changes: out, next, more: true };
   }
 }

@@ -57,6 +57,8 @@ export class Replies {
   private readonly bulkReaders = new Map<string, number>();
   replyInFlightHighWater = 0;
   private evicted = 0;
+  /** Called after each reply published on the main connection (the server sends waiting changes with it). */
+  onPublished: (() => void) | undefined;
 
   /**
    * @param carryBytesMax most bytes a paused scan may keep besides the message it fills: one
@@ -71,8 +73,11 @@ export class Replies {
     private readonly carryBytesMax: number,
     private readonly bulk: NatsConnection = nc,
   ) {
-    const main = new OutboundMeter(nc, () => this.budget.wake());
-    const bulkMeter = bulk === nc ? main : new OutboundMeter(bulk, () => this.budget.wake());
+    // Fewer pending bytes than this wait a little for their flush (outbound-meter.ts): a small
+    // share of the small replies' pool (an eighth of the budget), so the over-count never matters.
+    const eager = Math.min(limits.replyFlushEagerBytesMax, Math.floor(limits.replyBytesInFlightMax / 64));
+    const main = new OutboundMeter(nc, () => this.budget.wake(), eager, limits.replyFlushDelayMs);
+    const bulkMeter = bulk === nc ? main : new OutboundMeter(bulk, () => this.budget.wake(), eager, limits.replyFlushDelayMs);
     this.budget = new ReplyBudget(limits.replyBytesInFlightMax, limits.replyBudgetWaitMs, main, bulkMeter);
   }
 
@@ -116,6 +121,7 @@ export class Replies {
     } catch (err) {
       this.onWarning(`could not publish a reply to ${subject}: ${(err as Error).message}`);
     }
+    if (!bulk) this.onPublished?.();
   }
 
   /** Publishes an error reply; `bulk` for a reply stream's, which must follow its messages. */

@@ -5,7 +5,12 @@
  * subject only, decodes the CBOR body as untrusted input and hands it to server-handlers.ts; any
  * failure becomes an error reply (code + message headers), never a crash, and nothing is written
  * before a request has passed validation. Every committed change (store.onChange) is published on
- * `P.c.<location tokens>` (server-changes.ts).
+ * `P.c.<location tokens>` (server-changes.ts), in commit order, after the replies to the writes
+ * that made it: the changes of a group commit are handed to the feed when the first reply is
+ * published, so both leave in one socket write (nats.js writes what was published before its
+ * next flush together), or else once the commit's callbacks and microtasks are done
+ * (process.nextTick). The writer's answer thus never waits behind its change on either
+ * connection's path, and one request at a time costs one socket write, not two.
  *
  * Shutdown: new requests are refused with UNAVAILABLE (clients retry elsewhere) while chunks and
  * credits of uploads and streamed replies in progress still flow; once those finish (or
@@ -32,6 +37,7 @@ import { parseHandoverRequest } from "../wire/coordinator-parsers.js";
 import { handoverSubject } from "../wire/coordinator-protocol.js";
 import { compactSubject } from "../wire/subjects.js";
 import { CompactRequests } from "./server-compact.js";
+import type { Change } from "../../types.js";
 
 export interface ServerOptions {
   /** Server id: names this server's subjects (`P.w.<id>.>`) and, when `dir` is given, its store. */
@@ -134,6 +140,9 @@ class Server implements StrataServer {
   private readonly subs: Subscription[] = [];
   private readonly subjects;
   private unlisten: (() => void) | undefined;
+  /** Committed changes not handed to the feed yet, in commit order, with the epoch held then. */
+  private changesWaiting: Array<{ change: Change; epoch: number | undefined }> = [];
+  private changesScheduled = false;
   private link: CoordLink | undefined;
   private ownership: Ownership | undefined;
   private inFlight = 0;
@@ -159,7 +168,7 @@ class Server implements StrataServer {
     this.replies = new Replies(nc, limits, onWarning, store.limits.recordBytesMax + store.limits.scanReadBytesMax, bulk);
     this.uploads = new Uploads(this.replies, limits, store.limits.valueBytesMax);
     this.subjects = serverSubjects(prefix, id);
-    this.changes = new ChangeFeed(nc, prefix, () => this.replies.maxPayload(), onWarning);
+    this.changes = new ChangeFeed(nc, prefix, () => this.replies.maxPayload(), onWarning, limits.changeInlineBytesMax);
     this.compactions = new CompactRequests({ id, store, replies: this.replies, limits, inboxPrefix, onWarning });
   }
 
@@ -194,10 +203,15 @@ class Server implements StrataServer {
     // Changes are published only for locations held now: a server whose lease ran out (or that
     // handed a location over) must not speak for it, even for changes it committed before.
     this.unlisten = this.store.onChange((change) => {
-      if (ownership === undefined) return this.changes.add(change);
-      const epoch = ownership.heldEpoch(change.location);
-      if (epoch !== undefined) this.changes.add(change, epoch);
+      const epoch = ownership?.heldEpoch(change.location);
+      if (ownership !== undefined && epoch === undefined) return;
+      this.changesWaiting.push({ change, epoch });
+      if (!this.changesScheduled) {
+        this.changesScheduled = true;
+        process.nextTick(() => this.handChanges());
+      }
     });
+    this.replies.onPublished = () => this.handChanges();
     for (const cls of ["w", "r"] as const) {
       this.subs.push(this.nc.subscribe(this.subjects[cls].wildcard, { callback: (err, msg) => this.onMessage(cls, err, msg) }));
     }
@@ -282,6 +296,16 @@ class Server implements StrataServer {
     }
   }
 
+  /** Hands the waiting changes to the feed and publishes them now (see the file comment). */
+  private handChanges(): void {
+    this.changesScheduled = false;
+    if (this.changesWaiting.length === 0) return;
+    const waiting = this.changesWaiting;
+    this.changesWaiting = [];
+    for (const { change, epoch } of waiting) this.changes.add(change, epoch);
+    this.changes.flush();
+  }
+
   /** What each lease renewal reports; must be cheap (it runs every renewal). */
   private load(): { locations?: number } {
     const count = this.store.index.locs.getStats() as { entryCount?: number };
@@ -320,6 +344,7 @@ class Server implements StrataServer {
     }
     this.unlisten?.();
     this.replies.stop();
+    this.handChanges();
     this.changes.flush();
     try {
       if (!this.nc.isClosed()) await this.nc.flush();

@@ -8,8 +8,11 @@
  * separate requests would run), and answers each with its own result or error; a call's promise
  * settles with its own item. Only when the batch as a whole fails (timeout, no responders, a
  * refused publish) do all its calls get that error, and each call's retry rule then applies to it
- * alone (client/client-call.ts). A turn with a single request sends it as it is, so a lone call waits for
- * nothing: the batch is sent from `setImmediate`, after the callers of this turn have run.
+ * alone (client/client-call.ts). A turn with a single request sends it as it is. The batch is sent
+ * once the callers of this turn have run: when nothing of this client is in flight, as soon as the
+ * current callback and its microtasks are done (process.nextTick; a lone call waits for no turn of
+ * the event loop), else from `setImmediate`, so that every reply read in one turn, and the calls
+ * they release, make one batch.
  *
  * Only ops whose request fits in one message and whose reply the server computes in one go are
  * coalesced (see COALESCED_OPS); uploads, streamed replies and appendMany/setMany go alone, and a
@@ -59,6 +62,8 @@ interface Batch {
 export class Coalescer {
   private readonly open = new Map<string, Batch>();
   private scheduled = false;
+  /** Requests sent and not answered yet. */
+  private inFlight = 0;
 
   /**
    * @param itemsMax most requests in one batch (1 turns coalescing off)
@@ -95,7 +100,8 @@ export class Coalescer {
     b.bytes += bytes.byteLength;
     if (!this.scheduled) {
       this.scheduled = true;
-      setImmediate(() => this.flush());
+      if (this.inFlight === 0) process.nextTick(() => this.flush());
+      else setImmediate(() => this.flush());
     }
     return result;
   }
@@ -110,7 +116,7 @@ export class Coalescer {
     const items = batch.items;
     if (items.length === 1) {
       const item = items[0]!;
-      this.send(batch.target, item.bytes, item.deadline).then(item.resolve, item.reject);
+      this.sent(this.send(batch.target, item.bytes, item.deadline)).then(item.resolve, item.reject);
       return;
     }
     let deadline = Infinity;
@@ -122,10 +128,25 @@ export class Coalescer {
       for (const item of items) item.reject(err);
       return;
     }
-    this.send(batch.target, bytes, deadline).then(
+    this.sent(this.send(batch.target, bytes, deadline)).then(
       (results) => this.settle(batch.target, items, results),
       (err) => {
         for (const item of items) item.reject(err);
+      },
+    );
+  }
+
+  /** Counts a request in flight until it settles (before its callers hear of it). */
+  private sent(reply: Promise<unknown>): Promise<unknown> {
+    this.inFlight += 1;
+    return reply.then(
+      (result) => {
+        this.inFlight -= 1;
+        return result;
+      },
+      (err: unknown) => {
+        this.inFlight -= 1;
+        throw err;
       },
     );
   }

@@ -23,6 +23,7 @@ import type {
   DrainReply,
   DrainRequest,
   Grant,
+  GrantPush,
   HandoverReply,
   HandoverRequest,
   LocateReply,
@@ -54,22 +55,29 @@ export function parseLocateReply(body: unknown): LocateReply {
 }
 
 export function parseRegisterRequest(body: unknown): RegisterRequest {
-  const obj = asObject(body, "register request", "{ id, startedAt, load? }");
-  return { id: validateServerId(obj.id), startedAt: nonNegativeInt(obj.startedAt, "register startedAt"), load: parseLoad(obj.load) };
+  const obj = asObject(body, "register request", "{ id, startedAt, load?, push? }");
+  return { id: validateServerId(obj.id), startedAt: nonNegativeInt(obj.startedAt, "register startedAt"), load: parseLoad(obj.load), push: obj.push === true };
 }
 
 export function parseRegisterReply(body: unknown): RegisterReply {
   const obj = asObject(body, "register reply", "{ incarnation, leaseMs, leaseRenewMs, leaseMarginMs }");
-  const reply = {
+  const reply: RegisterReply = {
     incarnation: incarnation(obj.incarnation),
     leaseMs: positiveInt(obj.leaseMs, "register reply leaseMs"),
     leaseRenewMs: positiveInt(obj.leaseRenewMs, "register reply leaseRenewMs"),
     leaseMarginMs: positiveInt(obj.leaseMarginMs, "register reply leaseMarginMs"),
   };
+  if (obj.grantKey !== undefined) reply.grantKey = grantKey(obj.grantKey, "register reply grantKey");
   if (reply.leaseMarginMs * 2 > reply.leaseMs || reply.leaseRenewMs * 2 > reply.leaseMs - reply.leaseMarginMs) {
     throw new StrataError("INVALID_ARGUMENT", `register reply has inconsistent lease times ${JSON.stringify(reply)}; the coordinator is misconfigured`);
   }
   return reply;
+}
+
+/** A grant push (`P.s.<id>.grant`); the caller still checks its incarnation and key. */
+export function parseGrantPush(body: unknown, max = LOCATIONS_MAX): GrantPush {
+  const obj = asObject(body, "grant push", "{ incarnation, key, grants: [[location, epoch], ..] }");
+  return { incarnation: incarnation(obj.incarnation), key: grantKey(obj.key, "grant push key"), grants: epochList(obj.grants, "grant push grants", max) };
 }
 
 export function parseRenewRequest(body: unknown): RenewRequest {
@@ -239,6 +247,13 @@ function epochList(value: unknown, what: string, max: number): Array<[string, nu
     out.push([location, epoch]);
   }
   return out;
+}
+
+const GRANT_KEY = /^[-_a-zA-Z0-9]{16,128}$/;
+
+function grantKey(value: unknown, name: string): string {
+  if (typeof value !== "string" || !GRANT_KEY.test(value)) throw new StrataError("INVALID_ARGUMENT", `${name} must be 16..128 characters of [-_a-zA-Z0-9]; got ${describeValue(value)}`);
+  return value;
 }
 
 function asObject(value: unknown, what: string, shape: string): Record<string, unknown> {

@@ -7,8 +7,8 @@
  * `Strata-Error: <CODE>` and `Strata-Message: <text>` (wire-errors.ts), plus `Strata-Server: <id>`
  * when an UNAVAILABLE answer knows which server holds the location.
  *
- * Subjects (P = prefix, default "strata"); every one is request/reply:
- *   P.coord.register  { id, startedAt, load? }                 → { incarnation, leaseMs, leaseRenewMs, leaseMarginMs }
+ * Subjects (P = prefix, default "strata"); every one is request/reply but the grant push:
+ *   P.coord.register  { id, startedAt, load?, push? }          → { incarnation, leaseMs, leaseRenewMs, leaseMarginMs, grantKey? }
  *   P.coord.renew     { id, incarnation, load? }               → { ok: true } | FENCED
  *   P.coord.locate    { location }                             → { server, epoch }
  *   P.coord.claim     { id, incarnation, locations }           → { grants: [Grant | Refusal] } (one per distinct location, in order)
@@ -19,6 +19,7 @@
  *   P.coord.drain     { server }                               → { moved, locations: [[loc, server]], left }
  *   P.coord.servers   (empty)                                  → { servers: ServerView[] }
  *   P.s.<id>.handover { epochs: [[loc, epoch]] }               → { cuts: [[loc, cut | null]] }   (coordinator → server)
+ *   P.s.<id>.grant    { incarnation, key, grants: [[loc, epoch]] }  (coordinator → server, a publish, no reply)
  */
 import type { Msg, MsgHdrs } from "nats";
 import type { ErrorCode } from "../../errors.js";
@@ -67,6 +68,15 @@ export function handoverSubject(prefix: string, id: string): string {
   return `${prefix}.s.${validateServerId(id)}.handover`;
 }
 
+/**
+ * Where the coordinator pushes to server `id` the grants it made while locating new locations
+ * (docs/failover.md, "Creation"). Only the coordinator may publish here (deploy/ permissions);
+ * the body also carries the incarnation's `grantKey`, so a push from anyone else is ignored.
+ */
+export function grantSubject(prefix: string, id: string): string {
+  return `${prefix}.s.${validateServerId(id)}.grant`;
+}
+
 // ─── Shapes ───────────────────────────────────────────────────────────────────────────
 
 export interface ServerLoad {
@@ -79,6 +89,8 @@ export interface RegisterRequest {
   /** When the server process started, ms since the epoch (informational; a change means a restart). */
   startedAt: number;
   load: ServerLoad;
+  /** The server takes grants pushed on `P.s.<id>.grant` (so locate may grant new locations to it at once). */
+  push?: boolean;
 }
 
 export interface LeaseTimes {
@@ -90,6 +102,15 @@ export interface LeaseTimes {
 export interface RegisterReply extends LeaseTimes {
   /** This registration's number: coordinator-wide, increasing, durable before the reply. */
   incarnation: number;
+  /** Present when the server asked for pushed grants: every push for this incarnation carries it. */
+  grantKey?: string;
+}
+
+/** A push on `P.s.<id>.grant`: locations granted to incarnation `incarnation`, each with its epoch. */
+export interface GrantPush {
+  incarnation: number;
+  key: string;
+  grants: Array<[string, number]>;
 }
 
 export interface RenewRequest {
