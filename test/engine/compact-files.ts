@@ -5,7 +5,10 @@
  * the kill -9 test (compact-crash.test.ts).
  *
  * Invariants (each problem is reported as a message):
- * - no `.tmp` file: an output that was still being written is removed at open;
+ * - no `.tmp` file: an output that was still being written is removed at open (the log's
+ *   `prepared.tmp` / `prepared.pre`, the next segment file being zeroed in the background while the
+ *   store is open, are its own: src/log/segment-prepare.ts; test/log/zero-tail.test.ts checks
+ *   that an open removes a half-zeroed one);
  * - every compaction output file and every local marker names an output the index knows (`segs`);
  *   an unknown one is an orphan the open should have deleted;
  * - every output the index knows whose file is on the disk has its local marker, or a rebuild of
@@ -26,16 +29,21 @@ export interface SegmentFiles {
   segs: number[];
   markers: Array<{ id: number; lo: number; hi: number }>;
   tmp: string[];
+  /** The log's next segment file, being prepared or ready (not a compaction's). */
+  prepared: string[];
   other: string[];
 }
 
+const PREPARED = new Set(["prepared.tmp", "prepared.pre"]);
+
 export function listSegmentFiles(segmentsDir: string): SegmentFiles {
-  const out: SegmentFiles = { segs: [], markers: [], tmp: [], other: [] };
+  const out: SegmentFiles = { segs: [], markers: [], tmp: [], prepared: [], other: [] };
   for (const name of fs.existsSync(segmentsDir) ? fs.readdirSync(segmentsDir) : []) {
     const s = SEG.exec(name);
     const m = MARKER.exec(name);
     if (s) out.segs.push(Number.parseInt(s[1]!, 16));
     else if (m) out.markers.push({ id: Number.parseInt(m[1]!, 16), lo: Number.parseInt(m[2]!, 16), hi: Number.parseInt(m[3]!, 16) });
+    else if (PREPARED.has(name)) out.prepared.push(name);
     else if (name.includes(".tmp")) out.tmp.push(name);
     else out.other.push(name);
   }
