@@ -53,6 +53,11 @@ describe("chunks of a large value that is not written", () => {
         if (++writes === 4) throw Object.assign(new Error("ENOSPC: no space left on device, write"), { code: "ENOSPC" });
         return nodeFileIo.writeSync(fd, buf, offset, length, position);
       },
+      // The log writes a batch's frames with one writev.
+      writevSync: (fd, bufs, position) => {
+        if (++writes === 4) throw Object.assign(new Error("ENOSPC: no space left on device, writev"), { code: "ENOSPC" });
+        return nodeFileIo.writevSync(fd, bufs, position);
+      },
     };
     const store = await Store.open({ dir: path.join(dir, "b"), limits: { ...LIMITS, commitBatchMax: 1 }, sweepTimers: false, io });
     try {
