@@ -174,7 +174,9 @@ describe("streamed getAll", () => {
     });
     expect(got.map(sha)).toEqual(values.map(sha));
     const growth = peakRetained - before.retained;
-    expect(growth, `retained grew by ${growth} bytes over ${samples} samples`).toBeLessThan(values[1]!.byteLength / 3);
+    // Streamed, the server holds a reply window of chunks plus garbage not yet collected (5–7 MiB
+    // typically, 11–12 MiB when a GC comes late); holding the value would be 30 MiB.
+    expect(growth, `retained grew by ${growth} bytes over ${samples} samples`).toBeLessThan(values[1]!.byteLength / 2);
     const entries = [];
     for await (const e of kv.getAll()) entries.push(e);
     expect(entries.map((e) => e.key)).toEqual(["a", "b"]);
