@@ -33,8 +33,9 @@ import { moveIndexAside } from "./index/index-check.js";
 import { LmdbIndex, type Checkpoint } from "./index/lmdb-index.js";
 import { unsyncedProblem, writeUnsyncedMarker } from "./index/unsynced-marker.js";
 import type { ImportRecord } from "./log/record.js";
-import { SEGMENT_HEADER_BYTES, checkSegmentHeader, fsyncDir, listSegmentIds, preparedPath, preparingPath, segmentPath, segmentReadBound } from "./log/segment-files.js";
-import { nonZeroFrom, recordsEnd } from "./log/frame-scan.js";
+import { SEGMENT_HEADER_BYTES, checkSegmentHeader, fsyncDir, listSegmentIds, preparedPath, preparingPath, segmentPath } from "./log/segment-files.js";
+import { nonZeroFrom } from "./log/frame-scan.js";
+import { readRecordsEnd } from "./log/segment-end.js";
 import { FRAME_HEADER_BYTES } from "./log/framing.js";
 import { isCompacted, type Cover, type SegmentEntry } from "./log/segment-set.js";
 import { removeTempOutputs, type SegmentSetAtOpen } from "./open-segments.js";
@@ -330,10 +331,7 @@ function cutSealedZeroTails(segmentsDir: string, limits: Limits): void {
         const got = fs.readSync(fd, probe, 0, probe.byteLength, size - probe.byteLength);
         if (nonZeroFrom(probe.subarray(0, got), 0) < got) continue;
       }
-      const bound = segmentReadBound(fd, size, recordBytesMax);
-      const buf = Buffer.allocUnsafe(bound);
-      const got = fs.readSync(fd, buf, 0, bound, 0);
-      const { end, zeroTail } = recordsEnd(buf.subarray(0, got), SEGMENT_HEADER_BYTES, recordBytesMax);
+      const { end, zeroTail } = readRecordsEnd(fd, size, recordBytesMax, recordBytesMax);
       // Only a clean zero tail after whole records is cut; damage is left to replay to report.
       if (!zeroTail || end >= size) continue;
       fs.ftruncateSync(fd, end);

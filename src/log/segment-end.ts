@@ -19,12 +19,21 @@ export function segmentRecordsEnd(file: string, recordBytesMax = 16 << 20): numb
     if (size <= SEGMENT_HEADER_BYTES) return size;
     const last = Buffer.alloc(1);
     if (fs.readSync(fd, last, 0, 1, size - 1) === 1 && last[0] !== 0) return size;
-    const bound = segmentReadBound(fd, size, recordBytesMax);
-    const buf = Buffer.allocUnsafe(bound);
-    const got = fs.readSync(fd, buf, 0, bound, 0);
-    const { end, zeroTail } = recordsEnd(buf.subarray(0, got), SEGMENT_HEADER_BYTES, BODY_BYTES_MAX);
+    const { end, zeroTail } = readRecordsEnd(fd, size, recordBytesMax, BODY_BYTES_MAX);
     return zeroTail ? end : size;
   } finally {
     fs.closeSync(fd);
   }
+}
+
+/**
+ * Where the records of the open segment `fd` (of `size` bytes) end, and whether only zeros follow
+ * them: reads it up to `segmentReadBound` (never the whole zero tail) and walks it with
+ * ./frame-scan.ts `recordsEnd` (`bodyBytesMax` bounds a plausible frame length).
+ */
+export function readRecordsEnd(fd: number, size: number, recordBytesMax: number, bodyBytesMax: number): { end: number; zeroTail: boolean } {
+  const bound = segmentReadBound(fd, size, recordBytesMax);
+  const buf = Buffer.allocUnsafe(bound);
+  const got = fs.readSync(fd, buf, 0, bound, 0);
+  return recordsEnd(buf.subarray(0, got), SEGMENT_HEADER_BYTES, bodyBytesMax);
 }
