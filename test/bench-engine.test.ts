@@ -11,7 +11,7 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { parseBenchArgs, parseRuns, runEngineBench, type EngineBenchResult } from "../bench/engine.js";
 import { register } from "../src/cli/bench.js";
 import { StrataError } from "../src/errors.js";
-import { expectFigure, expectLatency, expectPositive, expectTinyDocument } from "./helpers/bench-doc.js";
+import { expectFigure, expectLatency, expectPositive, expectTinyDocument, runBenchCommand } from "./helpers/bench-doc.js";
 
 const TARGET_NAMES = [
   "appendMsgsPerSecAt256InFlight",
@@ -86,16 +86,7 @@ describe("engine benchmark (tiny)", () => {
   it("runs as `strata bench --tiny --out FILE`, printing the same document it writes", async () => {
     const dir = tempDir();
     const out = path.join(dir, "bench.json");
-    let printed = "";
-    vi.spyOn(process.stdout, "write").mockImplementation((chunk: string | Uint8Array) => {
-      printed += String(chunk);
-      return true;
-    });
-    vi.spyOn(process.stderr, "write").mockImplementation(() => true);
-    const program = new Command().exitOverride();
-    register(program);
-    await program.parseAsync(["bench", "--tiny", "--out", out, "--dir", dir], { from: "user" });
-    vi.restoreAllMocks();
+    const printed = await runBenchCommand(["bench", "--tiny", "--out", out, "--dir", dir]);
     const written = fs.readFileSync(out, "utf8");
     expect(printed).toBe(written);
     const doc = JSON.parse(written) as { engine: EngineBenchResult };

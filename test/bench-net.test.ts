@@ -7,13 +7,12 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { Command } from "commander";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { runNetBench, type NetBenchResult } from "../bench/net.js";
 import type { SystemFigures, ThroughputFigures } from "../bench/net-report.js";
-import { parseSuites, register } from "../src/cli/bench.js";
+import { parseSuites } from "../src/cli/bench.js";
 import { StrataError } from "../src/errors.js";
-import { expectFigure, expectPositive, expectTinyDocument } from "./helpers/bench-doc.js";
+import { expectFigure, expectPositive, expectTinyDocument, runBenchCommand } from "./helpers/bench-doc.js";
 
 const SYSTEMS = ["strataFsyncAlways", "strataFsyncInterval", "jetstream"] as const;
 
@@ -180,16 +179,7 @@ describe("net benchmark (tiny)", () => {
   it("runs as `strata bench --suite net --tiny --out FILE`, printing the same document it writes", async () => {
     const dir = tempDir();
     const out = path.join(dir, "bench.json");
-    let printed = "";
-    vi.spyOn(process.stdout, "write").mockImplementation((chunk: string | Uint8Array) => {
-      printed += String(chunk);
-      return true;
-    });
-    vi.spyOn(process.stderr, "write").mockImplementation(() => true);
-    const program = new Command().exitOverride();
-    register(program);
-    await program.parseAsync(["bench", "--suite", "net", "--tiny", "--out", out, "--dir", dir], { from: "user" });
-    vi.restoreAllMocks();
+    const printed = await runBenchCommand(["bench", "--suite", "net", "--tiny", "--out", out, "--dir", dir]);
     const written = fs.readFileSync(out, "utf8");
     expect(printed).toBe(written);
     const doc = JSON.parse(written) as { net: NetBenchResult };

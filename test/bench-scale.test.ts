@@ -10,12 +10,11 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { Command } from "commander";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import type { ScaleBenchResult } from "../bench/scale.js";
 import type { RssKb } from "../bench/net-rss.js";
-import { parseSuites, register } from "../src/cli/bench.js";
-import { expectPositive, expectTinyDocument } from "./helpers/bench-doc.js";
+import { parseSuites } from "../src/cli/bench.js";
+import { expectPositive, expectTinyDocument, runBenchCommand } from "./helpers/bench-doc.js";
 
 function expectRss(r: RssKb, where: string): void {
   for (const k of ["vmRssKb", "rssAnonKb", "rssFileKb"] as const) expectPositive(r[k], `${where}.${k}`);
@@ -58,16 +57,7 @@ describe("scale benchmark (tiny)", () => {
     expect(parseSuites("scale")).toEqual(["scale"]);
     const dir = tempDir();
     const out = path.join(dir, "bench.json");
-    let printed = "";
-    vi.spyOn(process.stdout, "write").mockImplementation((chunk: string | Uint8Array) => {
-      printed += String(chunk);
-      return true;
-    });
-    vi.spyOn(process.stderr, "write").mockImplementation(() => true);
-    const program = new Command().exitOverride();
-    register(program);
-    await program.parseAsync(["bench", "--suite", "scale", "--tiny", "--out", out, "--dir", dir], { from: "user" });
-    vi.restoreAllMocks();
+    const printed = await runBenchCommand(["bench", "--suite", "scale", "--tiny", "--out", out, "--dir", dir]);
     const written = fs.readFileSync(out, "utf8");
     expect(printed).toBe(written);
     const doc = JSON.parse(written) as { scale: ScaleBenchResult };

@@ -4,7 +4,9 @@
  * with ordered percentiles.
  */
 import os from "node:os";
-import { expect } from "vitest";
+import { Command } from "commander";
+import { expect, vi } from "vitest";
+import { register } from "../../src/cli/bench.js";
 
 export function expectPositive(value: unknown, where: string): void {
   expect(typeof value, where).toBe("number");
@@ -55,4 +57,25 @@ export function expectTinyDocument(doc: BenchDocument, suite: string, targetName
     expectPositive(t.value, `${t.name}.value`);
   }
   expect(doc.targetsMet).toBe(doc.targets.every((t) => t.pass));
+}
+
+/**
+ * Runs `strata <args>` (the bench command) in this process, its stdout captured and its stderr
+ * (progress) silenced; resolves to what it printed.
+ */
+export async function runBenchCommand(args: string[]): Promise<string> {
+  let printed = "";
+  vi.spyOn(process.stdout, "write").mockImplementation((chunk: string | Uint8Array) => {
+    printed += String(chunk);
+    return true;
+  });
+  vi.spyOn(process.stderr, "write").mockImplementation(() => true);
+  try {
+    const program = new Command().exitOverride();
+    register(program);
+    await program.parseAsync(args, { from: "user" });
+  } finally {
+    vi.restoreAllMocks();
+  }
+  return printed;
 }
