@@ -236,15 +236,18 @@ export class Compactor {
     return undefined;
   }
 
+  /** A segment's bytes on disk; the active segment counts up to its last record, not its pre-zeroed tail. */
   private localSize(id: number): number {
     try {
-      return fs.statSync(segmentPath(this.d.segmentsDir, id)).size;
+      const size = fs.statSync(segmentPath(this.d.segmentsDir, id)).size;
+      return id === this.d.log.activeId ? Math.min(size, this.d.log.activeSize) : size;
     } catch {
       return 0;
     }
   }
 
-  private localBytes(): number {
+  /** Bytes of the local segment files (what a report counts as local bytes). */
+  localBytes(): number {
     let n = 0;
     for (const id of listSegmentIds(this.d.segmentsDir)) n += this.localSize(id);
     return n;

@@ -14,8 +14,6 @@
  * nothing with --json), the summary (or with --json one JSON object) to stdout. Errors are
  * StrataErrors; main.ts prints `strata: CODE: message` and exits 1.
  */
-import fs from "node:fs";
-import path from "node:path";
 import type { Command } from "commander";
 import { connect } from "nats";
 import cliProgress from "cli-progress";
@@ -23,7 +21,6 @@ import type { CompactProgress, CompactReport } from "../compact.js";
 import { dataStat } from "../data-stat.js";
 import { StrataError } from "../errors.js";
 import { DEFAULT_NET_LIMITS } from "../limits.js";
-import { listSegmentIds, segmentPath } from "../log/segment-files.js";
 import { Store } from "../store.js";
 import type { ObjectStore } from "../tier/object-store.js";
 import { segmentsPrefix } from "../tier/segment-keys.js";
@@ -148,7 +145,7 @@ async function compactData(flags: CompactFlags & { data: string }, io: CompactIo
       await new Promise((resolve) => setTimeout(resolve, RETAIN_MS + 1));
       const more = await store.compactor.reclaim();
       if (more > 0) {
-        report = { ...report, reclaimedSegments: report.reclaimedSegments + more, localBytesAfter: localSegmentBytes(path.join(flags.data, "segments")) };
+        report = { ...report, reclaimedSegments: report.reclaimedSegments + more, localBytesAfter: store.compactor.localBytes() };
         if (store.tier) report.objectBytesAfter = await objectSegmentBytes(store.tier.objects, flags.id!);
       }
       report.ms = Math.round(performance.now() - started);
@@ -158,13 +155,6 @@ async function compactData(flags: CompactFlags & { data: string }, io: CompactIo
     progress?.stop();
     await store.close();
   }
-}
-
-/** Bytes of the segment files in `dir` (what the report counts as local bytes). */
-function localSegmentBytes(dir: string): number {
-  let n = 0;
-  for (const id of listSegmentIds(dir)) n += fs.statSync(segmentPath(dir, id)).size;
-  return n;
 }
 
 /** Bytes of server `id`'s segment objects. */

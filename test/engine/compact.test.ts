@@ -14,6 +14,7 @@ import { StrataError } from "../../src/errors.js";
 import { resolveLimits } from "../../src/limits.js";
 import { deadBytesBySegment } from "../../src/index/dead-chunks.js";
 import { listSegmentIds } from "../../src/log/segment-files.js";
+import { segmentRecordsEnd } from "../../src/log/segment-end.js";
 import { isCompacted } from "../../src/log/segment-set.js";
 import type { StoreOptions } from "../../src/config.js";
 import { Store } from "../../src/store.js";
@@ -30,7 +31,8 @@ afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
 const opts = (name: string, extra: Partial<StoreOptions> = {}): StoreOptions => ({ dir: path.join(root, name), limits: LIMITS, sweepTimers: false, ...extra });
 const val = (k: number, r: number) => new Uint8Array(VALUE_BYTES).fill((k * 31 + r) & 0xff);
 const segDir = (name: string) => path.join(root, name, "segments");
-const localBytes = (name: string) => listSegmentIds(segDir(name)).reduce((n, id) => n + fs.statSync(path.join(segDir(name), `${id.toString(16).padStart(16, "0")}.seg`)).size, 0);
+/** Bytes of the segment files up to their last record (the active segment's pre-zeroed tail is not data). */
+const localBytes = (name: string) => listSegmentIds(segDir(name)).reduce((n, id) => n + segmentRecordsEnd(path.join(segDir(name), `${id.toString(16).padStart(16, "0")}.seg`)), 0);
 
 /** Everything a reader can see of the store, for before/after comparisons. */
 async function snapshot(store: Store): Promise<unknown> {
