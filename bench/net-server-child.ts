@@ -33,6 +33,8 @@ export interface StrataSettings {
   coordinated?: boolean;
   /** Directory for a V8 CPU profile of the child (`node --cpu-prof`), for finding its hot spots. */
   cpuProfDir?: string;
+  /** Records metrics and serves them on this loopback port, as `strata server --metrics-port` does (bench/net-metrics.ts). */
+  metricsPort?: number;
 }
 
 export interface EchoSettings {
@@ -122,7 +124,12 @@ async function childMain(): Promise<void> {
 
 async function serveStrata(settings: StrataSettings): Promise<() => Promise<void>> {
   const { startServer } = await import("../src/net/server/server.js");
+  const { Metrics } = await import("../src/metrics/metrics.js");
+  const { startMetricsEndpoint } = await import("../src/metrics/http-endpoint.js");
+  const metrics = settings.metricsPort !== undefined ? new Metrics({ processMetrics: true }) : undefined;
+  const endpoint = metrics ? await startMetricsEndpoint({ metrics, port: settings.metricsPort!, ready: () => ({}) }) : undefined;
   const server = await startServer({
+    ...(metrics ? { metrics } : {}),
     // Pinned by the client, no coordinator (bench/net.ts), unless coordinated.
     standalone: settings.coordinated !== true,
     id: settings.id,
@@ -138,7 +145,10 @@ async function serveStrata(settings: StrataSettings): Promise<() => Promise<void
       await new Promise((resolve) => setTimeout(resolve, 5));
     }
   }
-  return () => server.stop();
+  return async () => {
+    await server.stop();
+    await endpoint?.close();
+  };
 }
 
 async function serveCoordinator(settings: CoordinatorSettings): Promise<() => Promise<void>> {

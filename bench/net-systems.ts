@@ -50,6 +50,8 @@ export interface StrataSystemOptions {
   cpuProfDir?: string;
   /** A coordinator child too; the server registers with it, the client locates through it. */
   coordinated?: boolean;
+  /** The server records metrics and serves them on this port (bench/net-metrics.ts). */
+  metricsPort?: number;
 }
 
 const SERVER_ID = "bench";
@@ -68,6 +70,7 @@ export async function startStrataSystem(options: StrataSystemOptions): Promise<B
       id: SERVER_ID,
       fsync,
       ...(coordinated ? { coordinated } : {}),
+      ...(options.metricsPort !== undefined ? { metricsPort: options.metricsPort } : {}),
       ...prof,
     }),
   ]);

@@ -25,6 +25,7 @@ import { median } from "./lib/stats.js";
 import { buildCeiling, buildFdatasyncRows, buildTable, echoFigures, judgeOneInFlight, judgePacedEveryRun, judgeTargets, systemFigures, type CeilingRow, type EchoFigures, type SystemFigures, type TableRow } from "./net-report.js";
 import { IDLE_RSS_PARAMS, idleRssTargets, measureIdleRss, type IdleRssFigures } from "./net-rss.js";
 import { startEchoSystem, startJetStreamSystem, startStrataSystem, type BenchSystem, type SystemName } from "./net-systems.js";
+import { runMetricsOverhead, type MetricsOverheadFigures } from "./net-metrics.js";
 import { PARAMS, runEcho, runNewLocations, runSystem, type EchoRun, type NetBenchParams, type SystemRun } from "./net-workloads.js";
 
 export type { Scale };
@@ -66,6 +67,8 @@ export interface NetBenchResult {
   fdatasync: CeilingRow[];
   /** Resident memory of nats-server, a strata server and a coordinator, idle after start and after a load (bench/net-rss.ts). */
   idleRss: IdleRssFigures;
+  /** Append at 256 and at 1 in flight without metrics vs with metrics scraped every second (bench/net-metrics.ts). */
+  metricsOverhead: MetricsOverheadFigures;
   targets: TargetResult[];
   targetsMet: boolean;
   /** False at tiny scale, where the targets are reported but mean nothing. */
@@ -171,6 +174,7 @@ export async function runNetBench(opts: NetBenchOptions): Promise<NetBenchResult
     };
     const table = buildTable({ strataFsyncAlways: figures.strataFsyncAlways, strataFsyncInterval: figures.strataFsyncInterval, jetstream: figures.jetstream });
     const idleRss = await withTempDir("strata-bench-net-rss", opts.dir, (dir) => measureIdleRss({ natsUrl: nats.url, natsPid: nats.pid, dir, params: IDLE_RSS_PARAMS[opts.scale], progress }));
+    const metricsOverhead = await runMetricsOverhead({ natsUrl: nats.url, natsPid: nats.pid, ...(opts.dir !== undefined ? { dir: opts.dir } : {}), p, runs: opts.runs, progress });
     const fdatasyncP50Us = { runs: fdatasyncRuns, median: median(fdatasyncRuns) };
     const targets = [...judgeTargets(table), ...judgePacedEveryRun(figures), ...judgeOneInFlight(table, figures, figures.echo, fdatasyncP50Us.median), ...idleRssTargets(idleRss)];
     return {
@@ -192,6 +196,7 @@ export async function runNetBench(opts: NetBenchOptions): Promise<NetBenchResult
       table,
       ceiling: buildCeiling(figures.echo),
       idleRss,
+      metricsOverhead,
       figures,
       fdatasyncP50Us,
       fdatasync: buildFdatasyncRows(fdatasyncResults),

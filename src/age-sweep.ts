@@ -19,6 +19,7 @@ import { locationName, scanStream } from "./index/index-reads.js";
 import type { LmdbIndex } from "./index/lmdb-index.js";
 import { agedLocations } from "./index/location-conf.js";
 import type { Limits } from "./limits.js";
+import { errorFields, type Logger } from "./logger.js";
 import type { Pointer, StreamSetRecord } from "./log/record.js";
 import type { WriteOp } from "./write-ops.js";
 
@@ -27,7 +28,7 @@ export interface AgeSweepable {
   now(): number;
   submit(op: WriteOp): Promise<{ result?: unknown; committed?: Committed }>;
   readStreamRun(location: string, entries: ReadonlyArray<{ seq: number; ptr: Pointer }>, start: number): Promise<{ records: StreamSetRecord[]; next: number }>;
-  warn(message: string): void;
+  logger: Logger;
 }
 
 export class AgeSweep {
@@ -54,7 +55,7 @@ export class AgeSweep {
         dropped += committed?.removed ?? 0;
       } catch (err) {
         // One stream that cannot be read (a damaged segment) must not stop the others.
-        store.warn(`the maxAgeMs sweep of "${loc}" failed: ${(err as Error).message}`);
+        store.logger.warn({ event: "age_sweep_failed", location: loc, ...errorFields(err) }, `the maxAgeMs sweep of "${loc}" failed: ${(err as Error).message}`);
       }
     }
     return dropped;

@@ -35,12 +35,14 @@
 import { assert } from "./assert.js";
 import { backoff } from "./backoff.js";
 import { StrataError } from "./errors.js";
+import { silentLogger, type Logger } from "./logger.js";
 import { applyRecords } from "./index/apply.js";
 import type { LmdbIndex } from "./index/lmdb-index.js";
 import { frame } from "./log/framing.js";
 import { encodeRecord, type LogRecord, type Pointer } from "./log/record.js";
 import type { SegmentLog } from "./log/segment-log.js";
 import type { Limits } from "./limits.js";
+import type { StoreMetrics } from "./metrics/store-metrics.js";
 import { BatchView, opBytes, type WriteOp } from "./write-ops.js";
 
 export interface Committed {
@@ -95,6 +97,8 @@ export class CommitQueue {
   private idleWaiters: Array<() => void> = [];
   /** Number of records committed and batches written, for the benchmark. */
   stats = { records: 0, batches: 0 };
+  /** Batch sizes and write+fdatasync latency, when the store records metrics (Store.instrument). */
+  metrics: StoreMetrics | undefined;
 
   constructor(
     private readonly log: SegmentLog,
@@ -102,8 +106,8 @@ export class CommitQueue {
     private readonly limits: Limits,
     private readonly onCommitted: (batch: Committed[]) => void,
     private readonly clock: () => number = Date.now,
-    /** Told (for the operator) of a record that was quarantined instead of applied. */
-    private readonly onWarning: (message: string) => void = () => undefined,
+    /** Told (for the operator) of failing writes and of a record quarantined instead of applied. */
+    private readonly logger: Logger = silentLogger,
   ) {}
 
   /** Queues one write; resolves to either a final result (nothing written) or the committed record. */
@@ -153,6 +157,11 @@ export class CommitQueue {
         wake?.();
       });
     }
+  }
+
+  /** Writes queued and not yet taken into a batch. */
+  get depth(): number {
+    return this.queue.length;
   }
 
   /** Resolves once nothing is queued or being committed. */
@@ -219,7 +228,7 @@ export class CommitQueue {
         inFlight = undefined;
         if (outcome instanceof StrataError) {
           // Nothing of `done` is in the log; what was decided on top of it is decided again.
-          if (!this.writesFailing) this.onWarning(`log writes are failing (${outcome.message}); writes get IO until the disk recovers, reads go on`);
+          if (!this.writesFailing) this.logger.error({ event: "log_writes_failing", code: outcome.code, error: outcome.message }, `log writes are failing (${outcome.message}); writes get IO until the disk recovers, reads go on`);
           this.writesFailing = true;
           this.rejectOpen(done.batch, outcome);
           if (open !== undefined) this.queue.unshift(...open.members);
@@ -228,7 +237,7 @@ export class CommitQueue {
         }
         if (this.writesFailing && done.batch.writing.length > 0) {
           this.writesFailing = false;
-          this.onWarning("log writes work again");
+          this.logger.warn({ event: "log_writes_recovered" }, "log writes work again");
         }
         // Start the next batch's write first, so the disk works while this one is indexed.
         const next = open !== undefined && open.count > 0 ? open : undefined;
@@ -250,8 +259,16 @@ export class CommitQueue {
   /** Starts the log write of a batch (one write, one fdatasync); its outcome never rejects. */
   private startWrite(batch: OpenBatch): InFlight {
     if (batch.writing.length === 0) return { batch, written: Promise.resolve([]) };
+    const m = this.metrics;
+    const startedMs = m === undefined ? 0 : performance.now();
     const written = this.log.writeBatch(batch.frames).then(
-      (ptrs) => ptrs,
+      (ptrs) => {
+        if (m !== undefined) {
+          m.fsyncSeconds.observe((performance.now() - startedMs) / 1000);
+          m.batchRecords.observe(ptrs.length);
+        }
+        return ptrs;
+      },
       (err: unknown) => (StrataError.is(err) ? err : new StrataError("IO", `log write failed: ${(err as Error).message}`, { cause: err })),
     );
     return { batch, written };
@@ -313,10 +330,10 @@ export class CommitQueue {
     for (let attempt = 0; ; attempt++) {
       const err = this.indexBatch(batch, ptrs, attempt > 0);
       if (err === undefined) {
-        if (attempt > 0) this.onWarning("the index takes writes again; the writes that waited are acknowledged");
+        if (attempt > 0) this.logger.warn({ event: "index_writes_recovered", attempts: attempt }, "the index takes writes again; the writes that waited are acknowledged");
         return;
       }
-      if (attempt === 0) this.onWarning(`the index cannot be written (${err.message}); writes wait until it can (free disk space), reads go on`);
+      if (attempt === 0) this.logger.error({ event: "index_writes_failing", error: err.message }, `the index cannot be written (${err.message}); writes wait until it can (free disk space), reads go on`);
       if (this.closeRequested) {
         this.resolveDurable(batch, ptrs);
         return;
@@ -369,7 +386,7 @@ export class CommitQueue {
       committed.forEach((c, i) => (c.removed = Math.max(0, applied.removed[i]!)));
       for (const q of applied.quarantined) {
         const where = `segment ${q.ptr.seg} offset ${q.ptr.off}`;
-        this.onWarning(`quarantined the record at ${where} (location "${q.loc}"): the index could not apply it (${q.reason}); it was refused and is skipped on every replay`);
+        this.logger.warn({ event: "record_quarantined", segment: q.ptr.seg, offset: q.ptr.off, location: q.loc, reason: q.reason, during: "write" }, `quarantined the record at ${where} (location "${q.loc}"): the index could not apply it (${q.reason}); it was refused and is skipped on every replay`);
         failed.set(q.i, new StrataError("INTERNAL", `the write could not be applied to the index (${q.reason}); it was not stored. Report this as a bug.`));
       }
     } catch (err) {

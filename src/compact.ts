@@ -24,6 +24,7 @@ import { faultPoint, CompactCrash } from "./compact-fault.js";
 import { ByteRate, pickRuns, type Run, type SegmentView } from "./compact-policy.js";
 import { Reclaimer } from "./compact-reclaim.js";
 import { StrataError } from "./errors.js";
+import type { Logger } from "./logger.js";
 import { SwitchRefused, switchIn } from "./index/compact-switch.js";
 import { chunkSpans } from "./index/dead-chunks.js";
 import { isForeign } from "./index/foreign-logs.js";
@@ -38,7 +39,7 @@ import { compactionMarkerKey, segmentKey, segmentsPrefix } from "./tier/segment-
 import { shipSegment } from "./tier/segment-ship.js";
 
 export interface CompactorDeps extends CompactParts {
-  warn: (message: string) => void;
+  logger: Logger;
   /** Runs `fn` alone between group commits (the switch must not fall between a batch's log write and its index apply). */
   exclusive: <T>(fn: () => T) => Promise<T>;
 }
@@ -146,7 +147,7 @@ export class Compactor {
         now = await this.views();
       } catch (err) {
         // What is switched is done and durable; the rest waits for the next compaction.
-        this.d.warn(`compaction stopped after ${report.runs} run(s): the object store could not be listed (${(err as Error).message}); the rest waits for the next one`);
+        this.d.logger.warn({ event: "compaction_stopped", runs: report.runs, error: (err as Error).message }, `compaction stopped after ${report.runs} run(s): the object store could not be listed (${(err as Error).message}); the rest waits for the next one`);
         break;
       }
       runs = pickRuns(now.views, now.spans, this.d.limits, o.all);
@@ -158,7 +159,7 @@ export class Compactor {
         report.reclaimedSegments = await this.reclaimer.pass(() => this.closed);
       } catch (err) {
         if (err instanceof CompactCrash) throw err;
-        this.d.warn(`the reclaim of compacted segments failed (${(err as Error).message}); it is tried again later`);
+        this.d.logger.warn({ event: "compaction_reclaim_failed", error: (err as Error).message }, `the reclaim of compacted segments failed (${(err as Error).message}); it is tried again later`);
       }
     }
     if (o.dryRun) {
@@ -178,7 +179,7 @@ export class Compactor {
           try {
             report.objectBytesAfter = await this.objectBytes();
           } catch (err) {
-            this.d.warn(`compaction finished, but the object store could not be listed to measure it (${(err as Error).message})`);
+            this.d.logger.warn({ event: "compaction_measure_failed", error: (err as Error).message }, `compaction finished, but the object store could not be listed to measure it (${(err as Error).message})`);
           }
         }
       }
@@ -336,7 +337,7 @@ export class Compactor {
       writer.abort();
       if (!dryRun && stage !== "tmp") await this.discard(cover, stage);
       if (err instanceof RunSkipped || err instanceof SwitchRefused) {
-        if (!this.closed) this.d.warn(`compaction of segments ${run.inputs.map((s) => s.id).join(", ")} given up: ${err.message}`);
+        if (!this.closed) this.d.logger.warn({ event: "compaction_run_given_up", segments: run.inputs.map((s) => s.id), reason: err.message }, `compaction of segments ${run.inputs.map((s) => s.id).join(", ")} given up: ${err.message}`);
         return undefined;
       }
       throw err;
@@ -357,7 +358,7 @@ export class Compactor {
       await deleteOutput(this.d.segmentsDir, stage === "file" || !tier ? undefined : { objects: tier.objects, serverId: this.d.serverId }, cover.id, [cover], true);
     } catch (err) {
       // Left for the next open, which removes outputs the index does not know (open-segments.ts).
-      this.d.warn(`compaction output ${cover.id} could not be removed (${(err as Error).message}); it is removed at the next open`);
+      this.d.logger.warn({ event: "compaction_output_not_removed", output: cover.id, error: (err as Error).message }, `compaction output ${cover.id} could not be removed (${(err as Error).message}); it is removed at the next open`);
     }
   }
 

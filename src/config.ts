@@ -1,8 +1,10 @@
 /**
- * Options of `Store.open`, and how they resolve to a complete configuration.
+ * Options of `Store.open`, and how they resolve to a complete configuration. A store given no
+ * logger logs nothing (library code never writes to the console).
  */
 import path from "node:path";
 import { StrataError } from "./errors.js";
+import { loggerOf, type Logger } from "./logger.js";
 import { resolveLimits, type Limits } from "./limits.js";
 import type { FileIo } from "./log/file-io.js";
 import type { FsyncMode } from "./log/segment-log.js";
@@ -29,7 +31,13 @@ export interface StoreOptions {
   fsync?: FsyncMode;
   /** Any other limit of `limits.ts`. */
   limits?: Partial<Limits>;
-  /** Called with warnings worth an operator's attention (a cut torn tail, a rebuilt index). */
+  /**
+   * Where the store logs (pino-compatible, src/logger.ts): warnings worth an operator's attention
+   * (a cut torn tail, a rebuilt index, a failing upload) as events with an `event` name and fields.
+   * None: the store logs nothing.
+   */
+  logger?: Logger;
+  /** @deprecated Use `logger`. Called with the message of every warning (and error) event. */
   onWarning?: (message: string) => void;
   /** Clock in ms since the epoch; tests inject one to control TTLs and dedup windows. */
   clock?: () => number;
@@ -46,7 +54,7 @@ export interface StoreConfig {
   id: string;
   tier?: string;
   limits: Limits;
-  onWarning: (message: string) => void;
+  logger: Logger;
   clock: () => number;
   sweepTimers: boolean;
   compaction: boolean;
@@ -56,7 +64,7 @@ export interface StoreConfig {
 
 /** What a server id may be (it names the server's data in the object store). */
 export const SERVER_ID = /^[-_a-zA-Z0-9]{1,64}$/;
-const OPTION_NAMES = ["dir", "id", "tier", "objectStore", "cacheBytes", "sealIntervalMs", "limits", "onWarning", "clock", "sweepTimers", "compaction", "fsync", "io"];
+const OPTION_NAMES = ["dir", "id", "tier", "objectStore", "cacheBytes", "sealIntervalMs", "limits", "logger", "onWarning", "clock", "sweepTimers", "compaction", "fsync", "io"];
 
 export function resolveStoreConfig(options: StoreOptions): StoreConfig {
   if (options === null || typeof options !== "object" || typeof options.dir !== "string" || options.dir.length === 0) {
@@ -74,7 +82,7 @@ export function resolveStoreConfig(options: StoreOptions): StoreConfig {
     dir: path.resolve(options.dir),
     id,
     limits,
-    onWarning: options.onWarning ?? ((m) => process.emitWarning(m, "StrataWarning")),
+    logger: loggerOf(options.logger, options.onWarning),
     clock: options.clock ?? Date.now,
     sweepTimers: options.sweepTimers ?? true,
     compaction: options.compaction ?? true,

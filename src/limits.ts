@@ -527,6 +527,16 @@ export interface ClientLimits {
    * in the same turn of the event loop (client-coalesce.ts); 1 sends every request on its own.
    */
   coalesceItemsMax: number;
+  /**
+   * Most bytes a kv read cache (`kv(loc).cache()`, kv-cache.ts) holds: keys, values, headers and
+   * a per-entry overhead. Past it the cache drops everything and refuses with TOO_LARGE.
+   */
+  cacheBytesMax: number;
+  /**
+   * Longest a kv read cache serves without having heard from the location's server (a catch-up
+   * reply or live changes applied); past it get() refuses with UNAVAILABLE until it is caught up.
+   */
+  cacheStaleMsMax: number;
 }
 
 export const DEFAULT_CLIENT_LIMITS: Readonly<ClientLimits> = Object.freeze({
@@ -541,6 +551,8 @@ export const DEFAULT_CLIENT_LIMITS: Readonly<ClientLimits> = Object.freeze({
   watchOutBufferMax: 1024,
   watchChangesPage: 500,
   coalesceItemsMax: 128,
+  cacheBytesMax: 64 * MiB,
+  cacheStaleMsMax: 10_000,
 });
 
 function resolve<T extends object>(defaults: Readonly<T>, partial: Partial<T> | undefined, what: string): T {
@@ -580,6 +592,18 @@ export function resolveNetLimits(partial?: Partial<NetLimits>): NetLimits {
   const broken = rules.filter(([ok]) => !ok).map(([, why]) => why);
   if (broken.length > 0) throw new StrataError("INVALID_ARGUMENT", `inconsistent net limits: ${broken.join("; ")}`);
   return l;
+}
+
+/**
+ * The relation a kv read cache needs between its staleness bound and the client's attempt wait:
+ * a cache asks the server at least every cacheStaleMsMax / 2 (kv-cache.ts); one slow attempt on
+ * top must still fit, or a healthy but slow server would make the cache flap to UNAVAILABLE.
+ * Checked when a cache is made, so clients that never cache are not held to it.
+ */
+export function checkCacheLimits(l: ClientLimits): void {
+  if (l.cacheStaleMsMax < 2 * Math.min(l.attemptTimeoutMs, Math.ceil(l.timeoutMs / 3))) {
+    throw new StrataError("INVALID_ARGUMENT", `inconsistent limits for a kv cache: cacheStaleMsMax (${l.cacheStaleMsMax}) must be >= 2 × the attempt wait (min(attemptTimeoutMs, timeoutMs / 3) = ${Math.min(l.attemptTimeoutMs, Math.ceil(l.timeoutMs / 3))}); raise cacheStaleMsMax`);
+  }
 }
 
 export function resolveClientLimits(partial?: Partial<ClientLimits>): ClientLimits {

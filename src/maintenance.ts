@@ -11,6 +11,7 @@ import type { Committed } from "./commit-queue.js";
 import { dueTtl, locationName, pruneDedup } from "./index/index-reads.js";
 import type { LmdbIndex } from "./index/lmdb-index.js";
 import type { Limits } from "./limits.js";
+import { errorFields, type Logger } from "./logger.js";
 import type { WriteOp } from "./write-ops.js";
 
 /** What the TTL sweep needs: the clock, the limits and the group commit. */
@@ -23,7 +24,7 @@ export interface Sweepable {
 /** What the timers need; `checkpoint` only with a tier. */
 export interface Upkeep {
   readonly limits: Limits;
-  warn(message: string): void;
+  logger: Logger;
   sweep(): Promise<unknown>;
   sealActive(): Promise<void>;
   /** When the active segment got its first unsealed record (performance.now()), if it has one. */
@@ -49,16 +50,17 @@ export async function sweepExpired(store: Sweepable, index: LmdbIndex): Promise<
 
 /** Starts the store's timers; returns a function that stops them. */
 export function startMaintenance(store: Upkeep): () => void {
-  const warn = (what: string) => (err: unknown) => store.warn(`${what} failed: ${(err as Error).message}`);
+  // One event per background task; `task` says which ("ttl_sweep", "seal", "checkpoint", "compaction").
+  const warn = (task: string, what: string) => (err: unknown) => store.logger.warn({ event: "background_task_failed", task, ...errorFields(err) }, `${what} failed: ${(err as Error).message}`);
   const timers: NodeJS.Timeout[] = [];
-  timers.push(setInterval(() => store.sweep().catch(warn("TTL sweep")), store.limits.ttlSweepIntervalMs));
+  timers.push(setInterval(() => store.sweep().catch(warn("ttl_sweep", "TTL sweep")), store.limits.ttlSweepIntervalMs));
   const checkpoint = store.checkpoint;
   if (checkpoint) {
     const sealEveryMs = Math.max(10, Math.floor(store.limits.sealIntervalMs / 4));
     timers.push(
       setInterval(() => {
         const since = store.dirtySince();
-        if (since !== undefined && performance.now() - since >= store.limits.sealIntervalMs) store.sealActive().catch(warn("sealing"));
+        if (since !== undefined && performance.now() - since >= store.limits.sealIntervalMs) store.sealActive().catch(warn("seal", "sealing"));
       }, sealEveryMs),
     );
     // A checkpoint that failed (object store down) is tried again at the next interval, even
@@ -71,7 +73,7 @@ export function startMaintenance(store: Upkeep): () => void {
         checkpointed = records;
         checkpoint().catch((err: unknown) => {
           checkpointed = -1;
-          warn("index checkpoint")(err);
+          warn("checkpoint", "index checkpoint")(err);
         });
       }, store.limits.checkpointIntervalMs),
     );
@@ -85,7 +87,7 @@ export function startMaintenance(store: Upkeep): () => void {
         if (compacting) return;
         compacting = true;
         compact()
-          .catch(warn("background compaction"))
+          .catch(warn("compaction", "background compaction"))
           .finally(() => (compacting = false));
       }, store.limits.compactIntervalMs),
     );

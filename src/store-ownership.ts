@@ -93,7 +93,7 @@ export class StoreOwnership {
     try {
       this.store.index.write(() => noteQuarantine(this.store.index, location, { ...info, at: this.store.now() }));
     } catch (err) {
-      this.store.config.onWarning(`the quarantine of location "${location}" could not be recorded in the index (${(err as Error).message}); it is reported by this process only`);
+      this.store.config.logger.warn({ event: "quarantine_not_recorded", location, error: (err as Error).message }, `the quarantine of location "${location}" could not be recorded in the index (${(err as Error).message}); it is reported by this process only`);
     }
   }
 
@@ -105,9 +105,9 @@ export class StoreOwnership {
     if (this.store.closed || quarantineOf(this.store.index.quarantine, location) === undefined) return;
     try {
       this.store.index.write(() => dropQuarantine(this.store.index, location));
-      this.store.config.onWarning(`location "${location}" is served by this server again with its own history; its records that were never shipped are part of it again`);
+      this.store.config.logger.warn({ event: "quarantine_dropped", location }, `location "${location}" is served by this server again with its own history; its records that were never shipped are part of it again`);
     } catch (err) {
-      this.store.config.onWarning(`the quarantine of location "${location}" could not be dropped from the index (${(err as Error).message})`);
+      this.store.config.logger.warn({ event: "quarantine_not_dropped", location, error: (err as Error).message }, `the quarantine of location "${location}" could not be dropped from the index (${(err as Error).message})`);
     }
   }
 
@@ -142,7 +142,7 @@ export class StoreOwnership {
     const back = quarantinedAmong(this.store.index.quarantine, items);
     const done = importLocations({ limits: this.store.limits, serverId: this.store.config.id, importer, now: () => this.store.now(), submit: (op) => this.store.submit(op) }, items);
     // The import drops a location's quarantine (index/import-rows.ts): say so, never silently.
-    if (back.length > 0) void done.then(() => back.forEach((b) => this.store.config.onWarning(cameBackWarning(b))), () => undefined);
+    if (back.length > 0) void done.then(() => back.forEach((b) => this.store.config.logger.warn({ event: "location_came_back", location: b.location, from: b.from, records: b.q.records }, cameBackWarning(b))), () => undefined);
     return done;
   }
 

@@ -16,6 +16,7 @@ import { CommitQueue, type Committed } from "./commit-queue.js";
 import { resolveStoreConfig, type StoreConfig, type StoreOptions } from "./config.js";
 import { acquireDataLock } from "./data-lock.js";
 import { StrataError } from "./errors.js";
+import { errorFields } from "./logger.js";
 import type { LargeRead } from "./engine.js";
 import { chunksAbandoned, sweepOpenChunks } from "./index/dead-chunks.js";
 import * as reads from "./index/index-reads.js";
@@ -39,6 +40,8 @@ import { Importer, importRequestOf, importTmpDir } from "./tier/takeover.js";
 import type { ImportItem, ImportResult } from "./import-locations.js";
 import { noteQuarantine, savedQuarantine, type QuarantineEntry, type QuarantineInfo } from "./index/quarantine.js";
 import { KvHandle } from "./kv-handle.js";
+import type { Metrics } from "./metrics/metrics.js";
+import { StoreMetrics } from "./metrics/store-metrics.js";
 import { StreamHandle } from "./stream-handle.js";
 import type { AckMode, Change, Inventory, KvEntry, Kind, StoredMessage } from "./types.js";
 import { validateLocation, validateOptionsObject } from "./validate.js";
@@ -66,6 +69,8 @@ export class Store {
   importer: Importer | undefined;
   /** @internal Compaction and the reclaim of compacted segments (compact.ts). */
   compactor!: Compactor;
+  /** The store's metrics, once `instrument` bound them (none: nothing recorded). */
+  private metrics: StoreMetrics | undefined;
 
   private constructor(
     readonly config: StoreConfig,
@@ -121,7 +126,7 @@ export class Store {
     const release = acquireDataLock(config.dir);
     try {
       // The moved-away quarantine is not in the log (index/quarantine.ts): carried over by hand.
-      const carried = await savedQuarantine(path.join(config.dir, "index"), config.onWarning);
+      const carried = await savedQuarantine(path.join(config.dir, "index"), config.logger);
       const store = await Store.openLocked(config, () => undefined, true, options.objectStore);
       try {
         if (carried.length > 0) store.index.write(() => carried.forEach(({ location, ...info }) => noteQuarantine(store.index, location, info)));
@@ -137,7 +142,7 @@ export class Store {
   private static async openLocked(config: StoreConfig, release: () => void, forceRebuild: boolean, given: ObjectStore | undefined): Promise<Store> {
     const objects = given ?? (config.tier !== undefined ? openObjectStore(config.tier) : undefined);
     const segmentsDir = path.join(config.dir, "segments");
-    const importer = objects ? new Importer(objects, config.limits, importTmpDir(config.dir), config.onWarning) : undefined;
+    const importer = objects ? new Importer(objects, config.limits, importTmpDir(config.dir), config.logger) : undefined;
     let opened: { index: LmdbIndex; report: RecoveryReport };
     try {
       // Replay redoes the imports its log holds (replay.ts), through the same importer.
@@ -155,32 +160,32 @@ export class Store {
     // No write survives a restart: chunks no set record references are dead (index/dead-chunks.ts).
     sweepOpenChunks(index);
     if (report.rebuilt && report.rebuildReason !== "requested" && report.replayed > 0) {
-      config.onWarning(`index rebuilt from the log (${report.rebuildReason}); ${report.replayed} records replayed`);
+      config.logger.warn({ event: "index_rebuilt", reason: report.rebuildReason, records: report.replayed }, `index rebuilt from the log (${report.rebuildReason}); ${report.replayed} records replayed`);
     }
     for (const q of report.quarantined ?? []) {
-      config.onWarning(`quarantined the record at segment ${q.seg} offset ${q.off} (location "${q.loc}") during replay: the index could not apply it (${q.reason}); it is skipped`);
+      config.logger.warn({ event: "record_quarantined", segment: q.seg, offset: q.off, location: q.loc, reason: q.reason, during: "replay" }, `quarantined the record at segment ${q.seg} offset ${q.off} (location "${q.loc}") during replay: the index could not apply it (${q.reason}); it is skipped`);
     }
     if (report.cut) {
       const c = report.cut;
-      config.onWarning(`cut ${c.bytes} bytes of unacknowledged tail from segment ${c.seg} at offset ${c.off}: ${c.reason}`);
+      config.logger.warn({ event: "torn_tail_cut", segment: c.seg, offset: c.off, bytes: c.bytes, reason: c.reason }, `cut ${c.bytes} bytes of unacknowledged tail from segment ${c.seg} at offset ${c.off}: ${c.reason}`);
     }
     for (const d of report.damaged) {
-      config.onWarning(`CORRUPT: segment ${d.seg} is damaged at offset ${d.off} (${d.bytes} bytes: ${d.reason}); the records after it are kept, reads of the damaged range answer CORRUPT. Restore the segment from a copy if you have one.`);
+      config.logger.error({ event: "segment_damaged", code: "CORRUPT", segment: d.seg, offset: d.off, bytes: d.bytes, reason: d.reason }, `CORRUPT: segment ${d.seg} is damaged at offset ${d.off} (${d.bytes} bytes: ${d.reason}); the records after it are kept, reads of the damaged range answer CORRUPT. Restore the segment from a copy if you have one.`);
     }
     for (const m of report.importMismatches ?? []) {
-      config.onWarning(`the import of "${m.loc}" from server "${m.from}" was redone from the object store with revision ${m.got}, but it had revision ${m.expected} when it was made: the source's data changed since (a segment or checkpoint was replaced or removed)`);
+      config.logger.warn({ event: "import_mismatch", location: m.loc, from: m.from, expected: m.expected, got: m.got }, `the import of "${m.loc}" from server "${m.from}" was redone from the object store with revision ${m.got}, but it had revision ${m.expected} when it was made: the source's data changed since (a segment or checkpoint was replaced or removed)`);
     }
     for (const o of report.orphans) {
-      config.onWarning(o.removed ? `compaction output ${o.id} was an orphan (its compaction never switched in); deleted with its markers, its inputs are used` : `compaction output ${o.id} is an orphan but could not be deleted from the object store (${o.error}); it is never read, and deleted at the next open`);
+      config.logger.warn({ event: "compaction_orphan", output: o.id, removed: o.removed, ...(o.removed ? {} : { error: o.error }) }, o.removed ? `compaction output ${o.id} was an orphan (its compaction never switched in); deleted with its markers, its inputs are used` : `compaction output ${o.id} is an orphan but could not be deleted from the object store (${o.error}); it is never read, and deleted at the next open`);
     }
     for (const c of report.unknownOutputsKept) {
-      config.onWarning(`compaction output ${c.id} (segments ${c.lo}..${c.hi}) is unknown to the index but its inputs are gone; it is kept and replayed`);
+      config.logger.warn({ event: "compaction_output_kept", output: c.id, lo: c.lo, hi: c.hi }, `compaction output ${c.id} (segments ${c.lo}..${c.hi}) is unknown to the index but its inputs are gone; it is kept and replayed`);
     }
-    if (report.damagedIndexMovedTo) config.onWarning(`the index file was damaged; moved to ${report.damagedIndexMovedTo} and rebuilt from the log (delete it once it is no longer needed)`);
+    if (report.damagedIndexMovedTo) config.logger.warn({ event: "index_damaged", movedTo: report.damagedIndexMovedTo }, `the index file was damaged; moved to ${report.damagedIndexMovedTo} and rebuilt from the log (delete it once it is no longer needed)`);
     const log = SegmentLog.open(segmentsDir, config.limits, report.active, report.nextId, {}, config.io);
     log.setFsyncMode(config.fsync);
     let store: Store | undefined;
-    const queue = new CommitQueue(log, index, config.limits, (batch) => store!.committed(batch), config.clock, config.onWarning);
+    const queue = new CommitQueue(log, index, config.limits, (batch) => store!.committed(batch), config.clock, config.logger);
     store = new Store(config, index, log, queue, report, release);
     store.importer = importer;
     if (objects) {
@@ -189,7 +194,7 @@ export class Store {
         requestSeal: () => s.requestSeal(),
         forgetLocal: (seg) => log.forget(seg),
         activeSegment: () => log.activeId,
-        onWarning: config.onWarning,
+        logger: config.logger,
       });
       log.setEvents({ onSealed: (seg, bytes) => tier.onSealed(seg, bytes) });
       tier.start(listSegmentIds(segmentsDir), report.tierIds, report.tierSizes);
@@ -202,7 +207,7 @@ export class Store {
       limits: config.limits,
       serverId: config.id,
       clock: config.clock,
-      warn: config.onWarning,
+      logger: config.logger,
       tier: store.tier,
       exclusive: (fn) => queue.exclusive(fn),
     });
@@ -211,7 +216,7 @@ export class Store {
       const tier = s.tier;
       store.stopMaintenance = startMaintenance({
         limits: config.limits,
-        warn: (message) => config.onWarning(message),
+        logger: config.logger,
         sweep: () => s.sweep(),
         sealActive: () => s.sealActive(),
         dirtySince: () => log.dirtySince,
@@ -320,16 +325,25 @@ export class Store {
 
   /** @internal The stream message an index entry points to, verified (`lazy`: a chunked value is left unread). */
   readMessage(location: string, seq: number, ptr: Pointer, lazy = false): Promise<StoredMessage & { large?: LargeRead }> {
+    this.metrics?.read("stream_get", 1, ptr.len);
     return this.reader.readMessage(location, seq, ptr, lazy);
   }
 
   /** @internal The back-to-back stream records of a scan page from `start` on, each verified. */
   readStreamRun(location: string, entries: ReadonlyArray<{ seq: number; ptr: Pointer }>, start: number): Promise<{ records: StreamSetRecord[]; next: number }> {
-    return this.reader.readStreamRun(location, entries, start);
+    const m = this.metrics;
+    if (m === undefined) return this.reader.readStreamRun(location, entries, start);
+    return this.reader.readStreamRun(location, entries, start).then((run) => {
+      let bytes = 0;
+      for (let i = start; i < run.next; i++) bytes += entries[i]!.ptr.len;
+      m.read("stream_scan", run.next - start, bytes);
+      return run;
+    });
   }
 
   /** @internal The kv entry an index entry points to, verified (`lazy`: as readMessage). */
   readKvEntry(location: string, key: string, ptr: Pointer, lazy = false): Promise<KvEntry & { large?: LargeRead }> {
+    this.metrics?.read("kv_get", 1, ptr.len);
     return this.reader.readKvEntry(location, key, ptr, lazy);
   }
 
@@ -377,6 +391,7 @@ export class Store {
       assert(rec.t !== "chunk" && rec.t !== "import" && rec.t !== "config" && rec.rev === rev, "revision index points at its record");
       out.push(changeOf(rec, removed));
     }
+    this.metrics?.read("changes", out.length, bytes);
     return out;
   }
 
@@ -501,11 +516,12 @@ export class Store {
     // Object-ack writes issued together share one seal and one upload.
     setImmediate(() => {
       this.sealRequested = false;
-      if (!this.closing) this.sealActive().catch((err) => this.config.onWarning(`sealing failed: ${(err as Error).message}`));
+      if (!this.closing) this.sealActive().catch((err) => this.config.logger.warn({ event: "seal_failed", ...errorFields(err) }, `sealing failed: ${(err as Error).message}`));
     });
   }
 
   private committed(batch: Committed[]): void {
+    this.metrics?.committed(batch);
     if (this.listeners.size === 0) return;
     for (const c of batch) {
       if (c.record.t === "chunk" || c.record.t === "import" || c.record.t === "config") continue;
@@ -514,7 +530,7 @@ export class Store {
         try {
           listener(change);
         } catch (err) {
-          this.config.onWarning(`a change listener threw: ${(err as Error).message}`);
+          this.config.logger.warn({ event: "change_listener_threw", location: change.location, ...errorFields(err) }, `a change listener threw: ${(err as Error).message}`);
         }
       }
     }
@@ -530,7 +546,7 @@ export class Store {
     this.sweeping = true;
     try {
       const expired = await sweepExpired(this, this.index);
-      await this.ageSweep.run({ limits: this.limits, now: () => this.now(), submit: (op) => this.submit(op), readStreamRun: (l, e, s) => this.readStreamRun(l, e, s), warn: (m) => this.config.onWarning(m) }, this.index);
+      await this.ageSweep.run({ limits: this.limits, now: () => this.now(), submit: (op) => this.submit(op), readStreamRun: (l, e, s) => this.readStreamRun(l, e, s), logger: this.config.logger }, this.index);
       return { expired };
     } finally {
       this.sweeping = false;
@@ -558,6 +574,30 @@ export class Store {
         await this.tier.checkpoint();
       }
     });
+  }
+
+  /**
+   * Records this store's metrics into `metrics` (src/metrics/store-metrics.ts): a server calls it
+   * with its registry; an in-process user may too. Once per store.
+   */
+  instrument(metrics: Metrics): void {
+    this.checkOpen();
+    if (this.metrics !== undefined) throw new StrataError("INVALID_ARGUMENT", "this store already records its metrics into a registry");
+    const index = this.index;
+    const entries = (db: { getStats(): unknown }) => (db.getStats() as { entryCount?: number }).entryCount ?? 0;
+    const m = new StoreMetrics(metrics, {
+      queueDepth: () => this.queue.depth,
+      locations: () => entries(index.locs),
+      dedupEntries: () => entries(index.dedup),
+      fsyncs: () => this.log.fsyncCount,
+    });
+    this.queue.metrics = m;
+    const tier = this.tier;
+    if (tier) {
+      m.tier({ stats: () => tier.stats, cacheBytes: () => tier.localBytes, cacheLimitBytes: this.limits.cacheBytes });
+      tier.metrics = m;
+    }
+    this.metrics = m;
   }
 
   /** Number of fsyncs and of committed records so far (the benchmark reports fsyncs per write). */

@@ -1,5 +1,5 @@
 /**
- * `strata bench [--suite engine,net,tier,failover,compact,scale | all] [--tiny] [--runs N] [--out FILE] [--dir DIR]`: runs the
+ * `strata bench [--suite engine,net,tier,failover,compact,scale,cache,http | all] [--tiny] [--runs N] [--out FILE] [--dir DIR]`: runs the
  * chosen benchmark suites one after another and prints one JSON document keyed by suite, e.g.
  * `{ "engine": … }` (the default suite) or `{ "net": … }`. Progress goes to stderr.
  *
@@ -12,13 +12,18 @@
  * directory tier before and after, and a write load without vs during a compaction; bench/compact.ts),
  * `scale` (one server with 1,000,000 locations of 10 messages: its RSS while writing and after,
  * restart time to the first read, bytes on disk per payload byte, and a coordinator's RSS and locate
- * rate with 1,000,000 assignments; bench/scale.ts).
+ * rate with 1,000,000 assignments; bench/scale.ts), `cache` (kv gets from a client read cache against
+ * gets sent to the server, as a ratio, and what following live writes costs the cache; bench/cache.ts),
+ * `http` (kv PUT and GET throughput and latency through the HTTP gateway against a direct
+ * StrataClient, as ratios; bench/http.ts).
  * A new suite is one entry in SUITES.
  */
 import type { Command } from "commander";
+import { runCacheBench, type CacheBenchOptions } from "../../bench/cache.js";
 import { runCompactBench, type CompactBenchOptions } from "../../bench/compact.js";
 import { runEngineBench, type EngineBenchOptions } from "../../bench/engine.js";
 import { runFailoverBench, type FailoverBenchOptions } from "../../bench/failover.js";
+import { runHttpBench, type HttpBenchOptions } from "../../bench/http.js";
 import { parseRuns, type Scale } from "../../bench/lib/args.js";
 import { emit, stderrProgress } from "../../bench/lib/report.js";
 import { runNetBench, type NetBenchOptions } from "../../bench/net.js";
@@ -48,6 +53,8 @@ const SUITES: Readonly<Record<string, (options: SuiteOptions) => Promise<unknown
   failover: (o) => runFailoverBench(withDir<FailoverBenchOptions>({ scale: o.scale, runs: o.runs, progress: o.progress }, o.dir)),
   compact: (o) => runCompactBench(withDir<CompactBenchOptions>({ scale: o.scale, runs: o.runs, progress: o.progress }, o.dir)),
   scale: (o) => runScaleBench(withDir<ScaleBenchOptions>({ scale: o.scale, runs: o.runs, progress: o.progress }, o.dir)),
+  http: (o) => runHttpBench(withDir<HttpBenchOptions>({ scale: o.scale, runs: o.runs, progress: o.progress }, o.dir)),
+  cache: (o) => runCacheBench(withDir<CacheBenchOptions>({ scale: o.scale, runs: o.runs, progress: o.progress }, o.dir)),
 };
 
 const DEFAULT_SUITE = "engine";
@@ -70,7 +77,7 @@ export function parseSuites(text: string): string[] {
 export function register(program: Command): void {
   program
     .command("bench")
-    .description("run benchmark suites (engine: in-process store; net: Strata vs JetStream over NATS; tier: object storage against s3rver; failover: kill -9 recovery and the coordinator; compact: space given back by compaction and writes while it runs; scale: 1,000,000 locations on one server, its memory and restart time) and print their figures as JSON")
+    .description("run benchmark suites (engine: in-process store; net: Strata vs JetStream over NATS; tier: object storage against s3rver; failover: kill -9 recovery and the coordinator; compact: space given back by compaction and writes while it runs; scale: 1,000,000 locations on one server, its memory and restart time; cache: kv gets from a client read cache vs from the server; http: kv PUT/GET through the HTTP gateway vs a direct client) and print their figures as JSON")
     .option("--suite <names>", `suites to run, comma-separated (${Object.keys(SUITES).join(", ")}) or "all"`, DEFAULT_SUITE)
     .option("--tiny", "tiny inputs: finishes in seconds, checks that the benchmark works; the numbers mean nothing")
     .option("--runs <n>", "runs per figure; each figure is the median (default 5, or 1 with --tiny)")

@@ -28,7 +28,7 @@ import { parseCompactReport } from "../net/wire/compact-wire.js";
 import { DEFAULT_PREFIX, compactSubject, validatePrefix } from "../net/wire/subjects.js";
 import { decodeUntrusted, encode } from "../net/wire/wire-codec.js";
 import { errorOfReply, fromNatsError } from "../net/wire/wire-errors.js";
-import { addNatsFlags, natsOptions, type NatsFlags } from "./coordinator.js";
+import { NATS_FLAG_KEYS, addNatsFlags, natsOptions, type NatsFlags } from "./nats-flags.js";
 
 /** The CLI waits a little longer than the server's own bound, so that the server's TIMEOUT answer arrives. */
 export const COMPACT_TIMEOUT_MS_DEFAULT = DEFAULT_NET_LIMITS.compactRequestMs + 60_000;
@@ -91,7 +91,7 @@ type Target = { data: string } | { server: string };
 
 function checkDataFlags(flags: CompactFlags): CompactFlags & { data: string } {
   if (flags.data === undefined) throw new StrataError("INVALID_ARGUMENT", "strata compact needs --data DIR (a stopped server's data directory) or --server ID --nats URL (a running server)");
-  const stray = (["nats", "user", "pass", "creds", "natsInboxPrefix"] as const).filter((k) => flags[k] !== undefined);
+  const stray = NATS_FLAG_KEYS.filter((k) => flags[k] !== undefined);
   if (stray.length > 0) throw new StrataError("INVALID_ARGUMENT", `--data compacts a stopped server's directory directly; ${stray.map(flagName).join(", ")} go with --server`);
   if ((flags.tier === undefined) !== (flags.id === undefined)) {
     throw new StrataError("INVALID_ARGUMENT", "--tier and --id go together: the server's id names its data in the tier (use the --id the server runs with)");

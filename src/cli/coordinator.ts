@@ -1,28 +1,24 @@
 /**
- * `strata coordinator --data DIR --nats URL [--lease-ms N] [--prefix P] [--user U --pass P | --creds FILE]`:
+ * `strata coordinator --data DIR --nats URL [--lease-ms N] [--prefix P] [--user U --pass P | --creds FILE | --nkey FILE] [--tls-*]`:
  * runs the coordinator until SIGTERM or SIGINT, then stops answering, lets in-flight requests
  * finish, closes its LMDB state and drains the NATS connection before exiting 0.
  *
- * Also exports the two pieces `strata up` reuses: NATS connection options from flags, and
- * graceful shutdown on signals.
+ * Also exports graceful shutdown on signals, which `strata server` and `strata up` reuse (the NATS
+ * flags live in ./nats-flags.ts).
  */
-import fs from "node:fs";
 import type { Command } from "commander";
-import { connect, credsAuthenticator, type ConnectionOptions } from "nats";
 import { StrataError } from "../errors.js";
+import type { Logger } from "../logger.js";
 import { startCoordinator, type Coordinator } from "../net/coord/coordinator.js";
 import { DEFAULT_PREFIX } from "../net/wire/coordinator-protocol.js";
 import { DEFAULT_INBOX_PREFIX } from "../net/wire/subjects.js";
+import { cliLogger, type LogFlags } from "./config-sources.js";
+import { addNatsFlags, connectNats, type NatsFlags } from "./nats-flags.js";
+import { addMetricsFlags, startMetricsFromFlags, type MetricsFlags } from "./metrics-flags.js";
+import { watchNats } from "../metrics/nats-watch.js";
+import { coordinatorReadiness, type CoordinatorLive } from "../metrics/readiness.js";
 
-export interface NatsFlags {
-  nats: string;
-  user?: string;
-  pass?: string;
-  creds?: string;
-  natsInboxPrefix?: string;
-}
-
-interface CoordinatorFlags extends NatsFlags {
+interface CoordinatorFlags extends NatsFlags, LogFlags, MetricsFlags {
   data: string;
   prefix: string;
   leaseMs?: string;
@@ -31,64 +27,38 @@ interface CoordinatorFlags extends NatsFlags {
   inboxPrefix: string;
 }
 
-/** NATS connection options for a long-running Strata process: reconnect forever, named. */
-export function natsOptions(flags: NatsFlags, name: string): ConnectionOptions {
-  const options: ConnectionOptions = { servers: flags.nats.split(","), name, maxReconnectAttempts: -1 };
-  if ((flags.user === undefined) !== (flags.pass === undefined)) {
-    throw new StrataError("INVALID_ARGUMENT", "--user and --pass go together");
-  }
-  if (flags.creds !== undefined && flags.user !== undefined) {
-    throw new StrataError("INVALID_ARGUMENT", "use either --creds or --user/--pass, not both");
-  }
-  if (flags.user !== undefined) {
-    options.user = flags.user;
-    options.pass = flags.pass;
-  }
-  if (flags.natsInboxPrefix !== undefined) options.inboxPrefix = flags.natsInboxPrefix;
-  if (flags.creds !== undefined) {
-    let creds: Uint8Array;
-    try {
-      creds = fs.readFileSync(flags.creds);
-    } catch (cause) {
-      throw new StrataError("INVALID_ARGUMENT", `cannot read the credentials file ${flags.creds}: ${(cause as Error).message}`, { cause });
-    }
-    options.authenticator = credsAuthenticator(creds);
-  }
-  return options;
-}
-
 /**
  * Calls `shutdown` once on the first SIGTERM or SIGINT, then exits 0 (1 if shutdown failed).
  * A second signal while shutting down exits at once, for an operator who does not want to wait.
+ * With a logger, each step is a log event (`shutdown_started`, `stopped`, `shutdown_failed`);
+ * without one, a line on stderr.
  */
-export function exitOnSignal(what: string, shutdown: () => Promise<void>): void {
+export function exitOnSignal(what: string, shutdown: () => Promise<void>, logger?: Logger): void {
   let stopping = false;
+  const say = (level: "info" | "error", fields: { event: string } & Record<string, unknown>, message: string): void => {
+    if (logger) logger[level](fields, message);
+    else process.stderr.write(`${what}: ${message}\n`);
+  };
   const onSignal = (signal: NodeJS.Signals): void => {
     if (stopping) {
-      process.stderr.write(`${what}: ${signal} again, exiting without waiting\n`);
+      say("error", { event: "shutdown_forced", signal }, `${signal} again, exiting without waiting`);
       process.exit(1);
     }
     stopping = true;
-    process.stderr.write(`${what}: ${signal}, shutting down\n`);
+    say("info", { event: "shutdown_started", signal }, `${signal}, shutting down`);
     shutdown().then(
-      () => process.exit(0),
+      () => {
+        say("info", { event: "stopped" }, "stopped");
+        process.exit(0);
+      },
       (err: unknown) => {
-        process.stderr.write(`${what}: shutdown failed: ${(err as Error)?.stack ?? String(err)}\n`);
+        say("error", { event: "shutdown_failed", error: (err as Error)?.message ?? String(err), stack: (err as Error)?.stack }, `shutdown failed: ${(err as Error)?.stack ?? String(err)}`);
         process.exit(1);
       },
     );
   };
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
-}
-
-export function addNatsFlags(command: Command): Command {
-  return command
-    .requiredOption("--nats <url>", "NATS server URL(s), comma-separated")
-    .option("--user <user>", "NATS user (with --pass)")
-    .option("--pass <password>", "NATS password (with --user)")
-    .option("--creds <file>", "NATS credentials file (JWT + nkey)")
-    .option("--nats-inbox-prefix <prefix>", "inbox of this process's own requests (match the NATS user's subscribe permission, e.g. _INBOX.strata-server)");
 }
 
 export function register(program: Command): void {
@@ -101,13 +71,19 @@ export function register(program: Command): void {
     .option("--lease-renew-ms <ms>", "how often servers renew (default lease/5)")
     .option("--lease-margin-ms <ms>", "margin for message delay and clock-rate skew (default lease/5)")
     .option("--inbox-prefix <prefix>", "answer only reply subjects below this prefix (your clients' inboxPrefix)", DEFAULT_INBOX_PREFIX);
-  addNatsFlags(command).action(async (flags: CoordinatorFlags) => {
+  addNatsFlags(addMetricsFlags(command)).action(async (flags: CoordinatorFlags) => {
+    const logger = cliLogger(flags, { component: "coordinator" });
     const limits = {
       ...msFlag(flags.leaseMs, "--lease-ms", "leaseMs"),
       ...msFlag(flags.leaseRenewMs, "--lease-renew-ms", "leaseRenewMs"),
       ...msFlag(flags.leaseMarginMs, "--lease-margin-ms", "leaseMarginMs"),
     };
-    const nc = await connect(natsOptions(flags, "strata-coordinator"));
+    // /readyz: the coordinator's state is open and it is connected to NATS.
+    const live: CoordinatorLive = {};
+    const { metrics, endpoint } = await startMetricsFromFlags(flags, coordinatorReadiness(live));
+    if (endpoint) logger.info({ event: "metrics_listening", url: endpoint.url, port: endpoint.port }, `metrics on ${endpoint.url}/metrics (/healthz, /readyz), port ${endpoint.port}`);
+    const nc = await connectNats(flags, "strata-coordinator");
+    live.nats = watchNats(nc);
     let coordinator: Coordinator;
     try {
       coordinator = await startCoordinator({
@@ -116,26 +92,36 @@ export function register(program: Command): void {
         prefix: flags.prefix,
         inboxPrefix: flags.inboxPrefix,
         limits,
-        onWarning: (m) => log(`warning: ${m}`),
-        onEvent: log,
+        logger,
+        ...(metrics ? { metrics } : {}),
       });
     } catch (err) {
       await nc.close();
       throw err;
     }
+    live.coordinator = coordinator;
     const l = coordinator.limits;
-    log(`coordinator ready on ${flags.prefix}.coord.* via ${nc.getServer()}, state in ${flags.data}, lease ${l.leaseMs} ms (renew ${l.leaseRenewMs}, margin ${l.leaseMarginMs})`);
+    logger.info(
+      { event: "coordinator_ready", prefix: flags.prefix, nats: nc.getServer(), data: flags.data, leaseMs: l.leaseMs, leaseRenewMs: l.leaseRenewMs, leaseMarginMs: l.leaseMarginMs },
+      `coordinator ready on ${flags.prefix}.coord.* via ${nc.getServer()}, state in ${flags.data}, lease ${l.leaseMs} ms (renew ${l.leaseRenewMs}, margin ${l.leaseMarginMs})`,
+    );
     void nc.closed().then((err) => {
       // Closed by anything but our own shutdown (e.g. the server refused the credentials).
       if (err) {
-        log(`NATS connection closed: ${err.message}`);
+        logger.error({ event: "nats_closed", error: err.message }, `NATS connection closed: ${err.message}`);
         process.exit(1);
       }
     });
-    exitOnSignal("strata coordinator", async () => {
-      await coordinator.stop();
-      await nc.drain();
-    });
+    exitOnSignal(
+      "strata coordinator",
+      async () => {
+        await coordinator.stop();
+        await nc.drain();
+        live.nats?.stop();
+        await endpoint?.close();
+      },
+      logger,
+    );
   });
 }
 
@@ -147,6 +133,3 @@ export function msFlag(value: string | undefined, flag: string, name: string): R
   return { [name]: n };
 }
 
-function log(line: string): void {
-  process.stdout.write(`${new Date().toISOString()} ${line}\n`);
-}

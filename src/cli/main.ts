@@ -1,33 +1,12 @@
 /**
- * The `strata` command line. Each command lives in its own file and registers itself here.
+ * The `strata` command line: builds the program (program.ts) with the command asked for and runs
+ * it; a failure prints `strata: CODE: message` on stderr and exits 1.
  */
-import { Command } from "commander";
 import { StrataError } from "../errors.js";
-
-/**
- * Each command's module, loaded only when that command runs (all of them for help or a typo):
- * a coordinator need not load the engine, nor a server the benchmarks, which keeps each
- * process's memory to what it uses. Listed in the order help shows them.
- */
-const COMMANDS: Record<string, () => Promise<{ register(program: Command): void }>> = {
-  reindex: () => import("./reindex.js"),
-  server: () => import("./server.js"),
-  bench: () => import("./bench.js"),
-  coordinator: () => import("./coordinator.js"),
-  up: () => import("./up.js"),
-  move: () => import("./move.js"),
-  drain: () => import("./drain.js"),
-  stat: () => import("./stat.js"),
-  compact: () => import("./compact.js"),
-};
-
-const program = new Command();
-program.name("strata").description("Strata: streams and kv stores over core NATS, with tiered storage").showHelpAfterError();
+import { COMMANDS, buildProgram } from "./program.js";
 
 const asked = process.argv[2];
-const load = asked !== undefined && Object.hasOwn(COMMANDS, asked) ? [asked] : Object.keys(COMMANDS);
-for (const name of load) (await COMMANDS[name]!()).register(program);
-
+const program = await buildProgram(asked !== undefined && Object.hasOwn(COMMANDS, asked) ? [asked] : Object.keys(COMMANDS));
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (StrataError.is(err)) {
     process.stderr.write(`strata: ${err.code}: ${err.message}\n`);

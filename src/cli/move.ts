@@ -7,7 +7,7 @@
 import type { Command } from "commander";
 import { parseMoveReply } from "../net/wire/coordinator-parsers.js";
 import { DEFAULT_PREFIX, coordSubjects } from "../net/wire/coordinator-protocol.js";
-import { addNatsFlags } from "./coordinator.js";
+import { addNatsFlags } from "./nats-flags.js";
 import { OPERATOR_TIMEOUT_MS_DEFAULT, operatorRequest, type OperatorFlags } from "./operator-request.js";
 
 interface MoveFlags extends OperatorFlags {

@@ -8,7 +8,7 @@ import { connect } from "nats";
 import { StrataError } from "../errors.js";
 import { SERVER_HEADER, decodeBody, encodeBody } from "../net/wire/coordinator-protocol.js";
 import { errorOfReply, fromNatsError } from "../net/wire/wire-errors.js";
-import { natsOptions, type NatsFlags } from "./coordinator.js";
+import { natsOptions, type NatsFlags } from "./nats-flags.js";
 
 export const OPERATOR_TIMEOUT_MS_DEFAULT = 60_000;
 

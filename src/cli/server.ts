@@ -1,5 +1,5 @@
 /**
- * `strata server --id NAME --data DIR --nats URL [--prefix strata] [--creds FILE | --user U --pass P]
+ * `strata server --id NAME --data DIR --nats URL [--prefix strata] [--creds FILE | --nkey FILE | --user U --pass P]
  *  [--tls-ca FILE --tls-cert FILE --tls-key FILE] [--tier dir:/path | --tier s3://…] [--cache-bytes N]
  *  [--seal-interval-ms N] [--fsync always|interval] [--inbox-prefix _INBOX] [--standalone] [--no-compaction]`:
  * serves one data directory over NATS until SIGTERM or SIGINT, then refuses new requests, lets
@@ -7,19 +7,20 @@
  * closes the store and drains the connection before exiting 0.
  */
 import type { Command } from "commander";
-import { connect, type ConnectionOptions } from "nats";
 import { StrataError } from "../errors.js";
 import { startServer, type StrataServer } from "../net/server/server.js";
 import { DEFAULT_INBOX_PREFIX, DEFAULT_PREFIX } from "../net/wire/subjects.js";
-import { addNatsFlags, exitOnSignal, natsOptions, type NatsFlags } from "./coordinator.js";
+import { exitOnSignal } from "./coordinator.js";
+import { cliLogger, type LogFlags } from "./config-sources.js";
+import { addNatsFlags, connectNats, natsOptions, type NatsFlags } from "./nats-flags.js";
+import { addMetricsFlags, startMetricsFromFlags, type MetricsFlags } from "./metrics-flags.js";
+import { watchNats } from "../metrics/nats-watch.js";
+import { serverReadiness, type ServerLive } from "../metrics/readiness.js";
 
-interface ServerFlags extends NatsFlags {
+interface ServerFlags extends NatsFlags, LogFlags, MetricsFlags {
   id: string;
   data: string;
   prefix: string;
-  tlsCa?: string;
-  tlsCert?: string;
-  tlsKey?: string;
   tier?: string;
   cacheBytes?: string;
   sealIntervalMs?: string;
@@ -36,9 +37,6 @@ export function register(program: Command): void {
     .requiredOption("--id <name>", "server id (1..64 of [-_a-zA-Z0-9]); names its subjects and its data in the tier")
     .requiredOption("--data <dir>", "data directory (segments and index)")
     .option("--prefix <prefix>", "subject prefix", DEFAULT_PREFIX)
-    .option("--tls-ca <file>", "CA certificate to verify nats-server with")
-    .option("--tls-cert <file>", "client certificate for nats-server (with --tls-key)")
-    .option("--tls-key <file>", "client key for nats-server (with --tls-cert)")
     .option("--tier <uri>", "cold tier: dir:/path or s3://bucket/prefix?endpoint=URL")
     .option("--cache-bytes <n>", "local byte budget for segments already in the tier")
     .option("--seal-interval-ms <n>", "seal and ship a dirty segment at least this often (default 1000)")
@@ -46,22 +44,22 @@ export function register(program: Command): void {
     .option("--inbox-prefix <prefix>", "answer only reply subjects below this prefix (your clients' inboxPrefix)", DEFAULT_INBOX_PREFIX)
     .option("--standalone", "serve every location asked for, with no coordinator, lease or failover (one server alone, clients pinned to it)")
     .option("--no-compaction", "do not compact in the background (strata compact --server still does)");
-  addNatsFlags(command).action(async (flags: ServerFlags) => {
-    const options = withTls(natsOptions(flags, `strata-server-${flags.id}`), flags);
+  addNatsFlags(addMetricsFlags(command)).action(async (flags: ServerFlags) => {
+    const logger = cliLogger(flags, { server: flags.id });
+    const options = natsOptions(flags, `strata-server-${flags.id}`);
     const storeOptions = {
       ...(flags.tier !== undefined ? { tier: flags.tier } : {}),
       ...(flags.cacheBytes !== undefined ? { cacheBytes: positiveInt(flags.cacheBytes, "--cache-bytes") } : {}),
       ...(flags.sealIntervalMs !== undefined ? { sealIntervalMs: positiveInt(flags.sealIntervalMs, "--seal-interval-ms") } : {}),
       fsync: fsyncMode(flags.fsync),
       compaction: flags.compaction,
-      onWarning: (m: string) => log(`warning: ${m}`),
     };
-    let nc;
-    try {
-      nc = await connect(options);
-    } catch (err) {
-      throw new StrataError("UNAVAILABLE", `cannot connect to NATS at ${flags.nats}: ${(err as Error).message}`, { cause: err });
-    }
+    // /readyz: recovered (the server started), connected to NATS, and under a coordinator holding its lease.
+    const live: ServerLive = {};
+    const { metrics, endpoint } = await startMetricsFromFlags(flags, serverReadiness(live, flags.standalone !== true));
+    if (endpoint) logger.info({ event: "metrics_listening", url: endpoint.url, port: endpoint.port }, `metrics on ${endpoint.url}/metrics (/healthz, /readyz), port ${endpoint.port}`);
+    const nc = await connectNats(flags, `strata-server-${flags.id}`, options);
+    live.nats = watchNats(nc);
     let server: StrataServer;
     try {
       server = await startServer({
@@ -72,23 +70,34 @@ export function register(program: Command): void {
         storeOptions,
         nats: nc,
         standalone: flags.standalone === true,
-        onWarning: (m) => log(`warning: ${m}`),
+        logger,
+        ...(metrics ? { metrics } : {}),
       });
     } catch (err) {
       await nc.close();
       throw err;
     }
-    log(`server "${flags.id}" ready on ${flags.prefix}.{w,r}.${flags.id}.> via ${nc.getServer()}, data in ${flags.data}`);
+    live.server = server;
+    logger.info(
+      { event: "server_ready", prefix: flags.prefix, nats: nc.getServer(), data: flags.data, standalone: flags.standalone === true },
+      `server "${flags.id}" ready on ${flags.prefix}.{w,r}.${flags.id}.> via ${nc.getServer()}, data in ${flags.data}`,
+    );
     void nc.closed().then((err) => {
       if (err) {
-        log(`NATS connection closed: ${err.message}`);
+        logger.error({ event: "nats_closed", error: err.message }, `NATS connection closed: ${err.message}`);
         process.exit(1);
       }
     });
-    exitOnSignal("strata server", async () => {
-      await server.stop();
-      await nc.drain();
-    });
+    exitOnSignal(
+      "strata server",
+      async () => {
+        await server.stop();
+        await nc.drain();
+        live.nats?.stop();
+        await endpoint?.close();
+      },
+      logger,
+    );
   });
 }
 
@@ -97,26 +106,9 @@ function fsyncMode(value: string): "always" | "interval" {
   return value;
 }
 
-function withTls(options: ConnectionOptions, flags: ServerFlags): ConnectionOptions {
-  if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) {
-    throw new StrataError("INVALID_ARGUMENT", "--tls-cert and --tls-key go together");
-  }
-  if (flags.tlsCa === undefined && flags.tlsCert === undefined) return options;
-  return {
-    ...options,
-    tls: {
-      ...(flags.tlsCa !== undefined ? { caFile: flags.tlsCa } : {}),
-      ...(flags.tlsCert !== undefined ? { certFile: flags.tlsCert, keyFile: flags.tlsKey! } : {}),
-    },
-  };
-}
-
 function positiveInt(text: string, flag: string): number {
   const n = Number(text);
   if (!Number.isSafeInteger(n) || n <= 0) throw new StrataError("INVALID_ARGUMENT", `${flag} must be a positive integer, got "${text}"`);
   return n;
 }
 
-function log(line: string): void {
-  process.stdout.write(`${new Date().toISOString()} strata server: ${line}\n`);
-}

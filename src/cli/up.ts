@@ -21,6 +21,8 @@ import { connect, type NatsConnection } from "nats";
 import { startCoordinator, type Coordinator } from "../net/coord/coordinator.js";
 import { DEFAULT_PREFIX } from "../net/wire/coordinator-protocol.js";
 import { startServer } from "../net/server/server.js";
+import { silentLogger, type Logger } from "../logger.js";
+import { cliLogger, type LogFlags } from "./config-sources.js";
 import { exitOnSignal } from "./coordinator.js";
 
 const NATS_READY_TIMEOUT_MS = 15_000;
@@ -30,10 +32,13 @@ const NATS_SERVER_FALLBACK_DIRS = ["/usr/sbin", "/usr/local/sbin", "/usr/local/b
 const SERVER_ID = "local-1";
 const LOG_TAIL_CHARS = 2000;
 
-interface UpFlags {
+interface UpFlags extends LogFlags {
   data: string;
   port: string;
 }
+
+/** This process's logger (stdout, --log-level/--log-format); set when the command starts. */
+let logger: Logger = silentLogger;
 
 interface Layout {
   root: string;
@@ -59,6 +64,7 @@ export function register(program: Command): void {
 }
 
 async function up(flags: UpFlags): Promise<void> {
+  logger = cliLogger(flags, { component: "up" });
   const port = Number(flags.port);
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
     fail(`--port must be a TCP port (1..65535), got ${JSON.stringify(flags.port)}`);
@@ -77,12 +83,11 @@ async function up(flags: UpFlags): Promise<void> {
   const shutdown = (): Promise<void> =>
     (stopping ??= (async () => {
       // Reverse order of start; each part is stopped even if an earlier one failed.
-      for (const { what, part } of stack.reverse()) await part.stop().catch((err: unknown) => log(`stopping the ${what} failed: ${String(err)}`));
+      for (const { what, part } of stack.reverse()) await part.stop().catch((err: unknown) => logger.error({ event: "stop_failed", part: what, error: String(err) }, `stopping the ${what} failed: ${String(err)}`));
       for (const nc of connections) await nc.drain().catch(() => nc.close());
       await nats.stop();
-      log("stopped");
     })());
-  exitOnSignal("strata up", shutdown);
+  exitOnSignal("strata up", shutdown, logger);
 
   try {
     const coordNc = await connect({ servers: url, name: "strata-up-coordinator", maxReconnectAttempts: -1 });
@@ -91,8 +96,7 @@ async function up(flags: UpFlags): Promise<void> {
       nc: coordNc,
       dataDir: dirs.coordinator,
       prefix: DEFAULT_PREFIX,
-      onWarning: (m) => log(`coordinator warning: ${m}`),
-      onEvent: (m) => log(`coordinator: ${m}`),
+      logger: logger.child({ component: "coordinator" }),
     });
     stack.push({ what: "coordinator", part: coordinator });
 
@@ -100,14 +104,14 @@ async function up(flags: UpFlags): Promise<void> {
     connections.push(serverNc);
     stack.push({ what: "server", part: await startPersistenceServer(serverNc, dirs) });
   } catch (err) {
-    log(`start-up failed: ${(err as Error)?.message ?? String(err)}`);
+    logger.error({ event: "startup_failed", error: (err as Error)?.message ?? String(err) }, `start-up failed: ${(err as Error)?.message ?? String(err)}`);
     await shutdown();
     process.exit(1);
   }
 
   void nats.exited.then((code) => {
     if (stopping) return;
-    log(`nats-server exited unexpectedly (${code}); see ${path.join(dirs.nats, "nats-server.log")}`);
+    logger.error({ event: "nats_server_exited", code, log: path.join(dirs.nats, "nats-server.log") }, `nats-server exited unexpectedly (${code}); see ${path.join(dirs.nats, "nats-server.log")}`);
     void shutdown().finally(() => process.exit(1));
   });
   printHowToConnect(url, dirs);
@@ -119,11 +123,11 @@ async function startPersistenceServer(nc: NatsConnection, dirs: Layout): Promise
     id: SERVER_ID,
     prefix: DEFAULT_PREFIX,
     dir: dirs.server,
-    storeOptions: { tier: `dir:${dirs.tier}`, onWarning: (m) => log(`server warning: ${m}`) },
+    storeOptions: { tier: `dir:${dirs.tier}` },
     nats: nc,
-    onWarning: (m) => log(`server warning: ${m}`),
+    logger: logger.child({ component: "server", server: SERVER_ID }),
   });
-  log(`persistence server "${SERVER_ID}" ready, data in ${dirs.server}, tier ${dirs.tier}`);
+  logger.info({ event: "server_ready", server: SERVER_ID, data: dirs.server, tier: dirs.tier }, `persistence server "${SERVER_ID}" ready, data in ${dirs.server}, tier ${dirs.tier}`);
   return server;
 }
 
@@ -220,7 +224,7 @@ async function startNats(binary: string, dirs: Layout, port: number): Promise<Ru
     const inUse = /address already in use/i.test(tail) ? `\nPort ${port} is taken; pick another with --port.` : "";
     fail(`nats-server did not start (log: ${logFile}):\n${tail.trim()}${inUse}`);
   }
-  log(`nats-server ${child.pid} ready on 127.0.0.1:${port}`);
+  logger.info({ event: "nats_server_ready", pid: child.pid, port }, `nats-server ${child.pid} ready on 127.0.0.1:${port}`);
   return {
     exited,
     async stop() {
@@ -236,9 +240,6 @@ async function startNats(binary: string, dirs: Layout, port: number): Promise<Ru
   };
 }
 
-function log(line: string): void {
-  process.stderr.write(`${new Date().toISOString()} ${line}\n`);
-}
 
 function fail(message: string): never {
   process.stderr.write(`strata up: ${message}\n`);

@@ -23,6 +23,7 @@
  * Not to be confused with the records replay could not apply (apply.ts, `sys` "quarantine/…").
  */
 import type { Database } from "lmdb";
+import type { Logger } from "../logger.js";
 import type { LmdbIndex } from "./lmdb-index.js";
 import { indexExists, openIndexReadOnly, type ReadOnlyIndex } from "./read-only-index.js";
 
@@ -113,13 +114,13 @@ export function cameBackWarning({ location, from, q }: { location: string; from:
  * The entries of the index in `indexDir` (empty when it has none, or cannot be read: then a
  * warning says they are not carried over), read-only, for a rebuild to write back.
  */
-export async function savedQuarantine(indexDir: string, warn: (message: string) => void): Promise<QuarantineEntry[]> {
+export async function savedQuarantine(indexDir: string, logger: Logger): Promise<QuarantineEntry[]> {
   if (!indexExists(indexDir)) return [];
   let index: ReadOnlyIndex;
   try {
     index = openIndexReadOnly(indexDir);
   } catch (err) {
-    warn(`the moved-away quarantine of the index being replaced cannot be read (${(err as Error).message}); it is not carried over to the rebuilt index`);
+    logger.warn({ event: "quarantine_not_carried", error: (err as Error).message }, `the moved-away quarantine of the index being replaced cannot be read (${(err as Error).message}); it is not carried over to the rebuilt index`);
     return [];
   }
   try {

@@ -34,6 +34,12 @@ import { EXIT_TIMEOUT_MS, StrataProcess, pidAlive, runCli, waitFor, type Proc } 
 
 export { pidAlive, runCli, waitFor, type Proc };
 
+/**
+ * A server's ready line: `server "<id>" ready` as a script prints it, or the `strata server` JSON
+ * log line, whose message has the quotes escaped (`server \"<id>\" ready`).
+ */
+export const SERVER_READY = /server \\?"[^"\\]+\\?" ready/;
+
 export interface ClusterOptions {
   /** Persistence servers, ids s1..sN. Default 3. */
   servers?: number;
@@ -165,7 +171,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
     const serverIds: string[] = [];
     for (let k = 1; k <= serverCount; k++) {
       const id = `s${k}`;
-      const p = new StrataProcess(id, serverArgs(id), /server ".*" ready/, serverProcess);
+      const p = new StrataProcess(id, serverArgs(id), SERVER_READY, serverProcess);
       servers.push(p);
       serverIds.push(id);
       procs.push(p);
@@ -189,7 +195,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
         return p;
       },
       async addServer(id) {
-        const p = new StrataProcess(id, serverArgs(id), /server ".*" ready/, serverProcess);
+        const p = new StrataProcess(id, serverArgs(id), SERVER_READY, serverProcess);
         procs.push(p);
         servers.push(p);
         serverIds.push(id);

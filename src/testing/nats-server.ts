@@ -8,6 +8,7 @@
  *   const nats = await startNatsServer({ maxPayload: 64 * 1024 }); // small max_payload
  *   const nats = await startNatsServer({ config: "authorization { … }" });
  *   const nats = await startNatsServer({ jetstream: true });       // JetStream, files in the temp dir
+ *   const nats = await startNatsServer({ configFile: "deploy/secure/nats-server.conf", env: { … } });
  *   nats.url; nats.port; nats.pid;
  *   await nats.restart();   // same port, same config (clients reconnect)
  *   await nats.stop();      // idempotent
@@ -18,7 +19,9 @@
  * has logged that it is ready, never a fixed sleep.
  * Only the process started here is ever signalled, by its PID. Address and port are given on the
  * command line, which overrides any `listen`/`port`/`host` in the config text (so a shipped config
- * such as deploy/nats-server.conf can be passed as it is).
+ * such as deploy/nats-server.conf can be passed as it is). `configFile` runs a config file where it
+ * lies, unchanged (its `include`s and `$VAR`s resolve as in production), with `env` added to the
+ * environment of nats-server.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -34,6 +37,10 @@ export interface NatsServerOptions {
   maxPayload?: number;
   /** Enables JetStream with its store in this server's temp dir (removed by stop()); kept across restart(). */
   jetstream?: boolean;
+  /** Runs this config file as it is instead of a generated one (not with config/maxPayload/jetstream). */
+  configFile?: string;
+  /** Added to nats-server's environment (a config's `$VAR`s read it). */
+  env?: Record<string, string>;
 }
 
 export interface RunningNatsServer {
@@ -54,11 +61,20 @@ const PORT_ATTEMPTS = 5;
 
 export async function startNatsServer(options: NatsServerOptions = {}): Promise<RunningNatsServer> {
   const dir = await mkdtemp(join(tmpdir(), "strata-nats-"));
-  const confPath = join(dir, "nats-server.conf");
-  const lines = [options.config ?? ""];
-  if (options.maxPayload !== undefined) lines.push(`max_payload: ${options.maxPayload}`);
-  if (options.jetstream) lines.push(`jetstream { store_dir: ${JSON.stringify(join(dir, "jetstream"))} }`);
-  await writeFile(confPath, lines.join("\n") + "\n");
+  let confPath = join(dir, "nats-server.conf");
+  if (options.configFile !== undefined) {
+    if (options.config !== undefined || options.maxPayload !== undefined || options.jetstream) {
+      await rm(dir, { recursive: true, force: true });
+      throw new Error("startNatsServer: configFile runs a file as it is; config, maxPayload and jetstream go without it");
+    }
+    confPath = options.configFile;
+  } else {
+    const lines = [options.config ?? ""];
+    if (options.maxPayload !== undefined) lines.push(`max_payload: ${options.maxPayload}`);
+    if (options.jetstream) lines.push(`jetstream { store_dir: ${JSON.stringify(join(dir, "jetstream"))} }`);
+    await writeFile(confPath, lines.join("\n") + "\n");
+  }
+  const env = options.env ? { ...process.env, ...options.env } : process.env;
 
   let child: ChildProcess | undefined;
   let port = 0;
@@ -66,7 +82,7 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
   for (let attempt = 0; attempt < PORT_ATTEMPTS && !child; attempt++) {
     port = await freePort();
     try {
-      child = await launch(confPath, port);
+      child = await launch(confPath, port, env);
     } catch (err) {
       lastError = err;
     }
@@ -92,7 +108,7 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
       let err: unknown;
       for (let attempt = 0; attempt < PORT_ATTEMPTS; attempt++) {
         try {
-          current = await launch(confPath, port);
+          current = await launch(confPath, port, env);
           return;
         } catch (e) {
           err = e;
@@ -113,8 +129,8 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
 }
 
 /** Starts nats-server on `port` and resolves once it accepts TCP connections. */
-async function launch(confPath: string, port: number): Promise<ChildProcess> {
-  const child = spawn(BIN, ["-c", confPath, "-a", "127.0.0.1", "-p", String(port)], { stdio: ["ignore", "ignore", "pipe"] });
+async function launch(confPath: string, port: number, env: NodeJS.ProcessEnv): Promise<ChildProcess> {
+  const child = spawn(BIN, ["-c", confPath, "-a", "127.0.0.1", "-p", String(port)], { stdio: ["ignore", "ignore", "pipe"], env });
   let log = "";
   child.stderr!.on("data", (d: Buffer) => {
     if (log.length < 20_000) log += d.toString();

@@ -59,6 +59,8 @@ export interface ProcessOptions {
   script?: string;
   /** Open an IPC channel to the child (`request`). */
   ipc?: boolean;
+  /** Environment variables set for the child on top of this process's (e.g. `STRATA_<FLAG>`). */
+  env?: Record<string, string>;
 }
 
 /** Polls `condition` every `intervalMs` until it returns a truthy value; throws after `timeoutMs`. */
@@ -90,9 +92,9 @@ export function pidAlive(pid: number): boolean {
 }
 
 /** A `strata` command run to its end (drain, move, …), killed by its PID after `timeoutMs`. */
-export function runCli(args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function runCli(args: string[], timeoutMs: number, env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", CLI, ...args], { cwd: REPO_ROOT, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, ["--import", "tsx", CLI, ...args], { cwd: REPO_ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
     let stdout = "";
     let stderr = "";
     child.stdout!.on("data", (d: Buffer) => (stdout += d.toString()));
@@ -151,7 +153,7 @@ export class StrataProcess implements Proc {
   async start(): Promise<void> {
     if (this.running) throw new Error(`${this.name} is already running (pid ${this.pid})`);
     const stdio: Array<"ignore" | "pipe" | "ipc"> = this.options.ipc ? ["ignore", "pipe", "pipe", "ipc"] : ["ignore", "pipe", "pipe"];
-    const child = spawn(process.execPath, ["--import", "tsx", this.options.script ?? CLI, ...this.args], { cwd: REPO_ROOT, stdio });
+    const child = spawn(process.execPath, ["--import", "tsx", this.options.script ?? CLI, ...this.args], { cwd: REPO_ROOT, stdio, env: { ...process.env, ...this.options.env } });
     this.child = child;
     this.isPaused = false;
     this.current = "";

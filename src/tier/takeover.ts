@@ -50,6 +50,7 @@ import type { ImportRecord, LogRecord, Pointer } from "../log/record.js";
 import { SEGMENT_HEADER_BYTES } from "../log/segment-files.js";
 import { isCompacted, resolveSegments, type Cover, type SegmentEntry } from "../log/segment-set.js";
 import type { Limits } from "../limits.js";
+import type { Logger } from "../logger.js";
 import { listCheckpoints, readCheckpoint } from "./checkpoints.js";
 import { OriginCopy, extractRows } from "./origin-copy.js";
 import type { ObjectStore } from "./object-store.js";
@@ -116,7 +117,7 @@ export class Importer {
     private readonly objects: ObjectStore,
     private readonly limits: Limits,
     private readonly tmpRoot: string,
-    private readonly warn: (message: string) => void,
+    private readonly logger: Logger,
   ) {
     // Directories of copies a previous process left behind (a crash) are of no use.
     fs.rmSync(tmpRoot, { recursive: true, force: true });
@@ -218,7 +219,7 @@ export class Importer {
         if (!StrataError.is(err, "CORRUPT")) throw err;
         call.damaged.add(key);
         this.stats.damagedCheckpoints++;
-        this.warn(`CORRUPT: ${err.message} (taking over "${req.loc}" from server "${req.from}")`);
+        this.logger.error({ event: "takeover_checkpoint_damaged", code: "CORRUPT", location: req.loc, from: req.from, checkpoint: key, error: err.message }, `CORRUPT: ${err.message} (taking over "${req.loc}" from server "${req.from}")`);
         continue;
       }
       if (raw === undefined) continue; // deleted since the listing (pruned): an older one will do
@@ -229,7 +230,7 @@ export class Importer {
         if (!StrataError.is(err, "CORRUPT")) throw err;
         call.damaged.add(key);
         this.stats.damagedCheckpoints++;
-        this.warn(`CORRUPT: checkpoint ${key} of server "${req.from}" cannot be opened (${err.message}); an older one is used`);
+        this.logger.error({ event: "takeover_checkpoint_damaged", code: "CORRUPT", location: req.loc, from: req.from, checkpoint: key, error: err.message }, `CORRUPT: checkpoint ${key} of server "${req.from}" cannot be opened (${err.message}); an older one is used`);
         continue;
       }
       this.stats.checkpointsRead++;
@@ -267,7 +268,7 @@ export class Importer {
   /** Applies `from`'s records of `req.loc` after the copy's position, up to the cut, to the copy. */
   private async catchUp(call: Call, copy: OriginCopy, req: ImportRequest, depth: number): Promise<void> {
     const done = copy.applied.get(req.loc);
-    const { entries, known } = originEntries(await this.listSegments(req.from, call), copy, req, this.warn);
+    const { entries, known } = originEntries(await this.listSegments(req.from, call), copy, req, this.logger);
     const start = done === undefined ? startOf(copy.start, entries, known) : { order: done + 1, seg: -1, off: SEGMENT_HEADER_BYTES };
     for (const { id, order } of entries) {
       if (order < start.order) continue;
@@ -301,7 +302,7 @@ export class Importer {
     const last = items[items.length - 1]!.ptr;
     const applied = applyRecords(copy.index, items, { replay: true, dedupWindowMs: this.limits.dedupWindowMs, now }, { seg: last.seg, off: last.off + last.len });
     for (const q of applied.quarantined) {
-      this.warn(`a record of "${q.loc}" at segment ${q.ptr.seg} offset ${q.ptr.off} of server "${copy.from}" could not be applied (${q.reason}); the takeover skips it`);
+      this.logger.warn({ event: "takeover_record_skipped", location: q.loc, segment: q.ptr.seg, offset: q.ptr.off, from: copy.from, reason: q.reason }, `a record of "${q.loc}" at segment ${q.ptr.seg} offset ${q.ptr.off} of server "${copy.from}" could not be applied (${q.reason}); the takeover skips it`);
     }
   }
 
@@ -331,7 +332,7 @@ export class Importer {
         const bytes = (step.next ?? raw.byteLength) - step.off;
         out.damaged.push({ off: step.off, bytes, reason: step.reason });
         this.stats.damagedRanges++;
-        this.warn(`CORRUPT: segment ${id} of server "${from}" is damaged at offset ${step.off} (${bytes} bytes: ${step.reason}); a takeover skips the range, as recovery does`);
+        this.logger.error({ event: "takeover_segment_damaged", code: "CORRUPT", segment: id, from, offset: step.off, bytes, reason: step.reason }, `CORRUPT: segment ${id} of server "${from}" is damaged at offset ${step.off} (${bytes} bytes: ${step.reason}); a takeover skips the range, as recovery does`);
         continue;
       }
       if (step.rec.t === "chunk") continue;
@@ -388,7 +389,7 @@ export class Importer {
  * an output the copy does not know only when its inputs are gone (then it is the only copy of
  * their records; one reaching past the cut is read all the same, with a warning).
  */
-function originEntries(s: OriginSegments, copy: OriginCopy, req: ImportRequest, warn: (m: string) => void): { entries: SegmentEntry[]; known: Set<number> } {
+function originEntries(s: OriginSegments, copy: OriginCopy, req: ImportRequest, logger: Logger): { entries: SegmentEntry[]; known: Set<number> } {
   const known = new Set<number>();
   for (const c of s.markers) {
     const info = copy.index.segs.get(c.id);
@@ -399,7 +400,7 @@ function originEntries(s: OriginSegments, copy: OriginCopy, req: ImportRequest, 
   const r = needed.length === 0 ? base : resolveSegments(s.normals, s.outputs, s.markers.filter((c) => known.has(c.id) || needed.includes(c)));
   const entries = r.entries.filter((e) => e.lo <= req.cut);
   for (const e of entries) {
-    if (e.hi > req.cut) warn(`taking over "${req.loc}" from server "${req.from}" up to segment ${req.cut} reads its compaction output ${e.id} (segments ${e.lo}..${e.hi}), whose inputs are gone: records it holds from after the cut are imported too`);
+    if (e.hi > req.cut) logger.warn({ event: "takeover_reads_past_cut", location: req.loc, from: req.from, cut: req.cut, output: e.id, lo: e.lo, hi: e.hi }, `taking over "${req.loc}" from server "${req.from}" up to segment ${req.cut} reads its compaction output ${e.id} (segments ${e.lo}..${e.hi}), whose inputs are gone: records it holds from after the cut are imported too`);
   }
   return { entries, known };
 }

@@ -33,6 +33,7 @@
 import fs from "node:fs";
 import { backoff } from "../backoff.js";
 import { StrataError } from "../errors.js";
+import { errorFields, type Logger } from "../logger.js";
 import type { LmdbIndex, SegmentInfo } from "../index/lmdb-index.js";
 import type { Pointer } from "../log/record.js";
 import { SEGMENT_HEADER_BYTES, segmentPath } from "../log/segment-files.js";
@@ -48,12 +49,13 @@ import { isCompacted } from "../log/segment-set.js";
 import { ForeignLogNames, assertOwnSegment, isForeign, localSeg, logOf } from "../index/foreign-logs.js";
 import { LocalCache, type LocalCacheHooks } from "./local-cache.js";
 import { UploadWaiters } from "./upload-waiters.js";
+import type { StoreMetrics } from "../metrics/store-metrics.js";
 import { conflictWarning, damagedWarning, isPermanent, quarantinedError, unsealableWarning, type QuarantineReason } from "./ship-faults.js";
 
 export interface TierHooks extends LocalCacheHooks {
   /** Seal the active segment soon (an object-ack write is waiting on it). */
   requestSeal: () => void;
-  onWarning: (message: string) => void;
+  logger: Logger;
 }
 
 export class Tier {
@@ -78,6 +80,8 @@ export class Tier {
   private checkpointing: Promise<void> | undefined;
   private wake: (() => void) | undefined;
   /** Counters for tests, the benchmark and operators: uploadedBytes are sealed (compressed) bytes. */
+  /** Upload and fault-in latency, cache hits and misses, when the store records metrics (Store.instrument). */
+  metrics: StoreMetrics | undefined;
   stats = { uploads: 0, uploadedBytes: 0, uploadedRawBytes: 0, uploadFailures: 0, evictions: 0, checkpoints: 0, checkpointFailures: 0, quarantined: 0, damagedUploads: 0, uploadConflicts: 0 };
 
   constructor(
@@ -212,11 +216,22 @@ export class Tier {
 
   /** Notes a read of a local segment, for least-recently-used eviction. */
   touch(seg: number): void {
+    this.metrics?.cacheHits?.inc();
     this.cache.touch(seg);
   }
 
+  /** Reads one record from the object store (a fault-in: the segment is not local). */
   readBody(ptr: Pointer): Promise<Buffer> {
-    return this.reader.readBody(ptr);
+    const m = this.metrics;
+    if (m === undefined) return this.reader.readBody(ptr);
+    m.cacheMisses?.inc();
+    const startedMs = performance.now();
+    return this.reader.readBody(ptr).finally(() => m.faultInSeconds?.observe((performance.now() - startedMs) / 1000));
+  }
+
+  /** Bytes of local segment files (the cacheBytes budget's measure; stats the active file). */
+  get localBytes(): number {
+    return this.cache.bytes;
   }
 
   /** A segment stopped taking appends: ship it. */
@@ -268,7 +283,7 @@ export class Tier {
         this.stats.uploadFailures++;
         setTimeout(() => this.kick(), this.limits.uploadRetryMaxMs).unref();
         try {
-          this.hooks.onWarning(`the upload loop failed (${(err as Error)?.message ?? String(err)}); it restarts in ${this.limits.uploadRetryMaxMs} ms`);
+          this.hooks.logger.error({ event: "upload_loop_failed", restartMs: this.limits.uploadRetryMaxMs, ...errorFields(err) }, `the upload loop failed (${(err as Error)?.message ?? String(err)}); it restarts in ${this.limits.uploadRetryMaxMs} ms`);
         } catch {
           // The warning hook is what failed; the restart above is already scheduled.
         }
@@ -286,15 +301,15 @@ export class Tier {
         this.pending.shift();
         if (this.pending.length === 0) this.waiters.resolveDrained();
         delays.reset();
-        if (this.failing) this.hooks.onWarning(`object store reachable again; uploads caught up to segment ${seg}`);
+        if (this.failing) this.hooks.logger.warn({ event: "upload_recovered", segment: seg }, `object store reachable again; uploads caught up to segment ${seg}`);
         this.failing = false;
       } catch (err) {
         this.stats.uploadFailures++;
         if (isPermanent(err)) {
-          this.quarantine(seg, "unsealable", unsealableWarning(seg, err));
+          this.quarantine(seg, "unsealable", unsealableWarning(seg, err), errorFields(err));
           continue;
         }
-        if (!this.failing) this.hooks.onWarning(`upload of segment ${seg} failed (${(err as Error).message}); retrying with backoff`);
+        if (!this.failing) this.hooks.logger.warn({ event: "upload_retry", segment: seg, ...errorFields(err) }, `upload of segment ${seg} failed (${(err as Error).message}); retrying with backoff`);
         this.failing = true;
         await this.pause(delays.next());
       }
@@ -307,11 +322,11 @@ export class Tier {
    * local disk (never evicted) and is tried again at the next start; object acks waiting for it
    * are answered CORRUPT.
    */
-  private quarantine(seg: number, why: QuarantineReason, warning: string): void {
+  private quarantine(seg: number, why: QuarantineReason, warning: string, fields: Record<string, unknown>): void {
     this.pending.shift();
     this.quarantined.set(seg, why);
     this.stats.quarantined++;
-    this.hooks.onWarning(warning);
+    this.hooks.logger.error({ event: "segment_quarantined", code: "CORRUPT", segment: seg, reason: why, ...fields }, warning);
     this.waiters.rejectSegment(seg, () => quarantinedError(seg, why));
     if (this.pending.length === 0) this.waiters.resolveDrained();
   }
@@ -333,6 +348,7 @@ export class Tier {
 
   /** Ships one segment; false when it was quarantined for a conflict instead. */
   private async upload(seg: number): Promise<boolean> {
+    const startedMs = performance.now();
     const file = segmentPath(this.segmentsDir, seg);
     const raw = fs.readFileSync(file);
     const damaged: DamagedRange[] = [];
@@ -341,7 +357,7 @@ export class Tier {
     const outcome = await shipSegment(this.objects, key, seg, sealed, raw, seg === this.replaceAtOpen);
     if (outcome.kind === "conflict") {
       this.stats.uploadConflicts++;
-      this.quarantine(seg, "conflict", conflictWarning({ seg, key, objectBytes: outcome.objectBytes, sealedBytes: sealed.byteLength, file, serverId: this.serverId }));
+      this.quarantine(seg, "conflict", conflictWarning({ seg, key, objectBytes: outcome.objectBytes, sealedBytes: sealed.byteLength, file, serverId: this.serverId }), { key, objectBytes: outcome.objectBytes, sealedBytes: sealed.byteLength, file });
       return false;
     }
     if (seg === this.replaceAtOpen) this.replaceAtOpen = undefined;
@@ -354,13 +370,14 @@ export class Tier {
     if (damaged.length > 0) {
       this.damagedRanges.set(seg, damaged);
       this.stats.damagedUploads++;
-      this.hooks.onWarning(damagedWarning(seg, damaged));
+      this.hooks.logger.error({ event: "segment_shipped_damaged", code: "CORRUPT", segment: seg, ranges: damaged.map((d) => ({ offset: d.off, bytes: d.bytes, reason: d.reason })) }, damagedWarning(seg, damaged));
     }
     this.uploaded.add(seg);
     this.reader.noteSize(seg, sealed.byteLength);
     this.stats.uploads++;
     this.stats.uploadedBytes += sealed.byteLength;
     this.stats.uploadedRawBytes += raw.byteLength;
+    this.metrics?.uploadSeconds?.observe((performance.now() - startedMs) / 1000);
     const state = damaged.length > 0 ? "damaged" : "uploaded";
     if (!this.closed) this.index.write(() => this.index.segs.put(seg, { state, bytes: raw.byteLength }));
     if (damaged.length === 0) {

@@ -23,6 +23,7 @@ import { compactSubject } from "../../src/net/wire/subjects.js";
 import { decodeUntrusted, encode } from "../../src/net/wire/wire-codec.js";
 import { errorOfReply } from "../../src/net/wire/wire-errors.js";
 import { parseCompactReport } from "../../src/net/wire/compact-wire.js";
+import { captureLogger } from "../helpers/capture-logger.js";
 import { startStack, type Stack } from "../helpers/strata-stack.js";
 
 const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url));
@@ -315,12 +316,12 @@ describe("the compact request's timeout (compactRequestMs)", () => {
   });
 
   it("answers TIMEOUT after compactRequestMs; the compaction goes on and holds the slot until it ends", async () => {
-    const warnings: string[] = [];
+    const { logger, warnings, find } = captureLogger();
     // A slow compaction: a low I/O rate for the few hundred KiB to rewrite.
     stack = await startStack({
       id: "s2",
       store: { limits: { ...LIMITS, compactRateBytesPerSec: 256 * KiB }, sweepTimers: false, compaction: false },
-      server: { limits: { compactRequestMs: 50 }, onWarning: (m) => warnings.push(m) },
+      server: { limits: { compactRequestMs: 50 }, logger },
     });
     await fill(stack.store);
     const subject = compactSubject("strata", "s2");
@@ -335,6 +336,7 @@ describe("the compact request's timeout (compactRequestMs)", () => {
       if (Date.now() > deadline) throw new Error(`the timed-out compaction did not end: ${warnings.join("; ")}`);
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
+    expect(find("compaction_finished_late")).toMatchObject({ level: 40, runs: expect.any(Number), droppedBytes: expect.any(Number), reclaimedSegments: expect.any(Number) });
     const third = await stack.nc.request(subject, encode({ dryRun: true }), { timeout: 10_000 });
     expect(errorOfReply(third, () => "s2")).toBeUndefined();
     await expectFilled(stack.store);

@@ -13,6 +13,7 @@ import { nodeFileIo, type FileIo } from "../../src/log/file-io.js";
 import { listSegmentIds, segmentPath } from "../../src/log/segment-files.js";
 import { Store } from "../../src/store.js";
 import { FaultIo } from "../../src/testing/fault-io.js";
+import { captureLogger, type LogEvent } from "../helpers/capture-logger.js";
 import { all } from "../helpers/collect.js";
 
 const KiB = 1024;
@@ -24,10 +25,12 @@ const codeOf = (p: Promise<unknown>) => p.then(() => "OK", (e: { code?: string; 
 let dir: string;
 let store: Store | undefined;
 let warnings: string[] = [];
-const open = (extra: Partial<StoreOptions> = {}) => Store.open({ dir, sweepTimers: false, clock: () => T0, onWarning: (m) => warnings.push(m), ...extra });
+let events: LogEvent[] = [];
+const open = (extra: Partial<StoreOptions> = {}) => Store.open({ dir, sweepTimers: false, clock: () => T0, logger: captureLogger({ warnings, events }).logger, ...extra });
 
 beforeEach(() => {
   warnings = [];
+  events = [];
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "strata-diskfull-"));
 });
 afterEach(async () => {
@@ -82,6 +85,10 @@ describe.each([
     expect(io.injected).toBe(1);
     // The operator hears of it once when it starts and once when it ends.
     expect(warnings.filter((w) => /log writes (are failing|work again)/.test(w))).toEqual([expect.stringContaining("are failing"), "log writes work again"]);
+    expect(events.filter((e) => e.event?.startsWith("log_writes_"))).toEqual([
+      expect.objectContaining({ event: "log_writes_failing", level: 50, code: "IO", error: expect.any(String) }),
+      expect.objectContaining({ event: "log_writes_recovered", level: 40 }),
+    ]);
 
     await store.close();
     store = await open();

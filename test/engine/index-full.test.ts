@@ -12,6 +12,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { applyFaultHook } from "../../src/index/apply.js";
 import { StrataError } from "../../src/errors.js";
 import { Store } from "../../src/store.js";
+import { captureLogger } from "../helpers/capture-logger.js";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const text = (v: Uint8Array | undefined) => (v === undefined ? undefined : Buffer.from(v).toString());
@@ -22,25 +23,11 @@ beforeAll(() => (root = fs.mkdtempSync(path.join(os.tmpdir(), "strata-index-full
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
 afterEach(() => void delete applyFaultHook.fn);
 
-/** A store whose warnings can be awaited. */
+/** A store whose log events can be awaited. */
 async function open(dir: string) {
-  const warnings: string[] = [];
-  let waiter: { match: string; resolve: () => void } | undefined;
-  const store = await Store.open({
-    dir, sweepTimers: false, limits: { indexRetryMaxMs: 50 },
-    onWarning: (m) => {
-      warnings.push(m);
-      if (waiter && m.includes(waiter.match)) waiter.resolve();
-    },
-  });
-  const warned = (match: string) =>
-    warnings.some((w) => w.includes(match))
-      ? Promise.resolve()
-      : new Promise<void>((resolve, reject) => {
-          const timer = setTimeout(() => reject(new Error(`no warning "${match}" within 10 s; got ${JSON.stringify(warnings)}`)), 10_000);
-          waiter = { match, resolve: () => (clearTimeout(timer), resolve()) };
-        });
-  return { store, warnings, warned };
+  const log = captureLogger();
+  const store = await Store.open({ dir, sweepTimers: false, limits: { indexRetryMaxMs: 50 }, logger: log.logger });
+  return { store, warnings: log.warnings, log, warned: (event: string) => log.waitFor(event) };
 }
 
 function fillIndexDisk(): { free: () => void } {
@@ -54,14 +41,14 @@ function fillIndexDisk(): { free: () => void } {
 describe("an index that cannot be written", () => {
   it("holds the write unanswered and unseen, then acknowledges it once the index takes writes again", async () => {
     const dir = path.join(root, `d${n++}`);
-    const { store, warnings, warned } = await open(dir);
+    const { store, warnings, warned, log } = await open(dir);
     try {
       const kv = store.kv("k/v");
       await kv.set("a", enc("1"));
       const disk = fillIndexDisk();
       let answered = false;
       const pending = kv.set("b", enc("2")).finally(() => (answered = true));
-      await warned("the index cannot be written");
+      expect(await warned("index_writes_failing")).toMatchObject({ level: 50, error: expect.any(String), msg: expect.stringContaining("the index cannot be written") });
       // Not answered, not visible, and reads go on.
       expect(answered).toBe(false);
       expect(await kv.get("b")).toBeUndefined();
@@ -69,10 +56,11 @@ describe("an index that cannot be written", () => {
       disk.free();
       await expect(pending).resolves.toMatchObject({ revision: 2 });
       expect(text((await kv.get("b"))?.value)).toBe("2");
-      await warned("the index takes writes again");
+      expect(await warned("index_writes_recovered")).toMatchObject({ level: 40, attempts: expect.any(Number), msg: expect.stringContaining("the index takes writes again") });
       // Writes go on; nothing was quarantined for the environment's failure.
       await expect(kv.set("c", enc("3"))).resolves.toMatchObject({ revision: 3 });
       expect(warnings.some((w) => w.includes("quarantined"))).toBe(false);
+      expect(log.find("record_quarantined")).toBeUndefined();
     } finally {
       await store.close();
     }
@@ -87,7 +75,7 @@ describe("an index that cannot be written", () => {
     await store.stream("s/a").append({ value: enc("one") });
     fillIndexDisk();
     const pending = store.stream("s/a").append({ value: enc("two") });
-    await warned("the index cannot be written");
+    await warned("index_writes_failing");
     await store.close();
     await expect(pending).resolves.toMatchObject({ seq: 2 });
     delete applyFaultHook.fn;

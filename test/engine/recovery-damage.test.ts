@@ -16,6 +16,7 @@ import { resync, validFrameAt } from "../../src/log/frame-scan.js";
 import { frame, parseFrame } from "../../src/log/framing.js";
 import { decodeRecord, encodeRecord, type LogRecord } from "../../src/log/record.js";
 import { SEGMENT_HEADER_BYTES, listSegmentIds, segmentHeader, segmentPath } from "../../src/log/segment-files.js";
+import { captureLogger, type LogEvent } from "../helpers/capture-logger.js";
 import { all } from "../helpers/collect.js";
 
 const BODY_MAX = 8192;
@@ -27,12 +28,14 @@ const FORGED = frame(encodeRecord({ t: "sset", loc: "victim", seq: 1, rev: 1, ts
 
 let dir: string;
 const warnings: string[] = [];
-const open = (extra: Partial<StoreOptions> = {}) =>
-  Store.open({ dir, limits: LIMITS, sweepTimers: false, onWarning: (m) => warnings.push(m), ...extra });
+const events: LogEvent[] = [];
+const logger = captureLogger({ warnings, events }).logger;
+const open = (extra: Partial<StoreOptions> = {}) => Store.open({ dir, limits: LIMITS, sweepTimers: false, logger, ...extra });
 
 beforeEach(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "strata-damage-"));
   warnings.length = 0;
+  events.length = 0;
 });
 afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
@@ -226,7 +229,7 @@ describe("recovery of a damaged last segment", () => {
     b[off + len - 3]! ^= 0x01;
     fs.writeFileSync(file, b);
 
-    const report = await Store.reindex({ dir, limits: LIMITS, onWarning: (m) => warnings.push(m) });
+    const report = await Store.reindex({ dir, limits: LIMITS, logger });
     expect(report.damaged).toEqual([{ seg, off, bytes: len, reason: expect.stringContaining("checksum") }]);
     expect(report.cut).toBeUndefined();
     for (const rebuild of [false, true]) {
@@ -245,5 +248,6 @@ describe("recovery of a damaged last segment", () => {
       await reopened.close();
     }
     expect(warnings.some((w) => w.includes("CORRUPT") && w.includes(`offset ${off}`))).toBe(true);
+    expect(events.find((e) => e.event === "segment_damaged" && e.offset === off)).toMatchObject({ level: 50, code: "CORRUPT", segment: seg, bytes: len });
   });
 });

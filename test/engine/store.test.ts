@@ -18,6 +18,7 @@ import { listSegmentIds, segmentPath } from "../../src/log/segment-files.js";
 import { seqMax } from "../../src/limits.js";
 import { Store } from "../../src/store.js";
 import type { Change } from "../../src/types.js";
+import { captureLogger, type LogEvent } from "../helpers/capture-logger.js";
 import { all } from "../helpers/collect.js";
 
 const KiB = 1024;
@@ -30,13 +31,15 @@ let dir: string;
 let now: number;
 let store: Store;
 let warnings: string[];
+let events: LogEvent[];
 const open = (extra: Partial<StoreOptions> = {}) =>
-  Store.open({ dir, limits: LIMITS, sweepTimers: false, clock: () => now, onWarning: (m) => warnings.push(m), ...extra });
+  Store.open({ dir, limits: LIMITS, sweepTimers: false, clock: () => now, logger: captureLogger({ warnings, events }).logger, ...extra });
 
 beforeEach(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "strata-store-"));
   now = T0;
   warnings = [];
+  events = [];
   store = await open();
 });
 afterEach(async () => {
@@ -345,6 +348,7 @@ describe("durability", () => {
       store = await open();
       expect(store.recovery.cut).toMatchObject({ seg: last, off: size, bytes: tail.byteLength });
       expect(warnings.at(-1)).toContain(`cut ${tail.byteLength} bytes`);
+      expect(events.filter((e) => e.event === "torn_tail_cut").at(-1)).toMatchObject({ level: 40, segment: last, offset: size, bytes: tail.byteLength, reason: expect.any(String) });
       expect(fs.statSync(file).size).toBe(size);
       expect(await dump(store, STREAMS, KVS)).toEqual(before);
       await store.close();

@@ -28,6 +28,7 @@ import { decodeBody, encodeBody } from "../../src/net/wire/coordinator-protocol.
 import { startNatsServer } from "../../src/testing/nats-server.js";
 import { StrataProcess } from "../../src/testing/process.js";
 import { Store } from "../../src/store.js";
+import { captureLogger, type LogEvent } from "../helpers/capture-logger.js";
 import { ask, ok } from "../helpers/fake-coord-server.js";
 import { startBus, type Bus } from "../helpers/strata-stack.js";
 
@@ -70,15 +71,16 @@ interface Served {
   store: Store;
   dir: string;
   warnings: string[];
+  events: LogEvent[];
   stop(): Promise<void>;
 }
 
 /** A real server under the coordinator; resolves once it is registered and holds a lease. */
 async function serve(prefix: string, id: string, options: { nats?: string | NatsConnection; dir?: string } = {}): Promise<Served> {
-  const warnings: string[] = [];
+  const { logger, warnings, events } = captureLogger();
   const dir = options.dir ?? (await bus.tempDir(`srv-${id}`));
   const store = await Store.open({ dir, id, tier, sealIntervalMs: 100 });
-  const server = await startServer({ store, nats: options.nats ?? bus.nats.url, id, prefix, onWarning: (m) => warnings.push(m) });
+  const server = await startServer({ store, nats: options.nats ?? bus.nats.url, id, prefix, logger });
   let stopped = false;
   const stop = async () => {
     if (stopped) return;
@@ -88,7 +90,7 @@ async function serve(prefix: string, id: string, options: { nats?: string | Nats
   };
   cleanups.push(stop);
   await until(`server ${id} to hold a lease`, () => (server.stats().ownership?.leaseRemainingMs ?? 0) > 0);
-  return { server, store, dir, warnings, stop };
+  return { server, store, dir, warnings, events, stop };
 }
 
 /** Counts every message on the coordinator's subjects, from a subscription of its own. */
@@ -185,6 +187,7 @@ describe("the first write to a new location", () => {
     expect(c.claim).toBe(1);
     expect(a.server.stats().ownership).toMatchObject({ pushed: 0, claims: 1 });
     expect(a.warnings.join("\n")).toMatch(/cannot receive pushed grants on strata\.s\.a\.grant/);
+    expect(a.events.find((e) => e.event === "grant_subscription_failed")).toMatchObject({ level: 40, subject: "strata.s.a.grant", error: expect.any(String) });
     // The claim found the location granted to it already: same epoch, nothing bumped twice.
     expect(ok(await ask(all, `${prefix}.coord.locate`, { location: "acct/lost/x" }))).toEqual({ server: "a", epoch: 1 });
     counter.stop();

@@ -13,6 +13,7 @@ import { StrataError } from "../../src/errors.js";
 import { StrataClient } from "../../src/net/client/client.js";
 import { startServer } from "../../src/net/server/server.js";
 import { Store } from "../../src/store.js";
+import { SERVER_READY } from "../../src/testing/cluster.js";
 import type { RunningNatsServer } from "../../src/testing/nats-server.js";
 import { startBus, type Bus } from "../helpers/strata-stack.js";
 
@@ -47,7 +48,7 @@ describe("strata server (CLI)", () => {
     await new Promise<void>((resolve, reject) => {
       child.stdout.on("data", (d: Buffer) => {
         out += d.toString();
-        if (out.includes('server "cli1" ready')) resolve();
+        if (SERVER_READY.test(out) && out.includes("cli1")) resolve();
       });
       void exited.then((code) => reject(new Error(`strata server exited (${code}):\n${out}`)));
     });

@@ -15,6 +15,7 @@ import { Uploads } from "../../src/net/server/server-uploads.js";
 import { changeSubject, locationFromSubject, locationTokens, requestSubject, serverSubjects, validatePrefix } from "../../src/net/wire/subjects.js";
 import { decodeMap, decodeUntrusted, encode, encodeWithTail, estimateBytes } from "../../src/net/wire/wire-codec.js";
 import { ERROR_HEADER } from "../../src/net/wire/wire-errors.js";
+import { silentLogger } from "../../src/logger.js";
 
 describe("subjects", () => {
   it("map a location to tokens and back through the server's subscription", () => {
@@ -134,7 +135,7 @@ describe("upload flow control", () => {
 
   function setup() {
     const { nc, published } = fakeConnection(8192);
-    const uploads = new Uploads(new Replies(nc, limits, () => undefined, 1 << 20), limits, 1 << 20);
+    const uploads = new Uploads(new Replies(nc, limits, silentLogger, 1 << 20), limits, 1 << 20);
     let gate!: () => void;
     const opened = new Promise<void>((resolve) => (gate = resolve));
     let received = 0;
@@ -205,7 +206,7 @@ describe("reply stream flow control", () => {
   it("never has more than the window in flight, and resumes on credit", async () => {
     const limits = resolveNetLimits({ replyWindowMessages: 3, replyIdleMs: 1000 });
     const { nc, published } = fakeConnection(8192);
-    const replies = new Replies(nc, limits, () => undefined, 1 << 20);
+    const replies = new Replies(nc, limits, silentLogger, 1 << 20);
     const stream = await replies.open({ reply: "inbox.2", location: "a/b", cls: "r" });
     let sent = 0;
     const sending = (async () => {

@@ -16,7 +16,7 @@
  * with a hint, because they may have been applied.
  */
 import { StrataError } from "../../errors.js";
-import { chunkDataBytes, Reassembler, sliceChunks } from "../wire/chunking.js";
+import { chunkDataBytes, Reassembler, sliceChunks, sliceChunksFrom } from "../wire/chunking.js";
 import { Coalescer } from "../wire/client-coalesce.js";
 import type { Channel, Transport } from "./client-transport.js";
 import { DEFAULT_NET_LIMITS, type ClientLimits } from "../wire/net-limits.js";
@@ -34,8 +34,21 @@ export interface CallOptions {
 /** A request whose value may travel separately: `build(value)` inlines it, `build()` leaves it out. */
 export interface ValueRequest {
   build: (value?: Uint8Array) => WireMap;
-  value: Uint8Array;
+  value: Uint8Array | StreamedValue;
 }
+
+/**
+ * A value read from `chunks` while it is sent (always as an upload), `bytes` long in all; memory
+ * holds one chunk of it at a time. The request is retried only until its first byte was read: a
+ * source cannot be read twice, so a failure after that is reported, not sent again.
+ */
+export interface StreamedValue {
+  bytes: number;
+  chunks: AsyncIterable<Uint8Array>;
+}
+
+/** Streamed values whose source has started to be read (they cannot be sent again). */
+const startedValues = new WeakSet<StreamedValue>();
 
 interface Target {
   subject: string;
@@ -71,7 +84,9 @@ export class Caller {
    * is sent again within the budget; any other call waits for its whole budget once.
    */
   request(call: CallOptions, body: WireMap | ValueRequest): Promise<unknown> {
-    return this.withRetry(call, (target, deadline) => this.exchange(target, body, call.idempotent, call.idempotent ? Date.now() + this.attemptMs(deadline) : deadline));
+    const streamed = isValueRequest(body) && !(body.value instanceof Uint8Array) ? body.value : undefined;
+    const canRetry = streamed === undefined ? undefined : () => !startedValues.has(streamed);
+    return this.withRetry(call, (target, deadline) => this.exchange(target, body, call.idempotent, call.idempotent ? Date.now() + this.attemptMs(deadline) : deadline), canRetry);
   }
 
   /**
@@ -133,7 +148,7 @@ export class Caller {
     }
   }
 
-  private async withRetry<T>(call: CallOptions, attempt: (target: Target, deadline: number) => Promise<T>): Promise<T> {
+  private async withRetry<T>(call: CallOptions, attempt: (target: Target, deadline: number) => Promise<T>, canRetry?: () => boolean): Promise<T> {
     const deadline = Date.now() + this.limits.timeoutMs;
     for (let n = 0; ; n++) {
       let server: string | undefined;
@@ -147,7 +162,7 @@ export class Caller {
         const unreachable = err.code === "UNAVAILABLE" || err.code === "TIMEOUT";
         // Ask the coordinator again next time, even when this call cannot be retried.
         if (unreachable && server !== undefined && this.servers.get(call.location) === server) this.servers.delete(call.location);
-        const retry = err.code === "UNAVAILABLE" || (err.code === "TIMEOUT" && call.idempotent);
+        const retry = (err.code === "UNAVAILABLE" || (err.code === "TIMEOUT" && call.idempotent)) && (canRetry?.() ?? true);
         const wait = backoff(n, this.limits);
         if (!retry || Date.now() + wait >= deadline) throw withCallerStack(err, failedAt());
         await new Promise((resolve) => setTimeout(resolve, wait));
@@ -181,17 +196,19 @@ export class Caller {
   private async exchange(target: Target, body: WireMap | ValueRequest, idempotent: boolean, deadline: number): Promise<unknown> {
     const max = this.maxPayload();
     let bytes: Uint8Array | undefined;
-    let upload: { head: Uint8Array; value?: Uint8Array } | undefined;
+    let upload: { head: Uint8Array; value?: Uint8Array | StreamedValue } | undefined;
     let op: unknown;
     if (isValueRequest(body)) {
       // Encode once: a value smaller than a message is tried inline, and only a request that
-      // then turns out too large (or a value that cannot fit) is sent as an upload.
-      if (body.value.byteLength < max) {
-        const inline = body.build(body.value);
+      // then turns out too large (or a value that cannot fit) is sent as an upload. A streamed
+      // value is always uploaded.
+      const value = body.value;
+      if (value instanceof Uint8Array && value.byteLength < max) {
+        const inline = body.build(value);
         op = inline.op;
         bytes = encode(inline);
       }
-      if (bytes === undefined || bytes.byteLength > max) upload = { head: encode(body.build()), value: body.value };
+      if (bytes === undefined || bytes.byteLength > max) upload = { head: encode(body.build()), value };
     } else {
       op = body.op;
       bytes = encode(body);
@@ -221,18 +238,18 @@ export class Caller {
   }
 
   /** Sends `head ++ value` as chunks within the window the server grants. */
-  private async upload(target: Target, head: Uint8Array, value: Uint8Array | undefined): Promise<unknown> {
+  private async upload(target: Target, head: Uint8Array, value: Uint8Array | StreamedValue | undefined): Promise<unknown> {
     const ch = this.transport.open();
     const reader = new ReplyReader(this, ch, target, this.limits);
     const idle = this.limits.timeoutMs;
     try {
-      this.transport.publish(target.subject, encode({ op: "upload", head: head.byteLength, bytes: value?.byteLength ?? 0 }), ch);
+      this.transport.publish(target.subject, encode({ op: "upload", head: head.byteLength, bytes: value === undefined ? 0 : value instanceof Uint8Array ? value.byteLength : value.bytes }), ch);
       const first = await reader.frame(idle);
       if (typeof first.up !== "string" || typeof first.grant !== "number") return resultOf(first);
       const upload = first.up;
       let granted = first.grant;
       let k = 0;
-      for (const data of sliceChunks(value ? [head, value] : [head], this.chunkBytes())) {
+      for await (const data of uploadChunks(head, value, this.chunkBytes())) {
         while (k >= granted) {
           const frame = await reader.frame(idle);
           if (frame.up === upload && typeof frame.grant === "number") granted = Math.max(granted, frame.grant);
@@ -327,6 +344,24 @@ class ReplyReader {
   close(): void {
     this.ch.close();
   }
+}
+
+/** The chunks of `head ++ value`; a streamed value is read as chunks are sent, and must hold exactly its declared bytes. */
+function uploadChunks(head: Uint8Array, value: Uint8Array | StreamedValue | undefined, size: number): Iterable<Uint8Array> | AsyncIterable<Uint8Array> {
+  if (value === undefined || value instanceof Uint8Array) return sliceChunks(value ? [head, value] : [head], size);
+  return sliceChunksFrom(streamedBytes(head, value), size);
+}
+
+async function* streamedBytes(head: Uint8Array, value: StreamedValue): AsyncGenerator<Uint8Array> {
+  yield head;
+  startedValues.add(value);
+  let seen = 0;
+  for await (const piece of value.chunks) {
+    seen += piece.byteLength;
+    if (seen > value.bytes) break;
+    yield piece;
+  }
+  if (seen !== value.bytes) throw new StrataError("INVALID_ARGUMENT", `a streamed value declared ${value.bytes} bytes but its source gave ${seen > value.bytes ? "more" : seen}; nothing was written`);
 }
 
 function staleEpoch(target: Target): StrataError {

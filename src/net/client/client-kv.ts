@@ -1,8 +1,10 @@
 /**
- * A kv location over NATS: the KvApi of the in-process store, request for request, plus watch().
+ * A kv location over NATS: the KvApi of the in-process store, request for request, plus watch()
+ * and cache() (a local read cache, kv-cache.ts).
  */
 import type { DeleteResult, Inventory, ItemResult, KvApi, KvEntry, KvSetOptions, KvWriteResult, LocationLimits, WriteOptions } from "../../types.js";
-import type { Caller, CallOptions } from "./client-call.js";
+import type { Caller, CallOptions, StreamedValue } from "./client-call.js";
+import { KvCache, type KvCacheOptions } from "./kv-cache.js";
 import { Watcher, type Watch, type WatchDeps } from "./watch.js";
 import { compact, type WireMap } from "../wire/wire-codec.js";
 
@@ -22,6 +24,11 @@ export class KvClient implements KvApi {
   async set(key: string, value: Uint8Array, options?: KvSetOptions): Promise<KvWriteResult> {
     const body = value instanceof Uint8Array ? { value, build: (v?: Uint8Array) => setBody(key, v, options) } : compact({ op: "kv.set", key, value, options });
     return (await this.caller.request(this.write, body)) as KvWriteResult;
+  }
+
+  /** As set(), for a value read from `value.chunks` as it is sent (client-call.ts StreamedValue; the HTTP gateway's large PUTs). */
+  async setStreamed(key: string, value: StreamedValue, options?: KvSetOptions): Promise<KvWriteResult> {
+    return (await this.caller.request(this.write, { value, build: (v?: Uint8Array) => setBody(key, v, options) })) as KvWriteResult;
   }
 
   /** All items in one request and one reply; each item succeeds or fails on its own. */
@@ -53,6 +60,14 @@ export class KvClient implements KvApi {
   /** Sets the location's limits (the whole configuration); resolves to the stored one (see StreamClient.config). */
   async config(limits: LocationLimits, options?: WriteOptions): Promise<LocationLimits> {
     return (await this.caller.request(this.write, compact({ op: "kv.config", limits, options }))) as LocationLimits;
+  }
+
+  /**
+   * An in-memory copy of this kv, kept by its watch, that serves get()/keys()/getAll() without a
+   * request and whose set()/delete() are read-after-write (kv-cache.ts: staleness and memory bounds).
+   */
+  cache(options?: KvCacheOptions): KvCache {
+    return new KvCache(this, this.deps, options);
   }
 
   /** Replays the live entries (or the one of `key`), then follows their changes live. */

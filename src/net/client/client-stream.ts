@@ -16,7 +16,7 @@ import type {
   WriteOptions,
   WriteResult,
 } from "../../types.js";
-import type { Caller, CallOptions, ValueRequest } from "./client-call.js";
+import type { Caller, CallOptions, StreamedValue, ValueRequest } from "./client-call.js";
 import { Watcher, type Watch, type WatchDeps } from "./watch.js";
 import { compact, type WireMap } from "../wire/wire-codec.js";
 
@@ -36,6 +36,12 @@ export class StreamClient implements StreamApi {
   async append(message: Message, options?: AppendOptions): Promise<WriteResult> {
     const call = hasMsgId(options) ? { ...this.write, idempotent: true } : this.write;
     return (await this.caller.request(call, withValue(message, (m) => withOptions({ op: "stream.append", message: m }, options)))) as WriteResult;
+  }
+
+  /** As append({ value }), for a value read from `value.chunks` as it is sent (client-call.ts StreamedValue; the HTTP gateway's large POSTs). */
+  async appendStreamed(value: StreamedValue, options?: AppendOptions): Promise<WriteResult> {
+    const call = hasMsgId(options) ? { ...this.write, idempotent: true } : this.write;
+    return (await this.caller.request(call, { value, build: (v?: Uint8Array) => withOptions({ op: "stream.append", message: v === undefined ? {} : { value: v } }, options) })) as WriteResult;
   }
 
   /** All items in one request and one reply; each item succeeds or fails on its own. */

@@ -35,6 +35,10 @@
  * A chunked change (too large for one message) carries an empty value and `chunked: true`; read
  * the value with get(). Memory is bounded: the live buffer and the output queue have limits, and a
  * slow consumer pauses the watcher rather than growing a queue.
+ *
+ * A `WatchSink` (kv-cache.ts) takes the changes synchronously instead of the iterator, and is also
+ * told the watch's position (every change up to it emitted), when the server was last heard from
+ * with nothing left to show (`caughtUp`), a rewind after a move, and the end of the watch.
  */
 import type { Msg, Subscription } from "nats";
 import { StrataError } from "../../errors.js";
@@ -53,6 +57,27 @@ export interface WatchDeps {
   limits: ClientLimits;
   /** Watches in progress, so that closing the client stops them. */
   watches: Set<Watch>;
+}
+
+/**
+ * A consumer called synchronously from inside the watcher, in this order of events: changes, then
+ * the position they bring the watch to. No output queue: the sink must not block.
+ */
+export interface WatchSink {
+  /** A change to show, in commit order. */
+  change(change: Change): void;
+  /** Every change up to `revision` has been shown (or skipped as a repeat of the replay). */
+  position(revision: number): void;
+  /**
+   * Nothing past the position was left to show when the server was last heard from, at `at` (ms,
+   * Date.now()): a catch-up reply with nothing more (`at`: when it was asked), or live changes all
+   * shown (`at`: when the last one arrived).
+   */
+  caughtUp(revision: number, at: number): void;
+  /** A new owner's history differs past `since` from what was shown: the changes past it are void. */
+  rewound(since: number): void;
+  /** The watch ended: stopped, or failed with `err`. */
+  ended(err: StrataError | undefined): void;
 }
 
 export type WatchFilter = { kind: "stream"; startSeq: number } | { kind: "kv"; key?: string };
@@ -79,6 +104,8 @@ export class Watcher implements Watch {
   private failure: StrataError | undefined;
   private consumer: { resolve: (r: IteratorResult<Change>) => void; reject: (e: Error) => void } | undefined;
   private producer: (() => void) | undefined;
+  /** When the last live change message arrived. */
+  private liveAt = 0;
   private readonly onReconnect = () => {
     this.resync = true;
     this.wakeProducer();
@@ -88,6 +115,7 @@ export class Watcher implements Watch {
     private readonly deps: WatchDeps,
     readonly location: string,
     private readonly filter: WatchFilter,
+    private readonly sink?: WatchSink,
   ) {}
 
   start(): this {
@@ -138,6 +166,7 @@ export class Watcher implements Watch {
     this.consumer?.resolve({ value: undefined, done: true });
     this.consumer = undefined;
     this.wakeProducer();
+    this.sink?.ended(this.failure);
   }
 
   /** Ends the watch with an error: the pending next() rejects with it, and so does every later one. */
@@ -202,6 +231,7 @@ export class Watcher implements Watch {
       await this.emit(change);
     }
     this.cursor = this.replayBase ?? 0;
+    this.sink?.position(this.cursor);
   }
 
   private remember(id: number | string, revision: number): void {
@@ -212,8 +242,12 @@ export class Watcher implements Watch {
   private async catchUp(): Promise<void> {
     this.resync = false;
     for (;;) {
+      const asked = Date.now();
       const more = await this.fetch(this.deps.limits.watchChangesPage);
-      if (more === false) return;
+      if (more === false) {
+        if (!this.stopped) this.sink?.caughtUp(this.cursor, asked);
+        return;
+      }
     }
   }
 
@@ -235,6 +269,7 @@ export class Watcher implements Watch {
         this.seen.clear();
         this.seenMax = 0;
         this.gapCursor = -1;
+        this.sink?.rewound(reply.since);
         return undefined;
       }
     }
@@ -282,6 +317,7 @@ export class Watcher implements Watch {
         this.liveOverflow = false;
         return;
       }
+      if (this.liveAt > 0) this.sink?.caughtUp(this.cursor, this.liveAt);
       const resyncMs = this.deps.limits.watchResyncMs;
       if (await this.sleep(resyncMs / 2 + Math.random() * resyncMs)) return; // idle: resync
     }
@@ -296,6 +332,7 @@ export class Watcher implements Watch {
     // Past the newest write the replay showed, nothing can be a repeat of it any more.
     if (this.cursor >= this.seenMax) this.seen.clear();
     if (!skip) await this.emit(change);
+    this.sink?.position(this.cursor);
   }
 
   /** Whether `c`, a set, would be emitted (not filtered out, not shown by the replay already). */
@@ -325,6 +362,7 @@ export class Watcher implements Watch {
 
   private async emit(change: Change): Promise<void> {
     if (this.stopped) return;
+    if (this.sink) return this.sink.change(change);
     const consumer = this.consumer;
     if (consumer) {
       this.consumer = undefined;
@@ -353,6 +391,7 @@ export class Watcher implements Watch {
       return; // not ours to judge; a gap check will refetch from the server if it mattered
     }
     if (!Array.isArray(changes)) return;
+    this.liveAt = Date.now();
     for (const change of changes) {
       if (!isChange(change)) continue;
       if (this.live.length >= this.deps.limits.watchLiveBufferMax) {

@@ -75,7 +75,7 @@ export class ClientHandlers {
       const target = place(this.d, location, now);
       if (target === undefined) return new HolderError(a.server, `location "${location}" is held by server "${a.server}", which is down, and ${noLiveServer(this.d).message}`);
       moveFromEnded(tx, location, a, target);
-      this.d.event(`location ${location} moved from ${a.server} (down) to ${target}`);
+      this.d.event({ event: "location_moved", location, from: a.server, to: target, reason: "holder_down" }, `location ${location} moved from ${a.server} (down) to ${target}`);
       return { server: target, epoch: a.epoch };
     }, unlessRefused(early));
     if (result instanceof StrataError) throw result;
@@ -107,7 +107,7 @@ export class ClientHandlers {
       throw new StrataError("UNAVAILABLE", `no other live server to drain "${server}" to; start one and drain again`);
     }
     await state.setDraining(server, true);
-    this.d.event(`draining server ${server}`);
+    this.d.event({ event: "drain_started", server }, `draining server ${server}`);
     const moved: Array<[string, string]> = [];
     let movedCount = 0;
     let left = 0;
@@ -121,7 +121,7 @@ export class ClientHandlers {
       left += r.left.length;
       for (const m of r.moved) if (moved.length < limits.drainListMax) moved.push(m);
     }
-    this.d.event(`drained server ${server}: ${movedCount} moved, ${left} left`);
+    this.d.event({ event: "drain_finished", server, moved: movedCount, left }, `drained server ${server}: ${movedCount} moved, ${left} left`);
     return { moved: movedCount, locations: moved, left };
   }
 
@@ -155,7 +155,7 @@ export class ClientHandlers {
         const reply = await this.d.askHandover(holder, part);
         for (const [l, c] of reply.cuts) if (asked.has(l)) cuts.set(l, c);
       } catch (err) {
-        this.d.warn(`server ${holder} did not hand over ${part.length} location(s): ${(err as Error).message}`);
+        this.d.warn({ event: "handover_failed", server: holder, locations: part.length, error: (err as Error).message }, `server ${holder} did not hand over ${part.length} location(s): ${(err as Error).message}`);
       }
     }
     for (const [l] of ask) if (!cuts.has(l)) waitUntil = Math.max(waitUntil, leases.mayActUntil(holder, asked.get(l)!.incarnation, this.d.clock()));
@@ -191,7 +191,7 @@ export class ClientHandlers {
         }
         tx.put(location, movedTo(a, to, source));
         out.moved.push([location, to]);
-        this.d.event(`location ${location} moved from ${holder} to ${to}${cut !== undefined && cut !== null ? ` (cut ${cut})` : ""}`);
+        this.d.event({ event: "location_moved", location, from: holder, to, reason: "handover", ...(cut !== undefined && cut !== null ? { cut } : {}) }, `location ${location} moved from ${holder} to ${to}${cut !== undefined && cut !== null ? ` (cut ${cut})` : ""}`);
       }
       return out;
     });

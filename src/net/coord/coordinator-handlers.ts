@@ -14,6 +14,7 @@
  */
 import { StrataError } from "../../errors.js";
 import type { CoordinatorLimits } from "../../limits.js";
+import type { LogFields } from "../../logger.js";
 import { pickServer, type Candidate } from "./coordinator-placement.js";
 import type { AssignTx, CoordinatorState } from "./coordinator-state.js";
 import type { LeaseTable } from "./leases.js";
@@ -56,8 +57,10 @@ export interface CoreDeps {
   askHandover: (id: string, epochs: Array<[string, number]>) => Promise<HandoverReply>;
   /** Waits `ms` unless the coordinator stops meanwhile. */
   sleep: (ms: number) => Promise<void>;
-  warn: (message: string) => void;
-  event: (message: string) => void;
+  /** A warning event (throttled by the coordinator). */
+  warn: (fields: LogFields, message: string) => void;
+  /** A notable event (info): a server joined, a location moved. */
+  event: (fields: LogFields, message: string) => void;
 }
 
 /**
@@ -115,10 +118,10 @@ export class ServerHandlers {
     const { state, leases, limits } = this.d;
     const before = state.server(req.id);
     if (before !== undefined && req.startedAt < before.startedAt) {
-      this.d.warn(`server "${req.id}" registered with an older startedAt than its current incarnation: two processes may use the same --id; each server needs its own`);
+      this.d.warn({ event: "server_id_reused", server: req.id, startedAt: req.startedAt, currentStartedAt: before.startedAt }, `server "${req.id}" registered with an older startedAt than its current incarnation: two processes may use the same --id; each server needs its own`);
     }
     const record = await state.register(req, (incarnation) => leases.register(req.id, incarnation, this.d.clock()));
-    this.d.event(`server ${req.id} ${before === undefined ? "joined" : "registered again"} as incarnation ${record.incarnation}`);
+    this.d.event({ event: before === undefined ? "server_joined" : "server_registered_again", server: req.id, incarnation: record.incarnation }, `server ${req.id} ${before === undefined ? "joined" : "registered again"} as incarnation ${record.incarnation}`);
     const reply: RegisterReply = { incarnation: record.incarnation, leaseMs: limits.leaseMs, leaseRenewMs: limits.leaseRenewMs, leaseMarginMs: limits.leaseMarginMs };
     if (record.pushKey !== undefined) reply.grantKey = record.pushKey;
     return reply;
@@ -134,7 +137,7 @@ export class ServerHandlers {
     const { leases, state } = this.d;
     if (req.locations === undefined) {
       if (leases.release(req.id, req.incarnation, this.d.clock()) !== "ok") throw this.fenced(req.id, req.incarnation);
-      this.d.event(`server ${req.id} released its lease (incarnation ${req.incarnation})`);
+      this.d.event({ event: "server_left", server: req.id, incarnation: req.incarnation }, `server ${req.id} released its lease (incarnation ${req.incarnation})`);
       return { ok: true };
     }
     const locations = req.locations;
@@ -185,7 +188,7 @@ export class ServerHandlers {
           const target = place(this.d, location, now);
           if (target !== undefined) {
             a = moveFromEnded(tx, location, a, target);
-            this.d.event(`location ${location} moved from a down server to ${target}`);
+            this.d.event({ event: "location_moved", location, from: a.server, to: target, reason: "holder_down" }, `location ${location} moved from a down server to ${target}`);
           }
         }
         const o = claim(a, req.id, req.incarnation, leases, now, (until) => `for ${Math.max(0, Math.ceil(until - now))} ms more`);

@@ -28,6 +28,7 @@
  */
 import type { Msg, NatsConnection, Subscription } from "nats";
 import { StrataError } from "../../errors.js";
+import { loggerOf, type LogFields, type Logger } from "../../logger.js";
 import { DEFAULT_COORDINATOR_LIMITS, resolveCoordinatorLimits, type CoordinatorLimits } from "../../limits.js";
 import {
   parseClaimRequest,
@@ -62,6 +63,8 @@ import { HolderError, ServerHandlers } from "./coordinator-handlers.js";
 import { CoordinatorState } from "./coordinator-state.js";
 import { LeaseTable } from "./leases.js";
 import { TokenBuckets } from "./rate-limit.js";
+import type { Metrics } from "../../metrics/metrics.js";
+import { CoordinatorMetrics, type COORDINATOR_OPS } from "../../metrics/coordinator-metrics.js";
 
 /** Defaults of the coordinator (src/limits.ts); each can be overridden in `startCoordinator`'s options. */
 export const COORDINATOR_DEFAULTS = DEFAULT_COORDINATOR_LIMITS;
@@ -77,12 +80,20 @@ export interface CoordinatorOptions {
   limits?: Partial<CoordinatorLimits>;
   /** Replies go only below this prefix (default "_INBOX"); other requests are dropped unanswered. */
   inboxPrefix?: string;
-  /** Problems worth an operator's attention (refused servers, failed handovers). */
+  /**
+   * Where the coordinator logs (pino-compatible, src/logger.ts): notable events at info (a server
+   * joined or released its lease, a location moved) and problems at warn (refused requests, failed
+   * handovers), each with an `event` name and fields. None: it logs nothing.
+   */
+  logger?: Logger;
+  /** @deprecated Use `logger`. Called with the message of every warning event. */
   onWarning?: (message: string) => void;
-  /** Notable events: a server registered, a location moved. */
+  /** @deprecated Use `logger`. Called with the message of every info event. */
   onEvent?: (message: string) => void;
   /** Monotonic clock in ms (default performance.now); tests may inject a skewed one. */
   clock?: () => number;
+  /** Records the coordinator's metrics into this registry (src/metrics/coordinator-metrics.ts). None: nothing recorded. */
+  metrics?: Metrics;
 }
 
 export interface CoordinatorStats {
@@ -98,6 +109,8 @@ export interface Coordinator {
   /** The limits in force (leases included). */
   readonly limits: CoordinatorLimits;
   stats(): CoordinatorStats;
+  /** Whether its state is open and it answers (false once stop() began): /readyz. */
+  isOpen(): boolean;
   /** Stops answering, waits for in-flight requests, closes the state. Does not close `nc`. */
   stop(): Promise<void>;
 }
@@ -131,8 +144,12 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   const perClient = new TokenBuckets(limits.assignBurstPerClientMax, limits.assignPerClientPerSecMax, limits.assignClientsMax, clock);
   const overall = new TokenBuckets(limits.assignBurstMax, limits.assignPerSecMax, 1, clock);
   let repliesRefused = 0;
-  const warn = throttled(options.onWarning ?? ((m) => process.emitWarning(m, "StrataWarning")));
-  const event = options.onEvent ?? (() => undefined);
+  const logger = loggerOf(options.logger, options.onWarning);
+  const warn = throttled(logger);
+  const event = (fields: LogFields, message: string): void => {
+    logger.info(fields, message);
+    options.onEvent?.(message);
+  };
   const subjects = coordSubjects(prefix);
   const inFlight = new Set<Promise<void>>();
   const stopped = new AbortController();
@@ -165,6 +182,16 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   const deps = { state, leases, limits, clock, askHandover, sleep, warn, event };
   const fromServers = new ServerHandlers(deps);
   const fromClients = new ClientHandlers(deps);
+  const metrics =
+    options.metrics === undefined
+      ? undefined
+      : new CoordinatorMetrics(options.metrics, {
+          servers: () => state.serverRecords().length,
+          serversAlive: () => fromClients.view().filter((s) => s.live).length,
+          assignments: () => state.assignmentCount(),
+          grantsPushed: () => grantsPushed,
+          repliesRefused: () => repliesRefused,
+        });
 
   const track = (work: Promise<void>): void => {
     inFlight.add(work);
@@ -177,7 +204,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
     const client = replyClient(msg.reply, inboxPrefix);
     if (client === undefined) {
       repliesRefused += 1;
-      warn(`dropped a request on ${msg.subject} whose reply subject is outside the inbox prefix "${inboxPrefix}" (${repliesRefused} so far)`);
+      warn({ event: "reply_subject_refused", subject: msg.subject, inboxPrefix, refused: repliesRefused }, `dropped a request on ${msg.subject} whose reply subject is outside the inbox prefix "${inboxPrefix}" (${repliesRefused} so far)`);
     }
     return client;
   };
@@ -198,12 +225,13 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
    * `early` lets a handler send its reply from inside the state's batch, in the same socket write
    * as the batch's grant pushes (coordinator-state.ts `change`); it then sends nothing more.
    */
-  const handle =
-    (what: string, answer: (body: unknown, client: string, receivedAt: number, early: (value: unknown) => void) => unknown) =>
-    async (msg: Msg): Promise<void> => {
+  const handle = (what: string, answer: (body: unknown, client: string, receivedAt: number, early: (value: unknown) => void) => unknown) => {
+    const m = metrics?.op(what.slice(0, what.indexOf(" ")) as (typeof COORDINATOR_OPS)[number]);
+    return async (msg: Msg): Promise<void> => {
       const receivedAt = clock();
       const client = answerable(msg);
       if (client === undefined) return;
+      m?.requests.inc();
       let answered = false;
       const early = (value: unknown): void => {
         answered = true;
@@ -213,18 +241,23 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
         const value = await answer(decodeBody(msg.data, what), client, receivedAt, early);
         if (!answered) respondBody(msg, value);
       } catch (err) {
+        metrics?.errors.count(err);
         if (!answered) respondError(msg, err, err instanceof HolderError ? { [SERVER_HEADER]: err.server } : {});
       }
+      m?.seconds.observe((clock() - receivedAt) / 1000);
     };
+  };
 
   const onServers = (msg: Msg): void => {
     if (answerable(msg) === undefined) return;
+    metrics?.op("servers").requests.inc();
     try {
       // The body is optional; if one is sent it must at least be CBOR, so garbage is reported.
       if (msg.data.byteLength > 0) decodeBody(msg.data, "servers request");
       const reply: ServersReply = { servers: fromClients.view() };
       respondBody(msg, reply);
     } catch (err) {
+      metrics?.errors.count(err);
       respondError(msg, err);
     }
   };
@@ -247,7 +280,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
     options.nc.subscribe(subject, {
       callback: (err, msg) => {
         if (err) {
-          warn(`subscription to ${subject} failed: ${err.message}`);
+          warn({ event: "subscription_error", subject, error: err.message }, `subscription to ${subject} failed: ${err.message}`);
           return;
         }
         const result = handler(msg);
@@ -270,6 +303,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   return {
     limits,
     stats: () => ({ assignments: state.assignmentCount(), repliesRefused, grantsPushed }),
+    isOpen: () => stopping === undefined,
     stop() {
       stopping ??= (async () => {
         stopped.abort();
@@ -302,10 +336,10 @@ function* pushParts(grants: Array<[string, number]>, max: number, charsMax: numb
  * Passes on the 1st, 2nd, 4th, 8th… warning: a flood of bad requests (a misconfigured server)
  * must not flood the log, but the count still shows how bad it is.
  */
-function throttled(sink: (message: string) => void): (message: string) => void {
+function throttled(logger: Logger): (fields: LogFields, message: string) => void {
   let count = 0;
-  return (message) => {
+  return (fields, message) => {
     count += 1;
-    if ((count & (count - 1)) === 0) sink(count === 1 ? message : `${message} (${count} warnings so far)`);
+    if ((count & (count - 1)) === 0) logger.warn(count === 1 ? fields : { ...fields, warnings: count }, count === 1 ? message : `${message} (${count} warnings so far)`);
   };
 }

@@ -25,6 +25,7 @@ import { timingSafeEqual } from "node:crypto";
 import type { Msg, NatsConnection, Subscription } from "nats";
 import { backoff } from "../../backoff.js";
 import { StrataError } from "../../errors.js";
+import type { Logger } from "../../logger.js";
 import { parseGrantPush, parseOkReply, parseRegisterReply } from "../wire/coordinator-parsers.js";
 import { coordSubjects, decodeBody, encodeBody, grantSubject, type LeaseTimes, type ServerLoad } from "../wire/coordinator-protocol.js";
 import { leaseValidUntil } from "../wire/lease.js";
@@ -42,7 +43,7 @@ export interface CoordLinkOptions {
   onRenewed?: () => void;
   /** Registered (a new incarnation) and holding its first lease; `first` for this process's first. */
   onRegistered?: (first: boolean) => void;
-  onWarning: (message: string) => void;
+  logger: Logger;
   /** Coordinator requests that get no answer within this fail (retryable). */
   requestTimeoutMs: number;
   /** Retry delays while the coordinator cannot be reached. */
@@ -83,7 +84,8 @@ export class CoordLink {
     this.grantSub = this.nc.subscribe(subject, {
       callback: (err, msg) => {
         if (err) {
-          this.opts.onWarning(
+          this.opts.logger.warn(
+            { event: "grant_subscription_failed", subject, error: err.message },
             `cannot receive pushed grants on ${subject} (${err.message}): each new location costs an extra request to the coordinator; allow this server's NATS user to subscribe to "${this.opts.prefix}.s.*.grant" (deploy/README.md)`,
           );
           return;
@@ -166,7 +168,7 @@ export class CoordLink {
       try {
         await this.call(this.subjects.release, { id: this.opts.id, incarnation });
       } catch (err) {
-        this.opts.onWarning(`could not release the lease at the coordinator (${(err as Error).message}); its locations move once the lease runs out`);
+        this.opts.logger.warn({ event: "lease_release_failed", incarnation, error: (err as Error).message }, `could not release the lease at the coordinator (${(err as Error).message}); its locations move once the lease runs out`);
       }
     }
   }
@@ -186,7 +188,7 @@ export class CoordLink {
       this.schedule(this.settings!.leaseRenewMs);
     } catch (err) {
       if (StrataError.is(err, "FENCED")) {
-        this.opts.onWarning(`the coordinator ended incarnation ${this.incarnationNo} of this server (${err.message}); it stops serving and registers again`);
+        this.opts.logger.warn({ event: "incarnation_fenced", incarnation: this.incarnationNo, error: err.message }, `the coordinator ended incarnation ${this.incarnationNo} of this server (${err.message}); it stops serving and registers again`);
         this.endIncarnation();
         this.schedule(0);
         return;
@@ -206,6 +208,7 @@ export class CoordLink {
     this.grantKey = reply.grantKey === undefined ? undefined : Buffer.from(reply.grantKey);
     // Registration is no lease: the first renewal grants one.
     await this.renew();
+    this.opts.logger.info({ event: "registered", incarnation: reply.incarnation, leaseMs: reply.leaseMs }, `registered with the coordinator as incarnation ${reply.incarnation} (lease ${reply.leaseMs} ms)`);
     this.wakeRegistered?.();
     this.opts.onRegistered?.(this.registrations++ === 0);
   }

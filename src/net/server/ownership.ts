@@ -40,6 +40,7 @@
  *   acknowledged: a stale epoch answers TIMEOUT (the write may or may not be part of the history).
  */
 import { StrataError } from "../../errors.js";
+import type { Logger } from "../../logger.js";
 import { withTimeout } from "../../with-timeout.js";
 import type { Store } from "../../store.js";
 import type { CoordLink } from "./coord-link.js";
@@ -53,7 +54,7 @@ export interface OwnershipOptions {
   /** See NetLimits `handoverShipMs` and `handoverHoldMs`. */
   handoverShipMs: number;
   handoverHoldMs: number;
-  onWarning: (message: string) => void;
+  logger: Logger;
 }
 
 interface Waiter {
@@ -106,6 +107,8 @@ export class Ownership {
   private heldAtEnd: string[] = [];
   private readonly movedChecked = new Set<string>();
   private readonly quarantine: Array<{ location: string; records: number; movedTo: string }> = [];
+  /** Locations taken under a new epoch (claims, pushes, takeovers, a handover kept): epoch changes, for the metrics. */
+  epochsGranted = 0;
   readonly counters = { claims: 0, pushed: 0, takeovers: 0, takeoverFailures: 0, confirms: 0, staleConfirms: 0, handedOver: 0 };
   private pushesIgnored = 0;
 
@@ -295,6 +298,7 @@ export class Ownership {
   }
 
   private grant(location: string, epoch: number, startRev: number): void {
+    if (this.grants.get(location) !== epoch) this.epochsGranted += 1;
     this.grants.set(location, epoch);
     this.startRevs.set(location, startRev);
   }
@@ -401,7 +405,7 @@ export class Ownership {
       imported = await this.store.importLocations(ready.map(({ location, from, cut, epoch }) => ({ location, from, cut, epoch })));
     } catch (err) {
       this.counters.takeoverFailures += ready.length;
-      this.opts.onWarning(`taking over ${ready.length} locations failed: ${(err as Error).message}; they are retried on the next request`);
+      this.opts.logger.warn({ event: "takeover_failed", locations: ready.length, error: (err as Error).message, ...(StrataError.is(err) ? { code: err.code } : {}) }, `taking over ${ready.length} locations failed: ${(err as Error).message}; they are retried on the next request`);
       for (const r of ready) r.waiter.reject(StrataError.is(err) && !StrataError.is(err, "CORRUPT") ? err : new StrataError("UNAVAILABLE", `taking over the location failed (${(err as Error).message}); retry`));
       return;
     }
@@ -418,7 +422,7 @@ export class Ownership {
     void this.store
       .waitUploaded(imported.map((i) => i.ptr))
       .then(() => Promise.all(ready.map((r) => this.confirm(r.location).catch(() => undefined))))
-      .catch((err) => this.opts.onWarning(`the import records of ${ready.length} taken-over locations were not shipped (${(err as Error).message}); they are confirmed by their next object-acked write`));
+      .catch((err) => this.opts.logger.warn({ event: "takeover_not_shipped", locations: ready.length, error: (err as Error).message }, `the import records of ${ready.length} taken-over locations were not shipped (${(err as Error).message}); they are confirmed by their next object-acked write`));
   }
 
   private async flushConfirms(): Promise<void> {
@@ -463,7 +467,8 @@ export class Ownership {
     if (records === 0) return;
     this.store.quarantine(location, { movedTo: owner, records, fromSegment: this.fencePoint });
     if (this.quarantine.length < QUARANTINE_REPORTED_MAX) this.quarantine.push({ location, records, movedTo: owner });
-    this.opts.onWarning(
+    this.opts.logger.warn(
+      { event: "location_moved_unshipped", location, to: owner, records, fromSegment: this.fencePoint },
       `location "${location}" moved to server "${owner}" while ${records >= QUARANTINE_COUNT_MAX ? `at least ${records}` : records} of its records here were never shipped; ` +
         `they are not part of its history there, are kept in this server's log (quarantine) and are never served`,
     );

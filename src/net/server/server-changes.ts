@@ -20,6 +20,7 @@
  * where its history may differ from what it was shown (docs/failover.md).
  */
 import { headers as natsHeaders, type NatsConnection } from "nats";
+import type { Logger } from "../../logger.js";
 import type { Change, KvEntry, StoredMessage } from "../../types.js";
 import { EPOCH_HEADER, changeSubject } from "../wire/subjects.js";
 import { encode, joinArray } from "../wire/wire-codec.js";
@@ -40,7 +41,7 @@ export class ChangeFeed {
     private readonly nc: NatsConnection,
     private readonly prefix: string,
     private readonly maxPayload: () => number,
-    private readonly onWarning: (message: string) => void,
+    private readonly logger: Logger,
     /** changeInlineBytesMax: larger values go out without their bytes, `omitted: true`. */
     private readonly inlineBytesMax = Number.MAX_SAFE_INTEGER,
   ) {}
@@ -113,7 +114,7 @@ export class ChangeFeed {
       }
       this.published += count;
     } catch (err) {
-      this.onWarning(`could not publish ${count} change(s) of ${location}: ${(err as Error).message}`);
+      this.logger.warn({ event: "change_publish_failed", location, changes: count, error: (err as Error).message }, `could not publish ${count} change(s) of ${location}: ${(err as Error).message}`);
     }
   }
 }

@@ -18,6 +18,7 @@
  */
 import type { Msg } from "nats";
 import { StrataError } from "../../errors.js";
+import type { Logger } from "../../logger.js";
 import type { Store } from "../../store.js";
 import { parseCompactRequest } from "../wire/compact-wire.js";
 import type { NetLimits } from "../wire/net-limits.js";
@@ -31,7 +32,7 @@ export interface CompactRequestsOptions {
   replies: Replies;
   limits: Pick<NetLimits, "compactRequestMs">;
   inboxPrefix: string;
-  onWarning: (message: string) => void;
+  logger: Logger;
 }
 
 export class CompactRequests {
@@ -44,7 +45,7 @@ export class CompactRequests {
   constructor(private readonly o: CompactRequestsOptions) {}
 
   onRequest(err: Error | null, msg: Msg): void {
-    if (err) return this.o.onWarning(`subscription error on the compact subject: ${err.message}`);
+    if (err) return this.o.logger.warn({ event: "subscription_error", class: "compact", error: err.message }, `subscription error on the compact subject: ${err.message}`);
     if (!msg.reply || replyClient(msg.reply, this.o.inboxPrefix) === undefined) {
       this.refused += 1;
       return;
@@ -78,11 +79,11 @@ export class CompactRequests {
       void work.then(
         (r) => {
           this.runningSince = undefined;
-          if (!answered) this.o.onWarning(`the requested compaction finished after its request timed out: ${r.runs} run(s), ${r.droppedBytes} bytes dropped, ${r.reclaimedSegments} segment(s) reclaimed`);
+          if (!answered) this.o.logger.warn({ event: "compaction_finished_late", runs: r.runs, droppedBytes: r.droppedBytes, reclaimedSegments: r.reclaimedSegments }, `the requested compaction finished after its request timed out: ${r.runs} run(s), ${r.droppedBytes} bytes dropped, ${r.reclaimedSegments} segment(s) reclaimed`);
         },
         (e: unknown) => {
           this.runningSince = undefined;
-          if (!answered) this.o.onWarning(`the requested compaction failed after its request timed out: ${(e as Error)?.message ?? String(e)}`);
+          if (!answered) this.o.logger.warn({ event: "compaction_failed_late", error: (e as Error)?.message ?? String(e) }, `the requested compaction failed after its request timed out: ${(e as Error)?.message ?? String(e)}`);
         },
       );
       let timer: NodeJS.Timeout | undefined;
@@ -97,7 +98,7 @@ export class CompactRequests {
       }
       this.o.replies.publish(reply, encode(report));
     } catch (e) {
-      if (!(e instanceof StrataError)) this.o.onWarning(`the requested compaction failed: ${(e as Error)?.stack ?? String(e)}`);
+      if (!(e instanceof StrataError)) this.o.logger.error({ event: "compaction_failed", error: (e as Error)?.message ?? String(e), stack: (e as Error)?.stack }, `the requested compaction failed: ${(e as Error)?.stack ?? String(e)}`);
       this.o.replies.error(reply, e);
     }
   }

@@ -40,6 +40,7 @@ import { ASK_ALONE, BatchReads, holdForRead } from "./server-reads.js";
 import { scanKv, scanStream } from "./store-scan.js";
 import type { SubjectClass } from "../wire/subjects.js";
 import { decodeMap, estimateBytes, isPlainMap, type WireMap } from "../wire/wire-codec.js";
+import type { ServerMetrics } from "../../metrics/server-metrics.js";
 
 export interface RequestContext extends ReplyTarget {
   /** Who sent it, for per-client limits: the first token of its reply inbox (wire/subjects.ts). */
@@ -58,6 +59,9 @@ export interface RequestContext extends ReplyTarget {
   /** The location's handles, made on first use (a batch uses one for all its items). */
   streamHandle?: StreamHandle;
   kvHandle?: KvHandle;
+  /** The server's metrics (absent: none recorded), and when the request arrived (performance.now) for the ack latency. */
+  metrics?: ServerMetrics | undefined;
+  arrivedMs?: number;
 }
 
 type Compute = (ctx: RequestContext, body: WireMap) => unknown;
@@ -119,6 +123,7 @@ export async function handle(ctx: RequestContext, body: WireMap): Promise<void> 
     const result = await spec.compute!(ctx, body);
     checkStillHeld(ctx);
     await ctx.replies.result(ctx, result);
+    if (ctx.metrics !== undefined && spec.cls === "w") ctx.metrics.ack(ackOf(body), (performance.now() - ctx.arrivedMs!) / 1000);
   } finally {
     hold?.release();
   }
@@ -190,9 +195,12 @@ async function batch(ctx: RequestContext, body: WireMap): Promise<void> {
     if (!(item instanceof Uint8Array)) throw new StrataError("INVALID_ARGUMENT", "every item of a batch must be an encoded request (CBOR byte string)");
   }
   const reads = new BatchReads(ctx);
-  const runs = (items as Uint8Array[]).map((bytes) => {
+  // The ack level of each write item, for the ack latency (only with metrics).
+  const acks: unknown[] | undefined = ctx.metrics === undefined || ctx.cls !== "w" ? undefined : [];
+  const runs = (items as Uint8Array[]).map((bytes, i) => {
     try {
       const request = decodeMap(bytes, "a batch item");
+      if (acks !== undefined) acks[i] = ackOf(request) ?? "local";
       if (!COALESCED_OPS.has(request.op as string)) {
         throw new StrataError("INVALID_ARGUMENT", `op ${describeValue(request.op)} cannot be batched; only ${[...COALESCED_OPS].join(", ")}`);
       }
@@ -215,6 +223,18 @@ async function batch(ctx: RequestContext, body: WireMap): Promise<void> {
   try {
     checkStillHeld(ctx);
     await ctx.replies.result(ctx, results);
+    const m = ctx.metrics;
+    if (m !== undefined) {
+      // Each item counts as a request alone would: an acknowledged write by its ack level, a
+      // refused item by its error code (a get sent back to be asked alone is neither).
+      const seconds = (performance.now() - ctx.arrivedMs!) / 1000;
+      for (let i = 0; i < results.length; i++) {
+        const r = results[i]!;
+        if (!r.ok) {
+          if (r.alone !== true) m.errors.countCode(r.error.code);
+        } else if (acks?.[i] !== undefined) m.ack(acks[i], seconds);
+      }
+    }
   } finally {
     reads.release();
   }
@@ -231,6 +251,12 @@ export function checkStillHeld(ctx: RequestContext): void {
     throw new StrataError("TIMEOUT", `server's hold on location "${ctx.location}" ended before the write was acknowledged; it may or may not be applied (retry with the same msgId to apply it exactly once)`);
   }
   throw new StrataError("UNAVAILABLE", `location "${ctx.location}" is no longer served here (it moved, or this server's lease ended); retry`);
+}
+
+/** A write request's ack level (its options', or the first item's for setMany/appendMany); undefined means local. */
+function ackOf(body: WireMap): unknown {
+  const options = Array.isArray(body.items) && isPlainMap(body.items[0]) ? body.items[0].options : body.options;
+  return isPlainMap(options) ? options.ack : undefined;
 }
 
 function credit(ctx: RequestContext, body: WireMap): void {

@@ -13,6 +13,7 @@
  */
 import { Empty, nuid, type NatsConnection } from "nats";
 import { StrataError } from "../../errors.js";
+import type { Logger } from "../../logger.js";
 import type { LargeRead } from "../../store.js";
 import { chunkDataBytes } from "../wire/chunking.js";
 import type { NetLimits } from "../wire/net-limits.js";
@@ -69,7 +70,7 @@ export class Replies {
   constructor(
     private readonly nc: NatsConnection,
     readonly limits: NetLimits,
-    private readonly onWarning: (message: string) => void,
+    private readonly logger: Logger,
     private readonly carryBytesMax: number,
     private readonly bulk: NatsConnection = nc,
   ) {
@@ -119,7 +120,7 @@ export class Replies {
       (bulk ? this.bulk : this.nc).publish(subject, data);
       (bulk ? this.budget.bulk : this.budget.main).add(data.byteLength);
     } catch (err) {
-      this.onWarning(`could not publish a reply to ${subject}: ${(err as Error).message}`);
+      this.logger.warn({ event: "reply_publish_failed", subject, error: (err as Error).message }, `could not publish a reply to ${subject}: ${(err as Error).message}`);
     }
     if (!bulk) this.onPublished?.();
   }
@@ -131,7 +132,7 @@ export class Replies {
       (bulk ? this.bulk : this.nc).publish(reply, Empty, { headers: errorHeaders(err) });
       (bulk ? this.budget.bulk : this.budget.main).add(0);
     } catch (e) {
-      this.onWarning(`could not publish an error reply to ${reply}: ${(e as Error).message}`);
+      this.logger.warn({ event: "reply_publish_failed", subject: reply, error: (e as Error).message }, `could not publish an error reply to ${reply}: ${(e as Error).message}`);
     }
   }
 

@@ -18,6 +18,7 @@
  */
 import { connect, ErrorCode, Events, nuid, type ConnectionOptions, type Msg, type NatsConnection, type Subscription } from "nats";
 import { StrataError } from "../../errors.js";
+import { loggerOf, type Logger } from "../../logger.js";
 import { withTimeout } from "../../with-timeout.js";
 import { Store } from "../../store.js";
 import type { StoreOptions } from "../../config.js";
@@ -38,6 +39,8 @@ import { handoverSubject } from "../wire/coordinator-protocol.js";
 import { compactSubject } from "../wire/subjects.js";
 import { CompactRequests } from "./server-compact.js";
 import type { Change } from "../../types.js";
+import type { Metrics } from "../../metrics/metrics.js";
+import { ServerMetrics } from "../../metrics/server-metrics.js";
 
 export interface ServerOptions {
   /** Server id: names this server's subjects (`P.w.<id>.>`) and, when `dir` is given, its store. */
@@ -66,6 +69,18 @@ export interface ServerOptions {
    * serves only the locations granted to it while its lease holds (docs/failover.md).
    */
   standalone?: boolean;
+  /**
+   * Records the server's and its store's metrics into this registry (src/metrics/; one registry
+   * per server). None: nothing is recorded.
+   */
+  metrics?: Metrics;
+  /**
+   * Where the server logs (pino-compatible, src/logger.ts): events with an `event` name and
+   * fields. Also the store's logger when the server opens the store and `storeOptions` names
+   * none. None: the server logs nothing.
+   */
+  logger?: Logger;
+  /** @deprecated Use `logger`. Called with the message of every warning (and error) event. */
   onWarning?: (message: string) => void;
 }
 
@@ -87,6 +102,8 @@ export interface StrataServer {
   readonly prefix: string;
   readonly store: Store;
   stats(): ServerStats;
+  /** Whether the server may serve now: standalone, or holding a valid lease from the coordinator (/readyz). */
+  leaseHeld(): boolean;
   /** Graceful stop: refuse new requests, finish those in flight, drain, close what we opened. */
   stop(): Promise<void>;
 }
@@ -96,16 +113,17 @@ export async function startServer(options: ServerOptions): Promise<StrataServer>
   const prefix = validatePrefix(options.prefix ?? DEFAULT_PREFIX);
   const limits = resolveNetLimits(options.limits);
   const inboxPrefix = validateInboxPrefix(options.inboxPrefix ?? DEFAULT_INBOX_PREFIX);
-  const onWarning = options.onWarning ?? ((m: string) => process.stderr.write(`strata server ${id}: ${m}\n`));
+  const logger = loggerOf(options.logger, options.onWarning);
   if ((options.store === undefined) === (options.dir === undefined)) {
     throw new StrataError("INVALID_ARGUMENT", "startServer needs exactly one of { store } or { dir }");
   }
   const ownStore = options.store === undefined;
-  const store = options.store ?? (await Store.open({ ...options.storeOptions, dir: options.dir!, id }));
+  const store = options.store ?? (await Store.open({ ...(options.storeOptions?.logger === undefined && options.storeOptions?.onWarning === undefined ? { logger } : {}), ...options.storeOptions, dir: options.dir!, id }));
   let nc: NatsConnection | undefined;
   let bulk: NatsConnection;
   const ownNc = typeof options.nats === "string" || Array.isArray(options.nats);
   try {
+    if (options.metrics !== undefined) store.instrument(options.metrics);
     const open = (name: string) => connect({ maxReconnectAttempts: -1, name, ...options.natsOptions, servers: options.nats as string | string[] });
     nc = ownNc ? await open(`strata-server-${id}`) : (options.nats as NatsConnection);
     chunkDataBytes(nc.info?.max_payload ?? 0, limits.frameOverheadBytes, limits.maxPayloadMinBytes);
@@ -115,7 +133,8 @@ export async function startServer(options: ServerOptions): Promise<StrataServer>
     // is used for both.
     bulk = ownNc ? await open(`strata-server-${id}-bulk`) : nc;
     if (bulk !== nc && !(await mayPublishReplies(bulk, inboxPrefix))) {
-      onWarning(
+      logger.warn(
+        { event: "bulk_connection_shared", inboxPrefix },
         `the second ("bulk") NATS connection may not publish to reply subjects below "${inboxPrefix}" (nats-server's allow_responses admits only the connection that received a request); all replies share one connection, so a reader who does not read can delay others. Allow this server's user to publish to "${inboxPrefix}.>" to separate them (deploy/README.md).`,
       );
       await bulk.close();
@@ -126,7 +145,7 @@ export async function startServer(options: ServerOptions): Promise<StrataServer>
     if (ownStore) await store.close();
     throw err instanceof StrataError ? err : new StrataError("UNAVAILABLE", `cannot connect to NATS: ${(err as Error).message}`, { cause: err });
   }
-  const server = new Server(id, prefix, store, nc, limits, onWarning, ownStore, ownNc, inboxPrefix, bulk, options.standalone === true);
+  const server = new Server(id, prefix, store, nc, limits, logger, ownStore, ownNc, inboxPrefix, bulk, options.standalone === true, options.metrics);
   server.start();
   return server;
 }
@@ -151,6 +170,8 @@ class Server implements StrataServer {
   private idleWaiters: Array<() => void> = [];
   private stopping: Promise<void> | undefined;
   private counters = { requests: 0, errors: 0, repliesRefused: 0 };
+  /** Requests, errors, ack latency, lease (src/metrics/server-metrics.ts); bound in start(). */
+  private metrics: ServerMetrics | undefined;
 
   constructor(
     readonly id: string,
@@ -158,18 +179,19 @@ class Server implements StrataServer {
     readonly store: Store,
     private readonly nc: NatsConnection,
     private readonly limits: NetLimits,
-    private readonly onWarning: (message: string) => void,
+    private readonly logger: Logger,
     private readonly ownStore: boolean,
     private readonly ownNc: boolean,
     private readonly inboxPrefix: string,
     private readonly bulk: NatsConnection,
     private readonly standalone: boolean,
+    private readonly registry: Metrics | undefined,
   ) {
-    this.replies = new Replies(nc, limits, onWarning, store.limits.recordBytesMax + store.limits.scanReadBytesMax, bulk);
+    this.replies = new Replies(nc, limits, logger, store.limits.recordBytesMax + store.limits.scanReadBytesMax, bulk);
     this.uploads = new Uploads(this.replies, limits, store.limits.valueBytesMax);
     this.subjects = serverSubjects(prefix, id);
-    this.changes = new ChangeFeed(nc, prefix, () => this.replies.maxPayload(), onWarning, limits.changeInlineBytesMax);
-    this.compactions = new CompactRequests({ id, store, replies: this.replies, limits, inboxPrefix, onWarning });
+    this.changes = new ChangeFeed(nc, prefix, () => this.replies.maxPayload(), logger, limits.changeInlineBytesMax);
+    this.compactions = new CompactRequests({ id, store, replies: this.replies, limits, inboxPrefix, logger });
   }
 
   start(): void {
@@ -182,7 +204,7 @@ class Server implements StrataServer {
         onIncarnationOver: () => this.ownership?.clear(),
         onRenewed: () => this.ownership?.renewed(),
         onRegistered: (first) => this.ownership?.registered(first),
-        onWarning: this.onWarning,
+        logger: this.logger,
         requestTimeoutMs: this.limits.coordRequestTimeoutMs,
         retryMinMs: this.limits.coordRetryMinMs,
         retryMaxMs: this.limits.coordRetryMaxMs,
@@ -192,7 +214,7 @@ class Server implements StrataServer {
         batchMax: this.limits.claimBatchMax,
         handoverShipMs: this.limits.handoverShipMs,
         handoverHoldMs: this.limits.handoverHoldMs,
-        onWarning: this.onWarning,
+        logger: this.logger,
       });
       this.link = link;
       this.ownership = ownership;
@@ -200,6 +222,7 @@ class Server implements StrataServer {
       this.subs.push(this.nc.subscribe(handoverSubject(this.prefix, this.id), { callback: (err, msg) => void this.onHandover(err, msg) }));
     }
     const ownership = this.ownership;
+    if (this.registry !== undefined) this.metrics = this.serverMetrics(this.registry);
     // Changes are published only for locations held now: a server whose lease ran out (or that
     // handed a location over) must not speak for it, even for changes it committed before.
     this.unlisten = this.store.onChange((change) => {
@@ -234,7 +257,7 @@ class Server implements StrataServer {
   }
 
   private onMessage(cls: SubjectClass, err: Error | null, msg: Msg): void {
-    if (err) return this.onWarning(`subscription error: ${err.message}`);
+    if (err) return this.logger.warn({ event: "subscription_error", class: cls, error: err.message }, `subscription error: ${err.message}`);
     if (!msg.reply) return; // nobody to answer; every request of the protocol has a reply subject
     // A reply subject outside the inbox namespace (e.g. someone's change feed) gets nothing.
     const client = replyClient(msg.reply, this.inboxPrefix);
@@ -245,12 +268,14 @@ class Server implements StrataServer {
     this.counters.requests += 1;
     if (this.inFlight >= this.limits.requestsInFlightMax) {
       this.counters.errors += 1;
+      this.metrics?.errors.countCode("UNAVAILABLE");
       return this.replies.error(msg.reply, new StrataError("UNAVAILABLE", `the server has ${this.inFlight} requests in flight; retry shortly`));
     }
     // Read requests wait for room in the reply budget; what they hold while they wait is bounded too.
     const readBytes = cls === "r" ? msg.data.byteLength : 0;
     if (readBytes > 0 && this.readBytesInFlight + readBytes > this.limits.readRequestBytesInFlightMax) {
       this.counters.errors += 1;
+      this.metrics?.errors.countCode("UNAVAILABLE");
       return this.replies.error(msg.reply, new StrataError("UNAVAILABLE", `the server holds ${this.readBytesInFlight} bytes of read requests (readRequestBytesInFlightMax); retry shortly`));
     }
     this.inFlight += 1;
@@ -264,15 +289,18 @@ class Server implements StrataServer {
 
   private async process(cls: SubjectClass, msg: Msg, client: string): Promise<void> {
     const reply = msg.reply!;
+    const metrics = this.metrics;
+    const arrivedMs = metrics === undefined ? 0 : performance.now();
     try {
       const raw = locationFromSubject(msg.subject, this.subjects[cls].base);
       if (raw === undefined) throw new StrataError("INVALID_LOCATION", `subject "${msg.subject}" names no location`);
       const location = validateLocation(raw, this.store.limits);
       const body = decodeMap(msg.data, "the request");
+      metrics?.request(body.op, msg.data.byteLength);
       if (this.stopping && body.op !== "chunk" && body.op !== "credit") {
         throw new StrataError("UNAVAILABLE", `server "${this.id}" is shutting down; retry (the location will be served again)`);
       }
-      const ctx: RequestContext = { reply, client, location, cls, store: this.store, replies: this.replies, uploads: this.uploads, limits: this.limits };
+      const ctx: RequestContext = { reply, client, location, cls, store: this.store, replies: this.replies, uploads: this.uploads, limits: this.limits, metrics, arrivedMs };
       // Under a coordinator a request runs only under a grant (chunks and credits belong to a
       // transfer that was admitted when it began), and counts as running for a handover.
       const ownership = body.op !== "chunk" && body.op !== "credit" ? this.ownership : undefined;
@@ -291,7 +319,8 @@ class Server implements StrataServer {
       }
     } catch (err) {
       this.counters.errors += 1;
-      if (!(err instanceof StrataError)) this.onWarning(`unexpected error handling ${msg.subject}: ${(err as Error)?.stack ?? String(err)}`);
+      metrics?.errors.count(err);
+      if (!(err instanceof StrataError)) this.logger.error({ event: "unexpected_error", subject: msg.subject, error: (err as Error)?.message ?? String(err), stack: (err as Error)?.stack }, `unexpected error handling ${msg.subject}: ${(err as Error)?.stack ?? String(err)}`);
       this.replies.error(reply, err);
     }
   }
@@ -304,6 +333,27 @@ class Server implements StrataServer {
     this.changesWaiting = [];
     for (const { change, epoch } of waiting) this.changes.add(change, epoch);
     this.changes.flush();
+  }
+
+  private serverMetrics(registry: Metrics): ServerMetrics {
+    const { link, ownership } = this;
+    return new ServerMetrics(registry, {
+      inFlight: () => this.inFlight,
+      changesPublished: () => this.changes.published,
+      repliesRefused: () => this.counters.repliesRefused,
+      ...(link !== undefined && ownership !== undefined
+        ? {
+            ownership: () => {
+              const o = ownership.stats();
+              return { leaseHeld: link.valid(), leaseRemainingMs: link.remainingMs(), incarnation: link.incarnation, grants: o.grants, epochsGranted: ownership.epochsGranted, takeovers: o.takeovers, takeoverFailures: o.takeoverFailures };
+            },
+          }
+        : {}),
+    });
+  }
+
+  leaseHeld(): boolean {
+    return this.link === undefined || this.link.valid();
   }
 
   /** What each lease renewal reports; must be cheap (it runs every renewal). */
@@ -372,7 +422,7 @@ class Server implements StrataServer {
         await withTimeout(this.store.shipAll(), this.limits.shutdownGraceMs, "shipping the last records", "TIMEOUT");
         shipped = true;
       } catch (err) {
-        this.onWarning(`could not ship the last records before stopping (${(err as Error).message}); the lease is left to run out`);
+        this.logger.warn({ event: "stop_ship_failed", error: (err as Error).message }, `could not ship the last records before stopping (${(err as Error).message}); the lease is left to run out`);
       }
     }
     await this.link!.stop(shipped);

@@ -1,0 +1,122 @@
+/**
+ * The gateway's Hono application: routes, the auth guard every data route runs first, and the
+ * error handler that turns any failure into `{ code, message }` with its status (http-errors.ts).
+ *
+ * URL scheme (unambiguous by construction): a location is ONE path segment, percent-encoded
+ * (`acct/alice/chat` → `acct%2Falice%2Fchat`), and a kv key or a seq is the segment after it (kv
+ * keys that hold `/` or other reserved characters are percent-encoded as well). So `/kv/<loc>`
+ * is a listing, `/kv/<loc>/<key>` one key, `/streams/<loc>/<seq>` one message, and the literal
+ * `/streams/<loc>/watch` the change feed (a seq is digits only, so it never reads as "watch").
+ *
+ * Invariants: a data route authenticates (401) and authorises the location for its access (403)
+ * before it reads the body or sends anything to the deployment; only `/openapi.json` and
+ * `/healthz` answer without a token.
+ */
+import { Hono, type Context } from "hono";
+import { StrataError } from "../errors.js";
+import type { Logger } from "../logger.js";
+import { errorFields } from "../logger.js";
+import type { StrataClient } from "../net/client/client.js";
+import { authorize, type Access, type TokenTable } from "./auth.js";
+import { BodyBudget } from "./body.js";
+import { errorAnswer, errorResponse, HttpError } from "./http-errors.js";
+import type { HttpLimits } from "./http-limits.js";
+import { openApiDocument } from "./openapi.js";
+import { registerKvRoutes } from "./routes-kv.js";
+import { registerStreamRoutes } from "./routes-streams.js";
+import { StreamSlots } from "./streaming.js";
+
+export interface GatewayEnv {
+  Variables: { precondition: boolean };
+}
+
+export type GatewayContext = Context<GatewayEnv>;
+
+export interface GatewayDeps {
+  client: StrataClient;
+  /** Undefined: no authentication (only with `--no-auth`). */
+  tokens: TokenTable | undefined;
+  limits: HttpLimits;
+  logger: Logger;
+}
+
+/** What the routes share: the client, the guard and the bounded resources. */
+export interface RouteDeps extends GatewayDeps {
+  body: BodyBudget;
+  slots: StreamSlots;
+  /** SSE watches open now, ended at shutdown (they never end on their own). */
+  watches: Set<{ stop(): void }>;
+  /** Authenticates and authorises; resolves to the location as decoded from the URL. */
+  guard(c: GatewayContext, access: Access): string;
+}
+
+/** What a gateway holds now: streamed responses open and bytes reserved by request bodies. */
+export interface GatewayStats {
+  streamsOpen: number;
+  bodyInflightBytes: number;
+}
+
+export function createGatewayApp(deps: GatewayDeps): { app: Hono<GatewayEnv>; stats: () => GatewayStats; endWatches: () => void } {
+  const app = new Hono<GatewayEnv>();
+  const routeDeps: RouteDeps = {
+    ...deps,
+    body: new BodyBudget(deps.limits),
+    slots: new StreamSlots(deps.limits.httpStreamsMax),
+    watches: new Set(),
+    guard: (c, access) => {
+      const location = c.req.param("location") ?? "";
+      if (deps.tokens !== undefined) authorize(deps.tokens.authenticate(c.req.header("authorization")).grants, location, access);
+      return location;
+    },
+  };
+  app.get("/openapi.json", (c) => c.json(openApiDocument()));
+  app.get("/healthz", (c) => c.json({ ok: true }));
+  registerKvRoutes(app, routeDeps);
+  registerStreamRoutes(app, routeDeps);
+  app.notFound(() => {
+    throw new HttpError(404, "NOT_FOUND", "no such route; see /openapi.json (locations are one percent-encoded path segment, e.g. /kv/acct%2Falice/key)");
+  });
+  app.onError((err, c) =>
+    errorResponse(
+      errorAnswer(err, {
+        precondition: c.get("precondition") === true,
+        retryAfterSeconds: deps.limits.httpRetryAfterSeconds,
+        onInternal: (e) => deps.logger.error({ event: "http_internal_error", method: c.req.method, path: c.req.path, ...errorFields(e) }, "the gateway failed a request"),
+      }),
+    ),
+  );
+  return {
+    app,
+    stats: () => ({ streamsOpen: routeDeps.slots.count, bodyInflightBytes: routeDeps.body.inflightBytes }),
+    endWatches: () => {
+      for (const w of [...routeDeps.watches]) w.stop();
+    },
+  };
+}
+
+/** A path parameter that must be a sequence number (1 … 2^53-1). */
+export function parseSeq(text: string | undefined, what: string): number {
+  const n = Number(text);
+  if (text === undefined || !/^[1-9][0-9]{0,15}$/.test(text) || !Number.isSafeInteger(n)) {
+    throw new HttpError(400, "INVALID_ARGUMENT", `${what} must be a positive integer sequence number, got ${JSON.stringify((text ?? "").slice(0, 40))}`);
+  }
+  return n;
+}
+
+/** An optional query parameter that must be a sequence number. */
+export function querySeq(c: GatewayContext, name: string): number | undefined {
+  const text = c.req.query(name);
+  return text === undefined ? undefined : parseSeq(text, `?${name}`);
+}
+
+/** The JSON body of an error written into an already started response (NDJSON / SSE). */
+export function inlineError(err: unknown): { code: string; message: string } {
+  if (err instanceof HttpError) return { code: err.code, message: err.message };
+  if (StrataError.is(err)) return { code: err.code, message: err.message };
+  return { code: "INTERNAL", message: "the gateway failed unexpectedly; see its log" };
+}
+
+/** Base64 of a value, for JSON lines and events. */
+export function base64(value: Uint8Array): string {
+  return Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString("base64");
+}

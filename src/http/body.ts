@@ -1,0 +1,116 @@
+/**
+ * Request bodies of the gateway, taken with a bound. A body larger than `httpBodyBytesMax` is
+ * refused with 413 before any of it is read (by its Content-Length) or as soon as it passes the
+ * limit (a chunked body). A body whose Content-Length is above `httpBodyBufferBytesMax` is not held:
+ * it becomes a StreamedValue (src/net/client/client-call.ts) that the client reads chunk by chunk
+ * while it uploads, so the HTTP sender is paced by the server's upload grants. Smaller bodies, and
+ * bodies without Content-Length (whose length the upload needs up front), are held whole.
+ * All bodies in flight stay within `httpBodyInflightBytesMax` (past it, 503 BUSY with Retry-After,
+ * before reading): a held body reserves its length (or httpBodyBytesMax when unknown), a streamed
+ * one httpBodyBufferBytesMax.
+ *
+ * Invariants: a reservation is taken before the first byte is read and released exactly once
+ * (by `release()`, after the write the body feeds has finished); the inflight total never exceeds
+ * the budget. A refused body is not read further: the reader is cancelled and the answer asks the
+ * client to close the connection, so the rest of an oversized upload is not drained into memory.
+ */
+import { StrataError } from "../errors.js";
+import type { StreamedValue } from "../net/client/client-call.js";
+import { HttpError } from "./http-errors.js";
+import type { HttpLimits } from "./http-limits.js";
+
+/** A request body: held (`bytes`) or streamed (`streamed`), and its reservation. */
+export interface TakenBody {
+  bytes?: Uint8Array;
+  streamed?: StreamedValue;
+  /** Gives the body's reservation back; call once the write it feeds has finished. */
+  release(): void;
+}
+
+export class BodyBudget {
+  private inflight = 0;
+
+  constructor(private readonly limits: Pick<HttpLimits, "httpBodyBytesMax" | "httpBodyBufferBytesMax" | "httpBodyInflightBytesMax">) {}
+
+  /** Bytes reserved by bodies in flight now (for tests and metrics). */
+  get inflightBytes(): number {
+    return this.inflight;
+  }
+
+  async take(req: Request): Promise<TakenBody> {
+    const max = this.limits.httpBodyBytesMax;
+    const declared = contentLength(req.headers.get("content-length"));
+    if (declared !== undefined && declared > max) throw tooLarge(max);
+    const stream = declared !== undefined && declared > this.limits.httpBodyBufferBytesMax && req.body !== null;
+    const reserve = stream ? this.limits.httpBodyBufferBytesMax : (declared ?? max);
+    if (this.inflight + reserve > this.limits.httpBodyInflightBytesMax) {
+      throw new HttpError(503, "BUSY", `the gateway holds ${this.inflight} bytes of request bodies (httpBodyInflightBytesMax ${this.limits.httpBodyInflightBytesMax}); retry later`);
+    }
+    this.inflight += reserve;
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      this.inflight -= reserve;
+    };
+    if (stream) return { streamed: { bytes: declared, chunks: pieces(req.body!) }, release };
+    try {
+      return { bytes: await readBounded(req, max), release };
+    } catch (err) {
+      release();
+      throw err;
+    }
+  }
+}
+
+/** The body's pieces as they arrive; a body cut off by its sender is an INVALID_ARGUMENT. */
+async function* pieces(body: ReadableStream<Uint8Array>): AsyncGenerator<Uint8Array> {
+  const reader = body.getReader();
+  let done = false;
+  try {
+    for (;;) {
+      let r: Awaited<ReturnType<typeof reader.read>>;
+      try {
+        r = await reader.read();
+      } catch (cause) {
+        throw new StrataError("INVALID_ARGUMENT", "the request body was cut off before its Content-Length; nothing was written", { cause });
+      }
+      if (r.done) {
+        done = true;
+        return;
+      }
+      yield r.value;
+    }
+  } finally {
+    if (!done) reader.cancel().catch(() => {});
+  }
+}
+
+async function readBounded(req: Request, max: number): Promise<Uint8Array> {
+  if (req.body === null) return new Uint8Array(0);
+  const reader = req.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > max) {
+      reader.cancel().catch(() => {});
+      throw tooLarge(max);
+    }
+    chunks.push(value);
+  }
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total);
+}
+
+/** Content-Length as a number; a malformed one is a 400 (Node refuses most before we see them). */
+function contentLength(text: string | null): number | undefined {
+  if (text === null) return undefined;
+  if (!/^[0-9]{1,16}$/.test(text)) throw new HttpError(400, "INVALID_ARGUMENT", `Content-Length must be a decimal byte count, got ${JSON.stringify(text.slice(0, 40))}`);
+  return Number(text);
+}
+
+function tooLarge(max: number): HttpError {
+  return new HttpError(413, "TOO_LARGE", `the request body is larger than the gateway's httpBodyBytesMax (${max} bytes); send a smaller value or raise --body-bytes-max`, { connection: "close" });
+}

@@ -1,0 +1,125 @@
+/**
+ * The logger Strata's library code writes to, and the one the CLI makes.
+ *
+ * Library code never writes to the console: it logs through the `Logger` passed in its options
+ * (`Store.open`, `startServer`, `startCoordinator`) and, given none, logs nothing (`silentLogger`).
+ * `Logger` is the subset of pino's logger the code uses, so a pino logger (or any object with the
+ * same methods) can be passed as is.
+ *
+ * Every warning is one event: `logger.warn({ event: "torn_tail_cut", segment, offset, bytes }, msg)`.
+ * `event` is a stable snake_case name an operator can alert on; the other fields are the facts;
+ * the message is for people and may change. Event names are listed in the README.
+ *
+ * The CLI's logger (`createLogger`) writes synchronously to stdout, as JSON lines or, with
+ * `format: "pretty"`, through pino-pretty as a synchronous stream (no worker thread): a line is
+ * out before the next statement runs, so a ready line is seen as soon as the process is ready and
+ * nothing is lost when the process exits.
+ */
+import { pino, type DestinationStream } from "pino";
+import pretty from "pino-pretty";
+import { StrataError } from "./errors.js";
+
+/** One log method, called as pino's are: `(fields, message)` or `(message)`. */
+export interface LogFn {
+  (fields: object, message?: string): void;
+  (message: string): void;
+}
+
+/** The pino-compatible logger the library writes to. */
+export interface Logger {
+  trace: LogFn;
+  debug: LogFn;
+  info: LogFn;
+  warn: LogFn;
+  error: LogFn;
+  /** A logger that adds `bindings` to every event (e.g. `{ component: "tier" }`). */
+  child(bindings: Record<string, unknown>): Logger;
+}
+
+const noop: LogFn = () => undefined;
+
+/** Logs nothing: what library code uses when its caller passed no logger. */
+export const silentLogger: Logger = { trace: noop, debug: noop, info: noop, warn: noop, error: noop, child: () => silentLogger };
+
+export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+export const LOG_FORMATS = ["json", "pretty"] as const;
+export type LogFormat = (typeof LOG_FORMATS)[number];
+
+export interface CreateLoggerOptions {
+  level?: string;
+  format?: string;
+  /** Where lines go (default stdout, fd 1); tests pass an in-memory stream. */
+  destination?: DestinationStream | NodeJS.WritableStream;
+  /** Fields on every line (e.g. `{ server: "s1" }`). */
+  base?: Record<string, unknown>;
+  /** Colours in pretty output (default: when stdout is a terminal). */
+  colorize?: boolean;
+}
+
+/** The CLI's logger: JSON lines (default) or pretty text, at `level` (default info). */
+export function createLogger(options: CreateLoggerOptions = {}): Logger {
+  const level = options.level ?? "info";
+  const format = options.format ?? "json";
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) {
+    throw new StrataError("INVALID_ARGUMENT", `--log-level must be one of ${LOG_LEVELS.join(", ")}, got ${JSON.stringify(level)}`);
+  }
+  if (!(LOG_FORMATS as readonly string[]).includes(format)) {
+    throw new StrataError("INVALID_ARGUMENT", `--log-format must be "json" or "pretty", got ${JSON.stringify(format)}`);
+  }
+  const settings = { level, base: { pid: process.pid, ...options.base } };
+  if (format === "pretty") {
+    const stream = pretty({
+      sync: true,
+      destination: options.destination ?? 1,
+      colorize: options.colorize ?? process.stdout.isTTY === true,
+      ignore: "pid,hostname",
+    });
+    return pino(settings, stream);
+  }
+  return pino(settings, (options.destination as DestinationStream | undefined) ?? pino.destination({ fd: 1, sync: true }));
+}
+
+/**
+ * A logger for the deprecated `onWarning` option: its warn and error events reach the callback as
+ * their message; the other levels are dropped. With a real logger as well, both get the events.
+ */
+export function loggerOf(logger: Logger | undefined, onWarning: ((message: string) => void) | undefined): Logger {
+  if (onWarning === undefined) return logger ?? silentLogger;
+  const make = (target: Logger): Logger => {
+    const forward =
+      (level: "warn" | "error"): LogFn =>
+      (first: object | string, message?: string) => {
+        if (typeof first === "string") {
+          target[level](first);
+          onWarning(first);
+        } else {
+          target[level](first, message);
+          onWarning(message ?? String((first as { msg?: unknown }).msg ?? ""));
+        }
+      };
+    return {
+      trace: target.trace.bind(target),
+      debug: target.debug.bind(target),
+      info: target.info.bind(target),
+      warn: forward("warn"),
+      error: forward("error"),
+      child: (bindings) => make(target.child(bindings)),
+    };
+  };
+  return make(logger ?? silentLogger);
+}
+
+/** The message of an error of unknown type, for a log field. */
+export function errorMessage(err: unknown): string {
+  return (err as Error)?.message ?? String(err);
+}
+
+/** The fields of a failure on a log event: its message, and its code when it has one. */
+export function errorFields(err: unknown): { error: string; code?: string } {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  return { error: errorMessage(err), ...(typeof code === "string" ? { code } : {}) };
+}
+
+/** The fields of one log event: its stable name and the facts. */
+export type LogFields = { event: string } & Record<string, unknown>;
