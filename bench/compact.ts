@@ -29,6 +29,7 @@ import fs from "node:fs";
 import path from "node:path";
 import type { Histogram } from "hdr-histogram-js";
 import type { CompactReport } from "../src/compact.js";
+import { warningLineLogger } from "../src/logger.js";
 import { Store } from "../src/store.js";
 import { openObjectStore } from "../src/tier/object-store.js";
 import { checkSuiteOptions, isMainModule, runAsScript, type Scale } from "./lib/args.js";
@@ -213,7 +214,7 @@ class Bench {
       sweepTimers: false,
       compaction: false,
       limits: { ...this.p.limits, ...limits },
-      onWarning: (m) => this.progressLine(`store warning: ${m}`),
+      logger: warningLineLogger((line) => this.progressLine(`store warning: ${line}`)),
     });
   }
 

@@ -11,6 +11,7 @@
  */
 import { randomBytes } from "node:crypto";
 import path from "node:path";
+import { warningLineLogger } from "../src/logger.js";
 import { Store } from "../src/store.js";
 import { checkSuiteOptions, isMainModule, runAsScript, type Scale } from "./lib/args.js";
 import { diskUsage, makeTempDir, removeDir, withTempDir } from "./lib/fs.js";
@@ -141,7 +142,7 @@ interface KvRun {
 }
 
 function openStore(dir: string, progress: (line: string) => void): Promise<Store> {
-  return Store.open({ dir, sweepTimers: false, onWarning: (m) => progress(`store warning: ${m}`) });
+  return Store.open({ dir, sweepTimers: false, logger: warningLineLogger((line) => progress(`store warning: ${line}`)) });
 }
 
 function streamName(n: InFlight): string {

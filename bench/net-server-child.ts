@@ -126,6 +126,7 @@ async function serveStrata(settings: StrataSettings): Promise<() => Promise<void
   const { startServer } = await import("../src/net/server/server.js");
   const { Metrics } = await import("../src/metrics/metrics.js");
   const { startMetricsEndpoint } = await import("../src/metrics/http-endpoint.js");
+  const { warningLineLogger } = await import("../src/logger.js");
   const metrics = settings.metricsPort !== undefined ? new Metrics({ processMetrics: true }) : undefined;
   const endpoint = metrics ? await startMetricsEndpoint({ metrics, port: settings.metricsPort!, ready: () => ({}) }) : undefined;
   const server = await startServer({
@@ -136,7 +137,7 @@ async function serveStrata(settings: StrataSettings): Promise<() => Promise<void
     dir: settings.dir,
     nats: settings.url,
     storeOptions: { fsync: settings.fsync, sweepTimers: false },
-    onWarning: (m) => process.stderr.write(`bench strata server: ${m}\n`),
+    logger: warningLineLogger((line) => process.stderr.write(`bench strata server: ${line}\n`)),
   });
   if (settings.coordinated === true) {
     // Ready only once registered and holding a lease, so the first locate finds a live server.
@@ -154,8 +155,9 @@ async function serveStrata(settings: StrataSettings): Promise<() => Promise<void
 async function serveCoordinator(settings: CoordinatorSettings): Promise<() => Promise<void>> {
   const { connect } = await import("nats");
   const { startCoordinator } = await import("../src/net/coord/coordinator.js");
+  const { warningLineLogger } = await import("../src/logger.js");
   const nc = await connect({ servers: settings.url, name: "strata-bench-coordinator" });
-  const coordinator = await startCoordinator({ nc, dataDir: settings.dir, onWarning: (m) => process.stderr.write(`bench coordinator: ${m}\n`) });
+  const coordinator = await startCoordinator({ nc, dataDir: settings.dir, logger: warningLineLogger((line) => process.stderr.write(`bench coordinator: ${line}\n`)) });
   return async () => {
     await coordinator.stop();
     await nc.drain();

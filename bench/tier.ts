@@ -24,6 +24,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { S3RVER_CREDENTIALS, startS3rver, type RunningS3rver } from "../test/helpers/s3rver.js";
+import { warningLineLogger } from "../src/logger.js";
 import { Store } from "../src/store.js";
 import type { ObjectInfo, ObjectStore, PutIfAbsentResult } from "../src/tier/object-store.js";
 import { ForwardingObjectStore } from "../src/testing/fault-store.js";
@@ -209,7 +210,7 @@ class BenchTarget {
       cacheBytes: 1,
       limits: { ...this.p.limits, objectAckTimeoutMs: 600_000, closeUploadWaitMs: 600_000 },
       sweepTimers: false,
-      onWarning: (m) => this.progress(`store warning: ${m}`),
+      logger: warningLineLogger((line) => this.progress(`store warning: ${line}`)),
     });
     return { store, objects, seconds: (performance.now() - started) / 1000 };
   }

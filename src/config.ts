@@ -4,7 +4,7 @@
  */
 import path from "node:path";
 import { StrataError } from "./errors.js";
-import { loggerOf, type Logger } from "./logger.js";
+import { refuseWarningCallbacks, silentLogger, type Logger } from "./logger.js";
 import { resolveLimits, type Limits } from "./limits.js";
 import type { FileIo } from "./log/file-io.js";
 import type { FsyncMode } from "./log/segment-log.js";
@@ -37,8 +37,6 @@ export interface StoreOptions {
    * None: the store logs nothing.
    */
   logger?: Logger;
-  /** @deprecated Use `logger`. Called with the message of every warning (and error) event. */
-  onWarning?: (message: string) => void;
   /** Clock in ms since the epoch; tests inject one to control TTLs and dedup windows. */
   clock?: () => number;
   /** Run the TTL sweeper on a timer (default true); tests may sweep by hand instead. */
@@ -64,12 +62,13 @@ export interface StoreConfig {
 
 /** What a server id may be (it names the server's data in the object store). */
 export const SERVER_ID = /^[-_a-zA-Z0-9]{1,64}$/;
-const OPTION_NAMES = ["dir", "id", "tier", "objectStore", "cacheBytes", "sealIntervalMs", "limits", "logger", "onWarning", "clock", "sweepTimers", "compaction", "fsync", "io"];
+const OPTION_NAMES = ["dir", "id", "tier", "objectStore", "cacheBytes", "sealIntervalMs", "limits", "logger", "clock", "sweepTimers", "compaction", "fsync", "io"];
 
 export function resolveStoreConfig(options: StoreOptions): StoreConfig {
   if (options === null || typeof options !== "object" || typeof options.dir !== "string" || options.dir.length === 0) {
     throw new StrataError("INVALID_ARGUMENT", "Store.open needs { dir: \"path/to/data\" }");
   }
+  refuseWarningCallbacks(options, "Store.open");
   validateOptionsObject(options, OPTION_NAMES, "Store.open");
   const id = options.id ?? "local";
   if (!SERVER_ID.test(id)) throw new StrataError("INVALID_ARGUMENT", `id "${id}" must be 1..64 characters of [-_a-zA-Z0-9]`);
@@ -82,7 +81,7 @@ export function resolveStoreConfig(options: StoreOptions): StoreConfig {
     dir: path.resolve(options.dir),
     id,
     limits,
-    logger: loggerOf(options.logger, options.onWarning),
+    logger: options.logger ?? silentLogger,
     clock: options.clock ?? Date.now,
     sweepTimers: options.sweepTimers ?? true,
     compaction: options.compaction ?? true,

@@ -81,33 +81,36 @@ export function createLogger(options: CreateLoggerOptions = {}): Logger {
 }
 
 /**
- * A logger for the deprecated `onWarning` option: its warn and error events reach the callback as
- * their message; the other levels are dropped. With a real logger as well, both get the events.
+ * A logger for a printer of plain lines (a CLI command's stderr, a benchmark's progress): each
+ * warn or error event becomes one call of `print` with `<message> (<event>)`; lower levels are
+ * dropped, so a run without trouble prints nothing. Child bindings are dropped too.
  */
-export function loggerOf(logger: Logger | undefined, onWarning: ((message: string) => void) | undefined): Logger {
-  if (onWarning === undefined) return logger ?? silentLogger;
-  const make = (target: Logger): Logger => {
-    const forward =
-      (level: "warn" | "error"): LogFn =>
-      (first: object | string, message?: string) => {
-        if (typeof first === "string") {
-          target[level](first);
-          onWarning(first);
-        } else {
-          target[level](first, message);
-          onWarning(message ?? String((first as { msg?: unknown }).msg ?? ""));
-        }
-      };
-    return {
-      trace: target.trace.bind(target),
-      debug: target.debug.bind(target),
-      info: target.info.bind(target),
-      warn: forward("warn"),
-      error: forward("error"),
-      child: (bindings) => make(target.child(bindings)),
+export function warningLineLogger(print: (line: string, level: "warn" | "error") => void): Logger {
+  const printer =
+    (level: "warn" | "error"): LogFn =>
+    (first: object | string, message?: string) => {
+      const event = typeof first === "string" ? undefined : (first as { event?: unknown }).event;
+      const text = typeof first === "string" ? first : (message ?? "");
+      print(`${text}${typeof event === "string" ? ` (${event})` : ""}`, level);
     };
-  };
-  return make(logger ?? silentLogger);
+  const logger: Logger = { trace: noop, debug: noop, info: noop, warn: printer("warn"), error: printer("error"), child: () => logger };
+  return logger;
+}
+
+/**
+ * Refuses the warning callbacks the library took before it logged events (`onWarning`, and the
+ * coordinator's `onEvent`; removed before 1.0) as an unknown option, with a message naming
+ * `logger`: a caller still passing one would otherwise never hear of a warning again.
+ */
+export function refuseWarningCallbacks(options: object, what: string): void {
+  for (const name of ["onWarning", "onEvent"]) {
+    if (Object.hasOwn(options, name)) {
+      throw new StrataError(
+        "INVALID_ARGUMENT",
+        `unknown ${what} option "${name}": warning callbacks were removed; pass logger (a pino logger, or any object with its methods, src/logger.ts) and read its events (each has an "event" name and fields)`,
+      );
+    }
+  }
 }
 
 /** The message of an error of unknown type, for a log field. */

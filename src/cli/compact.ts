@@ -11,8 +11,10 @@
  *       prints its report; progress is not streamed, so a terminal shows a spinner.
  *
  * Progress and warnings go to stderr (a cli-progress bar on a terminal, plain lines otherwise,
- * nothing with --json), the summary (or with --json one JSON object) to stdout. Errors are
- * StrataErrors; main.ts prints `strata: CODE: message` and exits 1.
+ * nothing with --json), the summary (or with --json one JSON object) to stdout. With --data, each
+ * warn or error event the store logs is one line on stderr, `strata compact: warning: <message>
+ * (<event>)`, with or without --json; nothing below warn is printed. Errors are StrataErrors;
+ * main.ts prints `strata: CODE: message` and exits 1.
  */
 import type { Command } from "commander";
 import { connect } from "nats";
@@ -22,6 +24,7 @@ import { dataStat } from "../data-stat.js";
 import { StrataError } from "../errors.js";
 import { DEFAULT_NET_LIMITS } from "../limits.js";
 import { Store } from "../store.js";
+import { warningLineLogger } from "../logger.js";
 import type { ObjectStore } from "../tier/object-store.js";
 import { segmentsPrefix } from "../tier/segment-keys.js";
 import { parseCompactReport } from "../net/wire/compact-wire.js";
@@ -122,7 +125,6 @@ async function compactData(flags: CompactFlags & { data: string }, io: CompactIo
       `${flags.data} belongs to a server with a cold tier (${inTier} of its segments are in the object store); give its --tier URI and --id, or compaction would leave the object store behind`,
     );
   }
-  const warn = (m: string) => io.err(`strata compact: warning: ${m}\n`);
   const store = await Store.open({
     dir: flags.data,
     ...(flags.tier !== undefined ? { tier: flags.tier, id: flags.id! } : {}),
@@ -131,7 +133,8 @@ async function compactData(flags: CompactFlags & { data: string }, io: CompactIo
     // The data lock keeps every other process out, and this one reads nothing but the
     // compaction: no reader can hold a pointer into an input, so inputs need not be retained.
     limits: { compactRetainMs: RETAIN_MS },
-    onWarning: warn,
+    // The store's warn and error events, one plain line each (info and below: the summary says it).
+    logger: warningLineLogger((line, level) => io.err(`strata compact: ${level === "warn" ? "warning" : "error"}: ${line}\n`)),
   });
   const progress = flags.json ? undefined : progressSink(flags.dryRun === true, io);
   try {

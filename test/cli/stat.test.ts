@@ -194,13 +194,13 @@ describe("the moved-away quarantine", () => {
     a.quarantine("acct/r/stays", { movedTo: "b", records: 2, fromSegment: 1 });
     await a.importLocations([{ location: "acct/r/back", from: "b", cut, epoch: 3 }]);
     expect(a.quarantined().map((q) => q.location)).toEqual(["acct/r/stays"]);
-    await expect.poll(() => world.warnings.find((w) => w.includes('location "acct/r/back" came back to this server'))).toContain("1 records");
+    expect(await world.log.waitFor("location_came_back")).toMatchObject({ location: "acct/r/back", from: "b", records: 1 });
     expect((await a.stream("acct/r/back").get(1))?.value).toEqual(enc("written at b"));
     await world.close(a);
     expect((await dataStat(world.dir("a"))).quarantine.map((q) => q.location)).toEqual(["acct/r/stays"]);
 
     // A rebuild from the log redoes the import; the entry it cannot derive from the log is carried over.
-    await Store.reindex({ dir: world.dir("a"), id: "a", tier: world.tier, limits: LIMITS, sweepTimers: false, clock: () => world.now, onWarning: (m) => world.warnings.push(m) });
+    await Store.reindex({ dir: world.dir("a"), id: "a", tier: world.tier, limits: LIMITS, sweepTimers: false, clock: () => world.now, logger: world.log.logger });
     const after = await dataStat(world.dir("a"));
     expect(after.quarantine).toEqual([{ location: "acct/r/stays", movedTo: "b", records: 2, fromSegment: 1, at: world.now }]);
     expect(after.foreignLogs).toEqual([{ log: 1, server: "b" }]);

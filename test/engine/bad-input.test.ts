@@ -27,7 +27,7 @@ function tempDir(): string {
   dirs.push(d);
   return d;
 }
-const open = (extra: Partial<StoreOptions> = {}) => Store.open({ dir, limits: LIMITS, sweepTimers: false, onWarning: () => undefined, ...extra });
+const open = (extra: Partial<StoreOptions> = {}) => Store.open({ dir, limits: LIMITS, sweepTimers: false, ...extra });
 
 beforeEach(async () => {
   dir = tempDir();
@@ -183,6 +183,27 @@ describe("INVALID_ARGUMENT", () => {
     const fresh = path.join(tempDir(), "never-created");
     for (const options of [{ dir: fresh, sweepTimer: false }, { dir: fresh, limit: { chunkBytes: 1 } }]) {
       expect(await codeOf(() => Store.open(options as StoreOptions).then((s) => s.close())), JSON.stringify(options)).toBe("INVALID_ARGUMENT");
+    }
+    expect(fs.existsSync(fresh)).toBe(false);
+  });
+
+  // The string warning callback was removed before 1.0 (warnings are log events): a caller still
+  // passing one is refused like any unknown option, and told what to pass instead, rather than
+  // never hearing of a warning again.
+  it("refuses the removed onWarning option and says to pass logger", async () => {
+    const fresh = path.join(tempDir(), "never-created");
+    const onWarning = (_message: string): void => undefined;
+    const opens: Array<() => Promise<unknown>> = [() => Store.open({ dir: fresh, onWarning } as StoreOptions), () => Store.reindex({ dir: fresh, onWarning } as StoreOptions)];
+    for (const open of opens) {
+      const err = await open().then(
+        async (s) => {
+          if (s instanceof Store) await s.close();
+          return "opened";
+        },
+        (e: unknown) => e,
+      );
+      expect(StrataError.is(err, "INVALID_ARGUMENT"), String(err)).toBe(true);
+      expect((err as Error).message).toMatch(/unknown Store\.open option "onWarning".*pass logger/);
     }
     expect(fs.existsSync(fresh)).toBe(false);
   });

@@ -65,7 +65,7 @@ async function main(): Promise<void> {
   const print = (l: Line) => process.stdout.write(`${JSON.stringify(l)}\n`);
   // Background compaction runs on the maintenance timer (sweepTimers).
   const background = mode !== "explicit";
-  const store = await Store.open({ dir, limits: COMPACT_CRASH_LIMITS, sweepTimers: background, compaction: background, onWarning: () => undefined });
+  const store = await Store.open({ dir, limits: COMPACT_CRASH_LIMITS, sweepTimers: background, compaction: background });
   const kv = store.kv(KV);
   const writer = async (w: number) => {
     for (;;) {

@@ -32,6 +32,7 @@ const SEED = Number(process.env.STRATA_COMPACT_CRASH_SEED ?? 0x5eed_c0de);
 const ROUNDS = 8;
 /** A round's child is killed after this long at the latest. */
 const KILL_BY_MS = 4000;
+const STARTUP_MS = 60_000;
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -68,17 +69,22 @@ async function runAndKill(dir: string, seed: number, mode: Mode, kill: Kill): Pr
   // Bounded: a child that never reaches the condition is killed anyway after this many lines or
   // this long (the round still checks everything; `killedIn` says where the kill landed).
   const maxLines = 50_000;
-  const deadline = setTimeout(() => {
+  const killNow = () => {
     if (!killed) {
       killed = true;
       killedIn = inPhase;
       process.kill(pid, "SIGKILL");
     }
-  }, KILL_BY_MS);
+  };
+  // The kill deadline counts from the child's "ready" (its start-up on a loaded machine is not
+  // part of the round); a child that never gets ready is killed after STARTUP_MS and fails below.
+  let deadline = setTimeout(killNow, STARTUP_MS);
   try {
     for await (const text of readline.createInterface({ input: child.stdout })) {
       if (text === "ready") {
         ready = true;
+        clearTimeout(deadline);
+        deadline = setTimeout(killNow, KILL_BY_MS);
         continue;
       }
       const line = JSON.parse(text) as Line;
@@ -136,7 +142,7 @@ async function verify(store: Store, truth: Map<string, KeyTruth>, ctx: string): 
 }
 
 async function open(dir: string): Promise<Store> {
-  return Store.open({ dir, limits: COMPACT_CRASH_LIMITS, sweepTimers: false, compaction: false, onWarning: () => undefined });
+  return Store.open({ dir, limits: COMPACT_CRASH_LIMITS, sweepTimers: false, compaction: false });
 }
 
 describe("compaction under kill -9", () => {

@@ -43,7 +43,7 @@ async function main(): Promise<void> {
   const [dir, runId, seedText] = process.argv.slice(2);
   if (!dir || !runId || !seedText) throw new Error("usage: crash-child.ts <dir> <run-id> <seed>");
   const rand = prng(Number(seedText));
-  const store = await Store.open({ dir, limits: CRASH_LIMITS, sweepTimers: false, onWarning: () => undefined });
+  const store = await Store.open({ dir, limits: CRASH_LIMITS, sweepTimers: false });
   const print = (a: Ack) => process.stdout.write(`${JSON.stringify(a)}\n`);
   let n = 0;
   const worker = async (w: number) => {

@@ -134,7 +134,7 @@ function tearTail(dir: string, rand: () => number): number {
 }
 
 async function open(dir: string): Promise<Store> {
-  return Store.open({ dir, limits: CRASH_LIMITS, sweepTimers: false, onWarning: () => undefined });
+  return Store.open({ dir, limits: CRASH_LIMITS, sweepTimers: false });
 }
 
 describe("crash recovery with SIGKILL", () => {

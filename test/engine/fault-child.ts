@@ -43,7 +43,7 @@ function armCrash(at: number): void {
 
 async function main(): Promise<void> {
   const job = JSON.parse(process.argv[2]!) as ChildJob;
-  const options = { dir: job.dir, limits: job.limits, clock: () => job.now, sweepTimers: false, onWarning: () => undefined };
+  const options = { dir: job.dir, limits: job.limits, clock: () => job.now, sweepTimers: false };
   try {
     if (job.mode === "open") {
       const store = await Store.open(options);

@@ -23,6 +23,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { expect } from "vitest";
+import { captureLogger } from "../helpers/capture-logger.js";
 import { StrataError } from "../../src/errors.js";
 import { unsyncedMarkerPath } from "../../src/index/unsynced-marker.js";
 import { parseFrame } from "../../src/log/framing.js";
@@ -98,7 +99,9 @@ export class FaultHarness {
   readonly tainted = new Set<string>();
   /** What happened, for the failure message. */
   readonly log: string[] = [];
-  readonly warnings: string[] = [];
+  /** What the stores logged at warn or worse (the messages: the failure message shows the last ones). */
+  private readonly capture = captureLogger({ level: "warn" });
+  readonly warnings = this.capture.warnings;
   /** Findings that are not failures (e.g. a stale value after a damaged record), printed at the end. */
   readonly notes: string[] = [];
   /** What was exercised (step kinds, faults injected, outcomes), so a run that tests nothing shows. */
@@ -126,7 +129,7 @@ export class FaultHarness {
       limits: this.tiered ? { ...LIMITS, ...TIER_LIMITS } : LIMITS,
       clock: () => this.now,
       sweepTimers: false,
-      onWarning: (w: string) => void this.warnings.push(w),
+      logger: this.capture.logger,
       io: this.io,
     };
     if (!this.memory) {
@@ -387,7 +390,7 @@ export class FaultHarness {
       this.log.push(`  reindex ${result.signal ? "crashed" : "finished"}`);
       this.count(`reindex in a child ${result.signal ? "crashed" : "finished"}`);
     } else {
-      const options = { dir: this.dir, limits: this.tiered ? { ...LIMITS, ...TIER_LIMITS } : LIMITS, clock: () => this.now, sweepTimers: false, onWarning: () => undefined, id: "f1" };
+      const options = { dir: this.dir, limits: this.tiered ? { ...LIMITS, ...TIER_LIMITS } : LIMITS, clock: () => this.now, sweepTimers: false, id: "f1" };
       try {
         await Store.reindex(this.memory ? { ...options, objectStore: new SharedObjectStore(this.memory) } : options);
       } catch (err) {

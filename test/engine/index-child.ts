@@ -1,12 +1,13 @@
 /**
  * The child of index-damage.test.ts: opens a store whose index file the parent damaged (a SIGBUS
  * or SIGSEGV there would kill vitest's worker, so it happens here), or runs a reindex the parent
- * kills. Prints one JSON line with what it saw.
+ * kills. Prints one JSON line with what it saw (the store's warn-or-worse log events included).
  *
  * Usage: node --import tsx test/engine/index-child.ts open <dir>... | reindex <dir>
  * (`open` opens each directory in turn, one JSON line each: one child serves many cases.)
  */
 import { Store } from "../../src/store.js";
+import { captureLogger } from "../helpers/capture-logger.js";
 import { all } from "../helpers/collect.js";
 
 export const INDEX_CHILD_LIMITS = { segmentBytesMax: 64 * 1024, recordBytesMax: 8192, chunkBytes: 1024, headersBytesMax: 1024 };
@@ -16,7 +17,7 @@ async function main(): Promise<void> {
   const [mode, ...dirs] = process.argv.slice(2);
   const dir = dirs[0];
   if (mode === "reindex") {
-    const report = await Store.reindex({ dir: dir!, limits: INDEX_CHILD_LIMITS, onWarning: () => undefined });
+    const report = await Store.reindex({ dir: dir!, limits: INDEX_CHILD_LIMITS });
     process.stdout.write(`${JSON.stringify({ replayed: report.replayed })}\n`);
     return;
   }
@@ -24,13 +25,13 @@ async function main(): Promise<void> {
 }
 
 async function openOne(dir: string): Promise<void> {
-  const warnings: string[] = [];
-  const store = await Store.open({ dir, limits: INDEX_CHILD_LIMITS, sweepTimers: false, onWarning: (m) => warnings.push(m) });
+  const { logger, events } = captureLogger({ level: "warn" });
+  const store = await Store.open({ dir, limits: INDEX_CHILD_LIMITS, sweepTimers: false, logger });
   const seqs: Record<string, number[]> = {};
   for (const loc of INDEX_CHILD_STREAMS) seqs[loc] = (await all(store.stream(loc).getAll())).map((m) => m.seq);
   const kv = await store.kv("d/kv").get("key");
   process.stdout.write(
-    `${JSON.stringify({ seqs, kv: kv ? Buffer.from(kv.value).toString() : null, rebuilt: store.recovery.rebuilt, movedTo: store.recovery.damagedIndexMovedTo ?? null, warnings })}\n`,
+    `${JSON.stringify({ seqs, kv: kv ? Buffer.from(kv.value).toString() : null, rebuilt: store.recovery.rebuilt, movedTo: store.recovery.damagedIndexMovedTo ?? null, events })}\n`,
   );
   await store.close();
 }

@@ -19,6 +19,7 @@ import { indexFileProblem, moveIndexAside } from "../../src/index/index-check.js
 import { bootId, unsyncedMarkerPath } from "../../src/index/unsynced-marker.js";
 import { listSegmentIds, segmentPath } from "../../src/log/segment-files.js";
 import { mulberry32 } from "../../src/random.js";
+import type { LogEvent } from "../helpers/capture-logger.js";
 import { all } from "../helpers/collect.js";
 import { INDEX_CHILD_LIMITS, INDEX_CHILD_STREAMS } from "./index-child.js";
 
@@ -36,7 +37,7 @@ const expected = Array.from({ length: MESSAGES }, (_, i) => i + 1);
 beforeAll(async () => {
   root = fs.mkdtempSync(path.join(os.tmpdir(), "strata-index-damage-"));
   pristine = path.join(root, "pristine");
-  const store = await Store.open({ dir: pristine, limits: INDEX_CHILD_LIMITS, sweepTimers: false, onWarning: () => undefined });
+  const store = await Store.open({ dir: pristine, limits: INDEX_CHILD_LIMITS, sweepTimers: false });
   for (const loc of INDEX_CHILD_STREAMS) {
     for (let i = 0; i < MESSAGES; i += 500) {
       await store.stream(loc).appendMany(Array.from({ length: 500 }, (_, k) => ({ message: { value: enc(`${loc} message ${i + k + 1} `.repeat(3)) } })));
@@ -76,7 +77,8 @@ function runChild(mode: "open" | "reindex", dirs: string[], onSpawn?: (pid: numb
 interface Seen {
   rebuilt: boolean;
   movedTo: string | null;
-  warnings: string[];
+  /** The store's warn-or-worse log events. */
+  events: LogEvent[];
 }
 
 /** Opens each of `dirs` in one child; it must exit normally and serve every message and the kv entry of each. */
@@ -124,7 +126,7 @@ describe("a damaged index file", () => {
     fs.rmSync(path.join(dir, "index", "index.sum"));
     fs.writeFileSync(unsyncedMarkerPath(path.join(dir, "index")), JSON.stringify({ bootId: bootId() }));
     expect(indexFileProblem(path.join(dir, "index"))).toBeUndefined();
-    const store = await Store.open({ dir, limits: INDEX_CHILD_LIMITS, sweepTimers: false, onWarning: () => undefined });
+    const store = await Store.open({ dir, limits: INDEX_CHILD_LIMITS, sweepTimers: false });
     expect(store.recovery.rebuilt).toBe(false);
     expect((await all(store.stream("d/a").getAll())).length).toBe(MESSAGES);
     await store.close();
@@ -147,7 +149,7 @@ describe("a damaged index file", () => {
       // The damaged file is kept for forensics.
       const kept = fs.readFileSync(path.join(s.movedTo!, "index.mdb"));
       expect(kept.byteLength === originals[i]!.byteLength && kept.equals(originals[i]!), ctx).toBe(false);
-      expect(s.warnings.some((w) => w.includes("moved to")), ctx).toBe(true);
+      expect(s.events.find((e) => e.event === "index_damaged"), ctx).toMatchObject({ movedTo: s.movedTo });
     });
     // The rebuilt indexes are healthy: the next open uses them as they are.
     for (const s of await expectServesAll(dirs, "reopened")) expect(s.rebuilt).toBe(false);
@@ -178,11 +180,11 @@ describe("strata reindex", () => {
     const damaged = Buffer.from(original);
     damaged[3]! ^= 0xff;
     fs.writeFileSync(older, damaged);
-    const err = await Store.reindex({ dir, limits: INDEX_CHILD_LIMITS, onWarning: () => undefined }).catch((e: unknown) => e);
+    const err = await Store.reindex({ dir, limits: INDEX_CHILD_LIMITS }).catch((e: unknown) => e);
     expect(StrataError.is(err, "CORRUPT")).toBe(true);
     expect(fs.readFileSync(indexFile(dir)).equals(indexBefore)).toBe(true);
     expect(fs.existsSync(path.join(dir, "index.rebuild"))).toBe(false);
-    const store = await Store.open({ dir, limits: INDEX_CHILD_LIMITS, sweepTimers: false, onWarning: () => undefined });
+    const store = await Store.open({ dir, limits: INDEX_CHILD_LIMITS, sweepTimers: false });
     expect(store.recovery.rebuilt).toBe(false);
     expect(store.inventory("d/a")).toMatchObject({ count: MESSAGES, lastSeq: MESSAGES });
     expect((await store.stream("d/b").get(MESSAGES))!.value).toEqual(enc(`d/b message ${MESSAGES} `.repeat(3)));

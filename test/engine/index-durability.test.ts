@@ -22,7 +22,7 @@ const enc = (s: string) => new TextEncoder().encode(s);
 
 let dir: string;
 let store: Store;
-const open = (extra: Partial<StoreOptions> = {}) => Store.open({ dir, limits: LIMITS, sweepTimers: false, onWarning: () => {}, ...extra });
+const open = (extra: Partial<StoreOptions> = {}) => Store.open({ dir, limits: LIMITS, sweepTimers: false, ...extra });
 const marker = () => unsyncedMarkerPath(path.join(dir, "index"));
 
 beforeEach(async () => {

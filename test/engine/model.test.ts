@@ -143,7 +143,6 @@ class Harness {
       sweepTimers: false,
       // Compactions run only where the test says, so every one is checked.
       compaction: false,
-      onWarning: () => {},
     });
     this.store.onChange((c) => {
       const list = this.seen.get(c.location) ?? [];

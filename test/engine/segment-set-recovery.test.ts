@@ -235,7 +235,7 @@ describe("restore from the object store with compaction outputs", () => {
     const c = { id: COMPACTED_SEG_BASE, lo: 1, hi: 3 };
     await objectOutput("a", c, { marker: true, deleteInputs: true });
     // A rebuild learns the output (as the switch would record it), then a checkpoint carries it.
-    await Store.reindex({ dir: w.dir("a"), id: "a", tier: w.tier, limits: LIMITS, clock: () => w.now, onWarning: () => {} });
+    await Store.reindex({ dir: w.dir("a"), id: "a", tier: w.tier, limits: LIMITS, clock: () => w.now });
     s = await w.store("a");
     await s.stream("c/stream").append({ value: enc("after") });
     const want = await dump(s, STREAMS, KVS);
@@ -295,7 +295,7 @@ describe("takeover with compaction: pins and the origin's segment set", () => {
     const o = objects();
     for await (const x of o.list(checkpointsPrefix("a"))) await o.delete(x.key);
     await o.close();
-    const report = await Store.reindex({ dir: w.dir("b"), id: "b", tier: w.tier, limits: LIMITS, clock: () => w.now, onWarning: () => {} });
+    const report = await Store.reindex({ dir: w.dir("b"), id: "b", tier: w.tier, limits: LIMITS, clock: () => w.now });
     expect(report.imports).toBe(2);
     expect(report.importMismatches).toBeUndefined();
     b = await w.store("b");
@@ -315,7 +315,7 @@ describe("strata stat with compaction outputs", () => {
     const c = { id: COMPACTED_SEG_BASE, lo: 1, hi: 2 };
     await objectOutput("a", c, { marker: true, deleteInputs: false });
     // Rebuilt: the output becomes known, inputs 1 and 2 superseded.
-    await Store.reindex({ dir: w.dir("a"), id: "a", tier: w.tier, limits: LIMITS, clock: () => w.now, onWarning: () => {} });
+    await Store.reindex({ dir: w.dir("a"), id: "a", tier: w.tier, limits: LIMITS, clock: () => w.now });
     s = await w.store("a");
     await w.close(s);
     // A local orphan (no marker, unknown): reported, not touched by stat.

@@ -16,6 +16,7 @@ import { seqMax } from "../../src/limits.js";
 import { frame } from "../../src/log/framing.js";
 import { encodeRecord, type LogRecord } from "../../src/log/record.js";
 import { Store } from "../../src/store.js";
+import { captureLogger, type CapturedLog } from "../helpers/capture-logger.js";
 import { all } from "../helpers/collect.js";
 
 const T0 = 1_700_000_000_000;
@@ -25,13 +26,13 @@ const codeOf = (p: Promise<unknown>) => p.then(() => "OK", (e: { code?: string }
 
 let dir: string;
 let store: Store;
-let warnings: string[];
+let log: CapturedLog;
 const open = (extra: Partial<StoreOptions> = {}) =>
-  Store.open({ dir, sweepTimers: false, clock: () => T0, onWarning: (m) => warnings.push(m), limits: { scanPageSize: 2 }, ...extra });
+  Store.open({ dir, sweepTimers: false, clock: () => T0, logger: log.logger, limits: { scanPageSize: 2 }, ...extra });
 
 beforeEach(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "strata-seqb-"));
-  warnings = [];
+  log = captureLogger();
   store = await open();
 });
 afterEach(async () => {
@@ -117,7 +118,7 @@ describe("a record the index cannot apply is quarantined alone", () => {
       codeOf(store.kv("good/k").set("k", enc("v1"))),
     ]);
     expect(outcomes).toEqual(["OK", "INTERNAL", "OK"]);
-    expect(warnings.some((w) => w.includes("quarantined") && w.includes("bad/x"))).toBe(true);
+    expect(log.all("record_quarantined"), log.warnings.join("\n")).toEqual([expect.objectContaining({ location: "bad/x", during: "write" })]);
     for (let i = 0; i < 5; i++) await store.stream("good/a").append({ value: enc(`a${i + 2}`) });
     expect(store.inventory("good/a")).toMatchObject({ count: 6 });
     expect((await all(store.stream("bad/x").getAll())).map((m) => m.value)).toEqual([enc("before")]);

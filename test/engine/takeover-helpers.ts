@@ -8,6 +8,7 @@ import os from "node:os";
 import path from "node:path";
 import type { StoreOptions } from "../../src/config.js";
 import { Store } from "../../src/store.js";
+import { captureLogger } from "../helpers/capture-logger.js";
 import { all } from "../helpers/collect.js";
 
 const KiB = 1024;
@@ -35,7 +36,10 @@ export class World {
   readonly root = fs.mkdtempSync(path.join(os.tmpdir(), "strata-takeover-"));
   readonly tier = `dir:${path.join(this.root, "objects")}`;
   now = T0;
-  warnings: string[] = [];
+  /** What every store of this world logged at warn or worse (a test asserts on its events). */
+  readonly log = captureLogger({ level: "warn" });
+  /** The messages of those events, in order (for failure reports). */
+  readonly warnings = this.log.warnings;
   private readonly open = new Set<Store>();
 
   dir(id: string): string {
@@ -50,7 +54,7 @@ export class World {
       limits: LIMITS,
       sweepTimers: false,
       clock: () => this.now,
-      onWarning: (m) => this.warnings.push(m),
+      logger: this.log.logger,
       ...extra,
     });
     this.open.add(s);

@@ -82,7 +82,7 @@ describe("takeover model", () => {
           const modelDir = w.dir("model");
           fs.mkdirSync(path.join(modelDir, "segments"), { recursive: true });
           for (let seg = 1; seg <= cut; seg++) fs.copyFileSync(segmentPath(path.join(w.dir("a"), "segments"), seg), segmentPath(path.join(modelDir, "segments"), seg));
-          const model = await Store.open({ dir: modelDir, id: "a", limits: LIMITS, sweepTimers: false, clock: () => w.now, onWarning: () => {} });
+          const model = await Store.open({ dir: modelDir, id: "a", limits: LIMITS, sweepTimers: false, clock: () => w.now });
           const want = await dump(model, STREAMS, KVS);
           await model.close();
           const b = await w.store("b");

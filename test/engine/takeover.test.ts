@@ -117,7 +117,7 @@ describe("import", () => {
       expect(await dump(b, streams, kvs)).toEqual(want);
       await w.close(b);
 
-      const report = await Store.reindex({ dir: w.dir("b"), id: "b", tier: w.tier, limits: LIMITS, clock: () => w.now, onWarning: () => {} });
+      const report = await Store.reindex({ dir: w.dir("b"), id: "b", tier: w.tier, limits: LIMITS, clock: () => w.now });
       expect(report.imports).toBe(2);
       expect(report.importMismatches).toBeUndefined();
       b = await w.store("b");
@@ -238,7 +238,7 @@ describe("bad input and damage", () => {
     await b.importLocations(ITEMS("a", cut));
     expect(await dump(b, streams, kvs)).toEqual(want);
     expect(b.importer!.stats.damagedCheckpoints).toBe(1);
-    expect(w.warnings.some((m) => m.startsWith("CORRUPT") && m.includes(keys[0]!))).toBe(true);
+    expect(w.log.find("takeover_checkpoint_damaged"), w.warnings.join("\n")).toMatchObject({ code: "CORRUPT", from: "a", checkpoint: keys[0] });
   });
 
   it("a segment object that fails its checksum fails the import with CORRUPT and changes nothing", async () => {

@@ -7,9 +7,9 @@
  *   const store = await Store.open({ dir, logger: cap.logger });
  *   expect(cap.find("torn_tail_cut")).toMatchObject({ segment: 1, bytes: 17 });
  *
- * `warnings` holds the message of every warn-or-worse event, in order (what the deprecated
- * `onWarning` callback used to receive), so assertions on messages keep working; pass arrays
- * of your own (`warnings`, `events`) to collect into them across several loggers.
+ * `warnings` holds the message of every warn-or-worse event, in order (for a failure message, or
+ * where a message is all there is to check); pass arrays of your own (`warnings`, `events`) to
+ * collect into them across several loggers.
  */
 import { pino } from "pino";
 import type { Logger } from "../../src/logger.js";

@@ -43,7 +43,7 @@ export interface StackOptions {
   /** Server id, also the store's id. Default "s1". */
   id?: string;
   store?: Omit<StoreOptions, "dir" | "id">;
-  /** Any other startServer options (prefix, limits, onWarning, …). */
+  /** Any other startServer options (prefix, limits, logger, …). */
   server?: Omit<ServerOptions, "id" | "store" | "dir" | "storeOptions" | "nats">;
   /** The server uses the test's `nc` instead of a connection of its own. */
   shareConnection?: boolean;

@@ -19,7 +19,7 @@ it("a failed fsync's repair keeps compaction output files", async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "strata-seglog-out-"));
   dirs.push(dir);
   const io = new FaultIo({ seed: 3 });
-  const store = await Store.open({ dir, sweepTimers: false, io, onWarning: () => {} });
+  const store = await Store.open({ dir, sweepTimers: false, io });
   try {
     await store.stream("s").append({ value: new Uint8Array([1]) });
     const out = segmentPath(path.join(dir, "segments"), COMPACTED_SEG_BASE);

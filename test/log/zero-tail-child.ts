@@ -14,7 +14,7 @@ export const CHILD_LIMITS = { chunkBytes: 8 * 1024, recordBytesMax: 16 * 1024, h
 
 async function main(): Promise<void> {
   const dir = process.argv[2]!;
-  const store = await Store.open({ dir, limits: CHILD_LIMITS, sweepTimers: false, onWarning: () => undefined });
+  const store = await Store.open({ dir, limits: CHILD_LIMITS, sweepTimers: false });
   const s = store.stream("z/s");
   let said = false;
   for (let n = 0; ; n++) {

@@ -31,7 +31,7 @@ const CHILD = fileURLToPath(new URL("./zero-tail-child.ts", import.meta.url));
 let dir: string;
 let segs: string;
 let store: Store | undefined;
-const open = (extra: Partial<StoreOptions> = {}) => Store.open({ dir, sweepTimers: false, clock: () => T0, onWarning: () => undefined, limits: LIMITS, ...extra });
+const open = (extra: Partial<StoreOptions> = {}) => Store.open({ dir, sweepTimers: false, clock: () => T0, limits: LIMITS, ...extra });
 
 beforeEach(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "strata-zerotail-"));
@@ -293,7 +293,7 @@ describe("the log invariant under a crash at any point (fast-check)", () => {
           const acked = new Set<string>();
           try {
             const limits = { ...LIMITS, segmentBytesMax: 32 * KiB, segmentPrepareAtBytes: 2 * KiB, segmentPrepareWriteBytes: 4 * KiB };
-            const s = await Store.open({ dir: d, io, limits, sweepTimers: false, clock: () => T0, onWarning: () => undefined });
+            const s = await Store.open({ dir: d, io, limits, sweepTimers: false, clock: () => T0 });
             io.crashAfter(crashAfter);
             for (const sizes of groups) {
               if (io.crashed) break;
@@ -309,7 +309,7 @@ describe("the log invariant under a crash at any point (fast-check)", () => {
               // The index was never fsync'd either: mark it as from another boot, so it is rebuilt from the log.
               fs.writeFileSync(unsyncedMarkerPath(path.join(d, "index")), JSON.stringify({ bootId: "before-the-power-cut" }));
             }
-            const again = await Store.open({ dir: d, limits, sweepTimers: false, clock: () => T0, onWarning: () => undefined });
+            const again = await Store.open({ dir: d, limits, sweepTimers: false, clock: () => T0 });
             try {
               const got = (await all(again.stream("p/s").getAll())).map((m) => Buffer.from(m.value!).toString());
               expect(got).toEqual(issued.slice(0, got.length));

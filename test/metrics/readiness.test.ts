@@ -81,13 +81,13 @@ describe("readiness and coordinated metrics over HTTP", () => {
     expect((await readyz(coordEndpoint)).body.failing).toEqual(["state", "nats"]);
 
     coordLive.nats = watchNats(ncCoord);
-    coordinator = await startCoordinator({ nc: ncCoord, dataDir: join(dir, "coord"), leaseMs: LEASE_MS, metrics: coordMetrics, onWarning: () => undefined });
+    coordinator = await startCoordinator({ nc: ncCoord, dataDir: join(dir, "coord"), leaseMs: LEASE_MS, metrics: coordMetrics });
     coordLive.coordinator = coordinator;
     expect(await readyz(coordEndpoint)).toMatchObject({ status: 200, body: { ready: true, failing: [] } });
 
     serverLive.nats = watchNats(ncServer);
     expect((await readyz(serverEndpoint)).body.failing).toEqual(["recovered", "lease"]);
-    server = await startServer({ id: "r1", dir: join(dir, "r1"), storeOptions: { tier: `dir:${join(dir, "tier")}` }, nats: ncServer, metrics: serverMetrics, onWarning: () => undefined });
+    server = await startServer({ id: "r1", dir: join(dir, "r1"), storeOptions: { tier: `dir:${join(dir, "tier")}` }, nats: ncServer, metrics: serverMetrics });
     serverLive.server = server;
     await waitFor("the server's /readyz to answer 200", async () => (await readyz(serverEndpoint)).status === 200, 20_000);
     expect((await readyz(serverEndpoint)).body).toEqual({ ready: true, failing: [], checks: { recovered: true, nats: true, lease: true } });

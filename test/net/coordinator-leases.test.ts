@@ -40,7 +40,7 @@ afterAll(async () => {
 });
 
 async function coordinator(handoverTimeoutMs = 2000): Promise<Coordinator> {
-  const c = await startCoordinator({ nc, dataDir: await bus.tempDir("lease"), prefix: P, leaseMs: LEASE, limits: { handoverTimeoutMs }, onWarning: () => undefined });
+  const c = await startCoordinator({ nc, dataDir: await bus.tempDir("lease"), prefix: P, leaseMs: LEASE, limits: { handoverTimeoutMs } });
   cleanups.push(() => c.stop());
   return c;
 }

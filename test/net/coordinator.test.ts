@@ -40,7 +40,7 @@ afterAll(async () => {
 });
 
 async function coordinator(dataDir: string, leaseMs = LEASE): Promise<Coordinator> {
-  const c = await startCoordinator({ nc, dataDir, prefix: P, leaseMs, onWarning: () => undefined });
+  const c = await startCoordinator({ nc, dataDir, prefix: P, leaseMs });
   cleanups.push(() => c.stop());
   return c;
 }

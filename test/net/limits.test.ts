@@ -273,8 +273,8 @@ describe("config under a coordinator", () => {
   let server: StrataServer;
 
   beforeAll(async () => {
-    coordinator = await startCoordinator({ nc: stack.nc, prefix: "lc", dataDir: await stack.tempDir("coord"), onWarning: () => undefined });
-    server = await startServer({ id: "c1", prefix: "lc", dir: join(await stack.tempDir("c1"), "store"), nats: stack.nats.url, onWarning: () => undefined });
+    coordinator = await startCoordinator({ nc: stack.nc, prefix: "lc", dataDir: await stack.tempDir("coord") });
+    server = await startServer({ id: "c1", prefix: "lc", dir: join(await stack.tempDir("c1"), "store"), nats: stack.nats.url });
   });
 
   afterAll(async () => {

@@ -61,7 +61,7 @@ async function until<T>(what: string, check: () => T | undefined | false | Promi
 }
 
 async function coordinate(prefix: string, nc: NatsConnection = bus.nc): Promise<Coordinator> {
-  const c = await startCoordinator({ nc, prefix, dataDir: await bus.tempDir("coord"), leaseMs: 3000, onWarning: () => undefined });
+  const c = await startCoordinator({ nc, prefix, dataDir: await bus.tempDir("coord"), leaseMs: 3000 });
   cleanups.push(() => c.stop());
   return c;
 }

@@ -48,14 +48,14 @@ afterAll(async () => {
 });
 
 async function coordinate(prefix: string, dataDir: string): Promise<Coordinator> {
-  const c = await startCoordinator({ nc, prefix, dataDir, leaseMs: LEASE_MS, onWarning: () => undefined });
+  const c = await startCoordinator({ nc, prefix, dataDir, leaseMs: LEASE_MS });
   cleanup.push(() => c.stop());
   return c;
 }
 
 async function serve(prefix: string, id: string, opts: { limits?: Partial<NetLimits>; objectStore?: ObjectStore } = {}): Promise<{ store: Store; server: StrataServer }> {
   const store = await Store.open({ dir: await bus.tempDir(`srv-${id}`), id, sealIntervalMs: 100, ...(opts.objectStore ? { objectStore: opts.objectStore } : { tier }) });
-  const server = await startServer({ store, nats: bus.nats.url, id, prefix, onWarning: () => undefined, ...(opts.limits ? { limits: opts.limits } : {}) });
+  const server = await startServer({ store, nats: bus.nats.url, id, prefix, ...(opts.limits ? { limits: opts.limits } : {}) });
   cleanup.push(async () => {
     await server.stop();
     await store.close();

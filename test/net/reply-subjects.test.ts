@@ -36,7 +36,7 @@ const tempDir = () => bus.tempDir("reply");
 /** A server pinned by the test's clients (standalone), or one registered with a coordinator. */
 async function serve(id: string, opts: { inboxPrefix?: string; prefix?: string; standalone?: boolean } = {}): Promise<{ store: Store; server: StrataServer }> {
   const store = await Store.open({ dir: await tempDir(), id });
-  const server = await startServer({ standalone: true, store, nats: nc, id, ...opts, onWarning: () => undefined });
+  const server = await startServer({ standalone: true, store, nats: nc, id, ...opts });
   cleanup.push(async () => {
     await server.stop();
     await store.close();
@@ -46,7 +46,7 @@ async function serve(id: string, opts: { inboxPrefix?: string; prefix?: string; 
 
 /** Each test's coordinator gets a prefix of its own, so no other test's servers or coordinator answer. */
 async function coordinate(prefix: string, limits: Parameters<typeof startCoordinator>[0]["limits"] = {}): Promise<Coordinator> {
-  const c = await startCoordinator({ nc, prefix, dataDir: await tempDir(), limits, onWarning: () => undefined });
+  const c = await startCoordinator({ nc, prefix, dataDir: await tempDir(), limits });
   cleanup.push(() => c.stop());
   return c;
 }

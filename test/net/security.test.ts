@@ -163,7 +163,7 @@ async function setUpRawStack(): Promise<void> {
   // The real coordinator, connected as strata-coordinator, proves that user's rights suffice.
   coordDir = await mkdtemp(join(tmpdir(), "strata-sec-coord-"));
   const coordNc = await connect({ servers: nats.url, user: "strata-coordinator", pass: PASSWORDS["strata-coordinator"] });
-  coordinator = await startCoordinator({ nc: coordNc, dataDir: coordDir, onWarning: () => undefined });
+  coordinator = await startCoordinator({ nc: coordNc, dataDir: coordDir });
   // The stand-in server holds a lease the way a real one does, through the strata-server user.
   leaseHolder = await fakeServer(server, "strata", SERVER_ID);
   await leaseHolder.register();
@@ -356,8 +356,8 @@ describe("deploy/nats-server.conf, end to end with StrataClient and a Strata ser
     e2e = await startShippedConfig();
     for (let i = 0; i < 2; i++) dirs.push(await mkdtemp(join(tmpdir(), "strata-sec-e2e-")));
     // batchItemsMax 1 makes a getAll send one message per item, to exceed allow_responses' max.
-    strata = await startServer({ id: "srv-e2e", dir: dirs[0]!, nats: await natsAs("strata-server", "_INBOX.strata-server"), limits: { batchItemsMax: 1 }, onWarning: () => undefined });
-    coord = await startCoordinator({ nc: await natsAs("strata-coordinator", "_INBOX.strata-coordinator"), dataDir: dirs[1]!, onWarning: () => undefined });
+    strata = await startServer({ id: "srv-e2e", dir: dirs[0]!, nats: await natsAs("strata-server", "_INBOX.strata-server"), limits: { batchItemsMax: 1 } });
+    coord = await startCoordinator({ nc: await natsAs("strata-coordinator", "_INBOX.strata-coordinator"), dataDir: dirs[1]! });
     const admin = await natsAs("strata-admin", "_INBOX.strata-admin");
     const deadline = Date.now() + WAIT_MS;
     for (;;) {

@@ -49,11 +49,10 @@ beforeAll(async () => {
       prefix: P,
       // Fuzzed uploads and streamed reads are left open on purpose: let them lapse quickly.
       limits: { uploadIdleMs: 300, uploadBytesPerSecMin: 1024, replyIdleMs: 300, shutdownGraceMs: 500 },
-      onWarning: () => undefined,
     },
   });
   ({ nc, store, server } = stack);
-  coordinator = await startCoordinator({ nc, prefix: P, dataDir: join(stack.dir, "coord"), onWarning: () => undefined });
+  coordinator = await startCoordinator({ nc, prefix: P, dataDir: join(stack.dir, "coord") });
 });
 
 afterAll(async () => {

@@ -23,6 +23,7 @@ import { S3ObjectStore } from "../../src/tier/s3-store.js";
 import { writePin } from "../../src/tier/pins.js";
 import { parseSegmentKey, segmentsPrefix } from "../../src/tier/segment-keys.js";
 import { MemoryObjectStore } from "../../src/testing/fault-store.js";
+import { captureLogger } from "../helpers/capture-logger.js";
 import { S3RVER_CREDENTIALS, startS3rver, type RunningS3rver } from "../helpers/s3rver.js";
 
 const LIMITS = { segmentBytesMax: 128 * 1024, recordBytesMax: 16 * 1024, chunkBytes: 4096, headersBytesMax: 4096, compactRetainMs: 0 };
@@ -46,7 +47,6 @@ const opts = (dir: string, objects: ObjectStore, extra: Partial<StoreOptions> = 
   objectStore: objects,
   limits: LIMITS,
   sweepTimers: false,
-  onWarning: () => undefined,
   ...extra,
 });
 
@@ -156,8 +156,8 @@ describe("compaction with a tier", () => {
       }
     }
     const objects = new Unlistable();
-    const warnings: string[] = [];
-    const store = await Store.open(opts("unlistable", objects, { onWarning: (m) => warnings.push(m) }));
+    const log = captureLogger();
+    const store = await Store.open(opts("unlistable", objects, { logger: log.logger }));
     try {
       await workload(store, 8);
       await store.sealActive();
@@ -169,7 +169,7 @@ describe("compaction with a tier", () => {
       const report = await store.compact({ sealActive: true });
       expect(report.runs).toBeGreaterThan(0);
       expect(report.objectBytesAfter).toBeUndefined();
-      expect(warnings.some((w) => w.includes("could not be listed to measure it"))).toBe(true);
+      expect(log.find("compaction_measure_failed"), log.warnings.join("\n")).toMatchObject({ error: expect.stringContaining("the object store is unreachable (test)") });
       expect(await snapshot(store)).toEqual(before);
     } finally {
       compactFaultHook.fn = undefined;

@@ -14,6 +14,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { withTimeout } from "../../src/with-timeout.js";
 import { eventually } from "../helpers/wait.js";
+import { captureLogger, type CapturedLog } from "../helpers/capture-logger.js";
 import { StrataError } from "../../src/errors.js";
 import { listSegmentIds, segmentPath } from "../../src/log/segment-files.js";
 import { Store } from "../../src/store.js";
@@ -50,21 +51,22 @@ class Shared extends ForwardingObjectStore {
 
 interface Opened {
   store: Store;
-  warnings: string[];
+  /** What the store logged. */
+  log: CapturedLog;
 }
 
 async function open(dir: string, objects: ObjectStore, limits: object = {}, cacheBytes?: number): Promise<Opened> {
-  const warnings: string[] = [];
+  const log = captureLogger();
   const store = await Store.open({
     dir,
     id: ID,
     objectStore: objects,
     limits: { ...LIMITS, ...limits },
     sweepTimers: false,
-    onWarning: (m) => warnings.push(m),
+    logger: log.logger,
     ...(cacheBytes !== undefined ? { cacheBytes } : {}),
   });
-  return { store, warnings };
+  return { store, log };
 }
 
 
@@ -124,9 +126,9 @@ describe.each(backends)("a twin with the same server id on the %s backend", (_na
     expect(a.store.log.activeId).toBeGreaterThan(seg);
     expect(Buffer.from((await objects.get(key))!).equals(Buffer.from(theirs!))).toBe(true);
     expect(a.store.tier!.stats.uploadConflicts).toBe(1);
-    const warning = a.warnings.find((w) => w.includes(`object ${key} already holds a different segment ${seg}`));
-    expect(warning, a.warnings.join("\n")).toBeDefined();
-    expect(warning).toContain(segmentPath(path.join(a.store.config.dir, "segments"), seg));
+    expect(a.log.all("segment_quarantined"), a.log.warnings.join("\n")).toEqual([
+      expect.objectContaining({ level: 50, code: "CORRUPT", segment: seg, reason: "conflict", key, file: segmentPath(path.join(a.store.config.dir, "segments"), seg) }),
+    ]);
     expect(a.store.tier!.isUploaded(seg)).toBe(false);
     expect(a.store.tier!.firstUnshipped(a.store.log.activeId)).toBe(seg);
     // Kept locally although cacheBytes is 1 (everything uploaded was evicted), and still readable.
@@ -146,7 +148,7 @@ describe.each(backends)("a twin with the same server id on the %s backend", (_na
     try {
       await eventually(() => again.store.tier!.stats.uploadConflicts === 1, 10_000, "the conflict to be found again");
       expect(again.store.tier!.isUploaded(seg)).toBe(false);
-      expect(again.warnings.some((w) => w.includes(`object ${key} already holds a different segment ${seg}`))).toBe(true);
+      expect(again.log.find("segment_quarantined"), again.log.warnings.join("\n")).toMatchObject({ code: "CORRUPT", segment: seg, reason: "conflict", key });
       expect(listSegmentIds(path.join(dirA, "segments"))).toContain(seg);
       expect(Buffer.from((await objects.get(key))!).equals(Buffer.from(theirs!))).toBe(true);
       // The other one never noticed anything.
@@ -194,14 +196,14 @@ class FlipOnce extends Shared {
 describe("an object already there that is this very segment", () => {
   it("after a lost reply is taken as shipped, not as a conflict", async () => {
     const objects = new LostReply(new MemoryObjectStore());
-    const { store, warnings } = await open(dataDir(), objects);
+    const { store, log } = await open(dataDir(), objects);
     try {
       await appendSome(store, 5);
       expect(await objectAck(store)).toBe("ok");
       expect(objects.lost).toBe(1);
       expect(store.tier!.stats.uploadConflicts).toBe(0);
       expect(store.tier!.stats.quarantined).toBe(0);
-      expect(warnings.filter((w) => w.includes("CORRUPT"))).toEqual([]);
+      expect(log.events.filter((e) => e.code === "CORRUPT" || e.msg.includes("CORRUPT"))).toEqual([]);
     } finally {
       await store.close();
     }

@@ -12,9 +12,11 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Store } from "../../src/index.js";
 import { StrataError } from "../../src/errors.js";
+import { silentLogger, type Logger } from "../../src/logger.js";
 import { listSegmentIds, segmentPath } from "../../src/log/segment-files.js";
 import { MemoryObjectStore } from "../../src/testing/fault-store.js";
 import { sealSegment, unsealSegment } from "../../src/tier/sealed-segment.js";
+import { captureLogger } from "../helpers/capture-logger.js";
 import { all } from "../helpers/collect.js";
 
 const LIMITS = { segmentBytesMax: 16 * 1024, recordBytesMax: 8192, chunkBytes: 1024, headersBytesMax: 1024, objectAckTimeoutMs: 10_000, blockBytes: 2048 };
@@ -45,7 +47,7 @@ function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
  * tier is added), and returns the pointer of a message in the middle of an older segment.
  */
 async function writeLocally(dir: string): Promise<{ seq: number; seg: number; off: number; len: number }> {
-  const store = await Store.open({ dir, limits: LIMITS, sweepTimers: false, onWarning: () => undefined });
+  const store = await Store.open({ dir, limits: LIMITS, sweepTimers: false });
   for (let seq = 1; seq <= MESSAGES; seq += 50) {
     await store.stream("t/s").appendMany(Array.from({ length: 50 }, (_, k) => ({ message: { value: valueOf(seq + k) } })));
   }
@@ -69,8 +71,8 @@ function flip(file: string, at: number): void {
   fs.writeFileSync(file, b);
 }
 
-async function openTiered(dir: string, objects: MemoryObjectStore, warnings: string[], cacheBytes?: number): Promise<Store> {
-  return Store.open({ dir, id: "dmg", objectStore: objects, limits: LIMITS, sweepTimers: false, onWarning: (m) => warnings.push(m), ...(cacheBytes ? { cacheBytes } : {}) });
+async function openTiered(dir: string, objects: MemoryObjectStore, logger?: Logger, cacheBytes?: number): Promise<Store> {
+  return Store.open({ dir, id: "dmg", objectStore: objects, limits: LIMITS, sweepTimers: false, ...(logger ? { logger } : {}), ...(cacheBytes ? { cacheBytes } : {}) });
 }
 
 describe("a damaged pending segment", () => {
@@ -80,12 +82,12 @@ describe("a damaged pending segment", () => {
     flip(segmentPath(path.join(dir, "segments"), bad.seg), bad.off + bad.len - 5);
 
     const objects = new KeptMemoryStore();
-    const warnings: string[] = [];
-    const store = await openTiered(dir, objects, warnings, 40 * 1024);
+    const log = captureLogger();
+    const store = await openTiered(dir, objects, log.logger, 40 * 1024);
     await withDeadline(store.tier!.drained(), 10_000, "the uploads to drain");
     const sealed = listSegmentIds(path.join(dir, "segments")).filter((s) => s !== store.log.activeId);
     for (const seg of [...store.recovery.localIds].filter((s) => s !== store.log.activeId)) expect(store.tier!.isUploaded(seg), `segment ${seg}`).toBe(true);
-    expect(warnings.some((w) => w.startsWith(`CORRUPT: segment ${bad.seg} was shipped with damaged ranges`) && w.includes(`offset ${bad.off}`))).toBe(true);
+    expect(log.find("segment_shipped_damaged"), log.warnings.join("\n")).toMatchObject({ level: 50, code: "CORRUPT", segment: bad.seg, ranges: [expect.objectContaining({ offset: bad.off })] });
     expect(store.tier!.stats.damagedUploads).toBe(1);
 
     // Object acks, checkpoints and eviction all go on.
@@ -104,7 +106,7 @@ describe("a damaged pending segment", () => {
     await store.close();
 
     // A restore on an empty disk, from the object store alone.
-    const restored = await openTiered(path.join(scratch, `data-${n++}`), objects, []);
+    const restored = await openTiered(path.join(scratch, `data-${n++}`), objects);
     const got = await all(restored.stream("t/s").getAll({ startSeq: 1 })).catch((e: unknown) => e);
     if (Array.isArray(got)) {
       // Replayed from the segments: the damaged record was skipped.
@@ -130,13 +132,13 @@ describe("a damaged pending segment", () => {
     flip(segmentPath(path.join(dir, "segments"), bad.seg), 2); // its header
 
     const objects = new KeptMemoryStore();
-    const warnings: string[] = [];
-    const store = await openTiered(dir, objects, warnings, 40 * 1024);
+    const log = captureLogger();
+    const store = await openTiered(dir, objects, log.logger, 40 * 1024);
     await withDeadline(store.tier!.drained(), 10_000, "the uploads to drain");
     expect(store.tier!.isUploaded(bad.seg)).toBe(false);
     expect(store.tier!.isUploaded(bad.seg + 1)).toBe(true);
     expect(store.tier!.stats.quarantined).toBe(1);
-    expect(warnings.some((w) => w.startsWith(`CORRUPT: segment ${bad.seg} cannot be shipped`))).toBe(true);
+    expect(log.all("segment_quarantined"), log.warnings.join("\n")).toEqual([expect.objectContaining({ level: 50, code: "CORRUPT", segment: bad.seg, reason: "unsealable" })]);
     // Permanent, so not retried: one failure, not a retry loop.
     expect(store.tier!.stats.uploadFailures).toBe(1);
     const acked = await withDeadline(store.stream("t/s").append({ value: valueOf(MESSAGES + 1) }, { ack: "object" }), 10_000, "an object ack");
@@ -172,8 +174,20 @@ describe("sealing a damaged segment", () => {
   });
 });
 
+/** A logger whose warn and error throw: something outside an upload that fails. */
+const throwingLogger: Logger = {
+  ...silentLogger,
+  warn: () => {
+    throw new Error("a logger that throws");
+  },
+  error: () => {
+    throw new Error("a logger that throws");
+  },
+  child: () => throwingLogger,
+};
+
 describe("the upload loop", () => {
-  it("does not spin when something outside an upload fails (here the warning hook): the next attempt waits uploadRetryMaxMs", async () => {
+  it("does not spin when something outside an upload fails (here the logger): the next attempt waits uploadRetryMaxMs", async () => {
     const dir = path.join(scratch, `data-${n++}`);
     const retryMs = 300;
     const puts: number[] = [];
@@ -191,9 +205,7 @@ describe("the upload loop", () => {
     }
     const store = await Store.open({
       dir, id: "spin", objectStore: new FailingStore(), limits: { ...LIMITS, uploadRetryMaxMs: retryMs, closeUploadWaitMs: 100 }, sweepTimers: false,
-      onWarning: () => {
-        throw new Error("a warning hook that throws");
-      },
+      logger: throwingLogger,
     });
     try {
       await store.stream("t/s").append({ value: enc("x") });
@@ -211,7 +223,7 @@ describe("the upload loop", () => {
 describe("an object ack of a record damaged before it was shipped", () => {
   it("answers CORRUPT instead of acknowledging bytes the object store does not hold", async () => {
     const dir = path.join(scratch, `data-${n++}`);
-    const store = await openTiered(dir, new KeptMemoryStore(), []);
+    const store = await openTiered(dir, new KeptMemoryStore());
     try {
       const s = store.stream("t/ack");
       const { seq } = await s.append({ value: valueOf(1) }, { msgId: "m" });

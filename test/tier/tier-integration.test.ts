@@ -93,7 +93,6 @@ function open(dir: string, id: string, tier: string | ObjectStore, extra: Partia
     ...(typeof tier === "string" ? { tier } : { objectStore: tier }),
     limits: { ...LIMITS, ...extra.limits },
     sweepTimers: false,
-    onWarning: () => {},
     ...(extra.cacheBytes !== undefined ? { cacheBytes: extra.cacheBytes } : {}),
   });
 }

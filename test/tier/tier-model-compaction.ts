@@ -225,7 +225,7 @@ export async function restoreEach(h: CompactionHarness): Promise<void> {
       await copy.put(o.key, (await h.memory.get(o.key))!);
     }
     const dir = `${h.dir}-restore`;
-    const store = await Store.open({ dir, id: SERVER_ID, objectStore: copy, cacheBytes: h.cacheBytes, limits: { ...LIMITS, ...COMPACT_LIMITS }, clock: () => h.now, sweepTimers: false, compaction: false, onWarning: () => {} });
+    const store = await Store.open({ dir, id: SERVER_ID, objectStore: copy, cacheBytes: h.cacheBytes, limits: { ...LIMITS, ...COMPACT_LIMITS }, clock: () => h.now, sweepTimers: false, compaction: false });
     try {
       const cp = store.recovery.restoredCheckpoint;
       expect(cp === undefined ? undefined : checkpointKeyOf(cp), "the restore used the one checkpoint left").toBe(chosen);

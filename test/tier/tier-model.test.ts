@@ -158,7 +158,6 @@ class Harness implements CompactionHarness {
           clock: () => this.now,
           sweepTimers: false,
           compaction: false,
-          onWarning: () => {},
         });
         break;
       } catch (err) {

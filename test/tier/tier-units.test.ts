@@ -61,7 +61,6 @@ function open(dir: string, objectStore: MemoryObjectStore | FaultyObjectStore, e
     objectStore,
     limits: { ...LIMITS, ...extra.limits },
     sweepTimers: extra.sweepTimers ?? false,
-    onWarning: () => {},
     ...(extra.cacheBytes !== undefined ? { cacheBytes: extra.cacheBytes } : {}),
   });
 }

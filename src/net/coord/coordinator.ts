@@ -28,7 +28,7 @@
  */
 import type { Msg, NatsConnection, Subscription } from "nats";
 import { StrataError } from "../../errors.js";
-import { loggerOf, type LogFields, type Logger } from "../../logger.js";
+import { refuseWarningCallbacks, silentLogger, type LogFields, type Logger } from "../../logger.js";
 import { DEFAULT_COORDINATOR_LIMITS, resolveCoordinatorLimits, type CoordinatorLimits } from "../../limits.js";
 import {
   parseClaimRequest,
@@ -86,10 +86,6 @@ export interface CoordinatorOptions {
    * handovers), each with an `event` name and fields. None: it logs nothing.
    */
   logger?: Logger;
-  /** @deprecated Use `logger`. Called with the message of every warning event. */
-  onWarning?: (message: string) => void;
-  /** @deprecated Use `logger`. Called with the message of every info event. */
-  onEvent?: (message: string) => void;
   /** Monotonic clock in ms (default performance.now); tests may inject a skewed one. */
   clock?: () => number;
   /** Records the coordinator's metrics into this registry (src/metrics/coordinator-metrics.ts). None: nothing recorded. */
@@ -116,6 +112,7 @@ export interface Coordinator {
 }
 
 export async function startCoordinator(options: CoordinatorOptions): Promise<Coordinator> {
+  refuseWarningCallbacks(options, "startCoordinator");
   const prefix = validatePrefix(options.prefix ?? DEFAULT_PREFIX);
   const inboxPrefix = validateInboxPrefix(options.inboxPrefix ?? DEFAULT_INBOX_PREFIX);
   const limits = resolveCoordinatorLimits({ ...options.limits, ...(options.leaseMs !== undefined ? { leaseMs: options.leaseMs } : {}) });
@@ -144,12 +141,9 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   const perClient = new TokenBuckets(limits.assignBurstPerClientMax, limits.assignPerClientPerSecMax, limits.assignClientsMax, clock);
   const overall = new TokenBuckets(limits.assignBurstMax, limits.assignPerSecMax, 1, clock);
   let repliesRefused = 0;
-  const logger = loggerOf(options.logger, options.onWarning);
+  const logger = options.logger ?? silentLogger;
   const warn = throttled(logger);
-  const event = (fields: LogFields, message: string): void => {
-    logger.info(fields, message);
-    options.onEvent?.(message);
-  };
+  const event = (fields: LogFields, message: string): void => logger.info(fields, message);
   const subjects = coordSubjects(prefix);
   const inFlight = new Set<Promise<void>>();
   const stopped = new AbortController();

@@ -18,7 +18,7 @@
  */
 import { connect, ErrorCode, Events, nuid, type ConnectionOptions, type Msg, type NatsConnection, type Subscription } from "nats";
 import { StrataError } from "../../errors.js";
-import { loggerOf, type Logger } from "../../logger.js";
+import { refuseWarningCallbacks, silentLogger, type Logger } from "../../logger.js";
 import { withTimeout } from "../../with-timeout.js";
 import { Store } from "../../store.js";
 import type { StoreOptions } from "../../config.js";
@@ -80,8 +80,6 @@ export interface ServerOptions {
    * none. None: the server logs nothing.
    */
   logger?: Logger;
-  /** @deprecated Use `logger`. Called with the message of every warning (and error) event. */
-  onWarning?: (message: string) => void;
 }
 
 export interface ServerStats extends UploadStats, ReplyStats {
@@ -113,12 +111,13 @@ export async function startServer(options: ServerOptions): Promise<StrataServer>
   const prefix = validatePrefix(options.prefix ?? DEFAULT_PREFIX);
   const limits = resolveNetLimits(options.limits);
   const inboxPrefix = validateInboxPrefix(options.inboxPrefix ?? DEFAULT_INBOX_PREFIX);
-  const logger = loggerOf(options.logger, options.onWarning);
+  refuseWarningCallbacks(options, "startServer");
+  const logger = options.logger ?? silentLogger;
   if ((options.store === undefined) === (options.dir === undefined)) {
     throw new StrataError("INVALID_ARGUMENT", "startServer needs exactly one of { store } or { dir }");
   }
   const ownStore = options.store === undefined;
-  const store = options.store ?? (await Store.open({ ...(options.storeOptions?.logger === undefined && options.storeOptions?.onWarning === undefined ? { logger } : {}), ...options.storeOptions, dir: options.dir!, id }));
+  const store = options.store ?? (await Store.open({ ...(options.storeOptions?.logger === undefined ? { logger } : {}), ...options.storeOptions, dir: options.dir!, id }));
   let nc: NatsConnection | undefined;
   let bulk: NatsConnection;
   const ownNc = typeof options.nats === "string" || Array.isArray(options.nats);
