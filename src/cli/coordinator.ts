@@ -101,10 +101,6 @@ export function register(program: Command): void {
     }
     live.coordinator = coordinator;
     const l = coordinator.limits;
-    logger.info(
-      { event: "coordinator_ready", prefix: flags.prefix, nats: nc.getServer(), data: flags.data, leaseMs: l.leaseMs, leaseRenewMs: l.leaseRenewMs, leaseMarginMs: l.leaseMarginMs },
-      `coordinator ready on ${flags.prefix}.coord.* via ${nc.getServer()}, state in ${flags.data}, lease ${l.leaseMs} ms (renew ${l.leaseRenewMs}, margin ${l.leaseMarginMs})`,
-    );
     void nc.closed().then((err) => {
       // Closed by anything but our own shutdown (e.g. the server refused the credentials).
       if (err) {
@@ -121,6 +117,11 @@ export function register(program: Command): void {
         await endpoint?.close();
       },
       logger,
+    );
+    // Logged once the signal handlers are in place: whoever waits for it may stop us at once.
+    logger.info(
+      { event: "coordinator_ready", prefix: flags.prefix, nats: nc.getServer(), data: flags.data, leaseMs: l.leaseMs, leaseRenewMs: l.leaseRenewMs, leaseMarginMs: l.leaseMarginMs },
+      `coordinator ready on ${flags.prefix}.coord.* via ${nc.getServer()}, state in ${flags.data}, lease ${l.leaseMs} ms (renew ${l.leaseRenewMs}, margin ${l.leaseMarginMs})`,
     );
   });
 }

@@ -92,7 +92,6 @@ export function register(program: Command): void {
     if (tokens === undefined && !isLoopback(gateway.host)) {
       logger.warn({ event: "http_no_auth_exposed", host: gateway.host }, "serving without authentication on a non-loopback address: anyone who reaches it may read and write every location");
     }
-    logger.info({ event: "http_ready", url: gateway.url, tokens: tokens?.size ?? 0, nats: nc.getServer(), prefix: flags.prefix }, `HTTP gateway ready on ${gateway.url}`);
     void nc.closed().then((err) => {
       if (err) {
         logger.error({ event: "nats_closed", error: err.message }, "NATS connection closed");
@@ -108,6 +107,8 @@ export function register(program: Command): void {
       },
       logger,
     );
+    // Logged once the signal handlers are in place: whoever waits for it may stop us at once.
+    logger.info({ event: "http_ready", url: gateway.url, tokens: tokens?.size ?? 0, nats: nc.getServer(), prefix: flags.prefix }, `HTTP gateway ready on ${gateway.url}`);
   });
 }
 

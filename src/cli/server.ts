@@ -78,10 +78,6 @@ export function register(program: Command): void {
       throw err;
     }
     live.server = server;
-    logger.info(
-      { event: "server_ready", prefix: flags.prefix, nats: nc.getServer(), data: flags.data, standalone: flags.standalone === true },
-      `server "${flags.id}" ready on ${flags.prefix}.{w,r}.${flags.id}.> via ${nc.getServer()}, data in ${flags.data}`,
-    );
     void nc.closed().then((err) => {
       if (err) {
         logger.error({ event: "nats_closed", error: err.message }, `NATS connection closed: ${err.message}`);
@@ -97,6 +93,11 @@ export function register(program: Command): void {
         await endpoint?.close();
       },
       logger,
+    );
+    // Logged once the signal handlers are in place: whoever waits for it may stop us at once.
+    logger.info(
+      { event: "server_ready", prefix: flags.prefix, nats: nc.getServer(), data: flags.data, standalone: flags.standalone === true },
+      `server "${flags.id}" ready on ${flags.prefix}.{w,r}.${flags.id}.> via ${nc.getServer()}, data in ${flags.data}`,
     );
   });
 }
