@@ -5,7 +5,9 @@
  * owns one `RecordReader` and delegates its `read*`/`valueOf`/`largeRead` methods to it.
  *
  * Invariants: every read is verified twice before a byte of it is returned: the frame's checksum
- * and exact length (SegmentLog.readBody / Tier.readBody, then `decodeRecord` checks every field),
+ * and exact length (SegmentLog.readBody / Tier.readBody, then `decodeRecord` checks every field;
+ * a scan reads its common record in place with log/record-fast.ts, which accepts only what
+ * decodeRecord would read the same),
  * and that the record is the one asked for (kind, location, seq or key; a chunked value's chunks
  * add up to exactly its size), else CORRUPT naming the index entry (fixed by `strata reindex`).
  * A chunked value is read one chunk record at a time, so `valuePieces` holds one chunk in memory.
@@ -26,6 +28,7 @@ import type { LargeRead } from "./engine.js";
 import type { Limits } from "./limits.js";
 import { decodeRecord, type LogRecord, type Pointer, type StreamSetRecord } from "./log/record.js";
 import { adjacentRun, type SegmentLog } from "./log/segment-log.js";
+import { decodeStreamSetFast, locationBytes } from "./log/record-fast.js";
 import type { Tier } from "./tier/tier.js";
 import type { KvEntry, StoredMessage } from "./types.js";
 
@@ -171,7 +174,14 @@ export class RecordReader {
     }
     // The values share the run's buffer (at most scanReadBytesMax), as values faulted in from the
     // tier share their block.
-    const records = bodies.map((body, i) => streamRecord(decodeRecord(body), location, entries[start + i]!.seq, entries[start + i]!.ptr));
+    // The common record (inline value, no options) is read in place; any other goes through
+    // decodeRecord, which checks every field (record-fast.ts returns nothing it would reject).
+    const locBytes = locationBytes(location);
+    const records = bodies.map((body, i) => {
+      const { seq, ptr } = entries[start + i]!;
+      const fast = locBytes === undefined ? undefined : decodeStreamSetFast(body, location, locBytes);
+      return fast !== undefined && fast.seq === seq ? fast : streamRecord(decodeRecord(body), location, seq, ptr);
+    });
     return { records, next: start + n };
   }
 

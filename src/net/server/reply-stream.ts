@@ -18,6 +18,7 @@ import type { LargeRead } from "../../store.js";
 import { sliceChunks, sliceChunksFrom, totalBytes } from "../wire/chunking.js";
 import type { Hold } from "./reply-budget.js";
 import { isItemRun } from "./store-scan.js";
+import { encodeBatch } from "../wire/batch-encode.js";
 import type { Replies, ReplyTarget } from "./server-replies.js";
 import { byteStringHeader, encode, encodeWithTail, estimateBytes, isPlainMap, type WireMap } from "../wire/wire-codec.js";
 
@@ -57,7 +58,7 @@ export class ReplyStream {
     const frame = { ...extra, items };
     const estimate = itemsBytes === undefined ? estimateBytes(frame) : itemsBytes + estimateBytes(extra ?? {});
     if (estimate + this.replies.limits.frameOverheadBytes <= max) {
-      const bytes = encode({ s: this.id, w: this.window, ...frame });
+      const bytes = encodeBatch({ s: this.id, w: this.window, ...extra }, items);
       if (bytes.byteLength <= max) return this.send(bytes);
     }
     // A single large message or entry: its value goes out as it is, never copied into a frame.
