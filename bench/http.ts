@@ -7,7 +7,12 @@
  *
  * One process hosts the nats-server child's client, the standalone Strata server, the gateway and
  * the load generator, so the figures compare paths on one machine rather than measure capacity.
+ * The floor of any HTTP face on Node is measured beside them: `httpEcho` is a bare node:http server
+ * answering the same requests from the same fetch client (no routing, no NATS); the gateway's
+ * targets are judged against it, as the net bench judges NATS paths against its echo.
  */
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import { Store } from "../src/store.js";
 import { startGateway } from "../src/http/gateway.js";
 import { TokenTable } from "../src/http/auth.js";
@@ -43,7 +48,8 @@ const PARAMS: Record<Scale, Params> = {
 };
 
 type Op = "put" | "get";
-type Path = "direct" | "gateway";
+type Path = "direct" | "gateway" | "httpEcho";
+const PATHS: readonly Path[] = ["direct", "gateway", "httpEcho"];
 
 interface PathFigures {
   opsPerSec: Figure;
@@ -58,15 +64,15 @@ export interface HttpBenchResult {
   elapsedSeconds: number;
   machine: MachineInfo;
   params: Params;
-  figures: Record<Op, Record<Path, PathFigures> & { throughputRatio: Figure; latencyP50Ratio: Figure }>;
+  figures: Record<Op, Record<Path, PathFigures> & { throughputRatio: Figure; latencyP50Ratio: Figure; throughputVsHttpEcho: Figure }>;
   targets: TargetResult[];
   targetsMet: boolean;
   targetsApply: boolean;
 }
 
 const TARGETS: TargetSpec[] = [
-  { name: "gatewayPutThroughputRatio", figure: "figures.put.throughputRatio", op: ">=", threshold: 0.25, unit: "ratio" },
-  { name: "gatewayGetThroughputRatio", figure: "figures.get.throughputRatio", op: ">=", threshold: 0.25, unit: "ratio" },
+  { name: "gatewayPutVsHttpEcho", figure: "figures.put.throughputVsHttpEcho", op: ">=", threshold: 0.5, unit: "ratio" },
+  { name: "gatewayGetVsHttpEcho", figure: "figures.get.throughputVsHttpEcho", op: ">=", threshold: 0.5, unit: "ratio" },
 ];
 
 const TOKEN = "bench-token-0123456789abcdef";
@@ -98,11 +104,13 @@ export async function runHttpBench(opts: HttpBenchOptions): Promise<HttpBenchRes
     figures[op] = {
       direct: per("direct"),
       gateway: per("gateway"),
+      httpEcho: per("httpEcho"),
+      throughputVsHttpEcho: figure(runs.map((r) => r.opsPerSec[op].gateway / r.opsPerSec[op].httpEcho), "ratio"),
       throughputRatio: figure(runs.map((r) => r.opsPerSec[op].gateway / r.opsPerSec[op].direct), "ratio"),
       latencyP50Ratio: figure(runs.map((r) => r.latency[op].gateway.p50 / r.latency[op].direct.p50), "ratio"),
     };
   }
-  const targets = TARGETS.map((t) => judge(t, t.figure === "figures.put.throughputRatio" ? figures.put.throughputRatio.median : figures.get.throughputRatio.median));
+  const targets = TARGETS.map((t) => judge(t, t.figure === "figures.put.throughputVsHttpEcho" ? figures.put.throughputVsHttpEcho.median : figures.get.throughputVsHttpEcho.median));
   return {
     suite: "http",
     scale: opts.scale,
@@ -126,6 +134,13 @@ async function oneRun(root: string, p: Params, progress: (line: string) => void)
   const client = new StrataClient(nc, { server: "s1" });
   const tokens = TokenTable.from({ tokens: [{ name: "bench", token: TOKEN, grants: [{ prefix: "", rights: "readwrite" }] }] });
   const gateway = await startGateway({ client, port: 0, tokens });
+  const echoReply = new Uint8Array(p.valueBytes).fill(120);
+  const echo = http.createServer((req, res) => {
+    req.resume();
+    req.on("end", () => res.end(req.method === "GET" ? echoReply : '{"revision":1}'));
+  });
+  await new Promise<void>((resolve) => echo.listen(0, "127.0.0.1", resolve));
+  const echoUrl = (i: number) => `http://127.0.0.1:${(echo.address() as AddressInfo).port}/kv/bench%2Fhttp%2Fkv/k${i % p.keys}`;
   try {
     const value = new Uint8Array(p.valueBytes).fill(120);
     const kv = client.kv("bench/http/kv");
@@ -135,18 +150,20 @@ async function oneRun(root: string, p: Params, progress: (line: string) => void)
       put: {
         direct: (i) => kv.set(`k${i % p.keys}`, value),
         gateway: async (i) => expectOk(await fetch(url(i), { method: "PUT", body: value, headers })),
+        httpEcho: async (i) => expectOk(await fetch(echoUrl(i), { method: "PUT", body: value, headers })),
       },
       get: {
         direct: async (i) => {
           if ((await kv.get(`k${i % p.keys}`)) === undefined) throw new Error("bench: a key written before is missing");
         },
         gateway: async (i) => expectOk(await fetch(url(i), { headers })),
+        httpEcho: async (i) => expectOk(await fetch(echoUrl(i), { headers })),
       },
     };
-    const out: RunFigures = { opsPerSec: { put: { direct: 0, gateway: 0 }, get: { direct: 0, gateway: 0 } }, latency: {} as RunFigures["latency"] };
+    const out: RunFigures = { opsPerSec: { put: { direct: 0, gateway: 0, httpEcho: 0 }, get: { direct: 0, gateway: 0, httpEcho: 0 } }, latency: {} as RunFigures["latency"] };
     for (const op of ["put", "get"] as const) {
       out.latency[op] = {} as Record<Path, LatencySummary>;
-      for (const path of ["direct", "gateway"] as const) {
+      for (const path of PATHS) {
         await runInFlight(p.inFlight, Math.min(p.ops, p.keys * 2), ops[op][path]); // warm up (and write every key before the gets)
         out.opsPerSec[op][path] = perSecond(p.ops, await runInFlight(p.inFlight, p.ops, ops[op][path]));
         const h = latencyHistogram();
@@ -157,6 +174,7 @@ async function oneRun(root: string, p: Params, progress: (line: string) => void)
     }
     return out;
   } finally {
+    await new Promise((resolve) => echo.close(resolve));
     await gateway.close();
     client.close();
     await server.stop();

@@ -16,7 +16,7 @@
  * nothing is lost when the process exits.
  */
 import { pino, type DestinationStream } from "pino";
-import pretty from "pino-pretty";
+import { createRequire } from "node:module";
 import { StrataError } from "./errors.js";
 
 /** One log method, called as pino's are: `(fields, message)` or `(message)`. */
@@ -69,6 +69,8 @@ export function createLogger(options: CreateLoggerOptions = {}): Logger {
   }
   const settings = { level, base: { pid: process.pid, ...options.base } };
   if (format === "pretty") {
+    // Loaded only for pretty output: JSON logging (the default) does not carry it.
+    const pretty = createRequire(import.meta.url)("pino-pretty") as typeof import("pino-pretty");
     const stream = pretty({
       sync: true,
       destination: options.destination ?? 1,

@@ -23,7 +23,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { Option, type Command } from "commander";
-import { parse as parseYaml } from "yaml";
+import { createRequire } from "node:module";
 import { StrataError } from "../errors.js";
 import { createLogger, LOG_FORMATS, LOG_LEVELS, type Logger } from "../logger.js";
 
@@ -158,7 +158,8 @@ export function readConfigFile(file: string, options: Option[]): Record<string, 
   }
   let parsed: unknown;
   try {
-    parsed = path.extname(file).toLowerCase() === ".json" ? JSON.parse(text) : parseYaml(text);
+    // The YAML parser is loaded only for a YAML file: a process without one does not carry it.
+    parsed = path.extname(file).toLowerCase() === ".json" ? JSON.parse(text) : (createRequire(import.meta.url)("yaml") as typeof import("yaml")).parse(text);
   } catch (cause) {
     throw new StrataError("INVALID_ARGUMENT", `the --config file ${file} is not valid ${path.extname(file).toLowerCase() === ".json" ? "JSON" : "YAML"}: ${(cause as Error).message.split("\n")[0]}; fix it or leave --config out`, { cause });
   }

@@ -6,7 +6,7 @@
  */
 import type { Command } from "commander";
 import { DEFAULT_METRICS_HOST, metricsPort, startMetricsEndpoint, type MetricsEndpoint, type ReadinessChecks } from "../metrics/http-endpoint.js";
-import { Metrics } from "../metrics/metrics.js";
+import type { Metrics } from "../metrics/metrics.js";
 
 export interface MetricsFlags {
   metricsPort?: string;
@@ -26,6 +26,8 @@ export function addMetricsFlags(command: Command): Command {
 export async function startMetricsFromFlags(flags: MetricsFlags, ready: () => ReadinessChecks): Promise<{ metrics?: Metrics; endpoint?: MetricsEndpoint }> {
   if (flags.metricsPort === undefined) return {};
   const port = metricsPort(flags.metricsPort);
+  // prom-client is loaded only here: a process without metrics does not carry it (~4 MB of RSS).
+  const { Metrics } = await import("../metrics/metrics.js");
   const metrics = new Metrics({ processMetrics: true });
   const endpoint = await startMetricsEndpoint({ metrics, port, host: flags.metricsHost, ready });
   return { metrics, endpoint };

@@ -24,16 +24,18 @@ describe("HTTP gateway benchmark (tiny)", () => {
     scratch.push(dir);
     const printed = await runBenchCommand(["bench", "--suite", "http", "--tiny", "--dir", dir]);
     const doc = (JSON.parse(printed) as { http: HttpBenchResult }).http;
-    expectTinyDocument(doc, "http", ["gatewayPutThroughputRatio", "gatewayGetThroughputRatio"]);
+    expectTinyDocument(doc, "http", ["gatewayPutVsHttpEcho", "gatewayGetVsHttpEcho"]);
     for (const op of ["put", "get"] as const) {
       const f = doc.figures[op];
-      for (const p of ["direct", "gateway"] as const) {
+      for (const p of ["direct", "gateway", "httpEcho"] as const) {
         expectFigure(f[p].opsPerSec, 1, `${op}.${p}.opsPerSec`);
         expectLatency(f[p].latency, `${op}.${p}.latency`);
       }
       expectFigure(f.throughputRatio, 1, `${op}.throughputRatio`);
       expectFigure(f.latencyP50Ratio, 1, `${op}.latencyP50Ratio`);
       expect(f.throughputRatio.median).toBeCloseTo(f.gateway.opsPerSec.runs[0]! / f.direct.opsPerSec.runs[0]!, 1);
+      expectFigure(f.throughputVsHttpEcho, 1, `${op}.throughputVsHttpEcho`);
+      expect(f.throughputVsHttpEcho.median).toBeCloseTo(f.gateway.opsPerSec.runs[0]! / f.httpEcho.opsPerSec.runs[0]!, 1);
     }
     expect(fs.readdirSync(dir)).toEqual([]);
   });
