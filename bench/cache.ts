@@ -24,7 +24,7 @@ import { startNatsServer } from "../src/testing/nats-server.js";
 import { checkSuiteOptions, isMainModule, runAsScript, type Scale } from "./lib/args.js";
 import { makeTempDir, removeDir } from "./lib/fs.js";
 import { runInFlight } from "./lib/load.js";
-import { judge, machineInfo, type MachineInfo, type TargetResult, type TargetSpec } from "./lib/report.js";
+import { benchHeader, judge, targetsTail, type MachineInfo, type TargetResult, type TargetSpec } from "./lib/report.js";
 import { figure, perSecond, prng, type Figure } from "./lib/stats.js";
 
 export type { Scale };
@@ -81,7 +81,7 @@ export async function runCacheBench(options: CacheBenchOptions): Promise<CacheBe
   const params = PARAMS[options.scale];
   const progress = options.progress ?? (() => undefined);
   const started = performance.now();
-  const startedAt = new Date().toISOString();
+  const startedAt = new Date();
   const dir = makeTempDir("strata-bench-cache", options.dir);
   const nats = await startNatsServer();
   const store = await Store.open({ dir, id: SERVER_ID });
@@ -159,17 +159,10 @@ export async function runCacheBench(options: CacheBenchOptions): Promise<CacheBe
     };
     const targets = TARGETS.map((t) => judge(t, figures.cachedToUncachedRatio.median));
     return {
-      suite: "cache",
-      scale: options.scale,
-      runs: options.runs,
-      startedAt,
-      elapsedSeconds: Number(((performance.now() - started) / 1000).toFixed(3)),
-      machine: machineInfo(),
+      ...benchHeader("cache", options, startedAt, started),
       params,
       figures,
-      targets,
-      targetsMet: targets.every((t) => t.pass),
-      targetsApply: options.scale === "full",
+      ...targetsTail(targets, options.scale),
     };
   } finally {
     client.close();

@@ -35,7 +35,7 @@ import { openObjectStore } from "../src/tier/object-store.js";
 import { checkSuiteOptions, isMainModule, runAsScript, type Scale } from "./lib/args.js";
 import { makeTempDir, removeDir } from "./lib/fs.js";
 import { runInFlight } from "./lib/load.js";
-import { judge, machineInfo, type MachineInfo, type TargetResult, type TargetSpec } from "./lib/report.js";
+import { benchHeader, judge, targetsTail, type MachineInfo, type TargetResult, type TargetSpec } from "./lib/report.js";
 import { figure, latencyHistogram, median, perSecond, recordMs, type Figure } from "./lib/stats.js";
 
 export type { Scale };
@@ -403,18 +403,11 @@ export async function runCompactBench(opts: CompactBenchOptions): Promise<Compac
   const figures = collect(runs, rate);
   const targets = TARGETS.map((t) => judge(t, lookup(figures, t.figure, t.unit === "ms")));
   return {
-    suite: "compact",
-    scale: opts.scale,
-    runs: opts.runs,
-    startedAt: startedAt.toISOString(),
-    elapsedSeconds: Number(((performance.now() - started) / 1000).toFixed(1)),
-    machine: machineInfo(),
+    ...benchHeader("compact", opts, startedAt, started),
     params: p,
     backend: "in-process Store, directory tier (dir:) on the same disk",
     figures,
-    targets,
-    targetsMet: targets.every((t) => t.pass),
-    targetsApply: opts.scale === "full",
+    ...targetsTail(targets, opts.scale),
   };
 }
 

@@ -16,7 +16,7 @@ import { Store } from "../src/store.js";
 import { checkSuiteOptions, isMainModule, runAsScript, type Scale } from "./lib/args.js";
 import { diskUsage, makeTempDir, removeDir, withTempDir } from "./lib/fs.js";
 import { runInFlight, runSequential } from "./lib/load.js";
-import { judge, machineInfo, type MachineInfo, type TargetResult, type TargetSpec } from "./lib/report.js";
+import { benchHeader, judge, targetsTail, type MachineInfo, type TargetResult, type TargetSpec } from "./lib/report.js";
 import {
   figure,
   latencyHistogram,
@@ -317,17 +317,10 @@ export async function runEngineBench(opts: EngineBenchOptions): Promise<EngineBe
     const figures = collect(p, streamRuns, kvRuns, openRuns, buildSeconds);
     const targets = TARGETS.map((t) => judge(t, lookup(figures, t.figure)));
     return {
-      suite: "engine",
-      scale: opts.scale,
-      runs: opts.runs,
-      startedAt: startedAt.toISOString(),
-      elapsedSeconds: Number(((performance.now() - started) / 1000).toFixed(1)),
-      machine: machineInfo(),
+      ...benchHeader("engine", opts, startedAt, started),
       params: p,
       figures,
-      targets,
-      targetsMet: targets.every((t) => t.pass),
-      targetsApply: opts.scale === "full",
+      ...targetsTail(targets, opts.scale),
     };
   } finally {
     removeDir(openDir);

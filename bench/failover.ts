@@ -18,7 +18,7 @@
  */
 import { DEFAULT_CLIENT_LIMITS, resolveCoordinatorLimits } from "../src/limits.js";
 import { checkSuiteOptions, isMainModule, runAsScript, type Scale } from "./lib/args.js";
-import { judge, machineInfo, type MachineInfo, type TargetResult } from "./lib/report.js";
+import { benchHeader, judge, targetsTail, type MachineInfo, type TargetResult } from "./lib/report.js";
 import { figure, median, round, type Figure } from "./lib/stats.js";
 import { runCoordinator, type CoordParams, type CoordRun } from "./failover-coord.js";
 import { runKills, type KillParams, type KillRun, type KillSample } from "./failover-kill.js";
@@ -179,12 +179,7 @@ export async function runFailoverBench(opts: FailoverBenchOptions): Promise<Fail
     judge({ name: `recoveryP99MsAt${r.locations}`, figure: `figures.recovery[${recovery.indexOf(r)}].p99Ms.median`, op: "<", threshold: lease.leaseMs + 3000, unit: "ms" }, r.p99Ms.median),
   );
   return {
-    suite: "failover",
-    scale: opts.scale,
-    runs: opts.runs,
-    startedAt: startedAt.toISOString(),
-    elapsedSeconds: Number(((performance.now() - started) / 1000).toFixed(1)),
-    machine: machineInfo(),
+    ...benchHeader("failover", opts, startedAt, started),
     params: p,
     lease: {
       leaseMs: lease.leaseMs,
@@ -215,9 +210,7 @@ export async function runFailoverBench(opts: FailoverBenchOptions): Promise<Fail
       },
     },
     notes: NOTES,
-    targets,
-    targetsMet: targets.every((t) => t.pass),
-    targetsApply: opts.scale === "full",
+    ...targetsTail(targets, opts.scale),
   };
 }
 

@@ -24,7 +24,7 @@ import path from "node:path";
 import { checkSuiteOptions, isMainModule, runAsScript, type Scale } from "./lib/args.js";
 import { makeTempDir, removeDir } from "./lib/fs.js";
 import { runInFlight } from "./lib/load.js";
-import { judge, machineInfo, type MachineInfo, type TargetResult, type TargetSpec } from "./lib/report.js";
+import { benchHeader, judge, targetsTail, type MachineInfo, type TargetResult, type TargetSpec } from "./lib/report.js";
 import { figure, latencyHistogram, medianLatency, perSecond, summarize, type Figure, type LatencySummary } from "./lib/stats.js";
 
 export interface HttpBenchOptions {
@@ -112,17 +112,10 @@ export async function runHttpBench(opts: HttpBenchOptions): Promise<HttpBenchRes
   }
   const targets = TARGETS.map((t) => judge(t, t.figure === "figures.put.throughputVsHttpEcho" ? figures.put.throughputVsHttpEcho.median : figures.get.throughputVsHttpEcho.median));
   return {
-    suite: "http",
-    scale: opts.scale,
-    runs: opts.runs,
-    startedAt: startedAt.toISOString(),
-    elapsedSeconds: Number(((performance.now() - started) / 1000).toFixed(1)),
-    machine: machineInfo(),
+    ...benchHeader("http", opts, startedAt, started),
     params: p,
     figures,
-    targets,
-    targetsMet: targets.every((t) => t.pass),
-    targetsApply: opts.scale === "full",
+    ...targetsTail(targets, opts.scale),
   };
 }
 

@@ -19,7 +19,7 @@ import { connect } from "nats";
 import { startNatsServer, type RunningNatsServer } from "../src/testing/nats-server.js";
 import { checkSuiteOptions, isMainModule, runAsScript, type Scale } from "./lib/args.js";
 import { withTempDir } from "./lib/fs.js";
-import { machineInfo, type MachineInfo, type TargetResult } from "./lib/report.js";
+import { benchHeader, targetsTail, type MachineInfo, type TargetResult } from "./lib/report.js";
 import { measureFdatasync, type FdatasyncResult } from "./lib/fdatasync.js";
 import { median } from "./lib/stats.js";
 import { buildCeiling, buildFdatasyncRows, buildTable, echoFigures, judgeOneInFlight, judgePacedEveryRun, judgeTargets, systemFigures, type CeilingRow, type EchoFigures, type SystemFigures, type TableRow } from "./net-report.js";
@@ -178,12 +178,7 @@ export async function runNetBench(opts: NetBenchOptions): Promise<NetBenchResult
     const fdatasyncP50Us = { runs: fdatasyncRuns, median: median(fdatasyncRuns) };
     const targets = [...judgeTargets(table), ...judgePacedEveryRun(figures), ...judgeOneInFlight(table, figures, figures.echo, fdatasyncP50Us.median), ...idleRssTargets(idleRss)];
     return {
-      suite: "net",
-      scale: opts.scale,
-      runs: opts.runs,
-      startedAt: startedAt.toISOString(),
-      elapsedSeconds: Number(((performance.now() - started) / 1000).toFixed(1)),
-      machine: machineInfo(),
+      ...benchHeader("net", opts, startedAt, started),
       setup: {
         natsServer: { ...info, jetstream: "enabled in the same nats-server, file store in its temp dir" },
         strataServer:
@@ -200,9 +195,7 @@ export async function runNetBench(opts: NetBenchOptions): Promise<NetBenchResult
       figures,
       fdatasyncP50Us,
       fdatasync: buildFdatasyncRows(fdatasyncResults),
-      targets,
-      targetsMet: targets.every((t) => t.pass),
-      targetsApply: opts.scale === "full",
+      ...targetsTail(targets, opts.scale),
     };
   } finally {
     await nats.stop();

@@ -31,7 +31,7 @@ import { startNatsServer } from "../src/testing/nats-server.js";
 import { checkSuiteOptions, isMainModule, runAsScript, type Scale } from "./lib/args.js";
 import { diskUsage, withTempDir } from "./lib/fs.js";
 import { runInFlight } from "./lib/load.js";
-import { judge, machineInfo, type MachineInfo, type TargetResult } from "./lib/report.js";
+import { judge, machineInfo, targetsTail, type MachineInfo, type TargetResult } from "./lib/report.js";
 import { prng } from "./lib/stats.js";
 import { coordLocation, writeAssignments } from "./failover-coord.js";
 import { IDLE_MS, readRss, startCli, transpileSources, type CliProcess, type RssKb } from "./net-rss.js";
@@ -294,9 +294,7 @@ export async function runScaleBench(opts: ScaleBenchOptions): Promise<ScaleBench
             disk: { ...disk, bytesPerPayloadByte: Number((disk.allocatedBytes / payloadBytes).toFixed(2)) },
           },
           coordinator,
-          targets,
-          targetsMet: targets.every((t) => t.pass),
-          targetsApply: opts.scale === "full",
+          ...targetsTail(targets, opts.scale),
         };
       } finally {
         await nc.close();

@@ -33,7 +33,7 @@ import { checkpointsPrefix } from "../src/tier/segment-keys.js";
 import { checkSuiteOptions, isMainModule, runAsScript, type Scale } from "./lib/args.js";
 import { makeTempDir, removeDir } from "./lib/fs.js";
 import { runInFlight } from "./lib/load.js";
-import { judge, machineInfo, type MachineInfo, type TargetResult, type TargetSpec } from "./lib/report.js";
+import { benchHeader, judge, targetsTail, type MachineInfo, type TargetResult, type TargetSpec } from "./lib/report.js";
 import { figure, latencyHistogram, medianLatency, prng, recordMs, summarize, type Figure, type LatencySummary } from "./lib/stats.js";
 
 export type { Scale };
@@ -386,18 +386,11 @@ export async function runTierBench(opts: TierBenchOptions): Promise<TierBenchRes
   const figures = collect(runs, p.coldReads);
   const targets = TARGETS.map((t) => judge(t, lookupMs(figures, t.figure)));
   return {
-    suite: "tier",
-    scale: opts.scale,
-    runs: opts.runs,
-    startedAt: startedAt.toISOString(),
-    elapsedSeconds: Number(((performance.now() - started) / 1000).toFixed(1)),
-    machine: machineInfo(),
+    ...benchHeader("tier", opts, startedAt, started),
     params: p,
     backend: "s3rver 3.7 on loopback (child process), S3 backend of Strata (@aws-sdk/client-s3)",
     figures,
-    targets,
-    targetsMet: targets.every((t) => t.pass),
-    targetsApply: opts.scale === "full",
+    ...targetsTail(targets, opts.scale),
   };
 }
 

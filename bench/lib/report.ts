@@ -30,6 +30,33 @@ export function machineInfo(): MachineInfo {
   };
 }
 
+/** The head every benchmark document starts with. */
+export interface BenchHeader<S extends string> {
+  suite: S;
+  scale: "tiny" | "full";
+  runs: number;
+  startedAt: string;
+  elapsedSeconds: number;
+  machine: MachineInfo;
+}
+
+/** The head of a document for `suite`, begun at `startedAt` (`started` = performance.now() then). */
+export function benchHeader<S extends string>(suite: S, opts: { scale: "tiny" | "full"; runs: number }, startedAt: Date, started: number): BenchHeader<S> {
+  return {
+    suite,
+    scale: opts.scale,
+    runs: opts.runs,
+    startedAt: startedAt.toISOString(),
+    elapsedSeconds: Number(((performance.now() - started) / 1000).toFixed(1)),
+    machine: machineInfo(),
+  };
+}
+
+/** The tail every document ends with: its targets, whether all are met, and whether they apply (full scale only). */
+export function targetsTail(targets: TargetResult[], scale: "tiny" | "full"): { targets: TargetResult[]; targetsMet: boolean; targetsApply: boolean } {
+  return { targets, targetsMet: targets.every((t) => t.pass), targetsApply: scale === "full" };
+}
+
 export interface TargetSpec {
   /** Stable identifier of the target, e.g. "append256MsgsPerSec". */
   name: string;
