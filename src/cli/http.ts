@@ -35,6 +35,7 @@ interface HttpFlags extends NatsFlags, LogFlags {
   bodyInflightBytesMax: string;
   headerBytesMax: string;
   streamsMax: string;
+  downloadsMax: string;
 }
 
 export function register(program: Command): void {
@@ -52,7 +53,8 @@ export function register(program: Command): void {
     .option("--body-buffer-bytes-max <n>", "bodies with a Content-Length above this stream through to the deployment instead of being held", String(DEFAULT_HTTP_LIMITS.httpBodyBufferBytesMax))
     .option("--body-inflight-bytes-max <n>", "request bodies held at once; past it → 503", String(DEFAULT_HTTP_LIMITS.httpBodyInflightBytesMax))
     .option("--header-bytes-max <n>", "largest request head; larger → 431", String(DEFAULT_HTTP_LIMITS.httpHeaderBytesMax))
-    .option("--streams-max <n>", "NDJSON listings and SSE watches open at once; past it → 503", String(DEFAULT_HTTP_LIMITS.httpStreamsMax));
+    .option("--streams-max <n>", "NDJSON listings and SSE watches open at once; past it → 503", String(DEFAULT_HTTP_LIMITS.httpStreamsMax))
+    .option("--downloads-max <n>", "GETs of values larger than one NATS message being sent at once (each holds about one reply window); past it → 503", String(DEFAULT_HTTP_LIMITS.httpDownloadsMax));
   addNatsFlags(command).action(async (flags: HttpFlags) => {
     const logger = cliLogger(flags, { component: "http" });
     const port = integer(flags.port, "--port", 0);
@@ -68,6 +70,7 @@ export function register(program: Command): void {
       httpBodyInflightBytesMax: integer(flags.bodyInflightBytesMax, "--body-inflight-bytes-max", 1),
       httpHeaderBytesMax: integer(flags.headerBytesMax, "--header-bytes-max", 1),
       httpStreamsMax: integer(flags.streamsMax, "--streams-max", 1),
+      httpDownloadsMax: integer(flags.downloadsMax, "--downloads-max", 1),
     };
     let nc;
     try {

@@ -44,6 +44,8 @@ export interface GatewayDeps {
 export interface RouteDeps extends GatewayDeps {
   body: BodyBudget;
   slots: StreamSlots;
+  /** GETs of a value larger than one NATS message being sent (httpDownloadsMax; download.ts). */
+  downloads: StreamSlots;
   /** SSE watches open now, ended at shutdown (they never end on their own). */
   watches: Set<{ stop(): void }>;
   /** Authenticates and authorises; resolves to the location as decoded from the URL. */
@@ -53,6 +55,8 @@ export interface RouteDeps extends GatewayDeps {
 /** What a gateway holds now: streamed responses open and bytes reserved by request bodies. */
 export interface GatewayStats {
   streamsOpen: number;
+  /** Large values being sent as they arrive (download.ts). */
+  downloadsOpen: number;
   bodyInflightBytes: number;
 }
 
@@ -62,6 +66,7 @@ export function createGatewayApp(deps: GatewayDeps): { app: Hono<GatewayEnv>; st
     ...deps,
     body: new BodyBudget(deps.limits),
     slots: new StreamSlots(deps.limits.httpStreamsMax),
+    downloads: new StreamSlots(deps.limits.httpDownloadsMax, "large values being downloaded (httpDownloadsMax)"),
     watches: new Set(),
     guard: (c, access) => {
       const location = c.req.param("location") ?? "";
@@ -87,7 +92,7 @@ export function createGatewayApp(deps: GatewayDeps): { app: Hono<GatewayEnv>; st
   );
   return {
     app,
-    stats: () => ({ streamsOpen: routeDeps.slots.count, bodyInflightBytes: routeDeps.body.inflightBytes }),
+    stats: () => ({ streamsOpen: routeDeps.slots.count, downloadsOpen: routeDeps.downloads.count, bodyInflightBytes: routeDeps.body.inflightBytes }),
     endWatches: () => {
       for (const w of [...routeDeps.watches]) w.stop();
     },

@@ -8,8 +8,10 @@
  * (each held body at most `httpBodyBufferBytesMax` when it declared its length, else at most
  * `httpBodyBytesMax`; a larger declared body streams through, reserving `httpBodyBufferBytesMax`), plus at most `httpStreamsMax` streamed responses (NDJSON
  * listings and SSE watches), each holding one batch of the client's reply stream or one watch's
- * bounded queue (src/net/client/watch.ts), plus one value per GET in flight (a value is at most the
- * server's valueBytesMax; the client reassembles it whole).
+ * bounded queue (src/net/client/watch.ts), plus at most `httpDownloadsMax` GETs of a value larger
+ * than one NATS message, each holding about the server's reply window (replyWindowMessages
+ * messages of max_payload: 8 MiB by default) and the chunk being written, never the whole value
+ * (src/net/client/get-streamed.ts); a smaller value is one message, held once.
  */
 import { StrataError } from "../errors.js";
 
@@ -28,6 +30,11 @@ export interface HttpLimits {
   httpHeaderBytesMax: number;
   /** Streamed responses (NDJSON listings, SSE watches) open at once; past it → 503 + Retry-After. */
   httpStreamsMax: number;
+  /**
+   * GETs of a value larger than one NATS message being sent at once (each streams the value with
+   * about one reply window of the server held); past it → 503 + Retry-After.
+   */
+  httpDownloadsMax: number;
   /** Time to receive a whole request (head and body) before Node answers 408. */
   httpRequestReceiveMs: number;
   /** How long an SSE watch may stay quiet before a comment line keeps proxies from closing it. */
@@ -46,6 +53,7 @@ export const DEFAULT_HTTP_LIMITS: Readonly<HttpLimits> = Object.freeze({
   httpBodyInflightBytesMax: 256 * MiB,
   httpHeaderBytesMax: 16 * 1024,
   httpStreamsMax: 1024,
+  httpDownloadsMax: 32,
   httpRequestReceiveMs: 120_000,
   httpSseKeepaliveMs: 15_000,
   httpShutdownGraceMs: 10_000,

@@ -42,7 +42,7 @@ export function openApiDocument(): Record<string, unknown> {
       "/kv/{location}/{key}": {
         parameters: [location, key],
         get: {
-          summary: "The value of a key",
+          summary: "The value of a key (a large one streams as it is read: Content-Length is its length; a cut connection means retry)",
           parameters: [{ name: "If-None-Match", in: "header", schema: { type: "string" }, description: 'An ETag from an earlier GET: 304 when it is still current' }],
           responses: { "200": bytes("The value", { ETag: header('"<revision>" of the key'), "Strata-Timestamp": header("ms since the epoch", "integer") }), "304": { description: "Not modified" }, "404": error, ...errors },
         },

@@ -2,6 +2,7 @@
  * The kv routes of the gateway:
  *   GET    /kv/<location>          the keys, as a JSON array streamed with bounded memory
  *   GET    /kv/<location>/<key>    the value bytes; `ETag: "<revision>"`; 304 for a matching If-None-Match
+ *                                  (a large value streams through as it arrives: download.ts)
  *   PUT    /kv/<location>/<key>    sets the value; If-Match: "<rev>" / If-None-Match: * (412 when unmet)
  *   DELETE /kv/<location>/<key>    deletes; `{ deleted, revision }`
  *
@@ -13,6 +14,7 @@
 import type { Hono } from "hono";
 import type { KvSetOptions } from "../types.js";
 import { type GatewayContext, type GatewayEnv, type RouteDeps } from "./app.js";
+import { valueResponse } from "./download.js";
 import { HttpError } from "./http-errors.js";
 import { lineStream } from "./streaming.js";
 
@@ -33,14 +35,18 @@ export function registerKvRoutes(app: Hono<GatewayEnv>, deps: RouteDeps): void {
 
   app.get("/kv/:location/:key", async (c) => {
     const kv = deps.client.kv(deps.guard(c, "read"));
-    const entry = await kv.get(key(c));
-    if (entry === undefined) throw new HttpError(404, "NOT_FOUND", `no key ${JSON.stringify(key(c))} in ${kv.location}`);
+    const got = await kv.getStreamed(key(c));
+    if (got === undefined) throw new HttpError(404, "NOT_FOUND", `no key ${JSON.stringify(key(c))} in ${kv.location}`);
+    const entry = got.meta;
     const etag = `"${entry.revision}"`;
     const headers: Record<string, string> = { etag, "strata-timestamp": String(entry.timestamp) };
     if (entry.expiresAt !== undefined) headers["strata-expires-at"] = String(entry.expiresAt);
     const inm = c.req.header("if-none-match");
-    if (inm !== undefined && etagList(inm).includes(etag)) return new Response(null, { status: 304, headers });
-    return new Response(entry.value, { headers: { ...headers, "content-type": "application/octet-stream" } });
+    if (inm !== undefined && etagList(inm).includes(etag)) {
+      await got.chunks.return();
+      return new Response(null, { status: 304, headers });
+    }
+    return valueResponse({ got, headers, downloads: deps.downloads, head: c.req.method === "HEAD", logger: deps.logger, what: `key ${JSON.stringify(key(c))} of ${kv.location}` });
   });
 
   app.put("/kv/:location/:key", async (c) => {

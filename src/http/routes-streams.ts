@@ -4,7 +4,7 @@
  *   GET    /streams/<location>?start_seq=N  the messages as NDJSON, one JSON object per line, value in base64
  *   DELETE /streams/<location>?end_seq=N    deletes every message (up to end_seq); `{ count, revision }`
  *   GET    /streams/<location>/watch        Server-Sent Events; resumable with Last-Event-ID (= seq)
- *   GET    /streams/<location>/<seq>        the value bytes of one message
+ *   GET    /streams/<location>/<seq>        the value bytes of one message (a large one streams through: download.ts)
  *   DELETE /streams/<location>/<seq>        deletes one message; `{ deleted, revision }`
  *
  * Invariants: NDJSON and SSE responses hold one slot of httpStreamsMax and at most one batch of
@@ -17,6 +17,7 @@
 import type { Hono } from "hono";
 import type { Change, StoredMessage } from "../types.js";
 import { base64, inlineError, parseSeq, querySeq, type GatewayEnv, type RouteDeps } from "./app.js";
+import { valueResponse } from "./download.js";
 import { HttpError } from "./http-errors.js";
 import { lineStream, sseStream } from "./streaming.js";
 
@@ -94,9 +95,10 @@ export function registerStreamRoutes(app: Hono<GatewayEnv>, deps: RouteDeps): vo
   app.get("/streams/:location/:seq", async (c) => {
     const stream = deps.client.stream(deps.guard(c, "read"));
     const seq = parseSeq(c.req.param("seq"), "the seq in the path");
-    const m = await stream.get(seq);
-    if (m === undefined) throw new HttpError(404, "NOT_FOUND", `no message ${seq} in ${stream.location}`);
-    return new Response(m.value, { headers: { "content-type": "application/octet-stream", "strata-seq": String(m.seq), "strata-timestamp": String(m.timestamp) } });
+    const got = await stream.getStreamed(seq);
+    if (got === undefined) throw new HttpError(404, "NOT_FOUND", `no message ${seq} in ${stream.location}`);
+    const headers = { "strata-seq": String(got.meta.seq), "strata-timestamp": String(got.meta.timestamp) };
+    return valueResponse({ got, headers, downloads: deps.downloads, head: c.req.method === "HEAD", logger: deps.logger, what: `message ${seq} of ${stream.location}` });
   });
 
   app.delete("/streams/:location/:seq", async (c) => {

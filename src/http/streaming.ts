@@ -16,11 +16,14 @@ const BATCH_BYTES = 64 * 1024;
 
 const encoder = new TextEncoder();
 
-/** Counts streamed responses open at once, within `max`. */
+/** Counts streamed responses open at once, within `max` (`what`: the responses and the limit's name, for the 503). */
 export class StreamSlots {
   private open = 0;
 
-  constructor(private readonly max: number) {}
+  constructor(
+    private readonly max: number,
+    private readonly what = "streamed responses open (httpStreamsMax)",
+  ) {}
 
   get count(): number {
     return this.open;
@@ -28,7 +31,7 @@ export class StreamSlots {
 
   /** Takes a slot (503 BUSY when none is free); the returned function gives it back, once. */
   acquire(): () => void {
-    if (this.open >= this.max) throw new HttpError(503, "BUSY", `the gateway has ${this.open} streamed responses open (httpStreamsMax); retry later`);
+    if (this.open >= this.max) throw new HttpError(503, "BUSY", `the gateway has ${this.open} ${this.what}; retry later`);
     this.open += 1;
     let done = false;
     return () => {

@@ -1,8 +1,8 @@
 /**
  * How the client calls a server: finding the server of a location (pinned, or asked of the
  * coordinator and cached), sending a request as one message or as an upload when it exceeds the
- * connection's max_payload, reading replies (reassembling parts, granting credit for streamed
- * replies), and retrying with backoff + jitter within the call's time budget.
+ * connection's max_payload, reading replies (reply-reader.ts: reassembling parts, granting credit
+ * for streamed replies), and retrying with backoff + jitter within the call's time budget.
  *
  * Epochs (docs/failover.md): every result of a server under a coordinator carries the epoch the
  * location was served under (`e`), and locate answers carry the epoch known to the coordinator.
@@ -16,9 +16,10 @@
  * with a hint, because they may have been applied.
  */
 import { StrataError } from "../../errors.js";
-import { chunkDataBytes, Reassembler, sliceChunks, sliceChunksFrom } from "../wire/chunking.js";
+import { chunkDataBytes, sliceChunks, sliceChunksFrom } from "../wire/chunking.js";
 import { Coalescer } from "../wire/client-coalesce.js";
 import type { Channel, Transport } from "./client-transport.js";
+import { ReplyReader } from "./reply-reader.js";
 import { DEFAULT_NET_LIMITS, type ClientLimits } from "../wire/net-limits.js";
 import { locateSubject, requestSubject, validateServerId, type SubjectClass } from "../wire/subjects.js";
 import { decodeMap, encode, type WireMap } from "../wire/wire-codec.js";
@@ -50,7 +51,8 @@ export interface StreamedValue {
 /** Streamed values whose source has started to be read (they cannot be sent again). */
 const startedValues = new WeakSet<StreamedValue>();
 
-interface Target {
+/** Where a call goes: its subject, how errors name it, whether it writes, and its location. */
+export interface Target {
   subject: string;
   what: string;
   write: boolean;
@@ -137,6 +139,24 @@ export class Caller {
       if (!ended) reader.cancel();
       reader.close();
     }
+  }
+
+  /**
+   * @internal Sends a read `body` as one message and hands its reply reader to `start`; the request
+   * is sent again (within the call's budget) until `start` resolves, and a reader whose `start`
+   * failed is cancelled and closed. Once it resolved, the caller owns the reader (get-streamed.ts).
+   */
+  async openReply<T>(call: CallOptions, body: WireMap, start: (reader: ReplyReader, attemptMs: number) => Promise<T>): Promise<T> {
+    return this.withRetry(call, async (target, deadline) => {
+      const reader = new ReplyReader(this, this.transport.open(), target, this.limits);
+      try {
+        this.transport.publish(target.subject, encode(body), reader.channel);
+        return await start(reader, this.attemptMs(deadline));
+      } catch (err) {
+        reader.abandon();
+        throw err;
+      }
+    });
   }
 
   /** @internal Publishes a credit (or cancel) for a reply stream; best effort. */
@@ -288,64 +308,6 @@ export class Caller {
   }
 }
 
-/**
- * Reads the frames of one request's replies: error headers become StrataErrors, parts are
- * reassembled, and messages of a reply stream are credited back as they are consumed.
- */
-class ReplyReader {
-  /** Made when the first part arrives: most replies are one message. */
-  private parts: Reassembler | undefined;
-  private stream: string | undefined;
-  private window = 1;
-  private consumedCount = 0;
-  private credited = 0;
-
-  constructor(
-    private readonly caller: Caller,
-    private readonly ch: Channel,
-    private readonly target: Target,
-    private readonly limits: ClientLimits,
-  ) {}
-
-  async frame(timeoutMs: number): Promise<WireMap> {
-    for (;;) {
-      const msg = await this.ch.next(timeoutMs, () => timeoutError(this.target.what, this.caller.limits.timeoutMs, this.target.write));
-      const err = errorOfReply(msg, () => this.target.what);
-      if (err) throw err;
-      const frame = decodeMap(msg.data, "a reply");
-      if (typeof frame.e === "number" && !this.caller.sawEpoch(this.target.location, frame.e)) throw staleEpoch(this.target);
-      if (typeof frame.s === "string") {
-        this.stream = frame.s;
-        if (typeof frame.w === "number" && frame.w >= 1) this.window = frame.w;
-      }
-      if (frame.part === undefined) return frame;
-      if (typeof frame.part !== "number" || !(frame.data instanceof Uint8Array)) throw new StrataError("CORRUPT", "malformed part in a reply");
-      this.parts ??= new Reassembler(this.limits.replyBytesMax);
-      const whole = this.parts.push(frame.part, frame.data, frame.last === true, frame.of as number | undefined);
-      this.consumed();
-      if (whole) return decodeMap(whole, "a reassembled reply");
-    }
-  }
-
-  /** One message of the reply stream was consumed; grant more credit every half window. */
-  consumed(): void {
-    if (this.stream === undefined) return;
-    this.consumedCount += 1;
-    if (this.consumedCount - this.credited >= Math.max(1, Math.floor(this.window / 2))) {
-      this.credited = this.consumedCount;
-      this.caller.credit(this.target.subject, this.ch, this.stream, this.consumedCount);
-    }
-  }
-
-  cancel(): void {
-    if (this.stream !== undefined) this.caller.credit(this.target.subject, this.ch, this.stream, undefined);
-  }
-
-  close(): void {
-    this.ch.close();
-  }
-}
-
 /** The chunks of `head ++ value`; a streamed value is read as chunks are sent, and must hold exactly its declared bytes. */
 function uploadChunks(head: Uint8Array, value: Uint8Array | StreamedValue | undefined, size: number): Iterable<Uint8Array> | AsyncIterable<Uint8Array> {
   if (value === undefined || value instanceof Uint8Array) return sliceChunks(value ? [head, value] : [head], size);
@@ -362,13 +324,6 @@ async function* streamedBytes(head: Uint8Array, value: StreamedValue): AsyncGene
     yield piece;
   }
   if (seen !== value.bytes) throw new StrataError("INVALID_ARGUMENT", `a streamed value declared ${value.bytes} bytes but its source gave ${seen > value.bytes ? "more" : seen}; nothing was written`);
-}
-
-function staleEpoch(target: Target): StrataError {
-  if (target.write) {
-    return new StrataError("TIMEOUT", `the answer for ${target.what} came from a server that no longer holds the location (an older epoch); the write may or may not be applied (use msgId on appends to retry exactly once)`);
-  }
-  return new StrataError("UNAVAILABLE", `the answer for ${target.what} came from a server that no longer holds the location (an older epoch); asking the current owner`);
 }
 
 function resultOf(frame: WireMap): unknown {

@@ -4,6 +4,7 @@
  */
 import type { DeleteResult, Inventory, ItemResult, KvApi, KvEntry, KvSetOptions, KvWriteResult, LocationLimits, WriteOptions } from "../../types.js";
 import type { Caller, CallOptions, StreamedValue } from "./client-call.js";
+import { getStreamed, type StreamedGet } from "./get-streamed.js";
 import { KvCache, type KvCacheOptions } from "./kv-cache.js";
 import { Watcher, type Watch, type WatchDeps } from "./watch.js";
 import { compact, type WireMap } from "../wire/wire-codec.js";
@@ -39,6 +40,22 @@ export class KvClient implements KvApi {
 
   async get(key: string): Promise<KvEntry | undefined> {
     return ((await this.caller.request(this.read, { op: "kv.get", key })) ?? undefined) as KvEntry | undefined;
+  }
+
+  /**
+   * As get(), with the value read as it arrives (get-streamed.ts): `meta` is the entry without its
+   * value plus `bytes`, and `chunks` yields the value while the server sends the next part only as
+   * they are read (about a reply window held, never the value). Read the chunks to the end or
+   * call `chunks.return()`: until then the server keeps the reply stream open.
+   */
+  async getStreamed(key: string): Promise<StreamedGet<Omit<KvEntry, "value">> | undefined> {
+    const got = await getStreamed(this.caller, this.read, { op: "kv.get", key });
+    if (got === undefined) return undefined;
+    const r = got.result as unknown as KvEntry;
+    const meta: Omit<KvEntry, "value"> & { bytes: number } = { key: r.key, revision: r.revision, timestamp: r.timestamp, bytes: got.bytes };
+    if (r.headers !== undefined) meta.headers = r.headers;
+    if (r.expiresAt !== undefined) meta.expiresAt = r.expiresAt;
+    return { meta, chunks: got.chunks };
   }
 
   async delete(key: string, options?: WriteOptions): Promise<DeleteResult> {

@@ -17,6 +17,7 @@ import type {
   WriteResult,
 } from "../../types.js";
 import type { Caller, CallOptions, StreamedValue, ValueRequest } from "./client-call.js";
+import { getStreamed, type StreamedGet } from "./get-streamed.js";
 import { Watcher, type Watch, type WatchDeps } from "./watch.js";
 import { compact, type WireMap } from "../wire/wire-codec.js";
 
@@ -62,6 +63,16 @@ export class StreamClient implements StreamApi {
 
   async get(seq: number): Promise<StoredMessage | undefined> {
     return ((await this.caller.request(this.read, { op: "stream.get", seq })) ?? undefined) as StoredMessage | undefined;
+  }
+
+  /** As get(), with the value read as it arrives (see KvClient.getStreamed; get-streamed.ts). */
+  async getStreamed(seq: number): Promise<StreamedGet<Omit<StoredMessage, "value">> | undefined> {
+    const got = await getStreamed(this.caller, this.read, { op: "stream.get", seq });
+    if (got === undefined) return undefined;
+    const r = got.result as unknown as StoredMessage;
+    const meta: Omit<StoredMessage, "value"> & { bytes: number } = { seq: r.seq, timestamp: r.timestamp, bytes: got.bytes };
+    if (r.headers !== undefined) meta.headers = r.headers;
+    return { meta, chunks: got.chunks };
   }
 
   async delete(seq: number, options?: WriteOptions): Promise<DeleteResult> {
