@@ -7,7 +7,7 @@
  * Without --server the client asks the coordinator which server holds the location.
  */
 import { connect } from "nats";
-import { StrataClient } from "../src/index.js";
+import { StrataClient } from "../src/mod.js";
 
 const args = process.argv.slice(2);
 const serverAt = args.indexOf("--server");

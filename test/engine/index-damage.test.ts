@@ -13,7 +13,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Store } from "../../src/index.js";
+import { Store } from "../../src/mod.js";
 import { StrataError } from "../../src/errors.js";
 import { indexFileProblem, moveIndexAside } from "../../src/index/index-check.js";
 import { bootId, unsyncedMarkerPath } from "../../src/index/unsynced-marker.js";

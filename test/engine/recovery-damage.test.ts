@@ -11,7 +11,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { Store, type StoreOptions } from "../../src/index.js";
+import { Store, type StoreOptions } from "../../src/mod.js";
 import { resync, validFrameAt } from "../../src/log/frame-scan.js";
 import { frame, parseFrame } from "../../src/log/framing.js";
 import { decodeRecord, encodeRecord, type LogRecord } from "../../src/log/record.js";

@@ -10,7 +10,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Store } from "../../src/index.js";
+import { Store } from "../../src/mod.js";
 import { StrataError } from "../../src/errors.js";
 import { silentLogger, type Logger } from "../../src/logger.js";
 import { listSegmentIds, segmentPath } from "../../src/log/segment-files.js";

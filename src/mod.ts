@@ -1,5 +1,6 @@
 /**
  * The package's public surface: `import { Store, StrataClient, StrataError } from "strata"`.
+ * Named mod.ts (as nats.js names its entry) so that it does not read as the LMDB index, src/index/.
  */
 export { Store, type ChangeListener } from "./store.js";
 export type { StoreOptions } from "./config.js";
