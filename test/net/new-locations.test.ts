@@ -19,7 +19,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type NatsConnection, type Subscription } from "nats";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { StrataError } from "../../src/errors.js";
 import { StrataClient } from "../../src/net/client/client.js";
 import { startCoordinator, type Coordinator } from "../../src/net/coord/coordinator.js";
 import { startServer, type StrataServer } from "../../src/net/server/server.js";
@@ -31,6 +30,7 @@ import { Store } from "../../src/store.js";
 import { captureLogger, type LogEvent } from "../helpers/capture-logger.js";
 import { ask, ok } from "../helpers/fake-coord-server.js";
 import { startBus, type Bus } from "../helpers/strata-stack.js";
+import { codeOf } from "../helpers/codes.js";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 
@@ -119,16 +119,6 @@ async function capturePushes(nc: NatsConnection, prefix: string): Promise<{ push
   const sub = nc.subscribe(`${prefix}.s.*.grant`, { callback: (_err, msg) => pushes.push({ subject: msg.subject, body: decodeBody(msg.data, "push") as Record<string, unknown> }) });
   await nc.flush();
   return { pushes, sub };
-}
-
-async function codeOf(work: Promise<unknown>): Promise<string> {
-  try {
-    await work;
-  } catch (err) {
-    expect(err).toBeInstanceOf(StrataError);
-    return (err as StrataError).code;
-  }
-  throw new Error("expected the call to fail");
 }
 
 describe("the first write to a new location", () => {

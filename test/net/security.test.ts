@@ -17,7 +17,6 @@ import { join } from "node:path";
 import { encode } from "cbor-x";
 import { Events, connect, type Msg, type NatsConnection, type NatsError, type Subscription } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { StrataError } from "../../src/errors.js";
 import { StrataClient } from "../../src/net/client/client.js";
 import { startCoordinator, type Coordinator } from "../../src/net/coord/coordinator.js";
 import { startServer, type StrataServer } from "../../src/net/server/server.js";
@@ -26,6 +25,7 @@ import { decodeBody, type ServerView } from "../../src/net/wire/coordinator-prot
 import { errorOfReply } from "../../src/net/wire/wire-errors.js";
 import { startNatsServer, type RunningNatsServer } from "../../src/testing/nats-server.js";
 import { fakeServer, type FakeServer } from "../helpers/fake-coord-server.js";
+import { codeOf } from "../helpers/codes.js";
 
 const CONFIG_PATH = new URL("../../deploy/nats-server.conf", import.meta.url);
 const WAIT_MS = 5000;
@@ -342,15 +342,6 @@ describe("deploy/nats-server.conf, end to end with StrataClient and a Strata ser
     return nc;
   };
   const client = (user: string): StrataClient => clients.get(user)!;
-  const codeOf = async (work: Promise<unknown>): Promise<string> => {
-    try {
-      await work;
-    } catch (err) {
-      expect(err).toBeInstanceOf(StrataError);
-      return (err as StrataError).code;
-    }
-    throw new Error("expected the call to fail");
-  };
 
   beforeAll(async () => {
     e2e = await startShippedConfig();

@@ -29,6 +29,7 @@ import { StrataError } from "../../src/errors.js";
 import { StrataClient } from "../../src/net/client/client.js";
 import { decodeBody, type ServerView } from "../../src/net/wire/coordinator-protocol.js";
 import { startNatsServer, type RunningNatsServer } from "../../src/testing/nats-server.js";
+import { codeOf } from "../helpers/codes.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const CONFIG = join(ROOT, "deploy/secure/nats-server.conf");
@@ -81,17 +82,6 @@ function strata(args: string[]): { child: ChildProcess; exited: Promise<number |
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
   children.push({ child, exited });
   return { child, exited, output: () => output };
-}
-
-/** The code of the StrataError `work` fails with. */
-async function codeOf(work: Promise<unknown>): Promise<string> {
-  try {
-    await work;
-  } catch (err) {
-    expect(err).toBeInstanceOf(StrataError);
-    return (err as StrataError).code;
-  }
-  throw new Error("expected the call to fail");
 }
 
 /**
