@@ -78,7 +78,9 @@ export function createGatewayApp(deps: GatewayDeps): { app: Hono<GatewayEnv>; st
   app.get("/healthz", (c) => c.json({ ok: true }));
   registerKvRoutes(app, routeDeps);
   registerStreamRoutes(app, routeDeps);
-  app.notFound(() => {
+  app.notFound((c) => {
+    const allow = allowedMethods(c.req.path);
+    if (allow !== undefined) throw new HttpError(405, "METHOD_NOT_ALLOWED", `${c.req.method} is not served on this route; it serves ${allow.join(", ")} (see /openapi.json)`, { allow: allow.join(", ") });
     throw new HttpError(404, "NOT_FOUND", "no such route; see /openapi.json (locations are one percent-encoded path segment, e.g. /kv/acct%2Falice/key)");
   });
   app.onError((err, c) =>
@@ -124,4 +126,26 @@ export function inlineError(err: unknown): { code: string; message: string } {
 /** Base64 of a value, for JSON lines and events. */
 export function base64(value: Uint8Array): string {
   return Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString("base64");
+}
+
+/**
+ * The methods the gateway serves on `path` (HEAD wherever GET is), or undefined when no route has
+ * its shape: a request with another method gets 405 and `Allow`, not 404. Mirrors the routes
+ * registered above and in routes-kv.ts / routes-streams.ts.
+ */
+export function allowedMethods(path: string): string[] | undefined {
+  const parts = path.split("/").slice(1);
+  const [top, location, last] = parts;
+  if (parts.length === 1 && (top === "openapi.json" || top === "healthz")) return ["GET", "HEAD"];
+  if (location === undefined || location === "") return undefined;
+  if (top === "kv") {
+    if (parts.length === 2) return ["GET", "HEAD"];
+    if (parts.length === 3 && last !== "") return ["GET", "HEAD", "PUT", "DELETE"];
+  }
+  if (top === "streams") {
+    if (parts.length === 2) return ["GET", "HEAD", "POST", "DELETE"];
+    if (parts.length === 3 && last === "watch") return ["GET", "HEAD"];
+    if (parts.length === 3 && last !== "") return ["GET", "HEAD", "DELETE"];
+  }
+  return undefined;
 }

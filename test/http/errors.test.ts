@@ -70,7 +70,20 @@ describe("error mapping", () => {
       expect(r.status, p).toBe(404);
       expect(((await r.json()) as { code: string }).code).toBe("NOT_FOUND");
     }
-    expect((await g.call(`/kv/${loc("a/b")}/k`, { method: "POST", body: "x" })).status).toBe(404);
+    // A route that exists with another method: 405 with Allow, and nothing reaches the deployment.
+    for (const [method, p, allow] of [
+      ["POST", `/kv/${loc("a/b")}/k`, "GET, HEAD, PUT, DELETE"],
+      ["PUT", `/streams/${loc("a/b")}`, "GET, HEAD, POST, DELETE"],
+      ["POST", `/streams/${loc("a/b")}/watch`, "GET, HEAD"],
+      ["PATCH", `/streams/${loc("a/b")}/3`, "GET, HEAD, DELETE"],
+      ["POST", "/healthz", "GET, HEAD"],
+    ] as const) {
+      const r = await g.call(p, { method, body: "x" });
+      expect(r.status, `${method} ${p}`).toBe(405);
+      expect(r.headers.get("allow")).toBe(allow);
+      expect(((await r.json()) as { code: string }).code).toBe("METHOD_NOT_ALLOWED");
+    }
+    expect((await g.client.stream("a/b").inventory()).count).toBe(0);
   });
 
   it("answers 503 with Retry-After when no server answers for the location, and 504 when the server does not answer in time", async () => {
