@@ -139,6 +139,15 @@ describe("server metrics over HTTP", () => {
     expect(value(after, "strata_tier_cache_hits_total")).toBe(value(e, "strata_tier_cache_hits_total"));
   });
 
+  it("counts the ack of a value sent in chunks (an upload) once, under its ack level", async () => {
+    const a = await scrape(endpoint.url);
+    const big = new Uint8Array(3 * bus.nc.info!.max_payload).fill(7); // several chunks
+    await client.kv(KV).set("big", big);
+    const b = await scrape(endpoint.url);
+    expect(value(b, "strata_ack_seconds_count", { ack: "local" }) - value(a, "strata_ack_seconds_count", { ack: "local" })).toBe(1);
+    expect(value(b, "strata_errors_total")).toBe(value(a, "strata_errors_total"));
+  });
+
   it("every name follows the conventions, and no location or key appears", async () => {
     const e = await scrape(endpoint.url);
     expect(conventionProblems(e)).toEqual([]);

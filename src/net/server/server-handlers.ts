@@ -177,7 +177,10 @@ async function runUpload(ctx: RequestContext, head: WireMap, value: AsyncIterabl
   if (!spec) throw new StrataError("INVALID_ARGUMENT", `op "${op}" takes no streamed value; only stream.append, stream.set and kv.set do`);
   checkFields(ctx, head, spec.fields, op);
   if (head.message !== undefined && !isPlainMap(head.message)) throw new StrataError("INVALID_ARGUMENT", "message must be a map { headers?, timestamp? }");
-  return spec.write(ctx, head, value);
+  const result = await spec.write(ctx, head, value);
+  // The ack latency of a chunked write: from its upload request's arrival to the stored value.
+  if (ctx.metrics !== undefined) ctx.metrics.ack(ackOf(head), (performance.now() - ctx.arrivedMs!) / 1000);
+  return result;
 }
 
 /**
