@@ -79,3 +79,12 @@ export async function runBenchCommand(args: string[]): Promise<string> {
   }
   return printed;
 }
+
+/**
+ * `ratio` is `numerator / denominator` up to the rounding of figures (each kept to 4 significant
+ * digits): compared relatively, since an absolute tolerance fails for ratios in the hundreds.
+ */
+export function expectRatioOf(ratio: number, numerator: number, denominator: number, what = "ratio"): void {
+  const expected = numerator / denominator;
+  expect(Math.abs(ratio - expected) / expected, `${what}: ${ratio} vs ${numerator} / ${denominator}`).toBeLessThan(0.005);
+}

@@ -11,7 +11,7 @@ import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import type { CacheBenchResult } from "../../bench/cache.js";
 import { parseSuites } from "../../src/cli/bench.js";
-import { expectFigure, expectTinyDocument, runBenchCommand } from "../helpers/bench-doc.js";
+import { expectFigure, expectRatioOf, expectTinyDocument, runBenchCommand } from "../helpers/bench-doc.js";
 
 describe("cache benchmark (tiny)", () => {
   const scratch: string[] = [];
@@ -31,7 +31,7 @@ describe("cache benchmark (tiny)", () => {
     expectTinyDocument(doc, "cache", ["cachedToUncachedRatio"]);
     for (const [name, f] of Object.entries(doc.figures)) expectFigure(f, 1, name);
     const f = doc.figures;
-    expect(f.cachedToUncachedRatio.median).toBeCloseTo(f.cachedGetsPerSec.median / f.uncachedGetsPerSec.median, 1);
+    expectRatioOf(f.cachedToUncachedRatio.median, f.cachedGetsPerSec.median, f.uncachedGetsPerSec.median, "cachedToUncachedRatio");
     // Each entry costs its value plus a bounded overhead.
     expect(f.cacheBytesPerEntry.median).toBeGreaterThan(doc.params.valueBytes);
     expect(f.cacheBytesPerEntry.median).toBeLessThan(doc.params.valueBytes + 1024);
