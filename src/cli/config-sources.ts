@@ -57,7 +57,15 @@ function addLogFlags(command: Command): void {
   if (command.options.some((o) => o.attributeName() === "logLevel")) return;
   command
     .addOption(new Option("--log-level <level>", "least severe log level written").choices(LOG_LEVELS).default("info"))
-    .addOption(new Option("--log-format <format>", "json: one JSON object per line; pretty: for people at a terminal").choices(LOG_FORMATS).default("json"));
+    .addOption(new Option("--log-format <format>", "json: one JSON object per line; pretty: for people at a terminal").choices(LOG_FORMATS).default(defaultLogFormat(command.name())));
+}
+
+/**
+ * JSON lines, except for `strata up` run at a terminal: that is someone trying Strata out, who
+ * reads its log rather than collects it.
+ */
+function defaultLogFormat(command: string): string {
+  return command === "up" && process.stdout.isTTY === true ? "pretty" : "json";
 }
 
 /** The logger of a command, from its --log-level and --log-format; logs go to stdout. */
