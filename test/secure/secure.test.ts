@@ -30,6 +30,7 @@ import { StrataClient } from "../../src/net/client/client.js";
 import { decodeBody, type ServerView } from "../../src/net/wire/coordinator-protocol.js";
 import { startNatsServer, type RunningNatsServer } from "../../src/testing/nats-server.js";
 import { codeOf } from "../helpers/codes.js";
+import { runCli } from "../../src/testing/process.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const CONFIG = join(ROOT, "deploy/secure/nats-server.conf");
@@ -284,9 +285,9 @@ describe("deploy/secure as shipped: TLS-only nats-server with nkey users", () =>
   });
 
   it("runs an operator command (strata compact --server) with the same flags", async () => {
-    const compact = strata(["compact", "--server", SERVER_ID, "--dry-run", "--json", ...cliArgs(flagsOf("strata-admin"))]);
-    expect(await compact.exited, compact.output()).toBe(0);
-    expect(JSON.parse(compact.output().trim().split("\n").pop()!)).toMatchObject({ server: SERVER_ID });
+    const compact = await runCli(["compact", "--server", SERVER_ID, "--dry-run", "--json", ...cliArgs(flagsOf("strata-admin"))], 60_000);
+    expect(compact.code, compact.stdout + compact.stderr).toBe(0);
+    expect(JSON.parse(compact.stdout.trim().split("\n").pop()!)).toMatchObject({ server: SERVER_ID });
   });
 });
 
@@ -326,8 +327,8 @@ describe("NATS flags: refused before connecting", () => {
   });
 
   it("makes the CLI exit 1 with the message, without connecting", async () => {
-    const c = strata(["coordinator", "--data", join(tmp, "never"), ...cliArgs(flagsOf("strata-coordinator")), "--creds", join(keys, "x.creds")]);
-    expect(await c.exited).toBe(1);
-    expect(c.output()).toMatch(/INVALID_ARGUMENT: use one way to authenticate to NATS, not --creds and --nkey/);
+    const c = await runCli(["coordinator", "--data", join(tmp, "never"), ...cliArgs(flagsOf("strata-coordinator")), "--creds", join(keys, "x.creds")], 60_000);
+    expect(c.code).toBe(1);
+    expect(c.stdout + c.stderr).toMatch(/INVALID_ARGUMENT: use one way to authenticate to NATS, not --creds and --nkey/);
   });
 });
