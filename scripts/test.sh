@@ -4,9 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
-# test/secure/ makes its CA, certificates and keys with the openssl CLI.
-if ! command -v openssl >/dev/null 2>&1; then
-  if [ "$(id -u)" -ne 0 ]; then sudo apt-get update && sudo apt-get install -y openssl; else apt-get update && apt-get install -y openssl; fi
-fi
 export PATH="$PATH:/usr/sbin"
 npm test
