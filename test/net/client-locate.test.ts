@@ -38,14 +38,17 @@ afterAll(async () => {
  * cannot be made to do on cue). To the server it grants everything: a lease on register and
  * renew, epoch 1 on every claim, no stale epochs on confirm.
  */
-function fakeCoordinator(answers: Array<string | "UNAVAILABLE">): { asked: string[]; stop(): void } {
+function fakeCoordinator(answers: Array<string | "UNAVAILABLE">): { asked: string[]; registered: Promise<void>; stop(): void } {
   const asked: string[] = [];
+  let onRegistered!: () => void;
+  const registered = new Promise<void>((resolve) => (onRegistered = resolve));
   const sub = nc.subscribe("fake.coord.*", {
     callback: (_err, msg: Msg) => {
       const body = decodeMap(msg.data, "request");
       switch (msg.subject) {
         case "fake.coord.register":
-          return msg.respond(encode({ incarnation: 1, leaseMs: 10_000, leaseRenewMs: 2000, leaseMarginMs: 2000 }));
+          msg.respond(encode({ incarnation: 1, leaseMs: 10_000, leaseRenewMs: 2000, leaseMarginMs: 2000 }));
+          return onRegistered();
         case "fake.coord.claim":
           return msg.respond(encode({ grants: (body.locations as string[]).map((location) => ({ location, epoch: 1 })) }));
         case "fake.coord.confirm":
@@ -61,12 +64,15 @@ function fakeCoordinator(answers: Array<string | "UNAVAILABLE">): { asked: strin
       else msg.respond(encode({ server: answer, epoch: 1 }));
     },
   });
-  return { asked, stop: () => sub.unsubscribe() };
+  return { asked, registered, stop: () => sub.unsubscribe() };
 }
 
 describe("locating through the coordinator", () => {
   it("caches the answer, and re-asks when the server gives no response", async () => {
     const coord = fakeCoordinator(["gone", "s1"]);
+    // The server has retried registering since beforeAll (with backoff, up to a second apart on a
+    // loaded machine): until it holds a lease it answers UNAVAILABLE, which would add locates.
+    await coord.registered;
     const client = new StrataClient(nc, { prefix: "fake", timeoutMs: 9000 });
     const s = client.stream("loc/a");
     expect((await s.append({ value: enc("x") })).seq).toBe(1);
