@@ -229,9 +229,15 @@ export class SegmentLog {
     }
   }
 
-  /** Starts preparing the next segment once the active one holds `segmentPrepareAtBytes`. */
+  /**
+   * Starts preparing the next segment once the active one holds `segmentPrepareAtBytes`, or
+   * `segmentPreparePlainAtBytes` when it is plain (no zeros ahead: each append grows it, and
+   * `writeBatch` leaves it for the prepared file as soon as that is ready).
+   */
   private maybePrepare(): void {
-    if (this.activeSize - SEGMENT_HEADER_BYTES >= this.limits.segmentPrepareAtBytes) this.preparer.start();
+    const plain = this.activeFileBytes <= this.activeSize;
+    const at = plain ? Math.min(this.limits.segmentPrepareAtBytes, this.limits.segmentPreparePlainAtBytes) : this.limits.segmentPrepareAtBytes;
+    if (this.activeSize - SEGMENT_HEADER_BYTES >= at) this.preparer.start();
   }
 
   /**

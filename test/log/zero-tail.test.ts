@@ -191,9 +191,30 @@ describe("pre-zeroed segments", () => {
     expect(listSegmentIds(segs).at(-1)).toBe(active);
   });
 
+  it("leaves a new store's plain first segment for a prepared one once it holds segmentPreparePlainAtBytes, long before segmentPrepareAtBytes", async () => {
+    const plainAt = 4 * KiB;
+    store = await open({ limits: { ...LIMITS, segmentPrepareAtBytes: LIMITS.segmentBytesMax, segmentPreparePlainAtBytes: plainAt } });
+    const log = store.log;
+    expect(fileSize(1)).toBe(log.activeSize); // plain: no zeros ahead
+    // Below the threshold nothing is prepared.
+    let n = await appendUntil(store, 0, () => log.activeSize - SEGMENT_HEADER_BYTES + 1000 >= plainAt);
+    expect(log.activeSize - SEGMENT_HEADER_BYTES).toBeLessThan(plainAt);
+    await log.settled();
+    expect(log.prepareStats().prepared).toBe(0);
+    // Past it, the next file is prepared and appends move to it, far below segmentPrepareAtBytes.
+    n = await appendUntil(store, n, () => log.activeId > 1);
+    expect(endsAtLastRecord(1)).toBe(true);
+    expect(fileSize(1)).toBeLessThan(LIMITS.segmentBytesMax / 4);
+    expect(fileSize(log.activeId)).toBe(LIMITS.segmentBytesMax);
+    expect(read(log.activeId).subarray(log.activeSize).every((b) => b === 0)).toBe(true);
+    await store.close();
+    store = await open();
+    expect(await values(store)).toEqual(expected(n));
+  });
+
   it("opens a data directory from before (segments without a zero tail) and goes on with prepared ones", async () => {
     // No preparation: every segment is plain, as every version before wrote them.
-    store = await open({ limits: { ...LIMITS, segmentPrepareAtBytes: LIMITS.segmentBytesMax } });
+    store = await open({ limits: { ...LIMITS, segmentPrepareAtBytes: LIMITS.segmentBytesMax, segmentPreparePlainAtBytes: LIMITS.segmentBytesMax } });
     let n = await appendUntil(store, 0, () => store!.log.activeId >= 3);
     expect(store.log.prepareStats().prepared).toBe(0);
     await store.close();
