@@ -38,7 +38,7 @@ import { StrataError } from "./errors.js";
 import { silentLogger, type Logger } from "./logger.js";
 import { applyRecords } from "./index/apply.js";
 import type { LmdbIndex } from "./index/lmdb-index.js";
-import { frame } from "./log/framing.js";
+import { FrameChunks } from "./log/framing.js";
 import { encodeRecord, type LogRecord, type Pointer } from "./log/record.js";
 import type { SegmentLog } from "./log/segment-log.js";
 import type { Limits } from "./limits.js";
@@ -75,7 +75,7 @@ interface OpenBatch {
   refused: Array<{ p: Pending; err: unknown }>;
   /** Every write taken, in order: re-queued when the batch it was decided on top of fails. */
   members: Pending[];
-  frames: Buffer[];
+  frames: FrameChunks;
   /** Decided without a record; resolved when the batch is (they may depend on earlier writes). */
   settled: Array<{ p: Pending; result: unknown }>;
   count: number;
@@ -261,7 +261,7 @@ export class CommitQueue {
     if (batch.writing.length === 0) return { batch, written: Promise.resolve([]) };
     const m = this.metrics;
     const startedMs = m === undefined ? 0 : performance.now();
-    const written = this.log.writeBatch(batch.frames).then(
+    const written = this.log.writeBatch(batch.frames.frames).then(
       (ptrs) => {
         if (m !== undefined) {
           m.fsyncSeconds.observe((performance.now() - startedMs) / 1000);
@@ -275,7 +275,7 @@ export class CommitQueue {
   }
 
   private openBatch(parent: BatchView | undefined): OpenBatch {
-    return { view: new BatchView(this.index, this.limits, this.clock(), parent), writing: [], refused: [], members: [], frames: [], settled: [], count: 0, bytes: 0 };
+    return { view: new BatchView(this.index, this.limits, this.clock(), parent), writing: [], refused: [], members: [], frames: new FrameChunks(), settled: [], count: 0, bytes: 0 };
   }
 
   /** Whether `p` may join the open batch (the first write always may). */
@@ -291,10 +291,10 @@ export class CommitQueue {
     try {
       const prepared = open.view.prepare(p.op);
       if ("record" in prepared) {
-        open.frames.push(frame(encodeRecord(prepared.record)));
+        open.frames.add(encodeRecord(prepared.record));
         open.writing.push({ p, record: prepared.record });
         if (prepared.follow) {
-          open.frames.push(frame(encodeRecord(prepared.follow)));
+          open.frames.add(encodeRecord(prepared.follow));
           open.writing.push({ p: undefined, record: prepared.follow });
         }
       } else {
