@@ -369,6 +369,11 @@ export interface NetLimits {
   shutdownGraceMs: number;
   /** A request of a server to the coordinator (register, renew, claim, cut, confirm) fails after this. */
   coordRequestTimeoutMs: number;
+  /**
+   * At start, how long a server waits for an answer from another server running under its id
+   * (src/net/wire/presence.ts); "no responders" comes at once, an answer refuses the start.
+   */
+  presenceProbeMs: number;
   /** Retry delays while the coordinator cannot be reached (src/backoff.ts). */
   coordRetryMinMs: number;
   coordRetryMaxMs: number;
@@ -425,6 +430,7 @@ export const DEFAULT_NET_LIMITS: Readonly<NetLimits> = Object.freeze({
   changeInlineBytesMax: 256,
   shutdownGraceMs: 10_000,
   coordRequestTimeoutMs: 2000,
+  presenceProbeMs: 1000,
   coordRetryMinMs: 50,
   coordRetryMaxMs: 1000,
   claimBatchMax: 1000,
@@ -471,6 +477,11 @@ export interface CoordinatorLimits {
   assignClientsMax: number;
   /** Most durable assignments in total; beyond it, new locations are refused with TOO_LARGE. */
   assignmentsMax: number;
+  /**
+   * At start, how long a coordinator waits for an answer from another coordinator running on its
+   * prefix (src/net/wire/presence.ts); "no responders" comes at once, an answer refuses the start.
+   */
+  presenceProbeMs: number;
 }
 
 export const DEFAULT_COORDINATOR_LIMITS: Readonly<CoordinatorLimits> = Object.freeze({
@@ -488,6 +499,7 @@ export const DEFAULT_COORDINATOR_LIMITS: Readonly<CoordinatorLimits> = Object.fr
   assignPerSecMax: 5000,
   assignClientsMax: 100_000,
   assignmentsMax: 50_000_000,
+  presenceProbeMs: 1000,
 });
 
 export function resolveCoordinatorLimits(partial?: Partial<CoordinatorLimits>): CoordinatorLimits {

@@ -57,6 +57,7 @@ import {
   type ServersReply,
 } from "../wire/coordinator-protocol.js";
 import { DEFAULT_INBOX_PREFIX, replyClient, validateInboxPrefix } from "../wire/subjects.js";
+import { claimPresence, type Presence } from "../wire/presence.js";
 import { errorOfReply, fromNatsError } from "../wire/wire-errors.js";
 import { ClientHandlers } from "./coordinator-client-handlers.js";
 import { HolderError, ServerHandlers } from "./coordinator-handlers.js";
@@ -283,6 +284,14 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
     });
 
   let subs: Subscription[];
+  let presence: Presence;
+  try {
+    // One coordinator per prefix: a second would assign locations on its own (two owners).
+    presence = await claimPresence(options.nc, subjects.presence, { role: "coordinator", dir: options.dataDir }, limits.presenceProbeMs, logger);
+  } catch (err) {
+    await state.close();
+    throw err;
+  }
   try {
     subs = handlers.map(([subject, handler]) => subscribe(subject, handler));
     // Once flushed, the nats-server has the subscriptions: a request sent after `startCoordinator`
@@ -301,6 +310,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
     stop() {
       stopping ??= (async () => {
         stopped.abort();
+        presence.close();
         await Promise.allSettled(subs.map((s) => (s.isClosed() ? Promise.resolve() : s.drain())));
         await Promise.allSettled([...inFlight]);
         await state.close();

@@ -30,7 +30,8 @@ import { handle, type RequestContext } from "./server-handlers.js";
 import { Replies, type ReplyStats } from "./server-replies.js";
 import { Uploads, type UploadStats } from "./server-uploads.js";
 import { ChangeFeed } from "./server-changes.js";
-import { DEFAULT_INBOX_PREFIX, DEFAULT_PREFIX, locationFromSubject, replyClient, serverSubjects, validateInboxPrefix, validatePrefix, validateServerId, type SubjectClass } from "../wire/subjects.js";
+import { DEFAULT_INBOX_PREFIX, DEFAULT_PREFIX, locationFromSubject, presenceSubject, replyClient, serverSubjects, validateInboxPrefix, validatePrefix, validateServerId, type SubjectClass } from "../wire/subjects.js";
+import { claimPresence, type Presence } from "../wire/presence.js";
 import { decodeMap, encode } from "../wire/wire-codec.js";
 import { CoordLink } from "./coord-link.js";
 import { Ownership, type OwnershipStats } from "./ownership.js";
@@ -144,7 +145,17 @@ export async function startServer(options: ServerOptions): Promise<StrataServer>
     if (ownStore) await store.close();
     throw err instanceof StrataError ? err : new StrataError("UNAVAILABLE", `cannot connect to NATS: ${(err as Error).message}`, { cause: err });
   }
-  const server = new Server(id, prefix, store, nc, limits, logger, ownStore, ownNc, inboxPrefix, bulk, options.standalone === true, options.metrics);
+  // No other server may run under this id (another data directory would answer for its locations).
+  let presence: Presence;
+  try {
+    presence = await claimPresence(nc, presenceSubject(prefix, id), { role: `server ${id}`, dir: store.config.dir }, limits.presenceProbeMs, logger);
+  } catch (err) {
+    if (bulk !== nc) await bulk.close();
+    if (ownNc && !nc.isClosed()) await nc.close();
+    if (ownStore) await store.close();
+    throw err;
+  }
+  const server = new Server(id, prefix, store, nc, limits, logger, ownStore, ownNc, inboxPrefix, bulk, options.standalone === true, options.metrics, presence);
   server.start();
   return server;
 }
@@ -185,6 +196,7 @@ class Server implements StrataServer {
     private readonly bulk: NatsConnection,
     private readonly standalone: boolean,
     private readonly registry: Metrics | undefined,
+    private readonly presence: Presence,
   ) {
     this.replies = new Replies(nc, limits, logger, store.limits.recordBytesMax + store.limits.scanReadBytesMax, bulk);
     this.uploads = new Uploads(this.replies, limits, store.limits.valueBytesMax);
@@ -391,6 +403,7 @@ class Server implements StrataServer {
         // the connection is already closed; nothing left to drain
       }
     }
+    this.presence.close();
     this.unlisten?.();
     this.replies.stop();
     this.handChanges();

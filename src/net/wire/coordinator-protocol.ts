@@ -45,6 +45,8 @@ export interface CoordSubjects {
   move: string;
   drain: string;
   servers: string;
+  /** The running coordinator answers who it is (./presence.ts): one coordinator per prefix. */
+  presence: string;
 }
 
 export function coordSubjects(prefix: string): CoordSubjects {
@@ -60,6 +62,7 @@ export function coordSubjects(prefix: string): CoordSubjects {
     move: `${c}.move`,
     drain: `${c}.drain`,
     servers: `${c}.servers`,
+    presence: `${c}.presence`,
   };
 }
 

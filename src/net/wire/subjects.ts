@@ -6,6 +6,8 @@
  *   P.c.<location tokens>              change feed of a location (publish only, by its owner)
  *   P.coord.locate                     which server serves a location (request/reply)
  *   P.coord.register|renew|claim|…     servers' leases with the coordinator (coordinator-protocol.ts)
+ *   P.s.<serverId>.handover|grant|compact|presence   to one server (presence: ./presence.ts)
+ *   P.coord.presence                   the running coordinator answers who it is (./presence.ts)
  *
  * A location `acct/alice/chat` becomes the tokens `acct.alice.chat`. Location segments are
  * `[-_=a-zA-Z0-9]+`, which are always valid NATS tokens, so the mapping is exact both ways and
@@ -93,6 +95,13 @@ export function compactSubject(prefix: string, server: string): string {
   return `${prefix}.s.${validateServerId(server)}.compact`;
 }
 
+/**
+ * `P.s.<id>.presence`: the running server with this id answers who it is (./presence.ts), so that
+ * a second one started under the same id refuses to start.
+ */
+export function presenceSubject(prefix: string, server: string): string {
+  return `${prefix}.s.${validateServerId(server)}.presence`;
+}
 
 /** The subjects a server subscribes to, and the leading part its request subjects share. */
 export function serverSubjects(prefix: string, server: string): Record<SubjectClass, { wildcard: string; base: string }> {
