@@ -139,16 +139,6 @@ async function serveStrata(settings: StrataSettings): Promise<() => Promise<void
     storeOptions: { fsync: settings.fsync, sweepTimers: false },
     logger: warningLineLogger((line) => process.stderr.write(`bench strata server: ${line}\n`)),
   });
-  if (process.env.XDIAG) {
-    const { PerformanceObserver } = await import("node:perf_hooks");
-    const fs = await import("node:fs");
-    const ev: string[] = [];
-    new PerformanceObserver((list) => { for (const e of list.getEntries()) if (e.duration > 3) ev.push(`${(performance.timeOrigin + e.startTime).toFixed(0)} gc ${e.duration.toFixed(1)} kind=${(e as any).detail?.kind}`); }).observe({ entryTypes: ["gc"] });
-    let last = performance.now();
-    setInterval(() => { const now = performance.now(); if (now - last > 6) ev.push(`${(performance.timeOrigin + last).toFixed(0)} lag ${(now - last).toFixed(1)}`); last = now; }, 1).unref();
-    const log = (server as any).store?.log ?? (server as any).stores?.values?.().next?.().value?.log;
-    process.on("SIGTERM", () => fs.writeFileSync(`/tmp/xdiag-${process.pid}`, ev.join("\n")));
-  }
   if (settings.coordinated === true) {
     // Ready only once registered and holding a lease, so the first locate finds a live server.
     // The server exposes no event for it: poll its stats, bounded by the parent's ready timeout.
