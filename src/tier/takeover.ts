@@ -23,11 +23,8 @@
  *
  * Compaction (docs/compaction.md): before anything of `from` is read for a cut, the pin
  * `from/pins/<reader>-<cut>` is put (./pins.ts; once per server, origin and cut), so `from`'s
- * reclaim keeps every input whose cover starts at or below the cut. `from`'s segments are the set
- * ../log/segment-set.ts resolves, read in `order`, with the markers of the outputs the origin copy
- * knows (its checkpoint was taken after their switch, so its pointers point into them); an output
- * the copy does not know is read only when its inputs are gone (the copy's checkpoint, or none,
- * predates it), so what is read never reaches past the cut while the inputs are there.
+ * reclaim keeps every input whose cover starts at or below the cut. Which of `from`'s segments are
+ * read, in which order, and from where, is ./origin-segments.ts; scanning one is ./origin-scan.ts.
  *
  * Costs: imports come in small batches, so opened copies (disk, `importCheckpointCacheBytes`) and
  * scanned segments (memory, `importScanCacheBytes`) are kept for `importCacheTtlMs` after their
@@ -45,14 +42,15 @@ import { applyRecords } from "../index/apply.js";
 import type { ImportRows } from "../index/import-rows.js";
 import { registerImport } from "../index/import-rows.js";
 import { FOREIGN_SEG_SPAN } from "../index/foreign-logs.js";
-import { scanRecords } from "../log/frame-scan.js";
 import type { ImportRecord, LogRecord, Pointer } from "../log/record.js";
 import { SEGMENT_HEADER_BYTES } from "../log/segment-files.js";
-import { isCompacted, resolveSegments, type Cover, type SegmentEntry } from "../log/segment-set.js";
+import { isCompacted, resolveSegments } from "../log/segment-set.js";
 import type { Limits } from "../limits.js";
 import type { Logger } from "../logger.js";
 import { listCheckpoints, readCheckpoint } from "./checkpoints.js";
 import { OriginCopy, extractRows } from "./origin-copy.js";
+import { scanOriginSegment, type ScannedSegment } from "./origin-scan.js";
+import { originEntries, startOf, type OriginSegments } from "./origin-segments.js";
 import type { ObjectStore } from "./object-store.js";
 import { unsealSegment } from "./sealed-segment.js";
 import { writePin } from "./pins.js";
@@ -65,25 +63,6 @@ export interface ImportRequest {
   from: string;
   cut: number;
   ckpt?: string;
-}
-
-/** Where a scanned record of an origin segment is, and the record with its value left out. */
-interface ScannedRecord {
-  rec: Exclude<LogRecord, { t: "chunk" }>;
-  ptr: Pointer;
-}
-
-interface ScannedSegment {
-  records: ScannedRecord[];
-  damaged: Array<{ off: number; bytes: number; reason: string }>;
-  bytes: number;
-}
-
-/** A server's segment objects and compaction markers, as listed. */
-interface OriginSegments {
-  normals: number[];
-  outputs: number[];
-  markers: Cover[];
 }
 
 /** Listings made once per top-level import call. */
@@ -99,7 +78,6 @@ interface Call {
 
 /** Deepest chain of imports followed (a location moved this many times without a checkpoint in between). */
 const IMPORT_DEPTH_MAX = 64;
-const EMPTY = new Uint8Array(0);
 /** A pause between object-store retries starts here and doubles up to uploadRetryMaxMs. */
 const RETRY_FIRST_MS = 50;
 
@@ -326,20 +304,7 @@ export class Importer {
       }
     });
     this.stats.segmentsRead++;
-    const out: ScannedSegment = { records: [], damaged: [], bytes: 64 };
-    for (const step of scanRecords(raw, SEGMENT_HEADER_BYTES, this.limits.recordBytesMax)) {
-      if (step.kind === "damaged") {
-        const bytes = (step.next ?? raw.byteLength) - step.off;
-        out.damaged.push({ off: step.off, bytes, reason: step.reason });
-        this.stats.damagedRanges++;
-        this.logger.error({ event: "takeover_segment_damaged", code: "CORRUPT", segment: id, from, offset: step.off, bytes, reason: step.reason }, `CORRUPT: segment ${id} of server "${from}" is damaged at offset ${step.off} (${bytes} bytes: ${step.reason}); a takeover skips the range, as recovery does`);
-        continue;
-      }
-      if (step.rec.t === "chunk") continue;
-      const rec = withoutValue(step.rec);
-      out.records.push({ rec, ptr: { seg: id, off: step.off, len: step.next - step.off } });
-      out.bytes += 96 + 2 * rec.loc.length + recordExtraBytes(rec);
-    }
+    const out = scanOriginSegment(raw, id, from, this.limits.recordBytesMax, this.logger, this.stats);
     this.scans.set(cacheKey, out);
     return out;
   }
@@ -383,49 +348,6 @@ export class Importer {
   }
 }
 
-/**
- * The segments of `req.from` an import reads for `copy`, in order, up to the cut: normal segments
- * and the outputs the copy knows (its origin switched them in before the checkpoint was taken);
- * an output the copy does not know only when its inputs are gone (then it is the only copy of
- * their records; one reaching past the cut is read all the same, with a warning).
- */
-function originEntries(s: OriginSegments, copy: OriginCopy, req: ImportRequest, logger: Logger): { entries: SegmentEntry[]; known: Set<number> } {
-  const known = new Set<number>();
-  for (const c of s.markers) {
-    const info = copy.index.segs.get(c.id);
-    if (info?.lo === c.lo && info.hi === c.hi) known.add(c.id);
-  }
-  const base = resolveSegments(s.normals, s.outputs, s.markers.filter((c) => known.has(c.id)));
-  const needed = s.markers.filter((c) => !known.has(c.id) && c.lo <= req.cut && !coveredBy(base.entries, c));
-  const r = needed.length === 0 ? base : resolveSegments(s.normals, s.outputs, s.markers.filter((c) => known.has(c.id) || needed.includes(c)));
-  const entries = r.entries.filter((e) => e.lo <= req.cut);
-  for (const e of entries) {
-    if (e.hi > req.cut) logger.warn({ event: "takeover_reads_past_cut", location: req.loc, from: req.from, cut: req.cut, output: e.id, lo: e.lo, hi: e.hi }, `taking over "${req.loc}" from server "${req.from}" up to segment ${req.cut} reads its compaction output ${e.id} (segments ${e.lo}..${e.hi}), whose inputs are gone: records it holds from after the cut are imported too`);
-  }
-  return { entries, known };
-}
-
-/** Whether `entries` still hold the first and last segment of output `c`'s cover, nothing cut in two. */
-function coveredBy(entries: SegmentEntry[], c: Cover): boolean {
-  const overlap = entries.filter((e) => e.hi >= c.lo && e.lo <= c.hi);
-  if (overlap.length === 0 || overlap.some((e) => e.lo < c.lo || e.hi > c.hi)) return false;
-  return overlap[0]!.lo === c.lo && overlap[overlap.length - 1]!.hi === c.hi;
-}
-
-/**
- * Where catching up starts for a copy made at `start`: the entry holding the checkpoint's segment
- * (from its offset when it is that segment), or the entry after an output the copy knows that
- * holds it (the copy reflects all of it); from the first entry for an empty copy.
- */
-function startOf(start: { seg: number; off: number }, entries: SegmentEntry[], known: ReadonlySet<number>): { order: number; seg: number; off: number } {
-  const own = entries.find((e) => e.id === start.seg);
-  if (own) return { order: own.order, seg: own.id, off: start.off };
-  const holder = entries.find((e) => e.lo <= start.seg && start.seg <= e.hi);
-  if (holder && known.has(holder.id)) return { order: holder.order + 1, seg: -1, off: SEGMENT_HEADER_BYTES };
-  if (holder) return { order: holder.order, seg: holder.id, off: SEGMENT_HEADER_BYTES };
-  return { order: start.seg, seg: -1, off: SEGMENT_HEADER_BYTES };
-}
-
 function pin(copy: OriginCopy): OriginCopy {
   copy.users += 1;
   return copy;
@@ -435,27 +357,6 @@ export function importRequestOf(rec: ImportRecord): ImportRequest {
   const r: ImportRequest = { loc: rec.loc, from: rec.from, cut: rec.cut };
   if (rec.ckpt !== undefined) r.ckpt = rec.ckpt;
   return r;
-}
-
-/** A location record with its value bytes left out (an index needs only its size and chunk pointers). */
-function withoutValue(rec: Exclude<LogRecord, { t: "chunk" }>): Exclude<LogRecord, { t: "chunk" }> {
-  if (rec.t !== "sset" && rec.t !== "kset") return rec;
-  return { ...rec, value: EMPTY };
-}
-
-function recordExtraBytes(rec: Exclude<LogRecord, { t: "chunk" }>): number {
-  switch (rec.t) {
-    case "sset":
-      return (rec.msgId?.length ?? 0) * 2 + (rec.headers ? JSON.stringify(rec.headers).length * 2 : 0) + (rec.chunks?.length ?? 0) * 48;
-    case "kset":
-      return rec.key.length * 2 + (rec.headers ? JSON.stringify(rec.headers).length * 2 : 0) + (rec.chunks?.length ?? 0) * 48;
-    case "kdel":
-      return rec.key.length * 2;
-    case "import":
-      return rec.from.length * 2 + (rec.ckpt?.length ?? 0) * 2;
-    default:
-      return 0;
-  }
 }
 
 /** Where a store keeps its origin copies. */

@@ -5,16 +5,17 @@
  * reads evicted segments back a block at a time, and uploads index checkpoints.
  *
  * Invariants:
- * - Segments are uploaded in id order, one at a time. A transient failure (object store down, a
- *   read error) is retried with backoff (../backoff.ts) until it succeeds or the store closes; a
- *   permanent one is not retried: the segment is quarantined (./ship-faults.ts: kept locally,
- *   never uploaded or evicted, its object-ack writes answered CORRUPT), and the segments after it
- *   go on being shipped. Local-ack writes never wait for any of it.
+ * - Segments are uploaded in id order, one at a time (the loop: ./upload-loop.ts). A transient
+ *   failure (object store down, a read error) is retried with backoff until it succeeds or the
+ *   store closes; a permanent one is not retried: the segment is quarantined (./ship-faults.ts:
+ *   kept locally, never uploaded or evicted, its object-ack writes answered CORRUPT), and the
+ *   segments after it go on being shipped. Local-ack writes never wait for any of it.
  * - Segment objects are written create-only (./segment-ship.ts): an object already under a
  *   segment's name is taken as shipped only if it holds exactly that segment (a put whose success
  *   was not recorded); otherwise the segment is quarantined for a conflict, never overwritten.
  *   The one segment replaced with a plain put is the one active at open whose older version is in
- *   the object store (`start`). No checkpoint covers a segment quarantined for a conflict.
+ *   the object store (`start`; the states at open: ./tier-open.ts). No checkpoint covers a
+ *   segment quarantined for a conflict.
  * - A segment with damaged ranges is shipped with them (./sealed-segment.ts carries them as raw
  *   bytes), loudly, and is marked "damaged": it was not shipped whole, so it is never evicted.
  * - A segment is handed to the local cache as evictable only once its upload succeeded whole and
@@ -31,10 +32,9 @@
  *   listing recovery makes at open), so faulting a segment in needs no HEAD request.
  */
 import fs from "node:fs";
-import { backoff } from "../backoff.js";
 import { StrataError } from "../errors.js";
 import { errorFields, type Logger } from "../logger.js";
-import type { LmdbIndex, SegmentInfo } from "../index/lmdb-index.js";
+import type { LmdbIndex } from "../index/lmdb-index.js";
 import type { Pointer } from "../log/record.js";
 import { SEGMENT_HEADER_BYTES, segmentPath } from "../log/segment-files.js";
 import type { Limits } from "../limits.js";
@@ -46,11 +46,13 @@ import { shipSegment } from "./segment-ship.js";
 import type { DamagedRange } from "../log/frame-scan.js";
 import { compactionMarkerKey, segmentKey } from "./segment-keys.js";
 import { isCompacted } from "../log/segment-set.js";
+import { loadSegmentStates } from "./tier-open.js";
+import { UploadLoop } from "./upload-loop.js";
 import { ForeignLogNames, assertOwnSegment, isForeign, localSeg, logOf } from "../index/foreign-logs.js";
 import { LocalCache, type LocalCacheHooks } from "./local-cache.js";
 import { UploadWaiters } from "./upload-waiters.js";
 import type { StoreMetrics } from "../metrics/store-metrics.js";
-import { conflictWarning, damagedWarning, isPermanent, quarantinedError, unsealableWarning, type QuarantineReason } from "./ship-faults.js";
+import { conflictWarning, damagedWarning, quarantinedError, unsealableWarning, type QuarantineReason } from "./ship-faults.js";
 
 export interface TierHooks extends LocalCacheHooks {
   /** Seal the active segment soon (an object-ack write is waiting on it). */
@@ -61,7 +63,6 @@ export interface TierHooks extends LocalCacheHooks {
 export class Tier {
   readonly reader: BlockReader;
   private readonly pending: number[] = [];
-  private uploading: Promise<void> | undefined;
   private readonly uploaded = new Set<number>();
   /**
    * Segments that cannot be shipped, and why: "unsealable" (a permanent failure to seal) or
@@ -76,9 +77,8 @@ export class Tier {
   private readonly cache: LocalCache;
   private readonly waiters: UploadWaiters;
   private closed = false;
-  private failing = false;
+  private readonly loop: UploadLoop;
   private checkpointing: Promise<void> | undefined;
-  private wake: (() => void) | undefined;
   /** Counters for tests, the benchmark and operators: uploadedBytes are sealed (compressed) bytes. */
   /** Upload and fault-in latency, cache hits and misses, when the store records metrics (Store.instrument). */
   metrics: StoreMetrics | undefined;
@@ -96,67 +96,25 @@ export class Tier {
     this.reader = new BlockReader(objects, (seg) => (isForeign(seg) ? segmentKey(names.serverOf(logOf(seg)), localSeg(seg)) : segmentKey(serverId, seg)), limits);
     this.cache = new LocalCache(segmentsDir, index, limits.cacheBytes, hooks, () => void this.stats.evictions++);
     this.waiters = new UploadWaiters(limits.objectAckTimeoutMs);
+    this.loop = new UploadLoop(this.pending, limits, {
+      upload: (seg) => this.upload(seg),
+      permanent: (seg, err) => this.quarantine(seg, "unsealable", unsealableWarning(seg, err), errorFields(err)),
+      drained: () => this.waiters.resolveDrained(),
+      closed: () => this.closed,
+      failed: () => void this.stats.uploadFailures++,
+      logger: hooks.logger,
+    });
   }
 
   /**
-   * Loads segment states from the index and queues what still has to be uploaded. `inTier` are
-   * the segment ids found in the object store (`sizes`: their object sizes where the listing gave
-   * them, so a first read of an evicted segment needs no HEAD request); `local` those on the
-   * local disk.
+   * Loads segment states from the index and queues what still has to be uploaded (./tier-open.ts).
+   * `inTier` are the segment ids found in the object store (`sizes`: their object sizes where the
+   * listing gave them, so a first read of an evicted segment needs no HEAD request); `local` those
+   * on the local disk.
    */
   start(local: number[], inTier: number[], sizes: ReadonlyMap<number, number> = new Map()): void {
-    const localSet = new Set(local);
-    const active = this.hooks.activeSegment();
-    for (const seg of inTier) {
-      // An object named like the active segment holds an older version of it (a crash can only
-      // leave that behind if the segment after it was never created); it is re-shipped on seal,
-      // replacing that object, and object acks of its records must wait for that.
-      if (seg === active) {
-        this.replaceAtOpen = seg;
-        continue;
-      }
-      // Recorded as sealed but found in the object store: our own put whose success was never
-      // recorded (a crash), or a conflicting object put by a twin. The upload loop tells which.
-      if (localSet.has(seg) && this.index.segs.get(seg)?.state === "sealed") continue;
-      this.uploaded.add(seg);
-    }
-    const updates: Array<[number, SegmentInfo]> = [];
-    for (const seg of new Set([...local, ...inTier])) {
-      if (seg === active) continue;
-      const prev = this.index.segs.get(seg);
-      // A compaction output keeps its cover (recovery recorded it: ../open-segments.ts).
-      const cover = prev?.lo !== undefined && prev.hi !== undefined ? { lo: prev.lo, hi: prev.hi } : {};
-      if (prev?.state === "superseded") {
-        // Replaced by a compaction output: never shipped, evicted or counted again; the
-        // compactor's reclaim deletes it. Reads of it (a pointer held across the switch) go remote
-        // once the local file is gone.
-        if (!localSet.has(seg)) this.cache.noteEvicted(seg);
-        continue;
-      }
-      if (!localSet.has(seg)) {
-        this.cache.noteEvicted(seg);
-        const size = sizes.get(seg);
-        if (size !== undefined) this.reader.noteSize(seg, size);
-        updates.push([seg, { ...cover, state: "evicted", bytes: 0 }]);
-        continue;
-      }
-      const bytes = fs.statSync(segmentPath(this.segmentsDir, seg)).size;
-      this.cache.noteSealed(seg, bytes);
-      if (this.uploaded.has(seg) && prev?.state === "damaged") {
-        // Shipped with damaged ranges: kept locally for good (see the invariants).
-      } else if (this.uploaded.has(seg)) {
-        this.cache.noteUploaded(seg);
-        updates.push([seg, { ...cover, state: "uploaded", bytes }]);
-      } else {
-        this.pending.push(seg);
-        updates.push([seg, { ...cover, state: "sealed", bytes }]);
-      }
-    }
-    if (updates.length > 0) this.index.write(() => updates.forEach(([seg, info]) => this.index.segs.put(seg, info)));
-    // In log order: a compaction output made while the store had no tier (its id is ≥ 2^31) goes
-    // where the segments it covers would have, so a restore never finds a gap before it.
-    const order = (seg: number) => (isCompacted(seg) ? (this.index.segs.get(seg)?.hi ?? seg) : seg);
-    this.pending.sort((a, b) => order(a) - order(b) || a - b);
+    const state = { index: this.index, segmentsDir: this.segmentsDir, cache: this.cache, reader: this.reader, uploaded: this.uploaded, pending: this.pending };
+    loadSegmentStates({ ...state, replaceAtOpen: (seg) => (this.replaceAtOpen = seg) }, this.hooks.activeSegment(), local, inTier, sizes);
     this.kick();
     this.evictIfNeeded();
   }
@@ -270,50 +228,7 @@ export class Tier {
   }
 
   private kick(): void {
-    if (this.uploading || this.closed || this.pending.length === 0) return;
-    this.uploading = this.uploadLoop().then(
-      () => {
-        this.uploading = undefined;
-        this.kick();
-      },
-      (err: unknown) => {
-        // Only a bug gets here (the loop handles every upload error). Restarting at once would
-        // spin on the same failure and starve the process; wait the longest backoff first.
-        this.uploading = undefined;
-        this.stats.uploadFailures++;
-        setTimeout(() => this.kick(), this.limits.uploadRetryMaxMs).unref();
-        try {
-          this.hooks.logger.error({ event: "upload_loop_failed", restartMs: this.limits.uploadRetryMaxMs, ...errorFields(err) }, `the upload loop failed (${(err as Error)?.message ?? String(err)}); it restarts in ${this.limits.uploadRetryMaxMs} ms`);
-        } catch {
-          // The warning hook is what failed; the restart above is already scheduled.
-        }
-      },
-    );
-  }
-
-  private async uploadLoop(): Promise<void> {
-    const maxMs = this.limits.uploadRetryMaxMs;
-    const delays = backoff({ initialMs: Math.min(UPLOAD_RETRY_FIRST_MS, maxMs), maxMs });
-    while (this.pending.length > 0 && !this.closed) {
-      const seg = this.pending[0]!;
-      try {
-        if (!(await this.upload(seg))) continue; // quarantined (and taken off `pending`)
-        this.pending.shift();
-        if (this.pending.length === 0) this.waiters.resolveDrained();
-        delays.reset();
-        if (this.failing) this.hooks.logger.warn({ event: "upload_recovered", segment: seg }, `object store reachable again; uploads caught up to segment ${seg}`);
-        this.failing = false;
-      } catch (err) {
-        this.stats.uploadFailures++;
-        if (isPermanent(err)) {
-          this.quarantine(seg, "unsealable", unsealableWarning(seg, err), errorFields(err));
-          continue;
-        }
-        if (!this.failing) this.hooks.logger.warn({ event: "upload_retry", segment: seg, ...errorFields(err) }, `upload of segment ${seg} failed (${(err as Error).message}); retrying with backoff`);
-        this.failing = true;
-        await this.pause(delays.next());
-      }
-    }
+    this.loop.kick();
   }
 
   /**
@@ -329,21 +244,6 @@ export class Tier {
     this.hooks.logger.error({ event: "segment_quarantined", code: "CORRUPT", segment: seg, reason: why, ...fields }, warning);
     this.waiters.rejectSegment(seg, () => quarantinedError(seg, why));
     if (this.pending.length === 0) this.waiters.resolveDrained();
-  }
-
-  /** Waits between upload retries; `close` cuts the wait short. */
-  private pause(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.wake = undefined;
-        resolve();
-      }, ms);
-      this.wake = () => {
-        clearTimeout(timer);
-        this.wake = undefined;
-        resolve();
-      };
-    });
   }
 
   /** Ships one segment; false when it was quarantined for a conflict instead. */
@@ -458,17 +358,14 @@ export class Tier {
   /** Waits (bounded) for pending uploads, then stops. Unfinished uploads resume at the next start. */
   async close(): Promise<void> {
     const deadline = Date.now() + this.limits.closeUploadWaitMs;
-    while (this.pending.length > 0 && Date.now() < deadline && !this.failing) {
-      await Promise.race([this.uploading, new Promise((r) => setTimeout(r, 50))]);
+    while (this.pending.length > 0 && Date.now() < deadline && !this.loop.failing) {
+      await Promise.race([this.loop.uploading, new Promise((r) => setTimeout(r, 50))]);
     }
     this.closed = true;
-    this.wake?.();
+    this.loop.wake();
     this.waiters.close();
-    await this.uploading?.catch(() => undefined);
+    await this.loop.uploading?.catch(() => undefined);
     await this.checkpointing?.catch(() => undefined);
     await this.objects.close();
   }
 }
-
-/** The first pause between upload retries; it doubles up to `uploadRetryMaxMs`. */
-const UPLOAD_RETRY_FIRST_MS = 50;
