@@ -18,16 +18,14 @@
  *   next roll waits for that seal, so at most the segment before the active one can still have a
  *   zero tail after a crash (recovery cuts it: ../recovery.ts). A seal that fails makes the next
  *   roll retry it, and fail (IO) while it cannot be done.
- * - No allocation proportional to a batch: frames go to the file with one writev.
+ * - The active segment's file, its write position and its fdatasyncs are ./active-segment.ts's
+ *   (one writev per segment touched, no allocation proportional to a batch).
  * - Reads go through `readBody` / `readBodies` (./segment-reader.ts), which verify each frame's
  *   checksum and exact length before returning a byte of it. Only `close` stops them.
- * - A batch is all or nothing. When a write or fdatasync fails, the log is cut back (ftruncate +
- *   fsync, removing any segment the batch started) to the end of the last acknowledged record
- *   before the error (IO) reaches a caller, so a restart, even right after it (kill -9), cannot
- *   bring the failed records back. After a failed fdatasync the file's page-cache state is
- *   unknown ("fsyncgate": a later fsync may report success for pages never written), so appends
- *   continue in a new segment. If the cut itself fails, appends are refused (IO) until it
- *   succeeds; the next append retries it, so writes work again once the disk does.
+ * - A batch is all or nothing: when a write or fdatasync fails, the log is cut back durably to the
+ *   end of the last acknowledged record before the error (IO) reaches a caller, and after a failed
+ *   fdatasync appends continue in a new segment (./segment-repair.ts). If the cut itself fails,
+ *   appends are refused (IO) until it succeeds; the next append (or roll, or close) retries it.
  * - All file access goes through a `FileIo` (./file-io.ts), the seam for fault injection.
  * Reads of local segments are synchronous (pread on page-cached files), like LMDB's mmap reads.
  */
@@ -35,23 +33,17 @@ import fs from "node:fs";
 import { assert } from "../assert.js";
 import { StrataError, ioError } from "../errors.js";
 import type { Limits } from "../limits.js";
+import { ActiveSegment, FsyncFailed } from "./active-segment.js";
 import { nodeFileIo, type FileIo } from "./file-io.js";
 import { FRAME_HEADER_BYTES } from "./framing.js";
 import type { Pointer } from "./record.js";
-import { createSegmentFile, createSegmentFileAsync, fsyncDirIo, sealSegmentFileSync } from "./segment-create.js";
+import { createSegmentFile, createSegmentFileAsync } from "./segment-create.js";
 import { SEGMENT_HEADER_BYTES, listSegmentIds, segmentPath } from "./segment-files.js";
 import { SegmentPreparer, type TakenSegment } from "./segment-prepare.js";
 import { SealQueue, closeQuietly, type Unsealed } from "./segment-seals.js";
 import { SegmentReader } from "./segment-reader.js";
+import { cutBack, type Broken } from "./segment-repair.js";
 import { assertOwnSegment } from "../index/foreign-logs.js";
-import { isCompacted } from "./segment-set.js";
-
-/** A failed fdatasync, told apart from a failed write: the file must then be left behind. */
-class FsyncFailed extends Error {
-  constructor(override readonly cause: unknown) {
-    super("fdatasync failed");
-  }
-}
 
 /**
  * "always": every batch is fdatasync'd before it is acknowledged (the default). "interval": batches
@@ -68,40 +60,28 @@ export interface SegmentLogEvents {
 }
 
 export class SegmentLog {
-  private activeFd: number | undefined;
-  /** Size of the active segment's file: past `activeSize` it holds zeros (its zero tail). */
-  private activeFileBytes: number;
+  /** The segment taking appends: its descriptor, size and sync state (./active-segment.ts). */
+  private readonly active: ActiveSegment;
   private readonly preparer: SegmentPreparer;
   /** Segments rolled past and not yet sealed (./segment-seals.ts). */
   private readonly seals: SealQueue;
   private readonly reader: SegmentReader;
   private closed = false;
   private writing = false;
-  /**
-   * Set when a batch write failed: the log must end at `seg`/`size` (the end of the last
-   * acknowledged record) before it takes another append, and a new segment must be started
-   * first when `roll` (an fsync failed, so the old file's page-cache state is unknown). `repair`
-   * makes that so, durably; until it succeeds every append fails with IO. Reads never look here.
-   */
-  private broken: { seg: number; size: number; roll: boolean; cause: unknown } | undefined;
-  /** Number of fdatasync calls made so far (measured by the benchmark). */
-  fsyncCount = 0;
-  /** When the active segment first took a record (performance.now()), undefined while it is empty. */
-  dirtySince: number | undefined;
+  /** Set when a batch write failed (./segment-repair.ts); until `repair` succeeds every append fails with IO. */
+  private broken: Broken | undefined;
   private fsyncMode: FsyncMode = "always";
-  private unsynced = false;
   private syncTimer: NodeJS.Timeout | undefined;
 
   private constructor(
     readonly dir: string,
     private readonly limits: Limits,
     private events: SegmentLogEvents,
-    public activeId: number,
-    public activeSize: number,
+    activeId: number,
+    activeSize: number,
     private readonly io: FileIo,
   ) {
-    this.activeFd = io.openSync(segmentPath(dir, activeId), "r+");
-    this.activeFileBytes = Math.max(activeSize, io.fstatSync(this.activeFd).size);
+    this.active = new ActiveSegment(dir, limits, io, activeId, activeSize);
     this.reader = new SegmentReader(dir, limits, io);
     this.preparer = new SegmentPreparer(dir, limits, io);
     this.seals = new SealQueue(io, (u) => {
@@ -133,6 +113,26 @@ export class SegmentLog {
     return new SegmentLog(dir, limits, events, active.id, active.size, io);
   }
 
+  /** The segment taking appends. */
+  get activeId(): number {
+    return this.active.id;
+  }
+
+  /** Where the next record goes in the active segment (its records end there). */
+  get activeSize(): number {
+    return this.active.size;
+  }
+
+  /** Number of fdatasync calls made so far (measured by the benchmark). */
+  get fsyncCount(): number {
+    return this.active.fsyncCount;
+  }
+
+  /** When the active segment first took a record (performance.now()), undefined while it is empty. */
+  get dirtySince(): number | undefined {
+    return this.active.dirtySince;
+  }
+
   setEvents(events: SegmentLogEvents): void {
     this.events = events;
   }
@@ -146,13 +146,8 @@ export class SegmentLog {
   }
 
   private syncNow(): void {
-    if (!this.unsynced || this.closed || this.writing || this.broken || this.activeFd === undefined) return;
-    this.unsynced = false;
-    this.io.fdatasync(this.activeFd).then(
-      () => void this.fsyncCount++,
-      // Acknowledged in "interval" mode already (a process crash keeps the page cache); try again.
-      () => void (this.unsynced = true),
-    );
+    if (this.closed || this.writing || this.broken) return;
+    this.active.syncInBackground();
   }
 
   segmentIds(): number[] {
@@ -179,7 +174,7 @@ export class SegmentLog {
     try {
       if (this.broken) this.repair();
       start = { seg: this.activeId, size: this.activeSize };
-      if (this.activeFileBytes <= this.activeSize && this.activeSize > SEGMENT_HEADER_BYTES && this.preparer.ready) {
+      if (this.active.plain && this.activeSize > SEGMENT_HEADER_BYTES && this.preparer.ready) {
         // A plain active segment: move on to the prepared file now rather than at segmentBytesMax.
         rolling = true;
         sealed.push(await this.switchToNext());
@@ -191,7 +186,7 @@ export class SegmentLog {
       for (const f of frames) {
         assert(f.byteLength <= this.limits.recordBytesMax + FRAME_HEADER_BYTES, "frame larger than recordBytesMax");
         if (this.activeSize + pendingBytes + f.byteLength > this.limits.segmentBytesMax && this.activeSize + pendingBytes > SEGMENT_HEADER_BYTES) {
-          await this.flush(pending, pendingBytes, true);
+          await this.active.append(pending, pendingBytes, true);
           pending = [];
           pendingBytes = 0;
           rolling = true;
@@ -202,7 +197,7 @@ export class SegmentLog {
         pending.push(f);
         pendingBytes += f.byteLength;
       }
-      await this.flush(pending, pendingBytes, this.fsyncMode === "always");
+      await this.active.append(pending, pendingBytes, this.fsyncMode === "always");
       ok = true;
       this.maybePrepare();
       return pointers;
@@ -235,8 +230,7 @@ export class SegmentLog {
    * `writeBatch` leaves it for the prepared file as soon as that is ready).
    */
   private maybePrepare(): void {
-    const plain = this.activeFileBytes <= this.activeSize;
-    const at = plain ? Math.min(this.limits.segmentPrepareAtBytes, this.limits.segmentPreparePlainAtBytes) : this.limits.segmentPrepareAtBytes;
+    const at = this.active.plain ? Math.min(this.limits.segmentPrepareAtBytes, this.limits.segmentPreparePlainAtBytes) : this.limits.segmentPrepareAtBytes;
     if (this.activeSize - SEGMENT_HEADER_BYTES >= at) this.preparer.start();
   }
 
@@ -247,115 +241,22 @@ export class SegmentLog {
    * Returns the segment left behind, to be sealed once the batch is durable.
    */
   private async switchToNext(): Promise<Unsealed> {
-    if (this.unsynced) {
-      try {
-        await this.io.fdatasync(this.activeFd!);
-      } catch (cause) {
-        throw new FsyncFailed(cause);
-      }
-      this.unsynced = false;
-    }
+    await this.active.syncBeforeLeaving();
     await this.seals.sealAll();
     const next = this.activeId + 1;
     assertOwnSegment(next); // ids from 2^31 on are compaction outputs, from 2^32 on other servers' segments
     const taken: TakenSegment = (await this.preparer.take(next)) ?? { fd: await createSegmentFileAsync(this.dir, next, this.io), fileBytes: SEGMENT_HEADER_BYTES };
-    return this.switchTo(next, taken);
-  }
-
-  private switchTo(next: number, taken: TakenSegment): Unsealed {
-    const left: Unsealed = { id: this.activeId, bytes: this.activeSize, fileBytes: this.activeFileBytes, fd: this.activeFd! };
-    this.activeFd = taken.fd;
-    this.activeFileBytes = taken.fileBytes;
-    this.activeId = next;
-    this.activeSize = SEGMENT_HEADER_BYTES;
-    this.dirtySince = undefined;
-    return left;
+    return this.active.switchTo(next, taken);
   }
 
   /**
-   * Writes `bytes` at the end of the active segment and, when `sync`, fdatasyncs it; a failed
-   * fdatasync throws `FsyncFailed` (see `writeBatch`).
-   */
-  private async flush(frames: Buffer[], bytes: number, sync: boolean): Promise<void> {
-    if (bytes === 0) return;
-    const fd = this.activeFd!;
-    let done = 0;
-    // A small batch is copied into the page cache at once (microseconds; a trip through the
-    // thread pool costs more); a large one is written off the event loop. One writev, no copy
-    // into a fresh buffer (first-touching fresh memory is slow, and it would be garbage at once).
-    const small = bytes <= this.limits.syncWriteBytesMax;
-    let bufs: Buffer[] = frames;
-    while (done < bytes) {
-      const n = small ? this.io.writevSync(fd, bufs, this.activeSize + done) : await this.io.writev(fd, bufs, this.activeSize + done);
-      done += n;
-      if (done < bytes) bufs = remainder(frames, done);
-    }
-    if (sync) {
-      try {
-        await this.io.fdatasync(fd);
-      } catch (cause) {
-        throw new FsyncFailed(cause);
-      }
-      this.fsyncCount++;
-      this.unsynced = false;
-    } else {
-      this.unsynced = true;
-    }
-    this.dirtySince ??= performance.now();
-    this.activeSize += bytes;
-    this.activeFileBytes = Math.max(this.activeFileBytes, this.activeSize);
-  }
-
-  /**
-   * Makes the log end at `broken.seg`/`broken.size`, durably: removes any segment after it (the
-   * failed batch may have started one), truncates it to that size and fsyncs it, then, if an
-   * fsync failed, starts a new segment after it. Idempotent, so a failure part way is retried
-   * from the start by the next append. Throws IO while it cannot be done.
+   * Makes the log end where `broken` says, durably (./segment-repair.ts `cutBack`), then
+   * announces the segment it sealed, if any. Throws IO while it cannot be done.
    */
   private repair(): void {
     const b = this.broken;
     assert(b !== undefined, "repair of a log that is not broken");
-    try {
-      if (this.activeFd !== undefined) {
-        this.io.closeSync(this.activeFd);
-        this.activeFd = undefined;
-      }
-      let removed = false;
-      for (const id of listSegmentIds(this.dir)) {
-        // Compaction outputs (ids from 2^31 on) are not part of the append order: never removed here.
-        if (id <= b.seg || isCompacted(id)) continue;
-        this.forget(id);
-        fs.rmSync(segmentPath(this.dir, id), { force: true });
-        removed = true;
-      }
-      if (removed) fsyncDirIo(this.dir, this.io);
-      const fd = this.io.openSync(segmentPath(this.dir, b.seg), "r+");
-      try {
-        this.io.ftruncateSync(fd, b.size);
-        this.io.fsyncSync(fd);
-        this.unsynced = false;
-      } catch (err) {
-        this.io.closeSync(fd);
-        throw err;
-      }
-      this.activeId = b.seg;
-      this.activeSize = b.size;
-      this.activeFileBytes = b.size;
-      this.activeFd = fd;
-      if (b.roll && b.size === SEGMENT_HEADER_BYTES) {
-        // Nothing acknowledged is in it: replace it with a fresh file rather than seal it empty.
-        this.io.closeSync(fd);
-        this.activeFd = undefined;
-        createSegmentFile(this.dir, b.seg, this.io, true);
-        this.activeFd = this.io.openSync(segmentPath(this.dir, b.seg), "r+");
-      } else if (b.roll) {
-        const left = this.rollActive(); // emits no events; done below
-        sealSegmentFileSync(this.io, left.fd, left.bytes, left.fileBytes);
-        this.io.closeSync(left.fd);
-      }
-    } catch (cause) {
-      throw ioError(`repairing the segment log after a failed write (${(b.cause as Error)?.message ?? String(b.cause)})`, cause);
-    }
+    cutBack(b, { dir: this.dir, io: this.io, active: this.active, forget: (id) => this.forget(id), rollActive: () => this.rollActive() });
     this.broken = undefined;
     if (b.roll && b.size > SEGMENT_HEADER_BYTES) {
       this.events.onSealed?.(b.seg, b.size);
@@ -402,9 +303,7 @@ export class SegmentLog {
    * after a crash). Returns the segment left behind, not sealed yet.
    */
   private rollActive(): Unsealed {
-    // At fsync "always" every record is durable already; at "interval" the rest is synced now.
-    if (this.unsynced) this.io.fsyncSync(this.activeFd!);
-    this.unsynced = false;
+    this.active.syncBeforeLeavingSync();
     this.seals.sealAllSync();
     const next = this.activeId + 1;
     assertOwnSegment(next); // ids from 2^31 on are compaction outputs, from 2^32 on other servers' segments
@@ -413,7 +312,7 @@ export class SegmentLog {
       createSegmentFile(this.dir, next, this.io);
       taken = { fd: this.io.openSync(segmentPath(this.dir, next), "r+"), fileBytes: SEGMENT_HEADER_BYTES };
     }
-    return this.switchTo(next, taken);
+    return this.active.switchTo(next, taken);
   }
 
   /** Reads and verifies the record at `ptr`; returns its body. Never affected by a failed append. */
@@ -452,15 +351,14 @@ export class SegmentLog {
     await this.seals.settled();
     await this.preparer.close();
     try {
-      if (this.activeFd !== undefined && !this.broken) this.io.fsyncSync(this.activeFd);
+      if (this.active.fd !== undefined && !this.broken) this.io.fsyncSync(this.active.fd);
     } finally {
       this.closeFds();
     }
   }
 
   private closeFds(): void {
-    if (this.activeFd !== undefined) this.io.closeSync(this.activeFd);
-    this.activeFd = undefined;
+    this.active.closeFd();
     this.seals.close();
     this.preparer.closeFdSync();
     this.reader.close();
@@ -481,21 +379,6 @@ export class SegmentLog {
   private checkOpen(): void {
     if (this.closed) throw new StrataError("CLOSED", "the segment log is closed (the store was closed); reopen the store");
   }
-}
-
-/** The frames left after the first `done` bytes of them (a short write's rest). */
-function remainder(frames: readonly Buffer[], done: number): Buffer[] {
-  const rest: Buffer[] = [];
-  let skip = done;
-  for (const f of frames) {
-    if (skip >= f.byteLength) {
-      skip -= f.byteLength;
-      continue;
-    }
-    rest.push(skip > 0 ? f.subarray(skip) : f);
-    skip = 0;
-  }
-  return rest;
 }
 
 /**

@@ -14,7 +14,7 @@
  *    reconnect, and an idle period of `watchResyncMs` (a change lost with a crashed server, or a
  *    restarted server) also go back to 3. Failures are retried with backoff and jitter.
  * Merging the replay: a change is skipped when the replay already showed the same or a newer
- * write of that seq / key (remembered revision >= change revision; for deletes, >).
+ * write of that seq / key (./watch-merge.ts: the merge, the filter, the checks of wire changes).
  *
  * Failover (docs/failover.md): change messages and `changes` replies name the epoch the location
  * is held under, and the replies also `since`, the revision that epoch began at. A live message of
@@ -42,13 +42,14 @@
  */
 import type { Msg, Subscription } from "nats";
 import { StrataError } from "../../errors.js";
-import type { Change, KvEntry, StoredMessage } from "../../types.js";
+import type { Change } from "../../types.js";
 import { backoff, type Caller } from "./client-call.js";
 import type { Transport } from "./client-transport.js";
 import type { ClientLimits } from "../wire/net-limits.js";
 import { EPOCH_HEADER, changeSubject } from "../wire/subjects.js";
 import { decodeUntrusted, isPlainMap, type WireMap } from "../wire/wire-codec.js";
 import { fromNatsError } from "../wire/wire-errors.js";
+import { ReplayMerge, idOf, isChange, isOmitted, kvItemChange, streamItemChange, type WatchFilter } from "./watch-merge.js";
 
 export interface WatchDeps {
   caller: Caller;
@@ -80,8 +81,6 @@ export interface WatchSink {
   ended(err: StrataError | undefined): void;
 }
 
-export type WatchFilter = { kind: "stream"; startSeq: number } | { kind: "kv"; key?: string };
-
 /** The async iterable a watch() returns: break / return() or stop() ends it. */
 export interface Watch<T = Change> extends AsyncIterableIterator<T> {
   stop(): void;
@@ -97,8 +96,8 @@ export class Watcher implements Watch {
   private cursor = 0;
   /** The highest epoch seen for the location (0: none, or a standalone server). */
   private epoch = 0;
-  private readonly seen = new Map<number | string, number>();
-  private seenMax = 0;
+  /** The filter, and what the replay showed of writes newer than its base (./watch-merge.ts). */
+  private readonly merge: ReplayMerge;
   private sub: Subscription | undefined;
   private stopped = false;
   private failure: StrataError | undefined;
@@ -116,7 +115,9 @@ export class Watcher implements Watch {
     readonly location: string,
     private readonly filter: WatchFilter,
     private readonly sink?: WatchSink,
-  ) {}
+  ) {
+    this.merge = new ReplayMerge(filter);
+  }
 
   start(): this {
     this.sub = this.deps.transport.nc.subscribe(changeSubject(this.deps.prefix, this.location), {
@@ -227,16 +228,11 @@ export class Watcher implements Watch {
       // A kv replay resumed after a failure starts over; skip the keys already emitted.
       if (f.kind === "kv" && typeof this.replayAfter === "string" && (id as string) <= this.replayAfter) continue;
       this.replayAfter = id;
-      if (change.revision > (this.replayBase ?? 0)) this.remember(id, change.revision);
+      if (change.revision > (this.replayBase ?? 0)) this.merge.remember(id, change.revision);
       await this.emit(change);
     }
     this.cursor = this.replayBase ?? 0;
     this.sink?.position(this.cursor);
-  }
-
-  private remember(id: number | string, revision: number): void {
-    this.seen.set(id, Math.max(this.seen.get(id) ?? 0, revision));
-    if (revision > this.seenMax) this.seenMax = revision;
   }
 
   private async catchUp(): Promise<void> {
@@ -266,8 +262,7 @@ export class Watcher implements Watch {
       if (shownUnder > 0 && typeof reply.since === "number" && reply.since < this.cursor) {
         // What was shown past `since` did not survive the move: show the new owner's history from there.
         this.cursor = reply.since;
-        this.seen.clear();
-        this.seenMax = 0;
+        this.merge.forget();
         this.gapCursor = -1;
         this.sink?.rewound(reply.since);
         return undefined;
@@ -286,7 +281,7 @@ export class Watcher implements Watch {
    */
   private async fetchOmitted(head: Change): Promise<void> {
     let upTo = head.revision;
-    for (const c of this.live) if (c.revision > upTo && isOmitted(c) && this.shows(c)) upTo = c.revision;
+    for (const c of this.live) if (c.revision > upTo && isOmitted(c) && this.merge.shows(c)) upTo = c.revision;
     await this.fetch(Math.max(1, Math.min(this.deps.limits.watchChangesPage, upTo - this.cursor)));
   }
 
@@ -302,7 +297,7 @@ export class Watcher implements Watch {
           this.gapCursor = this.cursor;
           return;
         }
-        if (isOmitted(change) && change.revision > this.cursor && this.shows(change)) {
+        if (isOmitted(change) && change.revision > this.cursor && this.merge.shows(change)) {
           const before = this.cursor;
           await this.retrying(() => this.fetchOmitted(change));
           // Nothing past the cursor in the server's log: the change is not in it (see the header).
@@ -328,36 +323,11 @@ export class Watcher implements Watch {
     if (change.revision <= this.cursor) return;
     if (!jump && change.revision !== this.cursor + 1) return;
     this.cursor = change.revision;
-    const skip = !this.matches(change) || this.alreadyReplayed(change);
+    const skip = !this.merge.matches(change) || this.merge.alreadyReplayed(change);
     // Past the newest write the replay showed, nothing can be a repeat of it any more.
-    if (this.cursor >= this.seenMax) this.seen.clear();
+    this.merge.passed(this.cursor);
     if (!skip) await this.emit(change);
     this.sink?.position(this.cursor);
-  }
-
-  /** Whether `c`, a set, would be emitted (not filtered out, not shown by the replay already). */
-  private shows(c: Change): boolean {
-    return this.matches(c) && !this.alreadyReplayed(c);
-  }
-
-  private matches(c: Change): boolean {
-    const f = this.filter;
-    if (f.kind !== c.kind) return false;
-    if (f.kind === "kv") return f.key === undefined || (c as { key: string }).key === f.key;
-    if (c.kind === "stream" && c.op === "deleteAll") return c.endSeq >= f.startSeq;
-    return (c as { seq: number }).seq >= f.startSeq;
-  }
-
-  private alreadyReplayed(c: Change): boolean {
-    if (this.seen.size === 0) return false;
-    if (c.kind === "stream" && c.op === "deleteAll") {
-      // Writes the replay showed that came after this deleteAll must be delivered again after it.
-      for (const [seq, rev] of this.seen) if (typeof seq === "number" && seq <= c.endSeq && rev > c.revision) this.seen.delete(seq);
-      return false;
-    }
-    const rev = this.seen.get(idOf(c));
-    if (rev === undefined) return false;
-    return c.op === "set" ? rev >= c.revision : rev > c.revision;
   }
 
   private async emit(change: Change): Promise<void> {
@@ -424,29 +394,4 @@ export class Watcher implements Watch {
     this.producer = undefined;
     wake?.();
   }
-}
-
-function isChange(value: unknown): value is Change {
-  return isPlainMap(value) && typeof value.revision === "number" && typeof value.op === "string" && typeof value.kind === "string";
-}
-
-/** A set whose value the feed left out (server-changes.ts); a fetched change never is one. */
-function isOmitted(c: Change): boolean {
-  return (c as { omitted?: unknown }).omitted === true;
-}
-
-function idOf(c: Change): number | string {
-  return c.kind === "stream" ? (c as { seq: number }).seq : (c as { key: string }).key;
-}
-
-function streamItemChange(location: string, raw: unknown): Change {
-  if (!isPlainMap(raw) || typeof raw.seq !== "number" || typeof raw.rev !== "number") throw new StrataError("CORRUPT", "malformed stream item in a replay");
-  const { rev, ...message } = raw as unknown as StoredMessage & { rev: number };
-  return { location, kind: "stream", revision: rev, timestamp: message.timestamp, op: "set", seq: message.seq, message, size: message.value.byteLength, chunked: false };
-}
-
-function kvItemChange(location: string, raw: unknown): Change {
-  if (!isPlainMap(raw) || typeof raw.key !== "string" || typeof raw.revision !== "number") throw new StrataError("CORRUPT", "malformed kv entry in a replay");
-  const entry = raw as unknown as KvEntry;
-  return { location, kind: "kv", revision: entry.revision, timestamp: entry.timestamp, op: "set", key: entry.key, entry, size: entry.value.byteLength, chunked: false };
 }

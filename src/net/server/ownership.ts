@@ -15,9 +15,10 @@
  *   ends (FENCED, new registration), and a location handed over is removed from it before its
  *   cut is computed, so nothing is admitted for it afterwards.
  * - A handover first stops admitting the location and lets the requests already admitted for it
- *   finish (up to half of `handoverShipMs`): what they write is committed before the seal, so it
- *   is below the cut and may be acknowledged. Only then is the grant dropped; a request still
- *   running after that answers TIMEOUT (writes) or UNAVAILABLE (reads) as for a lost lease.
+ *   finish (up to half of `handoverShipMs`; ./in-flight.ts): what they write is committed before
+ *   the seal, so it is below the cut and may be acknowledged. Only then is the grant dropped; a
+ *   request still running after that answers TIMEOUT (writes) or UNAVAILABLE (reads) as for a
+ *   lost lease.
  * - A handed-over location is remembered with the epoch it was handed over at: a claim answered
  *   with that same epoch (the coordinator has not recorded the move yet) is refused for
  *   `handoverHoldMs`, so a late request cannot bring it back under the old epoch; past that the
@@ -25,27 +26,27 @@
  *   same epoch means the location stayed here. A handover that cannot ship within
  *   `handoverShipMs` keeps its locations.
  * - Records this server wrote for a location that has moved away, and never shipped, are never
- *   served or deleted: they stay in the log and are reported once per location (a warning,
- *   `quarantined` in the stats, the index's quarantine list). "Never shipped" counts from the
- *   first own segment that was not in the object store at the last answered renewal of the
- *   incarnation that ended (or when this process started): segments shipped after that may have
- *   landed after the new owner's cut, so they are counted too — a report may name records the new
- *   owner does have, never leave out one it does not.
+ *   served or deleted: a claim refused in favour of another server reports them
+ *   (./unshipped-quarantine.ts keeps that bookkeeping and its invariants).
  * - A grant pushed by the coordinator for a new location (coord-link.ts checked that it names the
  *   current incarnation and carries its key) is taken only for a location this server knows
  *   nothing of right now: not held, not being claimed, not being handed over and not handed over
  *   by this incarnation. Anything else is a stale or duplicate push and is ignored: the claim (or
  *   the grant already held) is the authority. A push that never comes costs one claim.
- * - `ack: "object"` writes are confirmed (one request per upload, batched per turn) before they are
- *   acknowledged: a stale epoch answers TIMEOUT (the write may or may not be part of the history).
+ * - `ack: "object"` writes are confirmed (one request per upload, batched per turn: ./confirms.ts)
+ *   before they are acknowledged: a stale epoch answers TIMEOUT (the write may or may not be part
+ *   of the history) and ends the grant.
  */
 import { StrataError } from "../../errors.js";
 import type { Logger } from "../../logger.js";
 import { withTimeout } from "../../with-timeout.js";
 import type { Store } from "../../store.js";
 import type { CoordLink } from "./coord-link.js";
-import { parseClaimReply, parseConfirmReply, parseCutReply } from "../wire/coordinator-parsers.js";
+import { parseClaimReply, parseCutReply } from "../wire/coordinator-parsers.js";
 import { isRefusal, type Handoff } from "../wire/coordinator-protocol.js";
+import { Confirms, movedWhileWriting } from "./confirms.js";
+import { InFlight } from "./in-flight.js";
+import { UnshippedQuarantine, type QuarantinedLocation } from "./unshipped-quarantine.js";
 
 export interface OwnershipOptions {
   id: string;
@@ -75,14 +76,8 @@ export interface OwnershipStats {
   staleConfirms: number;
   handedOver: number;
   /** Locations that moved away while this server held records of them it never shipped. */
-  quarantined: Array<{ location: string; records: number; movedTo: string }>;
+  quarantined: QuarantinedLocation[];
 }
-
-/** Most moved-away locations checked for unshipped records, and most reported in the stats. */
-const MOVED_CHECKED_MAX = 100_000;
-const QUARANTINE_REPORTED_MAX = 1000;
-/** Records counted per moved location (the count saturates there). */
-const QUARANTINE_COUNT_MAX = 100_000;
 
 export class Ownership {
   private grants = new Map<string, number>();
@@ -92,21 +87,12 @@ export class Ownership {
   private readonly handedOver = new Map<string, { epoch: number; until: number }>();
   private readonly claiming = new Map<string, Promise<number>>();
   /** Requests admitted and not finished, per location; and locations a handover is draining. */
-  private readonly running = new Map<string, number>();
-  private readonly draining = new Set<string>();
-  private drainWaiters: Array<() => void> = [];
+  private readonly inFlight = new InFlight();
   private claimQueue = new Map<string, Waiter>();
-  private confirmQueue: Array<{ location: string; epoch: number; waiter: { resolve: () => void; reject: (err: unknown) => void } }> = [];
   private claimScheduled = false;
-  private confirmScheduled = false;
-  /** Records in own segments from here on were never shipped (see the invariants). */
-  private fencePoint: number;
-  /** The first unshipped segment at the last answered renewal: the fence point if the incarnation ends. */
-  private shippedAtRenewal: number;
-  /** The locations the last ended incarnation held, checked once the next one is registered. */
-  private heldAtEnd: string[] = [];
-  private readonly movedChecked = new Set<string>();
-  private readonly quarantine: Array<{ location: string; records: number; movedTo: string }> = [];
+  private readonly confirms: Confirms;
+  /** Records never shipped of locations that moved away (./unshipped-quarantine.ts). */
+  private readonly unshipped: UnshippedQuarantine;
   /** Locations taken under a new epoch (claims, pushes, takeovers, a handover kept): epoch changes, for the metrics. */
   epochsGranted = 0;
   readonly counters = { claims: 0, pushed: 0, takeovers: 0, takeoverFailures: 0, confirms: 0, staleConfirms: 0, handedOver: 0 };
@@ -117,15 +103,20 @@ export class Ownership {
     private readonly store: Store,
     private readonly opts: OwnershipOptions,
   ) {
-    this.fencePoint = store.firstUnshipped();
-    this.shippedAtRenewal = this.fencePoint;
+    this.unshipped = new UnshippedQuarantine(store, opts.logger);
+    this.confirms = new Confirms(link, opts.batchMax, this.counters, (location, epoch) => {
+      if (this.grants.get(location) === epoch) {
+        this.grants.delete(location);
+        this.startRevs.delete(location);
+      }
+    });
     link.onGrants((grants) => this.pushed(grants));
   }
 
   /** Grants the coordinator pushed for new locations of the current incarnation (see the invariants). */
   private pushed(grants: ReadonlyArray<[string, number]>): void {
     for (const [location, epoch] of grants) {
-      if (this.grants.has(location) || this.claiming.has(location) || this.draining.has(location) || this.handedOver.has(location)) {
+      if (this.grants.has(location) || this.claiming.has(location) || this.inFlight.draining.has(location) || this.handedOver.has(location)) {
         this.pushesIgnored += 1;
         continue;
       }
@@ -151,29 +142,20 @@ export class Ownership {
    * locations the ended incarnation held.
    */
   registered(first: boolean): void {
-    let locations: string[];
-    try {
-      locations = first ? this.store.locationsFrom(this.fencePoint, MOVED_CHECKED_MAX) : this.heldAtEnd;
-    } catch {
-      return; // the store is closing
-    }
-    this.heldAtEnd = [];
+    const locations = this.unshipped.toCheck(first);
+    if (locations === undefined) return; // the store is closing
     for (const location of locations) if (!this.grants.has(location)) void this.claim(location).catch(() => undefined);
   }
 
   /** A renewal was answered: what is shipped now was shipped while the lease held. */
   renewed(): void {
-    try {
-      this.shippedAtRenewal = this.store.firstUnshipped();
-    } catch {
-      // the store is closing
-    }
+    this.unshipped.renewed();
   }
 
   /** The epoch to serve `location` under now, claiming it first when needed; UNAVAILABLE otherwise. */
   admit(location: string): number | Promise<number> {
     if (!this.link.valid()) throw this.noLease();
-    if (this.draining.has(location)) throw new StrataError("UNAVAILABLE", `location "${location}" is being handed over to another server; retry`);
+    if (this.inFlight.draining.has(location)) throw new StrataError("UNAVAILABLE", `location "${location}" is being handed over to another server; retry`);
     const epoch = this.grants.get(location);
     if (epoch !== undefined) return epoch;
     return this.claim(location);
@@ -181,33 +163,11 @@ export class Ownership {
 
   /** A request admitted for `location` starts running (`finished` when it is done). */
   started(location: string): void {
-    this.running.set(location, (this.running.get(location) ?? 0) + 1);
+    this.inFlight.started(location);
   }
 
   finished(location: string): void {
-    const n = (this.running.get(location) ?? 1) - 1;
-    if (n > 0) {
-      this.running.set(location, n);
-      return;
-    }
-    this.running.delete(location);
-    if (this.draining.has(location)) for (const wake of this.drainWaiters.splice(0)) wake();
-  }
-
-  /** Resolves once no request runs for `locations`, or after `ms`. */
-  private async quiet(locations: readonly string[], ms: number): Promise<void> {
-    const deadline = performance.now() + ms;
-    while (locations.some((l) => this.running.has(l))) {
-      const left = deadline - performance.now();
-      if (left <= 0) return;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.drainWaiters.push(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    }
+    this.inFlight.finished(location);
   }
 
   /** Whether `location` is still held under `epoch` with a valid lease (checked before answering). */
@@ -227,15 +187,14 @@ export class Ownership {
 
   /** The incarnation is over: nothing is held any more. */
   clear(): void {
-    if (this.grants.size > 0) this.heldAtEnd = [...this.grants.keys()].slice(0, MOVED_CHECKED_MAX);
+    this.unshipped.ended(this.grants);
     this.grants = new Map();
     this.startRevs = new Map();
     this.handedOver.clear();
-    this.fencePoint = this.shippedAtRenewal;
   }
 
   stats(): OwnershipStats {
-    return { grants: this.grants.size, ...this.counters, pushesIgnored: this.pushesIgnored + this.link.pushesIgnored, quarantined: [...this.quarantine] };
+    return { grants: this.grants.size, ...this.counters, pushesIgnored: this.pushesIgnored + this.link.pushesIgnored, quarantined: this.unshipped.reported() };
   }
 
   /**
@@ -245,13 +204,7 @@ export class Ownership {
   confirm(location: string): Promise<void> {
     const epoch = this.grants.get(location);
     if (epoch === undefined || !this.link.valid()) return Promise.reject(movedWhileWriting(location));
-    return new Promise((resolve, reject) => {
-      this.confirmQueue.push({ location, epoch, waiter: { resolve, reject } });
-      if (!this.confirmScheduled) {
-        this.confirmScheduled = true;
-        setImmediate(() => void this.flushConfirms());
-      }
-    });
+    return this.confirms.confirm(location, epoch);
   }
 
   /**
@@ -261,11 +214,11 @@ export class Ownership {
   async handover(epochs: ReadonlyArray<[string, number]>): Promise<Array<[string, number]>> {
     const held = epochs.filter(([location, epoch]) => this.grants.get(location) === epoch);
     // Admit nothing more, and let what was admitted finish: it is then below the cut.
-    for (const [location] of held) this.draining.add(location);
+    for (const [location] of held) this.inFlight.draining.add(location);
     try {
-      await this.quiet(held.map(([location]) => location), this.opts.handoverShipMs / 2);
+      await this.inFlight.quiet(held.map(([location]) => location), this.opts.handoverShipMs / 2);
     } finally {
-      for (const [location] of held) this.draining.delete(location);
+      for (const [location] of held) this.inFlight.draining.delete(location);
     }
     const mine: string[] = [];
     for (const [location, epoch] of held) {
@@ -349,7 +302,7 @@ export class Ownership {
       if (waiter === undefined) continue;
       batch.delete(location);
       if (isRefusal(g)) {
-        if (g.server !== undefined && g.server !== this.opts.id) this.noteMoved(location, g.server);
+        if (g.server !== undefined && g.server !== this.opts.id) this.unshipped.noteMoved(location, g.server);
         // The client retries a refusal elsewhere; a lease that ended is this server's problem, not its.
         waiter.reject(new StrataError(g.code === "FENCED" ? "UNAVAILABLE" : g.code, g.message || "the coordinator refused the claim"));
         continue;
@@ -425,60 +378,7 @@ export class Ownership {
       .catch((err) => this.opts.logger.warn({ event: "takeover_not_shipped", locations: ready.length, error: (err as Error).message }, `the import records of ${ready.length} taken-over locations were not shipped (${(err as Error).message}); they are confirmed by their next object-acked write`));
   }
 
-  private async flushConfirms(): Promise<void> {
-    this.confirmScheduled = false;
-    while (this.confirmQueue.length > 0) {
-      const batch = this.confirmQueue.splice(0, this.opts.batchMax);
-      this.counters.confirms += 1;
-      let stale: Set<string>;
-      try {
-        stale = new Set(parseConfirmReply(await this.link.request("confirm", { epochs: batch.map((c) => [c.location, c.epoch]) })).stale);
-      } catch (err) {
-        const e = StrataError.is(err, "UNAVAILABLE") ? new StrataError("TIMEOUT", `the coordinator could not confirm this server still holds the location (${(err as Error).message}); the write is in the object store and may or may not be part of the location's history`) : err;
-        for (const c of batch) c.waiter.reject(e);
-        continue;
-      }
-      for (const c of batch) {
-        if (stale.has(c.location)) {
-          this.counters.staleConfirms += 1;
-          if (this.grants.get(c.location) === c.epoch) {
-            this.grants.delete(c.location);
-            this.startRevs.delete(c.location);
-          }
-          c.waiter.reject(movedWhileWriting(c.location));
-        } else {
-          c.waiter.resolve();
-        }
-      }
-    }
-  }
-
-  /** A location this server once held now belongs to `owner`: report what it never shipped. */
-  private noteMoved(location: string, owner: string): void {
-    if (this.movedChecked.has(location)) return;
-    if (this.movedChecked.size >= MOVED_CHECKED_MAX) this.movedChecked.clear();
-    this.movedChecked.add(location);
-    let records: number;
-    try {
-      records = this.store.recordsFrom(location, this.fencePoint, QUARANTINE_COUNT_MAX);
-    } catch {
-      return; // the store is closing
-    }
-    if (records === 0) return;
-    this.store.quarantine(location, { movedTo: owner, records, fromSegment: this.fencePoint });
-    if (this.quarantine.length < QUARANTINE_REPORTED_MAX) this.quarantine.push({ location, records, movedTo: owner });
-    this.opts.logger.warn(
-      { event: "location_moved_unshipped", location, to: owner, records, fromSegment: this.fencePoint },
-      `location "${location}" moved to server "${owner}" while ${records >= QUARANTINE_COUNT_MAX ? `at least ${records}` : records} of its records here were never shipped; ` +
-        `they are not part of its history there, are kept in this server's log (quarantine) and are never served`,
-    );
-  }
-
   private noLease(): StrataError {
     return new StrataError("UNAVAILABLE", `server "${this.opts.id}" holds no lease from the coordinator right now; retry (the location is served again by this or another server)`);
   }
-}
-
-function movedWhileWriting(location: string): StrataError {
-  return new StrataError("TIMEOUT", `location "${location}" moved to another server while this write was committed; it may or may not be part of the location's history (retry with the same msgId to apply it exactly once)`);
 }
