@@ -247,8 +247,10 @@ export function decodeRecord(bodyUntrusted: Uint8Array): LogRecord {
     throw corrupt(`CBOR does not decode (${(cause as Error).message})`);
   }
   if (!Array.isArray(a) || a.length < 2) throw corrupt("not a tagged array");
-  const max = (FIELDS_MAX as Record<number, number>)[a[0] as number];
-  if (max === undefined) throw corrupt(`unknown record type ${String(a[0])}`);
+  // Only a number is looked up: any other value as a property key is converted first, and a map
+  // such as { toString: 0 } makes that conversion throw a TypeError instead of CORRUPT.
+  const max = typeof a[0] === "number" && Object.hasOwn(FIELDS_MAX, a[0]) ? (FIELDS_MAX as Record<number, number>)[a[0]] : undefined;
+  if (max === undefined) throw corrupt(`unknown record type ${typeof a[0] === "number" ? a[0] : `(a ${typeof a[0]})`}`);
   if (a.length > max || (a[0] !== TAG.chunk && a.length < 5)) throw corrupt(`a record of type ${String(a[0])} has ${a.length} fields`);
   if (a.length > 2 && absent(a[a.length - 1])) throw corrupt("a trailing field is absent rather than omitted");
   switch (a[0]) {

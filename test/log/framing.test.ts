@@ -250,6 +250,22 @@ describe("decodeRecord on untrusted bytes", () => {
     fc.assert(fc.property(fc.oneof(any(3), tagged), (v) => expectCorruptOrRecord(encode(v))), { numRuns: 2000 });
   });
 
+  it("refuses a record type that is not a number with CORRUPT, even one whose conversion to a key throws", () => {
+    // fast-check found [{ toString: 0 }, {}]: looking the type up as a property key threw a TypeError.
+    for (const tag of [{ toString: 0 }, { valueOf: 1, toString: {} }, "1", [1], 1.5, -1, 99, null]) {
+      const err = (() => {
+        try {
+          decodeRecord(encode([tag, "loc", 1, 0, 1, Buffer.from("ab")]));
+        } catch (e) {
+          return e;
+        }
+        return undefined;
+      })();
+      expect(err, JSON.stringify(tag)).toBeInstanceOf(StrataError);
+      expect((err as StrataError).code).toBe("CORRUPT");
+    }
+  });
+
   it("refuses fields of the wrong type with CORRUPT", () => {
     const v = Buffer.from("ab");
     const cases: unknown[] = [
