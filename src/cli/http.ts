@@ -36,6 +36,7 @@ interface HttpFlags extends NatsFlags, LogFlags {
   headerBytesMax: string;
   streamsMax: string;
   downloadsMax: string;
+  connectionsMax: string;
 }
 
 export function register(program: Command): void {
@@ -54,7 +55,8 @@ export function register(program: Command): void {
     .option("--body-inflight-bytes-max <n>", "request bodies held at once; past it → 503", String(DEFAULT_HTTP_LIMITS.httpBodyInflightBytesMax))
     .option("--header-bytes-max <n>", "largest request head; larger → 431", String(DEFAULT_HTTP_LIMITS.httpHeaderBytesMax))
     .option("--streams-max <n>", "NDJSON listings and SSE watches open at once; past it → 503", String(DEFAULT_HTTP_LIMITS.httpStreamsMax))
-    .option("--downloads-max <n>", "GETs of values larger than one NATS message being sent at once (each holds about one reply window); past it → 503", String(DEFAULT_HTTP_LIMITS.httpDownloadsMax));
+    .option("--downloads-max <n>", "GETs of values larger than one NATS message being sent at once (each holds about one reply window); past it → 503", String(DEFAULT_HTTP_LIMITS.httpDownloadsMax))
+    .option("--connections-max <n>", "TCP connections open at once (>= streams-max + downloads-max); past it a new one is closed", String(DEFAULT_HTTP_LIMITS.httpConnectionsMax));
   addNatsFlags(command).action(async (flags: HttpFlags) => {
     const logger = cliLogger(flags, { component: "http" });
     const port = integer(flags.port, "--port", 0);
@@ -71,6 +73,7 @@ export function register(program: Command): void {
       httpHeaderBytesMax: integer(flags.headerBytesMax, "--header-bytes-max", 1),
       httpStreamsMax: integer(flags.streamsMax, "--streams-max", 1),
       httpDownloadsMax: integer(flags.downloadsMax, "--downloads-max", 1),
+      httpConnectionsMax: integer(flags.connectionsMax, "--connections-max", 1),
     };
     let nc;
     try {

@@ -10,8 +10,12 @@
  *
  * Invariants: a data route authenticates (401) and authorises the location for its access (403)
  * before it reads the body or sends anything to the deployment; only `/openapi.json` and
- * `/healthz` answer without a token.
+ * `/healthz` answer without a token. Every response's body is either sent or cancelled, so what it
+ * holds (a slot, a watch, a reply stream) is given back: Hono answers HEAD by running the GET route
+ * and dropping its body unread, so the gateway cancels that body itself; and once the deployment
+ * has answered, a response whose connection moves nothing for `httpWriteStallMs` is cut.
  */
+import type { ServerResponse } from "node:http";
 import { Hono, type Context } from "hono";
 import { StrataError } from "../errors.js";
 import type { Logger } from "../logger.js";
@@ -28,6 +32,8 @@ import { StreamSlots } from "./streaming.js";
 
 export interface GatewayEnv {
   Variables: { precondition: boolean };
+  /** The Node response (from @hono/node-server); absent when the app is called without a server. */
+  Bindings: { outgoing?: ServerResponse } | undefined;
 }
 
 export type GatewayContext = Context<GatewayEnv>;
@@ -74,6 +80,14 @@ export function createGatewayApp(deps: GatewayDeps): { app: Hono<GatewayEnv>; st
       return location;
     },
   };
+  app.use("*", async (c, next) => {
+    await next();
+    // Hono runs the GET route for a HEAD and drops the body without reading or cancelling it: a
+    // listing's slot and reply stream, or a watch, would stay open for good.
+    if (c.req.method === "HEAD") await c.res.body?.cancel().catch(() => {});
+    // The socket's idle timer (no listener: Node destroys the socket, which cancels the body).
+    else c.env?.outgoing?.setTimeout(deps.limits.httpWriteStallMs);
+  });
   app.get("/openapi.json", (c) => c.json(openApiDocument()));
   app.get("/healthz", (c) => c.json({ ok: true }));
   registerKvRoutes(app, routeDeps);

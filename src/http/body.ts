@@ -69,12 +69,7 @@ async function* pieces(body: ReadableStream<Uint8Array>): AsyncGenerator<Uint8Ar
   let done = false;
   try {
     for (;;) {
-      let r: Awaited<ReturnType<typeof reader.read>>;
-      try {
-        r = await reader.read();
-      } catch (cause) {
-        throw new StrataError("INVALID_ARGUMENT", "the request body was cut off before its Content-Length; nothing was written", { cause });
-      }
+      const r = await readPiece(reader);
       if (r.done) {
         done = true;
         return;
@@ -92,7 +87,7 @@ async function readBounded(req: Request, max: number): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
   let total = 0;
   for (;;) {
-    const { done, value } = await reader.read();
+    const { done, value } = await readPiece(reader);
     if (done) break;
     total += value.byteLength;
     if (total > max) {
@@ -102,6 +97,19 @@ async function readBounded(req: Request, max: number): Promise<Uint8Array> {
     chunks.push(value);
   }
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total);
+}
+
+/**
+ * The next piece of a body. A body that ends early (the sender went away, or Node cut it after
+ * httpRequestReceiveMs) is the sender's failure, not the gateway's: INVALID_ARGUMENT, not an
+ * internal error logged for every client that disconnects.
+ */
+async function readPiece(reader: ReadableStreamDefaultReader<Uint8Array>): ReturnType<ReadableStreamDefaultReader<Uint8Array>["read"]> {
+  try {
+    return await reader.read();
+  } catch (cause) {
+    throw new StrataError("INVALID_ARGUMENT", "the request body was cut off before its end (the client went away, or sent it slower than httpRequestReceiveMs allows); nothing was written", { cause });
+  }
 }
 
 /** Content-Length as a number; a malformed one is a 400 (Node refuses most before we see them). */

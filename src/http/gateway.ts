@@ -5,8 +5,8 @@
  *   gw.url;            // "http://127.0.0.1:34567"
  *   await gw.close();  // stops accepting, ends SSE watches, lets requests finish (cut after httpShutdownGraceMs)
  *
- * Invariants: the server's head size (`httpHeaderBytesMax`, Node's maxHeaderSize → 431) and request
- * receive time (`httpRequestReceiveMs` → 408) are bounded; the gateway never closes the client it
+ * Invariants: the connections open at once (`httpConnectionsMax`), the server's head size (`httpHeaderBytesMax`, Node's maxHeaderSize → 431) and request
+ * receive time (`httpRequestReceiveMs` → 408, enforced at most a tenth of it late) are bounded; the gateway never closes the client it
  * was given (the caller owns it and its NATS connection). Without a token table the caller must
  * have asked for no authentication explicitly (`noAuth: true`); startGateway refuses otherwise.
  */
@@ -51,7 +51,13 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const logger = options.logger ?? silentLogger;
   const { app, stats, endWatches } = createGatewayApp({ client: options.client, tokens: options.tokens, limits, logger });
   const listener = getRequestListener(app.fetch, { overrideGlobalObjects: false });
-  const server: Server = createServer({ maxHeaderSize: limits.httpHeaderBytesMax, requestTimeout: limits.httpRequestReceiveMs }, listener);
+  // Node checks the request timeout only every connectionsCheckingInterval (30 s by default): a
+  // slow sender would keep its connection, and a held body its reservation, up to 30 s past
+  // httpRequestReceiveMs. Checked ten times per period, it is enforced at most a tenth late.
+  const connectionsCheckingInterval = Math.max(25, Math.min(30_000, Math.floor(limits.httpRequestReceiveMs / 10)));
+  const server: Server = createServer({ maxHeaderSize: limits.httpHeaderBytesMax, requestTimeout: limits.httpRequestReceiveMs, connectionsCheckingInterval }, listener);
+  // Past it Node closes a new connection at once: idle sockets cannot pile up without bound.
+  server.maxConnections = limits.httpConnectionsMax;
   const host = options.host ?? DEFAULT_HTTP_HOST;
   await new Promise<void>((resolve, reject) => {
     server.once("error", (err) => reject(new StrataError("UNAVAILABLE", `the gateway cannot listen on ${host}:${options.port}: ${err.message}`, { cause: err })));

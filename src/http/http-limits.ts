@@ -4,14 +4,18 @@
  * They live apart from src/limits.ts because only the gateway process uses them; the relations
  * between them are checked by `resolveHttpLimits` when the gateway starts.
  *
- * Memory bound of one gateway: at most `httpBodyInflightBytesMax` of request bodies held at once
+ * Memory bound of one gateway: at most `httpConnectionsMax` connections (each a socket and a parser),
+ * at most `httpBodyInflightBytesMax` of request bodies held at once
  * (each held body at most `httpBodyBufferBytesMax` when it declared its length, else at most
  * `httpBodyBytesMax`; a larger declared body streams through, reserving `httpBodyBufferBytesMax`), plus at most `httpStreamsMax` streamed responses (NDJSON
  * listings and SSE watches), each holding one batch of the client's reply stream or one watch's
  * bounded queue (src/net/client/watch.ts), plus at most `httpDownloadsMax` GETs of a value larger
  * than one NATS message, each holding about the server's reply window (replyWindowMessages
  * messages of max_payload: 8 MiB by default) and the chunk being written, never the whole value
- * (src/net/client/get-streamed.ts); a smaller value is one message, held once.
+ * (src/net/client/get-streamed.ts); a smaller value is one message, held once. Each of those is
+ * held only while its reader takes bytes: a response that moves nothing for `httpWriteStallMs` is
+ * cut, and a request not received within `httpRequestReceiveMs` is refused, so a stalled or
+ * vanished client frees what it held within those times.
  */
 import { StrataError } from "../errors.js";
 
@@ -35,10 +39,22 @@ export interface HttpLimits {
    * about one reply window of the server held); past it → 503 + Retry-After.
    */
   httpDownloadsMax: number;
+  /**
+   * TCP connections open at once (Node's server.maxConnections); past it a new connection is closed
+   * at once, unanswered. Each streamed response holds one, so at least httpStreamsMax + httpDownloadsMax.
+   */
+  httpConnectionsMax: number;
   /** Time to receive a whole request (head and body) before Node answers 408. */
   httpRequestReceiveMs: number;
   /** How long an SSE watch may stay quiet before a comment line keeps proxies from closing it. */
   httpSseKeepaliveMs: number;
+  /**
+   * A response whose connection moves no byte for this long once the deployment has answered (its
+   * reader takes nothing: a stalled or vanished HTTP client) is cut, so that it gives back its slot
+   * of httpStreamsMax / httpDownloadsMax and what it holds. Longer than httpSseKeepaliveMs, or a quiet
+   * watch would be cut.
+   */
+  httpWriteStallMs: number;
   /** On shutdown, how long requests in flight may take to finish before their connections are cut. */
   httpShutdownGraceMs: number;
   /** Seconds a 503 asks the caller to wait (Retry-After). */
@@ -54,8 +70,10 @@ export const DEFAULT_HTTP_LIMITS: Readonly<HttpLimits> = Object.freeze({
   httpHeaderBytesMax: 16 * 1024,
   httpStreamsMax: 1024,
   httpDownloadsMax: 32,
+  httpConnectionsMax: 4096,
   httpRequestReceiveMs: 120_000,
   httpSseKeepaliveMs: 15_000,
+  httpWriteStallMs: 60_000,
   httpShutdownGraceMs: 10_000,
   httpRetryAfterSeconds: 1,
 });
@@ -75,6 +93,8 @@ export function resolveHttpLimits(partial: Partial<HttpLimits> = {}): HttpLimits
   const rules: Array<[boolean, string]> = [
     [limits.httpBodyInflightBytesMax >= limits.httpBodyBytesMax, "httpBodyInflightBytesMax must be >= httpBodyBytesMax (one largest body must fit)"],
     [limits.httpBodyBufferBytesMax <= limits.httpBodyBytesMax, "httpBodyBufferBytesMax must be <= httpBodyBytesMax"],
+    [limits.httpConnectionsMax >= limits.httpStreamsMax + limits.httpDownloadsMax, "httpConnectionsMax must be >= httpStreamsMax + httpDownloadsMax (each streamed response holds a connection)"],
+    [limits.httpWriteStallMs > limits.httpSseKeepaliveMs, "httpWriteStallMs must be > httpSseKeepaliveMs (a quiet SSE watch writes only its keepalives)"],
     [limits.httpHeaderBytesMax >= 1024, "httpHeaderBytesMax must be >= 1024 (a request line and a bearer token must fit)"],
   ];
   const broken = rules.filter(([ok]) => !ok).map(([, why]) => why);

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StrataError } from "../../src/errors.js";
 import { StrataClient } from "../../src/net/client/client.js";
 import type { KvCache } from "../../src/net/client/kv-cache.js";
-import { decodeMap } from "../../src/net/wire/wire-codec.js";
+import { countRequests } from "../helpers/request-counter.js";
 import { startStack, type Stack } from "../helpers/strata-stack.js";
 import { connect, type NatsConnection } from "nats";
 
@@ -24,22 +24,11 @@ let client: StrataClient;
 let other: StrataClient;
 let otherNc: NatsConnection;
 /** Requests sent to the server, by op, as a raw subscriber on the request subjects sees them. */
-const requests = new Map<string, number>();
+let requests: Map<string, number>;
 
 beforeAll(async () => {
   stack = await startStack({ id: "kc", store: { limits: { ttlSweepIntervalMs: 100 } }, server: { limits: { changeInlineBytesMax: INLINE } } });
-  stack.nc.subscribe("strata.*.kc.>", {
-    callback: (_err, msg) => {
-      let op = "?";
-      try {
-        op = String(decodeMap(msg.data, "a request").op);
-      } catch {
-        // a chunk of an upload
-      }
-      requests.set(op, (requests.get(op) ?? 0) + 1);
-    },
-  });
-  await stack.nc.flush();
+  requests = (await countRequests(stack.nc, "strata.*.kc.>")).byOp;
   client = new StrataClient(stack.nc, { server: "kc", timeoutMs: 5000 });
   otherNc = await connect({ servers: stack.nats.url });
   other = new StrataClient(otherNc, { server: "kc", timeoutMs: 5000 });

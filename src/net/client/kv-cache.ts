@@ -10,7 +10,8 @@
  *   `timeoutMs`, then UNAVAILABLE).
  * - Values are real: a value the change feed leaves out (`omitted`, above the server's
  *   `changeInlineBytesMax`) is fetched by the watch before the cache sees the change. A value too
- *   large for one feed message (`chunked`) is not held: get() of that key reads it from the server.
+ *   large for one feed message (`chunked`) is not held: get() of that key reads it from the server
+ *   (getAll() too, leaving the key out if the server no longer has it); keys() does not read it.
  * - Read-after-write for writes made through the cache: set()/delete()/setMany() resolve only once
  *   the cache holds the revision they produced (or a later one). waitFor(revision) gives the same
  *   for writes made elsewhere (the KvClient, another process). Past the client's `timeoutMs` they
@@ -31,9 +32,9 @@
 import { StrataError } from "../../errors.js";
 import { checkCacheLimits, DEFAULT_LIMITS, resolveClientLimits, type ClientLimits } from "../../limits.js";
 import type { Change, DeleteResult, ItemResult, KvEntry, KvSetOptions, KvWriteResult, WriteOptions } from "../../types.js";
-import { validateKey } from "../../validate.js";
+import { validateKey, validateSeqOrZero } from "../../validate.js";
 import type { KvClient } from "./client-kv.js";
-import { CacheEntries } from "./kv-cache-entries.js";
+import { CacheEntries, type Held } from "./kv-cache-entries.js";
 import { Watcher, type WatchDeps, type WatchSink } from "./watch.js";
 
 export interface KvCacheOptions {
@@ -112,26 +113,35 @@ export class KvCache {
     return Promise.resolve(e);
   }
 
-  /** The live keys, in key order, from the cache. */
+  /** The live keys, in key order, from the cache (no request, not even for values too large to hold). */
   async keys(): Promise<string[]> {
-    return (await this.getAll()).map((e) => e.key);
+    return (await this.live()).map((held) => held.entry.key);
   }
 
-  /** The live entries, in key order, from the cache (values too large to hold are read from the server). */
+  /**
+   * The live entries, in key order, from the cache; values too large to hold are read from the
+   * server, and a key the server no longer has is left out (its marker has no value to serve).
+   */
   async getAll(): Promise<KvEntry[]> {
+    const out: KvEntry[] = [];
+    for (const held of await this.live()) {
+      const entry = held.remote ? await this.kv.get(held.entry.key) : held.entry;
+      if (entry !== undefined) out.push(entry);
+    }
+    return out;
+  }
+
+  /** The held entries not past their TTL, in key order, once the cache may serve. */
+  private async live(): Promise<Held[]> {
     if (!this.caughtUp && !this.failure) await this.whenCaughtUp();
     const refused = this.refusal();
     if (refused) throw refused;
     const now = Date.now();
-    const out: KvEntry[] = [];
-    const remote: number[] = [];
+    const out: Held[] = [];
     for (const held of this.entries.entries()) {
-      if (held.entry.expiresAt !== undefined && held.entry.expiresAt <= now) continue;
-      if (held.remote) remote.push(out.length);
-      out.push(held.entry);
+      if (held.entry.expiresAt === undefined || held.entry.expiresAt > now) out.push(held);
     }
-    for (const i of remote) out[i] = (await this.kv.get(out[i]!.key)) ?? out[i]!;
-    return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    return out.sort((a, b) => (a.entry.key < b.entry.key ? -1 : a.entry.key > b.entry.key ? 1 : 0));
   }
 
   /** kv.set, resolved once the cache holds its revision (read-after-write). */
@@ -161,6 +171,11 @@ export class KvCache {
 
   /** Resolves once the cache holds `revision` of the location or a later one (e.g. a write made elsewhere). */
   waitFor(revision: number): Promise<void> {
+    try {
+      validateSeqOrZero(revision, "waitFor's revision"); // else it would wait timeoutMs for nothing
+    } catch (err) {
+      return Promise.reject(err);
+    }
     if (this.failure) return Promise.reject(this.failure);
     if (this.position >= revision) return Promise.resolve();
     return new Promise<void>((resolve, reject) => {
