@@ -76,9 +76,12 @@ describe("a second server under an id in use", () => {
     const dir = await bus.tempDir("killed");
     const proc = new StrataProcess("server", ["server", "--id", "k9", "--data", dir, "--nats", bus.nats.url, "--standalone"], /ready on strata\.\{w,r\}/);
     await proc.start();
-    const refused = await conflict(startServer({ dir: await bus.tempDir("other"), nats: bus.nats.url, id: "k9", standalone: true }));
-    expect(refused.message).toContain(`pid ${proc.pid}`);
-    await proc.kill9();
+    try {
+      const refused = await conflict(startServer({ dir: await bus.tempDir("other"), nats: bus.nats.url, id: "k9", standalone: true }));
+      expect(refused.message).toContain(`pid ${proc.pid}`);
+    } finally {
+      await proc.kill9();
+    }
     const log = captureLogger();
     const replacement = await startServer({ dir, nats: bus.nats.url, id: "k9", standalone: true, logger: log.logger });
     expect(log.find("presence_unchecked")).toBeUndefined();
