@@ -8,7 +8,7 @@ import type { NatsConnection } from "nats";
 import { describe, expect, it } from "vitest";
 import { StrataError } from "../../src/errors.js";
 import { Reassembler, sliceChunks, windowChunks } from "../../src/net/wire/chunking.js";
-import { backoff } from "../../src/net/client/client-call.js";
+import { retryDelays } from "../../src/net/client/client-call.js";
 import { resolveNetLimits } from "../../src/net/wire/net-limits.js";
 import { Replies } from "../../src/net/server/server-replies.js";
 import { Uploads } from "../../src/net/server/server-uploads.js";
@@ -105,11 +105,14 @@ describe("chunking", () => {
   it("bounds windows and backoff", () => {
     expect(windowChunks(4 << 20, 63 << 10, 2, 64)).toBe(64);
     expect(windowChunks(1 << 20, 1 << 20, 2, 64)).toBe(2);
-    for (let attempt = 0; attempt < 30; attempt++) {
-      const ms = backoff(attempt, { retryBackoffMinMs: 20, retryBackoffMaxMs: 1000 });
+    // A client's retries wait between half the minimum and the maximum, growing towards it.
+    const delays = retryDelays({ retryBackoffMinMs: 20, retryBackoffMaxMs: 1000 });
+    const waits = Array.from({ length: 30 }, () => delays.next());
+    for (const ms of waits) {
       expect(ms).toBeGreaterThanOrEqual(10);
       expect(ms).toBeLessThanOrEqual(1000);
     }
+    expect(Math.min(...waits.slice(10))).toBeGreaterThanOrEqual(500);
   });
 });
 

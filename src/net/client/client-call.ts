@@ -15,6 +15,7 @@
  * appends with a msgId), which wait a third of the budget per attempt; other writes report it,
  * with a hint, because they may have been applied.
  */
+import { backoff, type Backoff } from "../../backoff.js";
 import { StrataError } from "../../errors.js";
 import { chunkDataBytes, sliceChunks, sliceChunksFrom } from "../wire/chunking.js";
 import { Coalescer } from "../wire/client-coalesce.js";
@@ -170,7 +171,8 @@ export class Caller {
 
   private async withRetry<T>(call: CallOptions, attempt: (target: Target, deadline: number) => Promise<T>, canRetry?: () => boolean): Promise<T> {
     const deadline = Date.now() + this.limits.timeoutMs;
-    for (let n = 0; ; n++) {
+    const delays = retryDelays(this.limits);
+    for (;;) {
       let server: string | undefined;
       try {
         server = this.pinned ?? (await this.locate(call.location, deadline));
@@ -183,7 +185,7 @@ export class Caller {
         // Ask the coordinator again next time, even when this call cannot be retried.
         if (unreachable && server !== undefined && this.servers.get(call.location) === server) this.servers.delete(call.location);
         const retry = (err.code === "UNAVAILABLE" || (err.code === "TIMEOUT" && call.idempotent)) && (canRetry?.() ?? true);
-        const wait = backoff(n, this.limits);
+        const wait = delays.next();
         if (!retry || Date.now() + wait >= deadline) throw withCallerStack(err, failedAt());
         await new Promise((resolve) => setTimeout(resolve, wait));
       }
@@ -353,8 +355,7 @@ function failedAt(): Error {
   return out;
 }
 
-/** Exponential backoff with full jitter. */
-export function backoff(attempt: number, limits: Pick<ClientLimits, "retryBackoffMinMs" | "retryBackoffMaxMs">): number {
-  const cap = Math.min(limits.retryBackoffMaxMs, limits.retryBackoffMinMs * 2 ** Math.min(attempt, 20));
-  return Math.ceil(limits.retryBackoffMinMs / 2 + Math.random() * (cap - limits.retryBackoffMinMs / 2));
+/** The delays between a client's retries (the project's one backoff, src/backoff.ts). */
+export function retryDelays(limits: Pick<ClientLimits, "retryBackoffMinMs" | "retryBackoffMaxMs">): Backoff {
+  return backoff({ initialMs: limits.retryBackoffMinMs, maxMs: limits.retryBackoffMaxMs });
 }

@@ -43,7 +43,7 @@
 import type { Msg, Subscription } from "nats";
 import { StrataError } from "../../errors.js";
 import type { Change } from "../../types.js";
-import { backoff, type Caller } from "./client-call.js";
+import { retryDelays, type Caller } from "./client-call.js";
 import type { Transport } from "./client-transport.js";
 import type { ClientLimits } from "../wire/net-limits.js";
 import { EPOCH_HEADER, changeSubject } from "../wire/subjects.js";
@@ -195,12 +195,13 @@ export class Watcher implements Watch {
 
   /** Runs `step` until it succeeds, retrying what the world may fix (server down, timeouts). */
   private async retrying(step: () => Promise<void>): Promise<void> {
-    for (let attempt = 0; !this.stopped; attempt++) {
+    const delays = retryDelays(this.deps.limits);
+    while (!this.stopped) {
       try {
         return await step();
       } catch (err) {
         if (!(err instanceof StrataError) || !err.retryable) throw err;
-        await this.sleep(backoff(attempt, this.deps.limits));
+        await this.sleep(delays.next());
       }
     }
   }
