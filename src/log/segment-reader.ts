@@ -3,6 +3,7 @@
  * of read-only descriptors (least recently used closed first, at `openSegmentsMax`). It shares
  * nothing with the append path, so a failed append never stops reads.
  */
+import { LRUCache } from "lru-cache";
 import { assert } from "../assert.js";
 import { StrataError, ioError } from "../errors.js";
 import type { Limits } from "../limits.js";
@@ -12,13 +13,16 @@ import type { Pointer } from "./record.js";
 import { segmentPath } from "./segment-files.js";
 
 export class SegmentReader {
-  private readonly readFds = new Map<number, number>();
+  /** Read descriptors by segment; one dropped from the cache (least recently used, or forgotten) is closed. */
+  private readonly readFds: LRUCache<number, number>;
 
   constructor(
     private readonly dir: string,
     private readonly limits: Limits,
     private readonly io: FileIo,
-  ) {}
+  ) {
+    this.readFds = new LRUCache({ max: limits.openSegmentsMax, dispose: (fd) => this.io.closeSync(fd) });
+  }
 
   /**
    * Reads records that lie back to back in segment `seg` (each pointer starts where the previous
@@ -53,12 +57,7 @@ export class SegmentReader {
 
   private readFd(seg: number): number {
     let fd = this.readFds.get(seg);
-    if (fd !== undefined) {
-      // Move to the back: the map's order is least-recently-used first.
-      this.readFds.delete(seg);
-      this.readFds.set(seg, fd);
-      return fd;
-    }
+    if (fd !== undefined) return fd;
     try {
       fd = this.io.openSync(segmentPath(this.dir, seg), "r");
     } catch (cause) {
@@ -68,25 +67,15 @@ export class SegmentReader {
       throw ioError(`opening segment ${seg}`, cause);
     }
     this.readFds.set(seg, fd);
-    while (this.readFds.size > this.limits.openSegmentsMax) {
-      const [oldest, oldFd] = this.readFds.entries().next().value as [number, number];
-      this.io.closeSync(oldFd);
-      this.readFds.delete(oldest);
-    }
     return fd;
   }
 
   /** Closes a cached read descriptor, e.g. before a segment file is removed or replaced. */
   forget(seg: number): void {
-    const fd = this.readFds.get(seg);
-    if (fd !== undefined) {
-      this.io.closeSync(fd);
-      this.readFds.delete(seg);
-    }
+    this.readFds.delete(seg);
   }
 
   close(): void {
-    for (const fd of this.readFds.values()) this.io.closeSync(fd);
     this.readFds.clear();
   }
 }

@@ -15,6 +15,7 @@
  * Corrupt bytes are reported as CORRUPT, never served. A read that fails its checksum is made once
  * more before that, since a flipped bit in transit is not corruption of the stored object.
  */
+import { LRUCache } from "lru-cache";
 import { StrataError } from "../errors.js";
 import { localSeg } from "../index/foreign-logs.js";
 import { parseFrame } from "../log/framing.js";
@@ -35,11 +36,12 @@ const CORRUPT_READ_ATTEMPTS = 2;
 type Block = { raw: number; rawLen: number; off: number; len: number; crc: number };
 
 export class BlockReader {
-  private readonly footers = new Map<number, Promise<SealedFooter>>();
-  private readonly blocks = new Map<string, Buffer>();
+  /** Footers by segment, at most footerCacheMax (least recently used dropped first). */
+  private readonly footers: LRUCache<number, Promise<SealedFooter>>;
+  /** Decompressed blocks by "<seg>:<raw offset>", at most blockCacheBytes of them (least recently used dropped first). */
+  private readonly blocks: LRUCache<string, Buffer>;
   /** Blocks being fetched, so concurrent reads of one block share one request. */
   private readonly loading = new Map<string, Promise<Buffer>>();
-  private blockBytes = 0;
   /** Sizes of sealed objects, when known, so reading a footer needs no HEAD request first. */
   private readonly sizes = new Map<number, number>();
   /** Ranged reads made (for tests and the benchmark): one per block, one or two per footer. */
@@ -50,7 +52,11 @@ export class BlockReader {
     /** The object key of a segment id (own or foreign). */
     private readonly keyOf: (seg: number) => string,
     private readonly limits: Limits,
-  ) {}
+  ) {
+    this.footers = new LRUCache({ max: limits.footerCacheMax });
+    // Every block fits: limits.ts checks blockCacheBytes >= blockBytes + recordBytesMax.
+    this.blocks = new LRUCache({ maxSize: limits.blockCacheBytes, sizeCalculation: (b) => Math.max(1, b.byteLength) });
+  }
 
   async readBody(ptr: Pointer): Promise<Buffer> {
     const footer = await this.footer(ptr.seg);
@@ -75,9 +81,8 @@ export class BlockReader {
       f = retryCorrupt(() => this.fetchFooter(seg));
       this.footers.set(seg, f);
       f.catch(() => {
-        if (this.footers.get(seg) === f) this.footers.delete(seg);
+        if (this.footers.peek(seg) === f) this.footers.delete(seg);
       });
-      while (this.footers.size > this.limits.footerCacheMax) this.footers.delete(this.footers.keys().next().value as number);
     }
     return f;
   }
@@ -118,11 +123,7 @@ export class BlockReader {
   private block(seg: number, b: Block): Promise<Buffer> {
     const cacheKey = `${seg}:${b.raw}`;
     const hit = this.blocks.get(cacheKey);
-    if (hit) {
-      this.blocks.delete(cacheKey);
-      this.blocks.set(cacheKey, hit);
-      return Promise.resolve(hit);
-    }
+    if (hit) return Promise.resolve(hit);
     let loading = this.loading.get(cacheKey);
     if (!loading) {
       loading = retryCorrupt(() => this.fetchBlock(seg, b)).finally(() => this.loading.delete(cacheKey));
@@ -140,33 +141,20 @@ export class BlockReader {
   }
 
   private remember(cacheKey: string, raw: Buffer): void {
-    if (this.blocks.has(cacheKey)) return;
-    this.blocks.set(cacheKey, raw);
-    this.blockBytes += raw.byteLength;
-    while (this.blockBytes > this.limits.blockCacheBytes && this.blocks.size > 1) {
-      const [oldKey, old] = this.blocks.entries().next().value as [string, Buffer];
-      this.blocks.delete(oldKey);
-      this.blockBytes -= old.byteLength;
-    }
+    if (!this.blocks.has(cacheKey)) this.blocks.set(cacheKey, raw);
   }
 
   /** Drops cached footers and blocks of a segment (e.g. after it was replaced by compaction). */
   forget(seg: number): void {
     this.footers.delete(seg);
     this.sizes.delete(seg);
-    for (const key of [...this.blocks.keys()]) {
-      if (key.startsWith(`${seg}:`)) {
-        this.blockBytes -= this.blocks.get(key)!.byteLength;
-        this.blocks.delete(key);
-      }
-    }
+    for (const key of [...this.blocks.keys()]) if (key.startsWith(`${seg}:`)) this.blocks.delete(key);
   }
 
   /** Drops the cached blocks, and the footers too with "all" (the benchmark measures cold reads so). */
   clear(what: "blocks" | "all" = "all"): void {
     if (what === "all") this.footers.clear();
     this.blocks.clear();
-    this.blockBytes = 0;
   }
 }
 
