@@ -23,7 +23,7 @@
  * stdout (progress on stderr). The test suite runs it at tiny scale so it cannot rot.
  */
 import { randomBytes } from "node:crypto";
-import { S3RVER_CREDENTIALS, startS3rver, type RunningS3rver } from "../test/helpers/s3rver.js";
+import { S3RVER_CREDENTIALS, startS3rver, type RunningS3rver } from "../src/testing/s3rver.js";
 import { warningLineLogger } from "../src/logger.js";
 import { Store } from "../src/store.js";
 import type { ObjectInfo, ObjectStore, PutIfAbsentResult } from "../src/tier/object-store.js";

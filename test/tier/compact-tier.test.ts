@@ -24,7 +24,7 @@ import { writePin } from "../../src/tier/pins.js";
 import { parseSegmentKey, segmentsPrefix } from "../../src/tier/segment-keys.js";
 import { MemoryObjectStore } from "../../src/testing/fault-store.js";
 import { captureLogger } from "../helpers/capture-logger.js";
-import { S3RVER_CREDENTIALS, startS3rver, type RunningS3rver } from "../helpers/s3rver.js";
+import { S3RVER_CREDENTIALS, startS3rver, type RunningS3rver } from "../../src/testing/s3rver.js";
 
 const LIMITS = { segmentBytesMax: 128 * 1024, recordBytesMax: 16 * 1024, chunkBytes: 4096, headersBytesMax: 4096, compactRetainMs: 0 };
 const KEYS = 50;

@@ -23,7 +23,7 @@ import { DirObjectStore } from "../../src/tier/dir-store.js";
 import type { ByteRange, ObjectStore, PutIfAbsentResult } from "../../src/tier/object-store.js";
 import { S3ObjectStore } from "../../src/tier/s3-store.js";
 import { segmentKey } from "../../src/tier/segment-keys.js";
-import { S3RVER_CREDENTIALS, startS3rver, type RunningS3rver } from "../helpers/s3rver.js";
+import { S3RVER_CREDENTIALS, startS3rver, type RunningS3rver } from "../../src/testing/s3rver.js";
 
 const LIMITS = {
   chunkBytes: 16_384,

@@ -15,7 +15,7 @@ import { DirObjectStore, linkNew } from "../../src/tier/dir-store.js";
 import { FaultyObjectStore, MemoryObjectStore } from "../../src/testing/fault-store.js";
 import { openObjectStore, parseTierUrl, redactTierUrl } from "../../src/tier/object-store.js";
 import { S3ObjectStore } from "../../src/tier/s3-store.js";
-import { S3RVER_CREDENTIALS, startS3rver, type RunningS3rver } from "../helpers/s3rver.js";
+import { S3RVER_CREDENTIALS, startS3rver, type RunningS3rver } from "../../src/testing/s3rver.js";
 import { collect, objectStoreConformance } from "./object-store-suite.js";
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);

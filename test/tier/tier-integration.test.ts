@@ -27,7 +27,7 @@ import type { ByteRange, ObjectInfo, ObjectStore, PutIfAbsentResult } from "../.
 import { S3ObjectStore } from "../../src/tier/s3-store.js";
 import { SEALED_TRAILER_BYTES, findBlock, parseFooter, parseTrailer, unsealSegment, type SealedFooter } from "../../src/tier/sealed-segment.js";
 import { checkpointsPrefix, parseSegmentKey, segmentKey, segmentsPrefix } from "../../src/tier/segment-keys.js";
-import { S3RVER_CREDENTIALS, startS3rver, type RunningS3rver } from "../helpers/s3rver.js";
+import { S3RVER_CREDENTIALS, startS3rver, type RunningS3rver } from "../../src/testing/s3rver.js";
 import { all as collect } from "../helpers/collect.js";
 
 const VALUE_BYTES = 1000;

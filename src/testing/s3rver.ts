@@ -1,5 +1,5 @@
 /**
- * Starts a real S3-compatible server (s3rver) for tests: on 127.0.0.1, on a free port, storing in
+ * Starts a real S3-compatible server (s3rver) for tests and the tier bench: on 127.0.0.1, on a free port, storing in
  * a fresh temp directory, with one bucket created. Every test that needs S3 goes through here.
  * `kill()` and `restart()` make an outage: the process dies, then a new one serves the same
  * directory on the same port, so clients configured with the endpoint reconnect by themselves.
