@@ -11,6 +11,7 @@
  */
 import type { Committed } from "./commit-queue.js";
 import { SERVER_ID } from "./config.js";
+import { assert } from "./assert.js";
 import { StrataError } from "./errors.js";
 import { FOREIGN_SEG_SPAN } from "./index/foreign-logs.js";
 import { registerImport } from "./index/import-rows.js";
@@ -90,7 +91,7 @@ export async function importLocations(target: ImportTarget, itemsUntrusted: unkn
   );
   return items.map((item, n) => {
     const c = committed[n]!.committed;
-    if (c === undefined) throw new StrataError("INTERNAL", `the import of "${item.location}" wrote no record; report this as a bug`);
+    assert(c !== undefined, `the import of "${item.location}" commits a record`);
     const meta = rows[n]!.meta;
     const out: ImportResult = { location: item.location, ptr: c.ptr, rev: meta?.rev ?? 0 };
     if (meta) out.kind = meta.kind;

@@ -3,7 +3,7 @@
  * TTL has passed are invisible at once, before the sweeper writes their expiry.
  * It depends on the `Engine` interface (./engine.ts), never on `Store`'s index, log or tier.
  */
-import { StrataError } from "./errors.js";
+import { assert } from "./assert.js";
 import { inlineParts, valueParts, valuePartsFrom, type ValueParts } from "./large-value.js";
 import { kvLive, type Engine, type LargeRead } from "./engine.js";
 import type { Pointer } from "./log/record.js";
@@ -128,7 +128,7 @@ export class KvHandle implements KvApi {
     const ack = validateAck(validateOptionsObject(options, ["ack"], "config").ack);
     this.engine.checkAck(ack);
     const { committed } = await this.engine.submit({ op: "config", loc: this.location, kind: "kv", limits: valid });
-    if (!committed || committed.record.t !== "config") throw new StrataError("INTERNAL", "config produced no record");
+    assert(committed?.record.t === "config", "a config write commits a config record");
     await this.engine.acked(ack, committed);
     return committed.record.limits;
   }
@@ -153,7 +153,7 @@ export class KvHandle implements KvApi {
     if (opts.ttlMs !== undefined) op.ttlMs = opts.ttlMs;
     if (opts.expectedRevision !== undefined) op.expectedRevision = opts.expectedRevision;
     const { committed } = await this.engine.submit(op);
-    if (!committed || committed.record.t !== "kset") throw new StrataError("INTERNAL", "kv set produced no record");
+    assert(committed?.record.t === "kset", "a kv set commits a kset record");
     await this.engine.acked(opts.ack, committed);
     return { revision: committed.record.rev, timestamp: committed.record.ts };
   }

@@ -2,6 +2,7 @@
  * A stream location of an in-process Store: validation at the edge, then the commit queue.
  * It depends on the `Engine` interface (./engine.ts), never on `Store`'s index, log or tier.
  */
+import { assert } from "./assert.js";
 import { StrataError } from "./errors.js";
 import type { Committed } from "./commit-queue.js";
 import type { WriteOp } from "./write-ops.js";
@@ -153,7 +154,7 @@ export class StreamHandle implements StreamApi {
     const valid = validateLocationLimits(limits, "stream", this.engine.limits);
     const ack = this.writeOptions(options);
     const { committed } = await this.engine.submit({ op: "config", loc: this.location, kind: "stream", limits: valid });
-    if (!committed || committed.record.t !== "config") throw new StrataError("INTERNAL", "config produced no record");
+    assert(committed?.record.t === "config", "a config write commits a config record");
     await this.engine.acked(ack, committed);
     return committed.record.limits;
   }
@@ -210,14 +211,14 @@ export class StreamHandle implements StreamApi {
     if (msg.headers) op.headers = msg.headers;
     if (msg.timestamp !== undefined) op.timestamp = msg.timestamp;
     const { committed } = await this.engine.submit(op);
-    if (!committed) throw new StrataError("INTERNAL", "set produced no record");
+    assert(committed !== undefined, "a stream set commits a record");
     await this.engine.acked(ack, committed);
     return writeResult(committed);
   }
 }
 
 function writeResult(c: Committed): WriteResult {
-  if (c.record.t !== "sset") throw new StrataError("INTERNAL", "a stream write committed an unexpected record");
+  assert(c.record.t === "sset", "a stream write commits an sset record");
   return { seq: c.record.seq, revision: c.record.rev, timestamp: c.record.ts };
 }
 
