@@ -81,6 +81,21 @@ describe("strata server (CLI)", () => {
   });
 });
 
+describe("start", () => {
+  it("answers a request sent on another connection as soon as startServer resolves (its subscriptions are flushed)", async () => {
+    // Without the flush the request can reach nats-server before the subscription: "no responders".
+    for (let i = 0; i < 20; i++) {
+      const server = await startServer({ dir: await bus.tempDir(`start-${i}`), nats: nats.url, id: `fresh-${i}`, standalone: true });
+      try {
+        // Any reply (this empty body gets an error reply) shows the server was there to answer.
+        await expect(nc.request(`strata.r.fresh-${i}.acct.x`, new Uint8Array(0), { timeout: 5000 })).resolves.toBeDefined();
+      } finally {
+        await server.stop();
+      }
+    }
+  });
+});
+
 describe("graceful stop", () => {
   it("finishes an upload in flight, refuses new requests, then closes the store", async () => {
     const dir = await tempDir();

@@ -157,6 +157,14 @@ export async function startServer(options: ServerOptions): Promise<StrataServer>
   }
   const server = new Server(id, prefix, store, nc, limits, logger, ownStore, ownNc, inboxPrefix, bulk, options.standalone === true, options.metrics, presence);
   server.start();
+  // Once flushed, nats-server has the subscriptions: a request sent after startServer resolves,
+  // on any connection, is answered rather than refused with "no responders".
+  try {
+    await nc.flush();
+  } catch (err) {
+    await server.stop().catch(() => undefined);
+    throw new StrataError("UNAVAILABLE", `cannot reach NATS to subscribe: ${(err as Error).message}`, { cause: err });
+  }
   return server;
 }
 
