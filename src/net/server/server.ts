@@ -120,7 +120,8 @@ export async function startServer(options: ServerOptions): Promise<StrataServer>
   const ownStore = options.store === undefined;
   const store = options.store ?? (await Store.open({ ...(options.storeOptions?.logger === undefined ? { logger } : {}), ...options.storeOptions, dir: options.dir!, id }));
   let nc: NatsConnection | undefined;
-  let bulk: NatsConnection;
+  let bulk: NatsConnection | undefined;
+  let presence: Presence;
   const ownNc = typeof options.nats === "string" || Array.isArray(options.nats);
   try {
     if (options.metrics !== undefined) store.instrument(options.metrics);
@@ -140,20 +141,13 @@ export async function startServer(options: ServerOptions): Promise<StrataServer>
       await bulk.close();
       bulk = nc;
     }
+    // No other server may run under this id (another data directory would answer for its locations).
+    presence = await claimPresence(nc, presenceSubject(prefix, id), { role: `server ${id}`, dir: store.config.dir }, limits.presenceProbeMs, logger);
   } catch (err) {
+    if (bulk !== undefined && bulk !== nc && !bulk.isClosed()) await bulk.close();
     if (ownNc && nc && !nc.isClosed()) await nc.close();
     if (ownStore) await store.close();
     throw err instanceof StrataError ? err : new StrataError("UNAVAILABLE", `cannot connect to NATS: ${(err as Error).message}`, { cause: err });
-  }
-  // No other server may run under this id (another data directory would answer for its locations).
-  let presence: Presence;
-  try {
-    presence = await claimPresence(nc, presenceSubject(prefix, id), { role: `server ${id}`, dir: store.config.dir }, limits.presenceProbeMs, logger);
-  } catch (err) {
-    if (bulk !== nc) await bulk.close();
-    if (ownNc && !nc.isClosed()) await nc.close();
-    if (ownStore) await store.close();
-    throw err;
   }
   const server = new Server(id, prefix, store, nc, limits, logger, ownStore, ownNc, inboxPrefix, bulk, options.standalone === true, options.metrics, presence);
   server.start();
