@@ -10,20 +10,14 @@
  * The server's replyIdleMs is a minute here: only a cancel can free a stream within these tests.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
 import { request, type ClientRequest, type IncomingMessage } from "node:http";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
-import { connect, type NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { TokenTable } from "../../src/http/auth.js";
-import { startGateway, type Gateway } from "../../src/http/gateway.js";
-import { StrataClient } from "../../src/net/client/client.js";
-import { startNatsServer, type RunningNatsServer } from "../../src/testing/nats-server.js";
-import { startChildServer, type ChildServer } from "../net/server-child.js";
-import { loc, TOKEN_DOC, TOKENS } from "./gateway-stack.js";
+import type { Gateway } from "../../src/http/gateway.js";
+import type { StrataClient } from "../../src/net/client/client.js";
+import type { ChildServer } from "../net/server-child.js";
+import { loc, startChildGatewayStack, TOKENS, until, type ChildGatewayStack } from "./gateway-stack.js";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -33,30 +27,19 @@ const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 setFlagsFromString("--expose-gc");
 const gc = runInNewContext("gc") as () => void;
 
-let nats: RunningNatsServer;
-let dir: string;
+let stack: ChildGatewayStack;
 let server: ChildServer;
-let nc: NatsConnection;
 let client: StrataClient;
 let gateway: Gateway;
 
 beforeAll(async () => {
-  nats = await startNatsServer({ maxPayload: MAX_PAYLOAD });
-  dir = await mkdtemp(join(tmpdir(), "strata-download-"));
-  server = await startChildServer({ dir, url: nats.url, id: "dl", limits: { replyIdleMs: 60_000 } });
-  nc = await connect({ servers: nats.url });
-  expect(nc.info?.max_payload).toBe(MAX_PAYLOAD);
-  client = new StrataClient(nc, { server: "dl", timeoutMs: 20_000 });
-  gateway = await startGateway({ client, port: 0, tokens: TokenTable.from(TOKEN_DOC), limits: { httpDownloadsMax: 2 } });
+  stack = await startChildGatewayStack({ id: "dl", maxPayload: MAX_PAYLOAD, client: { timeoutMs: 20_000 }, limits: { httpDownloadsMax: 2 } });
+  ({ server, client, gateway } = stack);
+  expect(stack.nc.info?.max_payload).toBe(MAX_PAYLOAD);
 });
 
 afterAll(async () => {
-  await gateway?.close();
-  client?.close();
-  await nc?.close();
-  expect(await server?.stop()).toBe(0);
-  await nats?.stop();
-  await rm(dir, { recursive: true, force: true });
+  await stack?.stop(async (s) => expect(await s.stop()).toBe(0));
 });
 
 /** A GET read by hand: `read(n)` reads until n bytes arrived, then pauses; `rest()` reads to the end. */
@@ -105,15 +88,6 @@ async function download(path: string, init: { method?: string; headers?: Record<
   return d;
 }
 
-/** Polls an async condition every 20 ms until it holds or `ms` pass. */
-async function eventually(condition: () => Promise<boolean> | boolean, what: string, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await condition())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
 async function serverStreamsOpen(): Promise<number> {
   return (await server.stats()).stats.replyStreamsOpen;
 }
@@ -126,7 +100,7 @@ async function heldBuffers(): Promise<number> {
   return process.memoryUsage().arrayBuffers;
 }
 
-const released = () => eventually(async () => gateway.stats().downloadsOpen === 0 && (await serverStreamsOpen()) === 0, "the download's slot and the server's reply stream to be released", 5_000);
+const released = () => until(async () => gateway.stats().downloadsOpen === 0 && (await serverStreamsOpen()) === 0, "the download's slot and the server's reply stream to be released", 5_000);
 
 describe("downloads of large values", () => {
   it("an 8 MiB value (128 NATS messages) downloads byte for byte from a kv and a stream, with its Content-Length", async () => {
@@ -209,7 +183,7 @@ describe("downloads of large values", () => {
     const small = await fetch(`${gateway.url}/kv/${loc("acct/dl/busy")}/small`, { headers: { authorization: `Bearer ${TOKENS.admin}` } });
     expect(small.status).toBe(200);
     expect((await small.arrayBuffer()).byteLength).toBe(100);
-    await eventually(async () => (await serverStreamsOpen()) === 2, "the refused download's reply stream to be cancelled", 5_000);
+    await until(async () => (await serverStreamsOpen()) === 2, "the refused download's reply stream to be cancelled", 5_000);
     first.req.destroy();
     expect(await second.rest()).toBe(sha(value));
     await released();

@@ -9,7 +9,15 @@ import { startGateway } from "../../src/http/gateway.js";
 import { TokenTable } from "../../src/http/auth.js";
 import type { HttpLimits } from "../../src/http/http-limits.js";
 import { StrataClient } from "../../src/net/client/client.js";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { connect, type NatsConnection } from "nats";
+import type { StrataClientOptions } from "../../src/net/client/client.js";
+import { startNatsServer, type RunningNatsServer } from "../../src/testing/nats-server.js";
+import { waitFor } from "../../src/testing/process.js";
 import { startStack, type Stack } from "../helpers/strata-stack.js";
+import { startChildServer, type ChildServer } from "../net/server-child.js";
 
 export const TOKENS = {
   alice: "alice-readwrite-token-0123456789",
@@ -106,11 +114,48 @@ export async function* sseEvents(response: Response): AsyncGenerator<SseEvent> {
   }
 }
 
-/** Polls `condition` every 10 ms until it holds or `ms` pass (then throws `what`). */
-export async function until(condition: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
+/** Polls `condition` every 10 ms until it holds or `ms` pass (then throws `what`): src/testing's waitFor. */
+export async function until(condition: () => boolean | Promise<boolean>, what: string, ms = 10_000): Promise<void> {
+  await waitFor(what, condition, ms, 10);
+}
+
+export interface ChildGatewayStack {
+  nats: RunningNatsServer;
+  /** The strata server, in a child process of its own (its stats, stop and kill). */
+  server: ChildServer;
+  nc: NatsConnection;
+  client: StrataClient;
+  gateway: Gateway;
+  /** Ends the gateway, client and connection, then the server with `endServer`, then nats-server, and removes the data directory. */
+  stop(endServer: (server: ChildServer) => Promise<void>): Promise<void>;
+}
+
+/**
+ * The gateway in front of a strata server in a child process, so that this process holds only the
+ * gateway, its client and the HTTP reader (what the memory and stall tests measure), on a
+ * nats-server with the given max_payload. The server keeps a stalled reply stream for a minute
+ * (replyIdleMs), so only a cancel frees one within a test.
+ */
+export async function startChildGatewayStack(o: { id: string; maxPayload: number; client: Omit<StrataClientOptions, "server">; limits: Partial<HttpLimits> }): Promise<ChildGatewayStack> {
+  const nats = await startNatsServer({ maxPayload: o.maxPayload });
+  const dir = await mkdtemp(join(tmpdir(), `strata-gateway-${o.id}-`));
+  const server = await startChildServer({ dir, url: nats.url, id: o.id, limits: { replyIdleMs: 60_000 } });
+  const nc = await connect({ servers: nats.url });
+  const client = new StrataClient(nc, { ...o.client, server: o.id });
+  const gateway = await startGateway({ client, port: 0, tokens: TokenTable.from(TOKEN_DOC), limits: o.limits });
+  return {
+    nats,
+    server,
+    nc,
+    client,
+    gateway,
+    stop: async (endServer) => {
+      await gateway.close();
+      client.close();
+      await nc.close();
+      await endServer(server);
+      await nats.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
 }

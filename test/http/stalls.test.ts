@@ -10,47 +10,36 @@
  * Values are larger than the sockets' kernel buffers, so a paused reader really stalls the gateway.
  */
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
 import { request, type ClientRequest, type IncomingMessage } from "node:http";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { connect, type NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TokenTable } from "../../src/http/auth.js";
 import { startGateway, type Gateway } from "../../src/http/gateway.js";
-import { StrataClient } from "../../src/net/client/client.js";
-import { startNatsServer, type RunningNatsServer } from "../../src/testing/nats-server.js";
+import type { StrataClient } from "../../src/net/client/client.js";
 import { captureLogger } from "../helpers/capture-logger.js";
-import { startChildServer, type ChildServer } from "../net/server-child.js";
-import { loc, TOKEN_DOC, TOKENS, until } from "./gateway-stack.js";
+import type { ChildServer } from "../net/server-child.js";
+import { loc, startChildGatewayStack, TOKEN_DOC, TOKENS, until, type ChildGatewayStack } from "./gateway-stack.js";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const STALL_MS = 400;
 
-let nats: RunningNatsServer;
-let dir: string;
+let stack: ChildGatewayStack;
 let server: ChildServer;
-let nc: NatsConnection;
 let client: StrataClient;
 let gateway: Gateway;
 
 beforeAll(async () => {
-  nats = await startNatsServer({ maxPayload: 64 * KiB });
-  dir = await mkdtemp(join(tmpdir(), "strata-stalls-"));
-  server = await startChildServer({ dir, url: nats.url, id: "st", limits: { replyIdleMs: 60_000 } });
-  nc = await connect({ servers: nats.url });
-  client = new StrataClient(nc, { server: "st", timeoutMs: 3000, limits: { attemptTimeoutMs: 1000 } });
-  gateway = await startGateway({ client, port: 0, tokens: TokenTable.from(TOKEN_DOC), limits: { httpWriteStallMs: STALL_MS, httpSseKeepaliveMs: 100 } });
+  stack = await startChildGatewayStack({
+    id: "st",
+    maxPayload: 64 * KiB,
+    client: { timeoutMs: 3000, limits: { attemptTimeoutMs: 1000 } },
+    limits: { httpWriteStallMs: STALL_MS, httpSseKeepaliveMs: 100 },
+  });
+  ({ server, client, gateway } = stack);
 });
 
 afterAll(async () => {
-  await gateway?.close();
-  client?.close();
-  await nc?.close();
-  await server?.kill();
-  await nats?.stop();
-  await rm(dir, { recursive: true, force: true });
+  await stack?.stop((s) => s.kill());
 });
 
 /** A GET read by hand: reads `first` bytes, then stops reading (the socket stays open). */
