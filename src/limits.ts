@@ -74,6 +74,14 @@ export interface Limits {
    * of this and segmentPrepareAtBytes applies.
    */
   segmentPreparePlainAtBytes: number;
+  /**
+   * The next segment is prepared only while the log's fdatasyncs cover at most this many bytes
+   * each on average (over the last one to two seconds); above it the next segment is a plain file
+   * (./log/prepare-policy.ts). Preparing saves a journal commit per fdatasync and costs a write of
+   * zeros per byte, so it pays at one request in flight and not once many records share a sync
+   * (many in flight, large values, fsync "interval"). 0: never prepare while appending.
+   */
+  segmentPrepareSyncBytesMax: number;
   /** Zeros written per write (each fdatasync'd) while a segment file is prepared. */
   segmentPrepareWriteBytes: number;
   /** After a failed preparation (a full disk), the next attempt waits at least this long. */
@@ -164,6 +172,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   syncWriteBytesMax: 256 * KiB,
   segmentPrepareAtBytes: 8 * MiB,
   segmentPreparePlainAtBytes: 1 * MiB,
+  segmentPrepareSyncBytesMax: 64 * KiB,
   segmentPrepareWriteBytes: 1 * MiB,
   segmentPrepareRetryMs: 1000,
   sealIntervalMs: 1000,
@@ -209,7 +218,7 @@ export const RECORD_OVERHEAD_BYTES_MAX = 4 * KiB;
 /** Limits that are fractions in (0, 1] rather than positive integers. */
 const FRACTION_LIMITS: ReadonlySet<string> = new Set(["compactDeadFractionMin"]);
 /** Limits that may be 0 (no wait). */
-const ZERO_OK_LIMITS: ReadonlySet<string> = new Set(["compactRetainMs"]);
+const ZERO_OK_LIMITS: ReadonlySet<string> = new Set(["compactRetainMs", "segmentPrepareSyncBytesMax"]);
 
 /** Limits whose default follows segmentBytesMax when they are not given: name → divisor. */
 const SEGMENT_RELATIVE: ReadonlyArray<[keyof Limits, number]> = [

@@ -39,6 +39,7 @@ import { FRAME_HEADER_BYTES } from "./framing.js";
 import type { Pointer } from "./record.js";
 import { createSegmentFile, createSegmentFileAsync } from "./segment-create.js";
 import { SEGMENT_HEADER_BYTES, listSegmentIds, segmentPath } from "./segment-files.js";
+import { PreparePolicy } from "./prepare-policy.js";
 import { SegmentPreparer, type TakenSegment } from "./segment-prepare.js";
 import { SealQueue, closeQuietly, type Unsealed } from "./segment-seals.js";
 import { SegmentReader } from "./segment-reader.js";
@@ -63,6 +64,8 @@ export class SegmentLog {
   /** The segment taking appends: its descriptor, size and sync state (./active-segment.ts). */
   private readonly active: ActiveSegment;
   private readonly preparer: SegmentPreparer;
+  /** Whether preparing pays under the current load (./prepare-policy.ts). */
+  private readonly preparePolicy: PreparePolicy;
   /** Segments rolled past and not yet sealed (./segment-seals.ts). */
   private readonly seals: SealQueue;
   private readonly reader: SegmentReader;
@@ -84,6 +87,7 @@ export class SegmentLog {
     this.active = new ActiveSegment(dir, limits, io, activeId, activeSize);
     this.reader = new SegmentReader(dir, limits, io);
     this.preparer = new SegmentPreparer(dir, limits, io);
+    this.preparePolicy = new PreparePolicy(limits.segmentPrepareSyncBytesMax);
     this.seals = new SealQueue(io, (u) => {
       this.events.onSealed?.(u.id, u.bytes);
       this.events.onCreated?.(u.id + 1);
@@ -183,7 +187,9 @@ export class SegmentLog {
       const pointers: Pointer[] = [];
       let pending: Buffer[] = [];
       let pendingBytes = 0;
+      let batchBytes = 0;
       for (const f of frames) {
+        batchBytes += f.byteLength;
         assert(f.byteLength <= this.limits.recordBytesMax + FRAME_HEADER_BYTES, "frame larger than recordBytesMax");
         if (this.activeSize + pendingBytes + f.byteLength > this.limits.segmentBytesMax && this.activeSize + pendingBytes > SEGMENT_HEADER_BYTES) {
           await this.active.append(pending, pendingBytes, true);
@@ -199,6 +205,7 @@ export class SegmentLog {
       }
       await this.active.append(pending, pendingBytes, this.fsyncMode === "always");
       ok = true;
+      this.preparePolicy.appended(batchBytes, this.active.fsyncCount, performance.now());
       this.maybePrepare();
       return pointers;
     } catch (thrown) {
@@ -227,11 +234,12 @@ export class SegmentLog {
   /**
    * Starts preparing the next segment once the active one holds `segmentPrepareAtBytes`, or
    * `segmentPreparePlainAtBytes` when it is plain (no zeros ahead: each append grows it, and
-   * `writeBatch` leaves it for the prepared file as soon as that is ready).
+   * `writeBatch` leaves it for the prepared file as soon as that is ready), unless the recent
+   * fdatasyncs covered more than `segmentPrepareSyncBytesMax` each (./prepare-policy.ts).
    */
   private maybePrepare(): void {
     const at = this.active.plain ? Math.min(this.limits.segmentPrepareAtBytes, this.limits.segmentPreparePlainAtBytes) : this.limits.segmentPrepareAtBytes;
-    if (this.activeSize - SEGMENT_HEADER_BYTES >= at) this.preparer.start();
+    if (this.activeSize - SEGMENT_HEADER_BYTES >= at && this.preparePolicy.shouldPrepare(this.active.fsyncCount)) this.preparer.start();
   }
 
   /**

@@ -212,6 +212,34 @@ describe("pre-zeroed segments", () => {
     expect(await values(store)).toEqual(expected(n));
   });
 
+  it("makes plain segments, nothing zeroed, while each fdatasync covers more than segmentPrepareSyncBytesMax; prepares again at one record per sync", async () => {
+    const syncBytesMax = 4 * KiB;
+    store = await open({ limits: { ...LIMITS, segmentPrepareSyncBytesMax: syncBytesMax } });
+    const log = store.log;
+    // Batches of 16 records, one fdatasync each: ~7 KiB per sync, past the limit.
+    let n = 0;
+    const batch = async () => {
+      const items = Array.from({ length: 16 }, () => ({ message: { value: Buffer.from(value(n++)) } }));
+      for (const r of await store!.stream("z/s").appendMany(items)) expect(r.ok).toBe(true);
+    };
+    while (log.activeId < 4) await batch();
+    await log.settled();
+    expect(log.prepareStats().prepared).toBe(0);
+    expect(fs.existsSync(preparedPath(segs))).toBe(false);
+    for (const id of listSegmentIds(segs)) expect(endsAtLastRecord(id) || id === log.activeId).toBe(true);
+    expect(fileSize(log.activeId)).toBe(log.activeSize); // plain: no zeros ahead
+    await store.close();
+    store = await open({ limits: { ...LIMITS, segmentPrepareSyncBytesMax: syncBytesMax } });
+    expect(await values(store)).toEqual(expected(n));
+    // One record per fdatasync (a new process: no history of large syncs): preparing pays again.
+    n = await appendUntil(store, n, () => store!.log.prepareStats().prepared > 0 || fs.existsSync(preparedPath(segs)));
+    await store.log.settled();
+    expect(store.log.prepareStats().prepared).toBeGreaterThan(0);
+    await store.close();
+    store = await open();
+    expect(await values(store)).toEqual(expected(n));
+  });
+
   it("opens a data directory from before (segments without a zero tail) and goes on with prepared ones", async () => {
     // No preparation: every segment is plain, as every version before wrote them.
     store = await open({ limits: { ...LIMITS, segmentPrepareAtBytes: LIMITS.segmentBytesMax, segmentPreparePlainAtBytes: LIMITS.segmentBytesMax } });
