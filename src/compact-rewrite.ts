@@ -24,7 +24,7 @@ import { frame } from "./log/framing.js";
 import { decodeRecord, encodeRecord, type Pointer } from "./log/record.js";
 import { SEGMENT_HEADER_BYTES, checkSegmentHeader, segmentPath } from "./log/segment-files.js";
 import type { SegmentLog } from "./log/segment-log.js";
-import { unsealSegment } from "./tier/sealed-segment.js";
+import { unsealSegmentAsync } from "./tier/sealed-segment.js";
 import { segmentKey } from "./tier/segment-keys.js";
 import type { Tier } from "./tier/tier.js";
 
@@ -191,7 +191,8 @@ export class RunRewriter {
       const obj = await this.d.tier.objects.get(segmentKey(this.d.serverId, seg));
       if (!obj) throw new RunSkipped(`segment ${seg} is neither on the local disk nor in the object store`);
       try {
-        return unsealSegment(seg, obj);
+        // Unsealed with turns of the event loop between blocks: a whole object is tens of MiB.
+        return await unsealSegmentAsync(seg, obj);
       } catch (err) {
         if (attempt >= INPUT_READ_ATTEMPTS || !StrataError.is(err, "CORRUPT")) throw err;
       }
