@@ -250,7 +250,8 @@ export class Tier {
   private async upload(seg: number): Promise<boolean> {
     const startedMs = performance.now();
     const file = segmentPath(this.segmentsDir, seg);
-    const raw = fs.readFileSync(file);
+    // Read off the event loop: a whole segment is tens of MiB (readFileSync held the loop ~100 ms).
+    const raw = await fs.promises.readFile(file);
     const damaged: DamagedRange[] = [];
     const sealed = await sealSegmentAsync(seg, raw, this.limits.blockBytes, this.limits.recordBytesMax, (d) => damaged.push(d));
     const key = segmentKey(this.serverId, seg);
