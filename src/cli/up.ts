@@ -1,5 +1,5 @@
 /**
- * `strata up [--data ./strata-data] [--port 4222]`: the whole stack on one machine, for trying
+ * `strata up [--data ./strata-data] [--port 4222] [--metrics-port N]`: the whole stack on one machine, for trying
  * Strata and for development. It starts a real nats-server (the one child process), then in this
  * process a coordinator and one persistence server, prints how to connect, and on Ctrl-C or
  * SIGTERM stops them in reverse order: server, coordinator, and last nats-server (by its PID),
@@ -7,6 +7,10 @@
  *
  * Layout under --data: `nats/` (config, pid, log), `coordinator/`, `server/`, and `tier/` (the
  * object-store directory the server will ship sealed segments to).
+ *
+ * With `--metrics-port`, one endpoint serves the coordinator's and the server's metrics (one
+ * registry: their names do not overlap) and a /readyz that holds both processes' checks, the
+ * coordinator's prefixed `coordinator_` (src/metrics/readiness.ts).
  *
  * nats-server runs in its own process group so that Ctrl-C in the terminal reaches only this
  * process, which then stops everything in order; should this process die without that, an
@@ -22,8 +26,12 @@ import { startCoordinator, type Coordinator } from "../net/coord/coordinator.js"
 import { DEFAULT_PREFIX } from "../net/wire/coordinator-protocol.js";
 import { startServer } from "../net/server/server.js";
 import { silentLogger, type Logger } from "../logger.js";
+import type { Metrics } from "../metrics/metrics.js";
+import { watchNats } from "../metrics/nats-watch.js";
+import { coordinatorReadiness, serverReadiness, type CoordinatorLive, type ServerLive } from "../metrics/readiness.js";
 import { cliLogger, type LogFlags } from "./config-sources.js";
 import { exitOnSignal } from "./coordinator.js";
+import { addMetricsFlags, startMetricsFromFlags, type MetricsFlags } from "./metrics-flags.js";
 
 const NATS_READY_TIMEOUT_MS = 15_000;
 const NATS_STOP_TIMEOUT_MS = 10_000;
@@ -32,7 +40,7 @@ const NATS_SERVER_FALLBACK_DIRS = ["/usr/sbin", "/usr/local/sbin", "/usr/local/b
 const SERVER_ID = "local-1";
 const LOG_TAIL_CHARS = 2000;
 
-interface UpFlags extends LogFlags {
+interface UpFlags extends LogFlags, MetricsFlags {
   data: string;
   port: string;
 }
@@ -53,14 +61,14 @@ interface Stoppable {
 }
 
 export function register(program: Command): void {
-  program
+  const command = program
     .command("up")
     .description("run nats-server, a coordinator and one persistence server on this machine")
     .option("--data <dir>", "data directory", "./strata-data")
-    .option("--port <port>", "port for nats-server on 127.0.0.1", "4222")
-    .action(async (flags: UpFlags) => {
-      await up(flags);
-    });
+    .option("--port <port>", "port for nats-server on 127.0.0.1", "4222");
+  addMetricsFlags(command).action(async (flags: UpFlags) => {
+    await up(flags);
+  });
 }
 
 async function up(flags: UpFlags): Promise<void> {
@@ -75,6 +83,11 @@ async function up(flags: UpFlags): Promise<void> {
   }
   const dirs = makeLayout(flags.data);
   const url = `nats://127.0.0.1:${port}`;
+  // Before nats-server: a metrics port in use is refused before anything is started.
+  const coordLive: CoordinatorLive = {};
+  const serverLive: ServerLive = {};
+  const { metrics, endpoint } = await startMetricsFromFlags(flags, () => ({ ...prefixed("coordinator_", coordinatorReadiness(coordLive)()), ...serverReadiness(serverLive, true)() }));
+  if (endpoint) logger.info({ event: "metrics_listening", url: endpoint.url, port: endpoint.port }, `metrics on ${endpoint.url}/metrics (/healthz, /readyz), port ${endpoint.port}`);
 
   const nats = await startNats(natsServer, dirs, port);
   const stack: Array<{ what: string; part: Stoppable }> = [];
@@ -85,24 +98,33 @@ async function up(flags: UpFlags): Promise<void> {
       // Reverse order of start; each part is stopped even if an earlier one failed.
       for (const { what, part } of stack.reverse()) await part.stop().catch((err: unknown) => logger.error({ event: "stop_failed", part: what, error: String(err) }, `stopping the ${what} failed: ${String(err)}`));
       for (const nc of connections) await nc.drain().catch(() => nc.close());
+      coordLive.nats?.stop();
+      serverLive.nats?.stop();
       await nats.stop();
+      await endpoint?.close();
     })());
   exitOnSignal("strata up", shutdown, logger);
 
   try {
     const coordNc = await connect({ servers: url, name: "strata-up-coordinator", maxReconnectAttempts: -1 });
     connections.push(coordNc);
+    coordLive.nats = watchNats(coordNc);
     const coordinator: Coordinator = await startCoordinator({
       nc: coordNc,
       dataDir: dirs.coordinator,
       prefix: DEFAULT_PREFIX,
       logger: logger.child({ component: "coordinator" }),
+      ...(metrics ? { metrics } : {}),
     });
+    coordLive.coordinator = coordinator;
     stack.push({ what: "coordinator", part: coordinator });
 
     const serverNc = await connect({ servers: url, name: `strata-up-server-${SERVER_ID}`, maxReconnectAttempts: -1 });
     connections.push(serverNc);
-    stack.push({ what: "server", part: await startPersistenceServer(serverNc, dirs) });
+    serverLive.nats = watchNats(serverNc);
+    const server = await startPersistenceServer(serverNc, dirs, metrics);
+    serverLive.server = server;
+    stack.push({ what: "server", part: server });
   } catch (err) {
     logger.error({ event: "startup_failed", error: (err as Error)?.message ?? String(err) }, `start-up failed: ${(err as Error)?.message ?? String(err)}`);
     await shutdown();
@@ -118,7 +140,7 @@ async function up(flags: UpFlags): Promise<void> {
 }
 
 /** The persistence server, on its own connection, with `tier/` as its object store. */
-async function startPersistenceServer(nc: NatsConnection, dirs: Layout): Promise<Stoppable> {
+async function startPersistenceServer(nc: NatsConnection, dirs: Layout, metrics: Metrics | undefined): Promise<Stoppable & { leaseHeld(): boolean }> {
   const server = await startServer({
     id: SERVER_ID,
     prefix: DEFAULT_PREFIX,
@@ -126,6 +148,7 @@ async function startPersistenceServer(nc: NatsConnection, dirs: Layout): Promise
     storeOptions: { tier: `dir:${dirs.tier}` },
     nats: nc,
     logger: logger.child({ component: "server", server: SERVER_ID }),
+    ...(metrics ? { metrics } : {}),
   });
   logger.info({ event: "server_ready", server: SERVER_ID, data: dirs.server, tier: dirs.tier }, `persistence server "${SERVER_ID}" ready, data in ${dirs.server}, tier ${dirs.tier}`);
   return server;
@@ -240,6 +263,10 @@ async function startNats(binary: string, dirs: Layout, port: number): Promise<Ru
   };
 }
 
+
+function prefixed(prefix: string, checks: Record<string, boolean>): Record<string, boolean> {
+  return Object.fromEntries(Object.entries(checks).map(([name, ok]) => [prefix + name, ok]));
+}
 
 function fail(message: string): never {
   process.stderr.write(`strata up: ${message}\n`);

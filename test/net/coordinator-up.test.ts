@@ -1,7 +1,9 @@
 /**
  * `strata up` as a user runs it: one command starts nats-server, the coordinator and a server;
  * a StrataClient can write and read through the coordinator; SIGTERM stops everything it
- * started, including the nats-server process (checked by the PID in its pid file).
+ * started, including the nats-server process (checked by the PID in its pid file). With
+ * `--metrics-port 0` one endpoint serves both the coordinator's and the server's metrics and a
+ * /readyz holding both processes' checks.
  */
 import { spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
@@ -13,6 +15,7 @@ import { connect } from "nats";
 import { afterEach, expect, it } from "vitest";
 import { StrataClient } from "../../src/net/client/client.js";
 import { freePort } from "../../src/testing/nats-server.js";
+import { conventionProblems, scrape, value } from "../metrics/exposition.js";
 
 const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const cleanups: Array<() => unknown> = [];
@@ -35,7 +38,7 @@ it("starts the whole stack, serves a client, and stops it all on SIGTERM", async
   const dir = await mkdtemp(join(tmpdir(), "strata-up-"));
   cleanups.push(() => rm(dir, { recursive: true, force: true }));
   const port = await freePort();
-  const child = spawn(process.execPath, ["--import", "tsx", "src/cli/main.ts", "up", "--data", dir, "--port", String(port)], {
+  const child = spawn(process.execPath, ["--import", "tsx", "src/cli/main.ts", "up", "--data", dir, "--port", String(port), "--metrics-port", "0"], {
     cwd: REPO_ROOT,
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -73,6 +76,17 @@ it("starts the whole stack, serves a client, and stops it all on SIGTERM", async
   } finally {
     await nc.close();
   }
+
+  const url = /metrics on (http:\/\/127\.0\.0\.1:[0-9]+)\/metrics/.exec(output)?.[1];
+  expect(url, output).toBeDefined();
+  const e = await scrape(url!);
+  expect(conventionProblems(e)).toEqual([]);
+  expect(value(e, "strata_locations")).toBeGreaterThanOrEqual(1); // the server's
+  expect(e.types.get("strata_coordinator_requests_total")).toBe("counter"); // the coordinator's
+  expect(e.types.has("process_resident_memory_bytes")).toBe(true);
+  const ready = await fetch(`${url}/readyz`);
+  expect(ready.status).toBe(200);
+  expect(await ready.json()).toEqual({ ready: true, failing: [], checks: { coordinator_state: true, coordinator_nats: true, recovered: true, nats: true, lease: true } });
 
   child.kill("SIGTERM");
   expect(await exited).toBe(0);
