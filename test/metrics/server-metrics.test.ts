@@ -118,6 +118,15 @@ describe("server metrics over HTTP", () => {
     expect(value(e, "strata_tier_uploads_total")).toBeGreaterThanOrEqual(1);
   });
 
+  it("counts an appendMany under its strongest item's ack level (its reply waits for every item)", async () => {
+    const e0 = await scrape(endpoint.url);
+    const results = await client.stream(STREAM).appendMany([{ message: { value: enc("first, local") } }, { message: { value: enc("second, shipped") }, options: { ack: "object" } }]);
+    expect(results.map((r) => r.ok)).toEqual([true, true]);
+    const e = await scrape(endpoint.url);
+    expect(value(e, "strata_ack_seconds_count", { ack: "object" }) - value(e0, "strata_ack_seconds_count", { ack: "object" })).toBe(1);
+    expect(value(e, "strata_ack_seconds_count", { ack: "local" })).toBe(value(e0, "strata_ack_seconds_count", { ack: "local" }));
+  });
+
   it("counts uploads after a seal and a fault-in after eviction", async () => {
     await store.sealActive();
     await store.tier!.drained();

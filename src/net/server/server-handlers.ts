@@ -256,10 +256,19 @@ export function checkStillHeld(ctx: RequestContext): void {
   throw new StrataError("UNAVAILABLE", `location "${ctx.location}" is no longer served here (it moved, or this server's lease ended); retry`);
 }
 
-/** A write request's ack level (its options', or the first item's for setMany/appendMany); undefined means local. */
+/**
+ * A write request's ack level: its options', or for setMany/appendMany the strongest of its
+ * items' ("object" if any item asked for it: the reply waits for every item); undefined means local.
+ */
 function ackOf(body: WireMap): unknown {
-  const options = Array.isArray(body.items) && isPlainMap(body.items[0]) ? body.items[0].options : body.options;
-  return isPlainMap(options) ? options.ack : undefined;
+  if (!Array.isArray(body.items)) return isPlainMap(body.options) ? body.options.ack : undefined;
+  let ack: unknown;
+  for (const item of body.items) {
+    const level = isPlainMap(item) && isPlainMap(item.options) ? item.options.ack : undefined;
+    if (level === "object") return level;
+    ack ??= level;
+  }
+  return ack;
 }
 
 function credit(ctx: RequestContext, body: WireMap): void {
