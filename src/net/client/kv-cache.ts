@@ -35,6 +35,7 @@ import type { Change, DeleteResult, ItemResult, KvEntry, KvSetOptions, KvWriteRe
 import { validateKey, validateSeqOrZero } from "../../validate.js";
 import type { KvClient } from "./client-kv.js";
 import { CacheEntries, type Held } from "./kv-cache-entries.js";
+import { RevisionWaiters, type RevisionWaiter } from "./revision-waiters.js";
 import { Watcher, type WatchDeps, type WatchSink } from "./watch.js";
 
 export interface KvCacheOptions {
@@ -44,10 +45,7 @@ export interface KvCacheOptions {
   cacheStaleMsMax?: number;
 }
 
-interface Waiter {
-  revision: number;
-  resolve: () => void;
-  reject: (err: StrataError) => void;
+interface Waiter extends RevisionWaiter {
   timer: NodeJS.Timeout;
 }
 
@@ -64,7 +62,7 @@ export class KvCache {
   private freshAt = 0;
   private caughtUp = false;
   private failure: StrataError | undefined;
-  private waiters: Waiter[] = [];
+  private readonly waiters = new RevisionWaiters<Waiter>();
   private readyWaiters: Array<{ resolve: () => void; reject: (err: StrataError) => void }> = [];
   private settleReady!: { resolve: () => void; reject: (err: StrataError) => void };
   /** Watch starts (1, plus one per rewind): for tests and stats. */
@@ -181,14 +179,20 @@ export class KvCache {
     return new Promise<void>((resolve, reject) => {
       const waiter: Waiter = {
         revision,
-        resolve,
-        reject,
+        resolve: () => {
+          clearTimeout(waiter.timer);
+          resolve();
+        },
+        reject: (err) => {
+          clearTimeout(waiter.timer);
+          reject(err);
+        },
         timer: setTimeout(() => {
-          this.waiters = this.waiters.filter((w) => w !== waiter);
+          this.waiters.remove(waiter);
           reject(new StrataError("TIMEOUT", `revision ${revision} of ${this.location} is stored, but the cache did not receive it within ${this.limits.timeoutMs} ms (it is catching up with the server); reads from the cache may not show it yet`));
         }, this.limits.timeoutMs),
       };
-      this.waiters.push(waiter);
+      this.waiters.add(waiter);
     });
   }
 
@@ -223,7 +227,7 @@ export class KvCache {
       position: (revision: number) => {
         if (!current()) return;
         this.position = revision;
-        if (this.waiters.length > 0) this.releaseWaiters();
+        if (this.waiters.size > 0) this.waiters.release(revision);
       },
       caughtUp: (_revision: number, at: number) => {
         if (!current()) return;
@@ -247,19 +251,6 @@ export class KvCache {
         this.fail(err ?? new StrataError("CLOSED", `the watch of ${this.location} ended (the StrataClient is closed)`));
       },
     };
-  }
-
-  private releaseWaiters(): void {
-    const still: Waiter[] = [];
-    for (const w of this.waiters) {
-      if (w.revision <= this.position) {
-        clearTimeout(w.timer);
-        w.resolve();
-      } else {
-        still.push(w);
-      }
-    }
-    this.waiters = still;
   }
 
   /** Why get() must not serve now: failed, or not heard from the server within cacheStaleMsMax. */
@@ -308,10 +299,7 @@ export class KvCache {
     this.entries.clear();
     this.settleReady.reject(err);
     for (const w of this.readyWaiters.splice(0)) w.reject(err);
-    for (const w of this.waiters.splice(0)) {
-      clearTimeout(w.timer);
-      w.reject(err);
-    }
+    this.waiters.failAll(err);
   }
 }
 
