@@ -10,7 +10,7 @@ import { afterAll, beforeAll, expect, it } from "vitest";
 import type { StrataClient } from "../../src/net/client/client.js";
 import { pidAlive, waitFor, type LocateAnswer } from "../../src/testing/cluster.js";
 import { busiest, forEachLimit, heldBy, locateAll, servingServers } from "../helpers/failover-workload.js";
-import { CLIENT_LIMITS, diagnoseOnFailure, expectLocalLossBounded, expectSafe, RECOVERY_WAIT_MS, startRun, type Run } from "./run.js";
+import { CLIENT_LIMITS, diagnoseOnFailure, FAILOVER_TEST_MS, expectLocalLossBounded, expectSafe, RECOVERY_WAIT_MS, startRun, type Run } from "./run.js";
 
 let run: Run;
 beforeAll(async () => {
@@ -76,4 +76,4 @@ it("coordinator kill -9 in the middle of a failover: one owner per location, no 
   const a = await run.finish(kills);
   expectSafe(a);
   expectLocalLossBounded(a, kills);
-});
+}, FAILOVER_TEST_MS);

@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { pidAlive } from "../../src/testing/cluster.js";
 import { locateAll } from "../helpers/failover-workload.js";
-import { diagnoseOnFailure, expectSafe, RECOVERY_WAIT_MS, startRun, type Run } from "./run.js";
+import { diagnoseOnFailure, FAILOVER_TEST_MS, expectSafe, RECOVERY_WAIT_MS, startRun, type Run } from "./run.js";
 
 let run: Run;
 beforeAll(async () => {
@@ -44,4 +44,4 @@ it("coordinator kill -9 in steady state: no move, no epoch backwards, nothing lo
   const a = await run.finish();
   expectSafe(a);
   expect(a.localLost, "no server died: no local ack may be lost").toEqual([]);
-});
+}, FAILOVER_TEST_MS);

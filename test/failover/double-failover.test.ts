@@ -9,7 +9,7 @@
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { pidAlive } from "../../src/testing/cluster.js";
 import { heldBy, locateAll, busiest } from "../helpers/failover-workload.js";
-import { diagnoseOnFailure, expectLocalLossBounded, expectSafe, RECOVERY_WAIT_MS, startRun, type Run } from "./run.js";
+import { diagnoseOnFailure, FAILOVER_TEST_MS, expectLocalLossBounded, expectSafe, RECOVERY_WAIT_MS, startRun, type Run } from "./run.js";
 
 let run: Run;
 beforeAll(async () => {
@@ -59,4 +59,4 @@ it("double failover: the new owner dies too, and the history of every location s
   expectSafe(a);
   expectLocalLossBounded(a, kills);
   expect(a.recovery[1]!.unrecovered).toEqual([]);
-});
+}, FAILOVER_TEST_MS);

@@ -10,7 +10,7 @@
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { waitFor } from "../../src/testing/cluster.js";
 import { busiest, heldBy, locateAll } from "../helpers/failover-workload.js";
-import { diagnoseOnFailure, expectSafe, RECOVERY_WAIT_MS, startRun, type Run } from "./run.js";
+import { diagnoseOnFailure, FAILOVER_TEST_MS, expectSafe, RECOVERY_WAIT_MS, startRun, type Run } from "./run.js";
 
 let run: Run;
 beforeAll(async () => {
@@ -77,4 +77,4 @@ it("move and drain under load lose nothing, even at ack local", async () => {
   expectSafe(a);
   expect(a.localLost, "a handover on purpose loses nothing, even at ack local").toEqual([]);
   expect(a.failures, "writes ride through a move and a drain").toEqual({});
-});
+}, FAILOVER_TEST_MS);

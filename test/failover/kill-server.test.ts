@@ -9,7 +9,7 @@
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { pidAlive } from "../../src/testing/cluster.js";
 import { busiest, heldBy, locateAll } from "../helpers/failover-workload.js";
-import { diagnoseOnFailure, expectLocalLossBounded, expectSafe, RECOVERY_P99_MS, RECOVERY_WAIT_MS, startRun, type Run } from "./run.js";
+import { diagnoseOnFailure, FAILOVER_TEST_MS, expectLocalLossBounded, expectSafe, RECOVERY_P99_MS, RECOVERY_WAIT_MS, startRun, type Run } from "./run.js";
 
 let run: Run;
 beforeAll(async () => {
@@ -61,4 +61,4 @@ it("kill -9 of one of three servers under load: all locations served again, no o
   expectLocalLossBounded(a, kills);
   expect(a.recovery[0]!.unrecovered).toEqual([]);
   expect(a.recovery[0]!.p99, "p99 ms from kill -9 to the first acknowledged write at the new owner").toBeLessThan(RECOVERY_P99_MS);
-});
+}, FAILOVER_TEST_MS);

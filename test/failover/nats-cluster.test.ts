@@ -10,7 +10,7 @@
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { pidAlive } from "../../src/testing/cluster.js";
 import { heldBy, locateAll } from "../helpers/failover-workload.js";
-import { diagnoseOnFailure, expectLocalLossBounded, expectSafe, RECOVERY_WAIT_MS, startRun, type Run } from "./run.js";
+import { diagnoseOnFailure, FAILOVER_TEST_MS, expectLocalLossBounded, expectSafe, RECOVERY_WAIT_MS, startRun, type Run } from "./run.js";
 
 let run: Run;
 beforeAll(async () => {
@@ -41,4 +41,4 @@ it("kill -9 of one of three routed nats-servers under load: service resumes, not
   const a = await run.finish(kills);
   expectSafe(a);
   expectLocalLossBounded(a, kills);
-});
+}, FAILOVER_TEST_MS);

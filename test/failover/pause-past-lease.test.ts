@@ -12,7 +12,7 @@ import { afterAll, beforeAll, expect, it } from "vitest";
 import type { StrataClient } from "../../src/net/client/client.js";
 import { waitFor } from "../../src/testing/cluster.js";
 import { busiest, heldBy, locateAll } from "../helpers/failover-workload.js";
-import { CLIENT_LIMITS, diagnoseOnFailure, expectLocalLossBounded, expectSafe, RECOVERY_WAIT_MS, startRun, type Run } from "./run.js";
+import { CLIENT_LIMITS, diagnoseOnFailure, FAILOVER_TEST_MS, expectLocalLossBounded, expectSafe, RECOVERY_WAIT_MS, startRun, type Run } from "./run.js";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -135,4 +135,4 @@ it("a server paused past its lease loses its locations, then acknowledges nothin
   } finally {
     if (victim.paused) victim.resume();
   }
-});
+}, FAILOVER_TEST_MS);

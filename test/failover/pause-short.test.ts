@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { busiest, heldBy, locateAll } from "../helpers/failover-workload.js";
-import { diagnoseOnFailure, expectSafe, LEASE_MS, MARGIN_MS, startRun, type Run } from "./run.js";
+import { diagnoseOnFailure, FAILOVER_TEST_MS, expectSafe, LEASE_MS, MARGIN_MS, startRun, type Run } from "./run.js";
 
 /** Well inside the server's own view of its lease (lease − margin after its last renewal). */
 const PAUSE_MS = Math.floor((LEASE_MS - 2 * MARGIN_MS) / 2);
@@ -48,4 +48,4 @@ it("a SIGSTOP shorter than the lease moves nothing", async () => {
   expectSafe(a);
   expect(a.localLost, "no server died: no local ack may be lost").toEqual([]);
   expect(a.failures, "every write rides through a short pause").toEqual({});
-});
+}, FAILOVER_TEST_MS);

@@ -9,6 +9,7 @@ import type { StrataClient } from "../../src/net/client/client.js";
 import { startCluster, type Cluster, type ClusterOptions } from "../../src/testing/cluster.js";
 import { analyse, formatAnalysis, type Analysis, type KillEvent } from "../helpers/failover-verify.js";
 import { FailoverWorkload, readBack, type WorkloadOptions } from "../helpers/failover-workload.js";
+import { describeMissed, waitForWatchersCaughtUp, type MissedDetail, type WatchCatchUp } from "./watch-catchup.js";
 
 /** Lease given to the coordinator (`--lease-ms`); renew and margin follow as lease/5. */
 export const LEASE_MS = 2000;
@@ -25,6 +26,13 @@ export const RECOVERY_WAIT_MS = LEASE_MS + MARGIN_MS + 15_000;
  */
 export const LOCAL_LOSS_WINDOW_MS = SEAL_MS + 1000;
 
+/**
+ * Timeout of a scenario that finishes a run: its own waits, plus the watchers' catch-up, whose
+ * bound grows with the takeover (./watch-catchup.ts), so that a watcher still behind fails with
+ * what it missed rather than with a bare timeout.
+ */
+export const FAILOVER_TEST_MS = 180_000;
+
 export const CLIENT_LIMITS = { watchResyncMs: 1000 };
 
 export interface Run {
@@ -33,7 +41,13 @@ export interface Run {
   /** A client for the test's own reads and writes (not used by the workload). */
   reader: StrataClient;
   /** Stops writers, reads back, lets watchers catch up, analyses, logs a summary. */
-  finish(kills?: KillEvent[]): Promise<Analysis>;
+  finish(kills?: KillEvent[]): Promise<RunAnalysis>;
+}
+
+/** An analysis, with how long watchers took to catch up and what each missed change was. */
+export interface RunAnalysis extends Analysis {
+  catchUp: WatchCatchUp;
+  missedDetail: MissedDetail[];
 }
 
 export interface RunOptions {
@@ -59,11 +73,18 @@ export async function startRun(options: RunOptions = {}): Promise<Run> {
       async finish(kills = []) {
         await workload.stop();
         const { stored, unreadable } = await readBack(reader, workload.plan);
-        await workload.waitForWatchers(stored, 15_000);
+        // Waits on the event the verdict needs: every surviving change delivered (./watch-catchup.ts).
+        const catchUp = await waitForWatchersCaughtUp(workload, stored, kills);
         workload.stopWatchers();
         const analysis = analyse({ ...workload.records(), stored, kills });
-        console.log(`[failover] ${expect.getState().currentTestName}: ${formatAnalysis(analysis)}${unreadable.length ? ` unreadable: ${JSON.stringify(unreadable.slice(0, 5))}` : ""}`);
-        return analysis;
+        const missedDetail = describeMissed(analysis, workload, stored, kills);
+        const errors = workload.watchFailures();
+        console.log(
+          `[failover] ${expect.getState().currentTestName}: ${formatAnalysis(analysis)} catchUp: ${JSON.stringify(catchUp)}` +
+            `${unreadable.length ? ` unreadable: ${JSON.stringify(unreadable.slice(0, 5))}` : ""}${errors.length ? ` watchErrors: ${JSON.stringify(errors.slice(0, 5))}` : ""}` +
+            `${missedDetail.length ? ` missed: ${JSON.stringify(missedDetail)}` : ""}`,
+        );
+        return { ...analysis, catchUp, missedDetail };
       },
     };
   } catch (err) {
@@ -84,14 +105,17 @@ export function diagnoseOnFailure(cluster: Cluster): void {
  * stored twice, nothing stored that the workload never sent, and watchers that saw every surviving
  * change once and in order.
  */
-export function expectSafe(a: Analysis): void {
+export function expectSafe(a: RunAnalysis): void {
   expect(a.unread, "locations that could not be read back").toEqual([]);
   expect(a.objectLost, "writes acknowledged at ack: object and lost").toEqual([]);
   expect(a.duplicates, "msgIds stored more than once").toEqual([]);
   expect(a.foreign, "stored values the workload never sent").toEqual([]);
   expect(a.watchers.outOfOrder, "watcher changes out of order").toEqual([]);
   expect(a.watchers.duplicates, "watcher changes delivered twice").toEqual([]);
-  expect(a.watchers.missed, "surviving changes a watcher never delivered").toEqual([]);
+  expect(
+    a.missedDetail,
+    `surviving changes a watcher never delivered (${a.watchers.missed.length}; watchers ${a.catchUp.caughtUp ? "caught up" : "still behind"} after ${a.catchUp.ms} ms of a ${a.catchUp.boundMs} ms bound, slowest takeover ${a.catchUp.takeoverMs} ms)`,
+  ).toEqual([]);
   expect(a.acked.object).toBeGreaterThan(0);
   expect(a.acked.local).toBeGreaterThan(0);
 }

@@ -10,6 +10,8 @@
  *   they are delivered again after it.
  * - Past the newest write the replay showed, nothing can be a repeat of it any more: the memory
  *   is dropped (`passed`), so it is bounded by what the replay showed.
+ * - Across a move, only what the replay showed up to the new owner's `since` is remembered
+ *   (`forgetAfter`): past it, the old owner's writes may be lost and the new owner's are new.
  * - Nothing from the wire is trusted: a malformed replay item is CORRUPT; a change-feed entry
  *   that is not a change (`isChange`) is passed over.
  */
@@ -41,6 +43,19 @@ export class ReplayMerge {
   forget(): void {
     this.seen.clear();
     this.seenMax = 0;
+  }
+
+  /**
+   * A new owner's history is the shown one only up to `since`: writes the replay showed past it
+   * may not have survived the move, so the new owner's changes of those revisions are no repeats.
+   */
+  forgetAfter(since: number): void {
+    if (this.seenMax <= since) return;
+    this.seenMax = 0;
+    for (const [id, rev] of this.seen) {
+      if (rev > since) this.seen.delete(id);
+      else if (rev > this.seenMax) this.seenMax = rev;
+    }
   }
 
   /** Whether `c`, a set, would be emitted (not filtered out, not shown by the replay already). */

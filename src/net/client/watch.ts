@@ -22,6 +22,10 @@
  * `since` lies below the cursor means the changes past `since` were shown under an older epoch
  * and did not survive the move (writes acknowledged locally by a server that died before shipping
  * them): the cursor rewinds to `since`, so the new owner's changes with those revisions are shown.
+ * Whenever the epoch goes up, the live buffer (changes of older epochs only) is dropped, and a
+ * live message of an older epoch is ignored: a change the old owner published and never shipped
+ * must not take the place of the new owner's change of the same revision (the cursor would pass
+ * over it, and it would be dropped as a repeat). The catch-up after it reads the new owner's log.
  *
  * Values larger than the server's `changeInlineBytesMax` are left out of the feed (`omitted: true`
  * on the wire, server-changes.ts): when such a change is next to emit, and this watch would show
@@ -219,7 +223,7 @@ export class Watcher implements Watch {
         : { op: "kv.getAll", ...(f.key !== undefined ? { key: f.key } : {}) };
     const onFrame = (frame: WireMap) => {
       if (this.replayBase === undefined && typeof frame.base === "number") this.replayBase = frame.base;
-      if (typeof frame.epoch === "number" && frame.epoch > this.epoch) this.epoch = frame.epoch;
+      if (typeof frame.epoch === "number" && frame.epoch > this.epoch) this.raiseEpoch(frame.epoch);
     };
     const call = { location: this.location, cls: "r" as const, idempotent: true };
     for await (const item of this.deps.caller.items(call, body, onFrame)) {
@@ -259,7 +263,9 @@ export class Watcher implements Watch {
     if (!isPlainMap(reply) || !Array.isArray(reply.changes)) throw new StrataError("CORRUPT", "malformed changes reply");
     if (typeof reply.epoch === "number" && reply.epoch > this.epoch) {
       const shownUnder = this.epoch;
-      this.epoch = reply.epoch;
+      this.raiseEpoch(reply.epoch);
+      // Writes the replay showed past `since` (newer than the cursor) may not have survived either.
+      if (shownUnder > 0 && typeof reply.since === "number") this.merge.forgetAfter(reply.since);
       if (shownUnder > 0 && typeof reply.since === "number" && reply.since < this.cursor) {
         // What was shown past `since` did not survive the move: show the new owner's history from there.
         this.cursor = reply.since;
@@ -355,6 +361,10 @@ export class Watcher implements Watch {
       this.wakeProducer();
       return;
     }
+    // An owner the location has moved away from (its message late, e.g. through another route):
+    // what it published may not be in the new owner's history. Whatever of it survived, the
+    // next catch-up reads from the new owner.
+    if (epoch < this.epoch) return;
     let changes: unknown;
     try {
       changes = decodeUntrusted(msg.data, "a change message");
@@ -373,6 +383,19 @@ export class Watcher implements Watch {
       }
     }
     this.wakeProducer();
+  }
+
+  /**
+   * The location is now known to be held under `epoch`. The live buffer holds only changes of
+   * older epochs (onLive drops those of newer ones until a reply names them): they may not be in
+   * the new owner's history, and one that is not, taken as cursor + 1, would advance the cursor
+   * over the new owner's change of that revision, which would then be dropped as a repeat and
+   * never shown. They are dropped; the catch-up that follows reads the new owner's instead.
+   */
+  private raiseEpoch(epoch: number): void {
+    this.epoch = epoch;
+    this.live.length = 0;
+    this.resync = true;
   }
 
   /** Waits `ms` or until woken; resolves true on timeout. */
