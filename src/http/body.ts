@@ -5,9 +5,11 @@
  * it becomes a StreamedValue (src/net/client/client-call.ts) that the client reads chunk by chunk
  * while it uploads, so the HTTP sender is paced by the server's upload grants. Smaller bodies, and
  * bodies without Content-Length (whose length the upload needs up front), are held whole.
- * All bodies in flight stay within `httpBodyInflightBytesMax` (past it, 503 BUSY with Retry-After,
- * before reading): a held body reserves its length (or httpBodyBytesMax when unknown), a streamed
- * one httpBodyBufferBytesMax.
+ * All bodies in flight stay within `httpBodyInflightBytesMax` (past it, 503 BUSY with Retry-After):
+ * a held body reserves its length before reading, a streamed one httpBodyBufferBytesMax, and one
+ * without Content-Length (chunked) `CHUNKED_RESERVE_STEP_BYTES` at first and more, a step at a time,
+ * as its bytes arrive; it is refused 503 when the next step does not fit. (It used to reserve
+ * httpBodyBytesMax up front: sixteen small chunked uploads held the whole default budget.)
  *
  * Invariants: a reservation is taken before the first byte is read and released exactly once
  * (by `release()`, after the write the body feeds has finished); the inflight total never exceeds
@@ -18,6 +20,9 @@ import { StrataError } from "../errors.js";
 import type { StreamedValue } from "../net/client/client-call.js";
 import { HttpError } from "./http-errors.js";
 import type { HttpLimits } from "./http-limits.js";
+
+/** What a body without Content-Length reserves at first, and per step as it grows. */
+const CHUNKED_RESERVE_STEP_BYTES = 64 * 1024;
 
 /** A request body: held (`bytes`) or streamed (`streamed`), and its reservation. */
 export interface TakenBody {
@@ -42,24 +47,37 @@ export class BodyBudget {
     const declared = contentLength(req.headers.get("content-length"));
     if (declared !== undefined && declared > max) throw tooLarge(max);
     const stream = declared !== undefined && declared > this.limits.httpBodyBufferBytesMax && req.body !== null;
-    const reserve = stream ? this.limits.httpBodyBufferBytesMax : (declared ?? max);
-    if (this.inflight + reserve > this.limits.httpBodyInflightBytesMax) {
-      throw new HttpError(503, "BUSY", `the gateway holds ${this.inflight} bytes of request bodies (httpBodyInflightBytesMax ${this.limits.httpBodyInflightBytesMax}); retry later`);
-    }
-    this.inflight += reserve;
+    let reserved = stream ? this.limits.httpBodyBufferBytesMax : (declared ?? Math.min(max, CHUNKED_RESERVE_STEP_BYTES));
+    this.reserve(reserved, undefined);
     let released = false;
     const release = () => {
       if (released) return;
       released = true;
-      this.inflight -= reserve;
+      this.inflight -= reserved;
     };
     if (stream) return { streamed: { bytes: declared, chunks: pieces(req.body!) }, release };
+    // A body of unknown length reserves more as it grows, a step at a time (never past max).
+    const grow = (total: number) => {
+      if (total <= reserved) return;
+      const more = Math.min(max, Math.max(total, reserved + CHUNKED_RESERVE_STEP_BYTES)) - reserved;
+      this.reserve(more, total);
+      reserved += more;
+    };
     try {
-      return { bytes: await readBounded(req, max), release };
+      return { bytes: await readBounded(req, max, grow), release };
     } catch (err) {
       release();
       throw err;
     }
+  }
+
+  /** Takes `bytes` more of the budget, or refuses with 503 (`received`: bytes of the body already read). */
+  private reserve(bytes: number, received: number | undefined): void {
+    if (this.inflight + bytes > this.limits.httpBodyInflightBytesMax) {
+      const where = received === undefined ? "" : ` (this body had sent ${received} bytes without a Content-Length; nothing was written)`;
+      throw new HttpError(503, "BUSY", `the gateway holds ${this.inflight} bytes of request bodies (httpBodyInflightBytesMax ${this.limits.httpBodyInflightBytesMax}); retry later${where}`, received === undefined ? undefined : { connection: "close" });
+    }
+    this.inflight += bytes;
   }
 }
 
@@ -81,7 +99,7 @@ async function* pieces(body: ReadableStream<Uint8Array>): AsyncGenerator<Uint8Ar
   }
 }
 
-async function readBounded(req: Request, max: number): Promise<Uint8Array> {
+async function readBounded(req: Request, max: number, grow: (total: number) => void): Promise<Uint8Array> {
   if (req.body === null) return new Uint8Array(0);
   const reader = req.body.getReader();
   const chunks: Uint8Array[] = [];
@@ -93,6 +111,12 @@ async function readBounded(req: Request, max: number): Promise<Uint8Array> {
     if (total > max) {
       reader.cancel().catch(() => {});
       throw tooLarge(max);
+    }
+    try {
+      grow(total);
+    } catch (err) {
+      reader.cancel().catch(() => {});
+      throw err;
     }
     chunks.push(value);
   }

@@ -7,7 +7,8 @@
  * Memory bound of one gateway: at most `httpConnectionsMax` connections (each a socket and a parser),
  * at most `httpBodyInflightBytesMax` of request bodies held at once
  * (each held body at most `httpBodyBufferBytesMax` when it declared its length, else at most
- * `httpBodyBytesMax`; a larger declared body streams through, reserving `httpBodyBufferBytesMax`), plus at most `httpStreamsMax` streamed responses (NDJSON
+ * `httpBodyBytesMax`, reserved as it arrives; a larger declared body streams through, reserving
+ * `httpBodyBufferBytesMax`), plus at most `httpStreamsMax` streamed responses (NDJSON
  * listings and SSE watches), each holding one batch of the client's reply stream or one watch's
  * bounded queue (src/net/client/watch.ts), plus at most `httpDownloadsMax` GETs of a value larger
  * than one NATS message, each holding about the server's reply window (replyWindowMessages
@@ -28,7 +29,10 @@ export interface HttpLimits {
    * httpBodyBytesMax. Also what a streamed body reserves of httpBodyInflightBytesMax.
    */
   httpBodyBufferBytesMax: number;
-  /** Request bodies held at once across all requests; past it a write waits for none and gets 503 + Retry-After. */
+  /**
+   * Request bodies held at once across all requests; past it a write waits for none and gets 503 +
+   * Retry-After. A body without Content-Length counts what it has sent so far (in 64 KiB steps).
+   */
   httpBodyInflightBytesMax: number;
   /** Largest request head (request line + headers), Node's maxHeaderSize; larger → 431 from Node. */
   httpHeaderBytesMax: number;
