@@ -14,6 +14,10 @@ export type CompactStep =
   | "uploaded" // the output object is in the object store (no marker)
   | "object-marker" // the object marker is written
   | "local-marker" // the local marker is written (the switch has not happened)
+  | "journal" // the switch journal's pieces are in the index (the switch has not begun)
+  | "switch-begun" // the output is "switching" (the switch's first transaction)
+  | "switch-chunk" // a piece of the switch is carried out (`seg`: its number)
+  | "switch-pieces" // every piece is carried out, the switch's end is not
   | "switched" // the index points at the output; inputs are superseded
   | "reclaim-local" // an input's local file (and local marker) is deleted
   | "reclaim-object" // an input's object (and object marker) is deleted

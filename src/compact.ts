@@ -8,9 +8,12 @@
  * Invariants:
  * - One compaction at a time (a manual one waits for a background one).
  * - Crash-safe at every step: the output is complete and durable before its markers exist, the
- *   markers exist before the switch (the commit point), and an input is deleted only after the
- *   switch, the retain time, and (with a tier) a checkpoint after the switch with every older one
- *   deleted first and no takeover pin covering it.
+ *   markers exist before the switch, and an input is deleted only after the switch's end, the
+ *   retain time, and (with a tier) a checkpoint after the switch with every older one deleted
+ *   first and no takeover pin covering it.
+ * - The switch runs in chunks (./compact-switch-run.ts) with event-loop turns between them; once
+ *   begun (the output "switching") it is only ever finished (a crash: at the next open; an error:
+ *   at the next compaction), never discarded.
  * - Nothing is written on a dry run.
  */
 export type { CompactDropped, CompactOptions, CompactPhase, CompactProgress, CompactReport } from "./compact-api.js";
@@ -25,7 +28,9 @@ import { ByteRate, pickRuns, type Run, type SegmentView } from "./compact-policy
 import { Reclaimer } from "./compact-reclaim.js";
 import { StrataError } from "./errors.js";
 import type { Logger } from "./logger.js";
-import { SwitchRefused, switchIn } from "./index/compact-switch.js";
+import { finishPendingSwitches, finishSwitch, eventLoopTurn, type SwitchDriver } from "./compact-switch-run.js";
+import { SwitchRefused, beginSwitch, droppedTuples, keptTuples } from "./index/compact-switch.js";
+import { dropJournal, writeJournalPieces } from "./index/switch-journal.js";
 import { chunkSpans } from "./index/dead-chunks.js";
 import { isForeign } from "./index/foreign-logs.js";
 import { OutputWriter } from "./log/compact-writer.js";
@@ -121,6 +126,8 @@ export class Compactor {
       reclaimedSegments: 0,
       ms: 0,
     };
+    // A switch an error left half done is finished first (its inputs are not yet superseded).
+    if (!o.dryRun) await finishPendingSwitches(this.driver());
     const before = await this.views();
     report.segmentsBefore = before.views.length;
     if (o.measure) {
@@ -279,7 +286,7 @@ export class Compactor {
     const id = dryRun ? COMPACTED_SEG_BASE : this.allocateId();
     const cover: Cover = { id, lo: run.lo, hi: run.hi };
     const writer = OutputWriter.create(this.d.segmentsDir, id, dryRun);
-    let stage: "tmp" | "file" | "object" | "marked" = "tmp";
+    let stage: "tmp" | "file" | "object" | "marked" | "journal" | "switching" = "tmp";
     let sealedBytes = 0;
     try {
       const scanned = await new RunRewriter(this.d, this.rate, this.damaged, () => this.closed, this.scratch).rewrite(run, writer, onProgress);
@@ -312,36 +319,61 @@ export class Compactor {
       if (this.closed) throw new RunSkipped("the store is closing");
       onProgress?.({ phase: "switch", segment: id, bytesDone: 0, bytesTotal: scanned.kept.length });
       const inputs = run.inputs.map((s) => ({ id: s.id, bytes: s.bytes }));
-      await this.d.exclusive(() => {
-        switchIn(this.d.index, {
-          out: cover,
-          outBytes,
-          outState: tier ? "uploaded" : "sealed",
-          inputs,
-          kept: scanned.kept,
-          dropped: scanned.dropped,
-          outSpan: [...scanned.outSpan],
-          now: this.d.clock(),
-          after: this.d.log.activeId,
-          orderOf: (seg) => this.d.index.segs.get(seg)?.hi ?? seg,
-        });
-        tier?.superseded(inputs.map((i) => i.id));
-        tier?.adoptOutput(id, outBytes, sealedBytes);
-      });
-      this.reclaimer.switched(inputs.map((i) => i.id));
+      // The journal first (pieces in the index, a turn between them), then the first transaction.
+      stage = "journal";
+      const { index, limits } = this.d;
+      const header = await writeJournalPieces(
+        index,
+        { out: cover, outBytes, sealedBytes, outState: tier ? "uploaded" : "sealed", inputs, outSpan: [...scanned.outSpan] },
+        { list: scanned.kept, tuples: (slice) => keptTuples(id, slice) },
+        { list: scanned.dropped, tuples: droppedTuples },
+        limits.compactSwitchChunkRecords,
+        eventLoopTurn,
+      );
+      faultPoint("journal", { out: id });
+      await this.d.exclusive(() => beginSwitch(index, header, (seg) => index.segs.get(seg)?.hi ?? seg));
+      stage = "switching";
+      faultPoint("switch-begun", { out: id });
+      const perPiece = limits.compactSwitchChunkRecords;
+      await finishSwitch(this.driver((done) => onProgress?.({ phase: "switch", segment: id, bytesDone: Math.min(scanned.kept.length, done * perPiece), bytesTotal: scanned.kept.length })), id);
       this.count(report, scanned);
       faultPoint("switched", { out: id });
       return id;
     } catch (err) {
       if (err instanceof CompactCrash) throw err;
+      if (stage === "switching") {
+        // Entries point into the output already: it is finished, never discarded (next compaction or open).
+        this.d.logger.warn({ event: "compaction_switch_unfinished", output: id, error: (err as Error).message }, `the switch of compaction output ${id} stopped half way (${(err as Error).message}); it is finished by the next compaction or open`);
+        throw err;
+      }
       writer.abort();
-      if (!dryRun && stage !== "tmp") await this.discard(cover, stage);
+      if (stage === "journal") dropJournal(this.d.index, id);
+      if (!dryRun && stage !== "tmp") await this.discard(cover, stage === "journal" ? "marked" : stage);
       if (err instanceof RunSkipped || err instanceof SwitchRefused) {
         if (!this.closed) this.d.logger.warn({ event: "compaction_run_given_up", segments: run.inputs.map((s) => s.id), reason: err.message }, `compaction of segments ${run.inputs.map((s) => s.id).join(", ")} given up: ${err.message}`);
         return undefined;
       }
       throw err;
     }
+  }
+
+  /** How the compactor drives a switch: each transaction in an exclusive section after an event-loop turn. */
+  private driver(progress?: (done: number) => void): SwitchDriver {
+    const { index, tier } = this.d;
+    return {
+      index,
+      exclusive: (fn) => this.d.exclusive(fn),
+      turn: eventLoopTurn,
+      now: () => this.d.clock(),
+      after: () => this.d.log.activeId,
+      ended: (h) => {
+        const ids = h.inputs.map((i) => i.id);
+        tier?.superseded(ids);
+        tier?.adoptOutput(h.out.id, h.outBytes, h.sealedBytes);
+        this.reclaimer.switched(ids);
+      },
+      ...(progress ? { progress } : {}),
+    };
   }
 
   private count(report: CompactReport, s: Scanned): void {

@@ -133,6 +133,11 @@ export interface Limits {
   compactRateBytesPerSec: number;
   /** How long a compacted input is kept after the switch (readers in flight), before it may be deleted. */
   compactRetainMs: number;
+  /**
+   * Kept records a compaction's switch moves per index transaction (docs/compaction.md, step 4):
+   * each chunk is its own exclusive section, so reads and writes run between chunks.
+   */
+  compactSwitchChunkRecords: number;
   /** Per-location limits (`config`): the largest `maxAgeMs` and `dedupWindowMs` a location may set. */
   configAgeMsMax: number;
   configDedupWindowMsMax: number;
@@ -196,6 +201,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   compactIntervalMs: 10_000,
   compactRateBytesPerSec: 16 * MiB,
   compactRetainMs: 60_000,
+  compactSwitchChunkRecords: 1024,
   configAgeMsMax: 100 * 365 * 24 * 3600_000,
   configDedupWindowMsMax: 7 * 24 * 3600_000,
   ageSweepLocationsMax: 256,
@@ -268,6 +274,7 @@ export function checkLimitRelations(l: Limits): void {
     [l.compactRunBytesMax >= l.recordBytesMax * 2, "compactRunBytesMax must be >= 2 × recordBytesMax (an output holds whole records)"],
     [l.compactRunBytesMax <= 2 ** 31, "compactRunBytesMax must be <= 2 GiB"],
     [l.compactRateBytesPerSec >= l.recordBytesMax, "compactRateBytesPerSec must be >= recordBytesMax (a record per second at least)"],
+    [l.compactSwitchChunkRecords <= 1_048_576, "compactSwitchChunkRecords must be <= 1048576 (one chunk is one index transaction, run alone)"],
     [l.configDedupWindowMsMax >= l.dedupWindowMs, "configDedupWindowMsMax must be >= dedupWindowMs (a stream may set the store's own window)"],
   ];
   const broken = rules.filter(([ok]) => !ok).map(([, why]) => why);

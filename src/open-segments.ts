@@ -15,6 +15,9 @@
  *   output whose inputs are gone is the only copy of its records and is kept (and reported).
  * - An output without any marker is an orphan whatever the index: it is never read, and deleted
  *   unless the index knows it (then it is a superseded output waiting for the reclaim).
+ * - A switch a crash cut short (an output "switching", its journal in the index) is finished
+ *   first, before anything else looks at the set (../compact-switch-run.ts): the output is known,
+ *   its inputs become superseded, exactly as after a switch that ended before the crash.
  * - Before anything is replayed the index learns every valid output (with its cover) and every
  *   superseded segment still present, so a rebuild cut short by a crash reopens as an index that
  *   knows them (it must not take them for orphans then), and sys "compactedNext" is raised past
@@ -22,6 +25,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
+import { finishPendingSwitches } from "./compact-switch-run.js";
 import type { LmdbIndex, SegmentInfo } from "./index/lmdb-index.js";
 import { outputTmpPath } from "./log/compact-writer.js";
 import { fsyncDir, segmentPath } from "./log/segment-files.js";
@@ -54,6 +58,8 @@ export interface SegmentSetAtOpen {
   lastNormal: number | undefined;
   /** Outputs the index knew (as outputs) before this open. */
   knownOutputs: ReadonlySet<number>;
+  /** Outputs whose switch a crash cut short, finished by this open. */
+  switchesFinished: number[];
 }
 
 export interface OpenSegmentsInput {
@@ -72,6 +78,9 @@ export interface OpenSegmentsInput {
 export async function openSegmentSet(inp: OpenSegmentsInput): Promise<SegmentSetAtOpen> {
   const { index } = inp;
   const present = new Set([...inp.localIds, ...inp.tierIds]);
+  let lastLocal = 0;
+  for (const id of present) if (!isCompacted(id)) lastLocal = Math.max(lastLocal, id);
+  const switchesFinished = await finishPendingSwitches({ index, exclusive: async (fn) => fn(), turn: async () => undefined, now: () => inp.now, after: () => lastLocal });
   const localMarkers = listLocalMarkers(inp.segmentsDir);
   const known = new Map<number, Cover>();
   for (const { key, value } of index.segs.getRange({})) {
@@ -110,7 +119,7 @@ export async function openSegmentSet(inp: OpenSegmentsInput): Promise<SegmentSet
     lastPosition = Math.max(lastPosition, e.hi);
     if (!isCompacted(e.id)) lastNormal = Math.max(lastNormal ?? 0, e.id);
   }
-  return { entries: r.entries, superseded: r.superseded, orphans, keptUnknown, lastPosition, lastNormal, knownOutputs: new Set(known.keys()) };
+  return { entries: r.entries, superseded: r.superseded, orphans, keptUnknown, lastPosition, lastNormal, knownOutputs: new Set(known.keys()), switchesFinished };
 }
 
 function uniqueCovers(covers: Cover[]): Cover[] {

@@ -10,17 +10,29 @@
  *   unless the index quarantined them (replay skips those by their place, which compaction changes).
  * - Entries only ever move forward (to newer records), so a record found dead stays dead; a
  *   record found live may die before the switch, which then counts it dead in the output.
- * - The switch is one transaction: every entry still pointing at a kept record's old place moves
- *   to its new one (compare-and-set), `revs` entries of dropped records go, the output is recorded
- *   with its cover and every input becomes "superseded"; it aborts (changing nothing) when an open
- *   chunk or a set record outside the run ties an input (./dead-chunks.ts).
+ * - The switch is a sequence of transactions, driven by ../compact-switch-run.ts from its journal
+ *   (./switch-journal.ts), so that the event loop and the writes get turns between them:
+ *   1. `beginSwitch`: aborts (changing nothing) when an open chunk or a set record outside the run
+ *      ties an input (./dead-chunks.ts); else the output is recorded "switching" with its cover and
+ *      the journal header, nothing else.
+ *   2. `switchPiece`, once per journal piece (`compactSwitchChunkRecords` records): every entry still
+ *      pointing at a kept record's old place moves to its new one (compare-and-set; one already at
+ *      the new place is left as it is), `revs` entries of dropped records go; a kept record whose
+ *      entry points at neither died meanwhile and its bytes are ADDED to the output's deadBytes
+ *      (writes between pieces add theirs for entries already moved: ./apply.ts). The header's
+ *      `done` advances in the same transaction, so no piece is carried out twice.
+ *   3. `endSwitch`: the output takes its final state, every input becomes "superseded" (their
+ *      deadBytes and chunk spans go), the output's chunk span is set and the journal header goes.
+ *   Between 1 and 3 every entry points at the output or at an input, both readable and holding
+ *   the same record; the inputs stay the copy of record (not superseded) until 3.
  */
 import { assert } from "../assert.js";
 import type { LogRecord, Pointer } from "../log/record.js";
-import { isCompacted, type Cover } from "../log/segment-set.js";
+import { isCompacted } from "../log/segment-set.js";
 import { isQuarantined } from "./apply.js";
 import { chunkSpans, setChunkSpan } from "./dead-chunks.js";
-import type { LmdbIndex, SegmentState } from "./lmdb-index.js";
+import type { LmdbIndex } from "./lmdb-index.js";
+import { KEPT_KINDS, putHeader, readHeader, removeHeader, takePiece, type DroppedTuple, type KeptTuple, type SwitchHeader } from "./switch-journal.js";
 
 export type DropReason = "overwritten" | "deleted" | "expired" | "chunks" | "config";
 
@@ -109,96 +121,141 @@ export function keptKind(rec: LogRecord): KeptKind {
 /** Why a switch did not happen (nothing was changed). */
 export class SwitchRefused extends Error {}
 
-export interface SwitchPlan {
-  out: Cover;
-  /** Raw bytes of the output file. */
-  outBytes: number;
-  /** The output's state: "uploaded" with a tier (it is in the object store), else "sealed". */
-  outState: SegmentState;
-  /** Input ids, in log order, with their raw bytes. */
-  inputs: ReadonlyArray<{ id: number; bytes: number }>;
-  kept: readonly Kept[];
-  dropped: readonly DroppedRev[];
-  /** Other own segments holding chunks of kept set records (the output's chunk span). */
-  outSpan: readonly number[];
-  now: number;
-  /** The active segment at the switch. */
-  after: number;
-  /** Log order (`hi`) of a segment id: for the chunk-span check. */
-  orderOf: (seg: number) => number;
+/** The journal tuples of a run's kept records (those with an index entry the switch may move). */
+export function keptTuples(out: number, kept: readonly Kept[]): KeptTuple[] {
+  const tuples: KeptTuple[] = [];
+  for (const k of kept) {
+    assert(k.neu.seg === out, "a kept record's new place is in the output");
+    const kind = KEPT_KINDS.indexOf(k.kind as never);
+    // An import (and a tombstone without a revision) has no entry to move.
+    if (kind < 0 || (k.kind === "tomb" && !(k.rev > 0 && k.locId))) continue;
+    tuples.push([kind, k.locId, k.kind === "kset" ? k.key : k.seq, k.rev, k.oldSeg, k.oldOff, k.neu.off, k.neu.len]);
+  }
+  return tuples;
 }
 
-export interface SwitchResult {
-  /** Kept records whose entry moved on during the compaction: dead in the output. */
-  diedMeanwhile: number;
-  diedBytes: number;
+/** The journal tuples of a run's dropped records whose `revs` entry may have to go. */
+export function droppedTuples(dropped: readonly DroppedRev[]): DroppedTuple[] {
+  return dropped.filter((d) => d.locId && d.rev > 0).map((d) => [d.locId, d.rev, d.oldSeg, d.oldOff]);
 }
 
-/** The switch transaction (one `LmdbIndex.write`); throws `SwitchRefused` and changes nothing when it may not happen. */
-export function switchIn(index: LmdbIndex, plan: SwitchPlan): SwitchResult {
-  return index.write(() => {
-    const inputs = new Set(plan.inputs.map((i) => i.id));
-    for (const { id } of plan.inputs) {
+/**
+ * The switch's first transaction (one `LmdbIndex.write`): throws `SwitchRefused` and changes
+ * nothing when it may not happen; else records the output as "switching" with the journal header.
+ * `orderOf` gives a segment's log order (`hi`), for the chunk-span check.
+ */
+export function beginSwitch(index: LmdbIndex, h: SwitchHeader, orderOf: (seg: number) => number): void {
+  index.write(() => {
+    const inputs = new Set(h.inputs.map((i) => i.id));
+    for (const { id } of h.inputs) {
       for (const _ of index.openChunks.getKeys({ start: [id, 0], end: [id + 1, 0], limit: 1 })) {
         throw new SwitchRefused(`segment ${id} holds a chunk of a value still being written`);
       }
     }
     for (const [seg, list] of chunkSpans(index)) {
-      if (inputs.has(seg) || plan.orderOf(seg) <= plan.out.hi) continue;
+      if (inputs.has(seg) || orderOf(seg) <= h.out.hi) continue;
       const tied = list.find((c) => inputs.has(c));
       if (tied !== undefined) throw new SwitchRefused(`a set record in segment ${seg} lists chunks in segment ${tied}`);
     }
-    let diedMeanwhile = 0;
-    let diedBytes = 0;
-    const died = (k: Kept) => {
-      diedMeanwhile++;
-      diedBytes += k.neu.len;
-    };
-    for (const k of plan.kept) {
-      const old = { seg: k.oldSeg, off: k.oldOff, len: 0 };
-      switch (k.kind) {
-        case "sset": {
-          const e = k.locId ? index.seqs.get([k.locId, k.seq]) : undefined;
-          if (e && points(e, old)) index.seqs.put([k.locId, k.seq], [k.neu.seg, k.neu.off, k.neu.len, e[3]]);
-          else died(k);
-          break;
+    assert(isCompacted(h.out.id), "a compaction output has a compacted id");
+    index.segs.put(h.out.id, { state: "switching", bytes: h.outBytes, lo: h.out.lo, hi: h.out.hi });
+    putHeader(index, h);
+  });
+}
+
+export interface PieceResult {
+  /** Kept records whose entry moved on during the compaction: dead in the output. */
+  died: number;
+  diedBytes: number;
+}
+
+/**
+ * Carries out journal piece `n` of output `out` in one transaction (see the invariants); a piece
+ * already carried out (the header's `done` is past it) changes nothing.
+ */
+export function switchPiece(index: LmdbIndex, out: number, n: number): PieceResult {
+  return index.write(() => {
+    const h = readHeader(index, out);
+    assert(h !== undefined, `output ${out} has a switch journal`);
+    const result = { died: 0, diedBytes: 0 };
+    if (h.done > n) return result;
+    assert(h.done === n, `switch pieces of output ${out} are carried out in order`);
+    const piece = takePiece(index, out, n);
+    assert(piece !== undefined, `piece ${n} of output ${out}'s switch journal is there`);
+    if (n < h.keptPieces) {
+      for (const t of piece as KeptTuple[]) {
+        if (!moveKept(index, out, t)) {
+          result.died++;
+          result.diedBytes += t[7];
         }
-        case "kset": {
-          const e = k.locId ? index.kvs.get([k.locId, k.key]) : undefined;
-          if (e && points(e, old)) index.kvs.put([k.locId, k.key], [k.neu.seg, k.neu.off, k.neu.len, e[3], e[4], e[5]]);
-          else died(k);
-          break;
-        }
-        case "config": {
-          const e = k.locId ? index.conf.get(k.locId) : undefined;
-          if (e && e.seg === k.oldSeg && e.off === k.oldOff) index.conf.put(k.locId, { ...e, seg: k.neu.seg, off: k.neu.off, len: k.neu.len });
-          else died(k);
-          break;
-        }
-        default:
-          break;
       }
-      if (k.rev > 0 && k.locId) {
-        const r = index.revs.get([k.locId, k.rev]);
-        if (r && points(r, old)) index.revs.put([k.locId, k.rev], r[3] === undefined ? [k.neu.seg, k.neu.off, k.neu.len] : [k.neu.seg, k.neu.off, k.neu.len, r[3]]);
+    } else {
+      for (const [locId, rev, oldSeg, oldOff] of piece as DroppedTuple[]) {
+        const r = index.revs.get([locId, rev]);
+        if (r && r[0] === oldSeg && r[1] === oldOff) index.revs.remove([locId, rev]);
       }
     }
-    for (const d of plan.dropped) {
-      if (!d.locId || d.rev <= 0) continue;
-      const r = index.revs.get([d.locId, d.rev]);
-      if (r && r[0] === d.oldSeg && r[1] === d.oldOff) index.revs.remove([d.locId, d.rev]);
+    if (result.diedBytes > 0) index.deadBytes.put(out, (index.deadBytes.get(out) ?? 0) + result.diedBytes);
+    putHeader(index, { ...h, done: n + 1 });
+    return result;
+  });
+}
+
+/** Moves a kept record's entries to its new place; false when it died meanwhile (its entry points at neither place). */
+function moveKept(index: LmdbIndex, out: number, t: KeptTuple): boolean {
+  const [kind, locId, seqOrKey, rev, oldSeg, oldOff, newOff, newLen] = t;
+  const at = (e: readonly (number | undefined)[] | undefined, seg: number, off: number) => e !== undefined && e[0] === seg && e[1] === off;
+  let live = true;
+  switch (KEPT_KINDS[kind]) {
+    case "sset": {
+      const key: [number, number] = [locId, seqOrKey as number];
+      const e = locId ? index.seqs.get(key) : undefined;
+      if (e && at(e, oldSeg, oldOff)) index.seqs.put(key, [out, newOff, newLen, e[3]]);
+      else live = at(e, out, newOff);
+      break;
     }
-    assert(isCompacted(plan.out.id), "a compaction output has a compacted id");
-    index.segs.put(plan.out.id, { state: plan.outState, bytes: plan.outBytes, lo: plan.out.lo, hi: plan.out.hi });
-    for (const { id, bytes } of plan.inputs) {
+    case "kset": {
+      const key: [number, string] = [locId, seqOrKey as string];
+      const e = locId ? index.kvs.get(key) : undefined;
+      if (e && at(e, oldSeg, oldOff)) index.kvs.put(key, [out, newOff, newLen, e[3], e[4], e[5]]);
+      else live = at(e, out, newOff);
+      break;
+    }
+    case "config": {
+      const e = locId ? index.conf.get(locId) : undefined;
+      if (e && e.seg === oldSeg && e.off === oldOff) index.conf.put(locId, { ...e, seg: out, off: newOff, len: newLen });
+      else live = e !== undefined && e.seg === out && e.off === newOff;
+      break;
+    }
+    default:
+      break;
+  }
+  if (rev > 0 && locId) {
+    const r = index.revs.get([locId, rev]);
+    if (r && at(r, oldSeg, oldOff)) index.revs.put([locId, rev], r[3] === undefined ? [out, newOff, newLen] : [out, newOff, newLen, r[3]]);
+  }
+  return live;
+}
+
+/**
+ * The switch's last transaction: the output takes its final state, the inputs become superseded
+ * (at `now`, with `after` the active segment), the journal header goes. Returns the header.
+ */
+export function endSwitch(index: LmdbIndex, out: number, now: number, after: number): SwitchHeader {
+  return index.write(() => {
+    const h = readHeader(index, out);
+    assert(h !== undefined, `output ${out} has a switch journal`);
+    assert(h.done === h.keptPieces + h.droppedPieces, `every piece of output ${out}'s switch is carried out before its end`);
+    index.segs.put(out, { state: h.outState, bytes: h.outBytes, lo: h.out.lo, hi: h.out.hi });
+    for (const { id, bytes } of h.inputs) {
       const prev = index.segs.get(id);
       const cover = prev?.lo !== undefined && prev.hi !== undefined ? { lo: prev.lo, hi: prev.hi } : {};
-      index.segs.put(id, { state: "superseded", bytes: prev?.bytes || bytes, ...cover, by: plan.out.id, at: plan.now, after: plan.after });
+      index.segs.put(id, { state: "superseded", bytes: prev?.bytes || bytes, ...cover, by: out, at: now, after });
       index.deadBytes.remove(id);
       setChunkSpan(index, id, []);
     }
-    if (diedBytes > 0) index.deadBytes.put(plan.out.id, diedBytes);
-    setChunkSpan(index, plan.out.id, plan.outSpan);
-    return { diedMeanwhile, diedBytes };
+    setChunkSpan(index, out, h.outSpan);
+    removeHeader(index, out);
+    return h;
   });
 }

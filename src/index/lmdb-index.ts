@@ -74,8 +74,10 @@ export type DedupEntry = [seq: number, rev: number, ts: number, at: number];
  * "damaged": uploaded with damaged ranges carried as they are; kept locally, never evicted.
  * "superseded": an input of a compaction whose output replaced it (docs/compaction.md); it waits
  * for the reclaim to delete it, and nothing points into it any more.
+ * "switching": a compaction output whose switch is under way in chunks (../index/compact-switch.ts):
+ * entries point into it or into its inputs (identical data); the next open or compaction finishes it.
  */
-export type SegmentState = "active" | "sealed" | "uploaded" | "damaged" | "evicted" | "superseded";
+export type SegmentState = "active" | "sealed" | "uploaded" | "damaged" | "evicted" | "superseded" | "switching";
 export interface SegmentInfo {
   state: SegmentState;
   bytes: number;

@@ -33,6 +33,8 @@ export const COMPACT_CRASH_LIMITS = {
   compactDeadFractionMin: 0.3,
   compactRetainMs: 1,
   compactIntervalMs: 20,
+  // Switches in chunks of 8 kept records: a kill lands between two chunks of a switch too.
+  compactSwitchChunkRecords: 8,
 };
 export type Mode = "background" | "explicit" | "both";
 

@@ -174,6 +174,8 @@ describe("compaction under kill -9", () => {
         const segs = segsOf(store.index.segs);
         outputsSeen += [...segs.keys()].filter((id) => id >= COMPACTED_BASE).length;
         expect(segmentFileProblems(path.join(dir, "segments"), segs), ctx).toEqual([]);
+        // A switch the kill cut short (chunked: compactSwitchChunkRecords) was finished by the open.
+        expect([...segs].filter(([, i]) => i.state === "switching"), `${ctx}: outputs left switching`).toEqual([]);
         const r = store.recovery;
         const summary = { rebuilt: r.rebuilt, reason: r.rebuildReason, replayed: r.replayed, cut: r.cut?.bytes, segments: r.segments.length, superseded: r.superseded.length, orphans: r.orphans.length, unknownKept: r.unknownOutputsKept.length, tmp: r.tempOutputsRemoved };
         await verify(store, truth, `${ctx} after an open that found ${JSON.stringify(summary)}`);
