@@ -86,6 +86,8 @@ export interface RecoveryReport {
   unknownOutputsKept: Cover[];
   /** Unfinished compaction outputs (`.seg.tmp`) removed. */
   tempOutputsRemoved: number;
+  /** Compaction outputs whose switch a crash cut short, finished by this open (../compact-switch-run.ts). */
+  switchesFinished: number[];
   /** Sizes of the segment objects, as listed (empty when the listing was not possible). */
   tierSizes: Map<number, number>;
   /** True when the index came from a checkpoint in the object store. */
@@ -155,6 +157,7 @@ export async function openIndexAndRecover(
     orphans: [],
     unknownOutputsKept: [],
     tempOutputsRemoved,
+    switchesFinished: [],
     damaged: [],
   };
   if (rebuildReason) report.rebuildReason = rebuildReason;

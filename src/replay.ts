@@ -77,6 +77,7 @@ export async function replayAll(index: LmdbIndex, r: Replay): Promise<void> {
   report.superseded = set.superseded;
   report.orphans = set.orphans;
   report.unknownOutputsKept = set.keptUnknown;
+  report.switchesFinished = set.switchesFinished;
   report.nextId = set.lastPosition + 1;
   // Orphans deleted from the object store are no longer there for the tier to find.
   const gone = new Set(set.orphans.filter((o) => o.removed).map((o) => o.id));

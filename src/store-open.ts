@@ -89,6 +89,9 @@ function logRecoveryReport(report: RecoveryReport, logger: Logger): void {
   for (const o of report.orphans) {
     logger.warn({ event: "compaction_orphan", output: o.id, removed: o.removed, ...(o.removed ? {} : { error: o.error }) }, o.removed ? `compaction output ${o.id} was an orphan (its compaction never switched in); deleted with its markers, its inputs are used` : `compaction output ${o.id} is an orphan but could not be deleted from the object store (${o.error}); it is never read, and deleted at the next open`);
   }
+  for (const out of report.switchesFinished) {
+    logger.warn({ event: "compaction_switch_finished", output: out }, `the switch of compaction output ${out} was cut short (a crash or an error during it); finished from its journal in the index before serving`);
+  }
   for (const c of report.unknownOutputsKept) {
     logger.warn({ event: "compaction_output_kept", output: c.id, lo: c.lo, hi: c.hi }, `compaction output ${c.id} (segments ${c.lo}..${c.hi}) is unknown to the index but its inputs are gone; it is kept and replayed`);
   }

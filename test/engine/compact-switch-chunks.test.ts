@@ -184,6 +184,9 @@ describe("the chunked switch of a compaction", () => {
         const reopened = await Store.open(opts(dir));
         try {
           expect(pendingSwitches(reopened.index), `${ctx}: switches left pending`).toEqual([]);
+          // Begun and not ended before the crash: the open finished it, and says so.
+          const cutShort = step === "switch-begun" || step === "switch-chunk" || step === "switch-pieces";
+          expect(reopened.recovery.switchesFinished.length, `${ctx}: switches the open finished`).toBe(cutShort ? 1 : 0);
           const segs = segsOf(reopened.index.segs);
           expect([...segs.values()].filter((i) => i.state === "switching"), ctx).toEqual([]);
           expect([...reopened.index.sys.getKeys({ start: "switch/", end: "switch0" })], `${ctx}: journal rows left`).toEqual([]);
