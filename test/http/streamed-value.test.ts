@@ -3,7 +3,8 @@
  * bodies larger than its buffer: against a real nats-server and server, a value read from an
  * async source while it is uploaded arrives byte for byte; a source that gives fewer or more
  * bytes than it declared writes nothing; and a request whose source was started is never sent
- * again (a source cannot be read twice), even when the failure is one that is otherwise retried.
+ * again (a source cannot be read twice), even when the failure is one that is otherwise retried;
+ * and a source that fails cancels its upload, so the server's upload slot is free at once.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StrataError } from "../../src/errors.js";
@@ -14,8 +15,8 @@ import { startStack, type Stack } from "../helpers/strata-stack.js";
 let stack: Stack;
 let client: StrataClient;
 beforeAll(async () => {
-  // The client cannot cancel an upload it abandons (the protocol has no such message): the
-  // server drops it after uploadIdleMs, which stop() waits for. Short here, so the file is fast.
+  // An upload abandoned without a cancel (a reply timeout) is dropped by the server after
+  // uploadIdleMs, which stop() waits for. Short here, so the file is fast.
   stack = await startStack({ id: "s1", server: { limits: { uploadIdleMs: 500 } } });
   client = new StrataClient(stack.nc, { server: "s1", timeoutMs: 5_000 });
 });
@@ -67,5 +68,25 @@ describe("streamed values", () => {
     await expect(client.stream("acct/sv/once").appendStreamed(v, { msgId: "m1" })).rejects.toMatchObject({ code: "UNAVAILABLE" });
     expect(v.iterations).toBe(1);
     expect((await client.stream("acct/sv/once").inventory()).count).toBe(0);
+  });
+});
+
+describe("a source that fails", () => {
+  it("cancels its upload: the server's slot is free at once, not after uploadIdleMs", async () => {
+    // Slots held by abandoned uploads would stay taken for 30 s here; a client has two.
+    const own = await startStack({ id: "s2", server: { limits: { uploadIdleMs: 30_000, uploadBytesPerSecMin: 1, uploadsPerClientMax: 2 } } });
+    const c = new StrataClient(own.nc, { server: "s2", timeoutMs: 3_000 });
+    try {
+      for (let i = 0; i < 5; i++) {
+        await expect(c.stream("acct/sv/cancel").appendStreamed(source(20, 100_000, 3)), `failing upload ${i}`).rejects.toThrow("the source went away");
+      }
+      // Every slot is back (the cancel is handled before the next request on the same subject).
+      const ok = await c.stream("acct/sv/cancel").appendStreamed(source(20, 100_000));
+      expect((await c.stream("acct/sv/cancel").get(ok.seq))?.value.length).toBe(2_000_000);
+      expect(own.server.stats().uploadsOpen).toBe(0);
+    } finally {
+      c.close();
+      await own.stop();
+    }
   });
 });

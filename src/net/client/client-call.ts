@@ -271,14 +271,34 @@ export class Caller {
       const upload = first.up;
       let granted = first.grant;
       let k = 0;
-      for await (const data of uploadChunks(head, value, this.chunkBytes())) {
-        while (k >= granted) {
-          const frame = await reader.frame(idle);
-          if (frame.up === upload && typeof frame.grant === "number") granted = Math.max(granted, frame.grant);
-          else return resultOf(frame);
+      const chunks = uploadChunks(head, value, this.chunkBytes());
+      const source = Symbol.asyncIterator in chunks ? chunks[Symbol.asyncIterator]() : chunks[Symbol.iterator]();
+      let sent = false;
+      try {
+        for (;;) {
+          let next: IteratorResult<Uint8Array>;
+          try {
+            next = await source.next();
+          } catch (err) {
+            // The source failed (an HTTP sender went away): free the server's upload slot now, not
+            // after uploadIdleMs. Best effort; the server times the upload out anyway.
+            this.transport.publish(target.subject, encode({ op: "chunk", upload, cancel: true }), ch);
+            sent = true; // a failed iterator is finished
+            throw err;
+          }
+          if (next.done) break;
+          while (k >= granted) {
+            const frame = await reader.frame(idle);
+            if (frame.up === upload && typeof frame.grant === "number") granted = Math.max(granted, frame.grant);
+            else return resultOf(frame);
+          }
+          this.transport.publish(target.subject, encode({ op: "chunk", upload, k, data: next.value }), ch);
+          k += 1;
         }
-        this.transport.publish(target.subject, encode({ op: "chunk", upload, k, data }), ch);
-        k += 1;
+        sent = true;
+      } finally {
+        // Answered before the value was all sent (an error, or the reply timed out): close the source.
+        if (!sent) await source.return?.();
       }
       for (;;) {
         const frame = await reader.frame(idle);

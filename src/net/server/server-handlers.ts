@@ -91,7 +91,7 @@ const OPS: Record<string, OpSpec> = {
   "stream.config": { cls: "w", fields: ["limits", "options"], compute: (c, b) => stream(c).config(configLimitsUntrusted(b.limits) as never, b.options as never) },
   "kv.config": { cls: "w", fields: ["limits", "options"], compute: (c, b) => kv(c).config(configLimitsUntrusted(b.limits) as never, b.options as never) },
   upload: { cls: "w", fields: ["head", "bytes"], run: (c, b) => c.uploads.start(c, b, (head, value) => heldAfter(c, runUpload(c, head, value))) },
-  chunk: { cls: "w", fields: ["upload", "k", "data"], run: (c, b) => c.uploads.chunk(c.location, c.cls, b, c.reply) },
+  chunk: { cls: "w", fields: ["upload", "k", "data", "cancel"], run: (c, b) => c.uploads.chunk(c.location, c.cls, b, c.reply) },
   credit: { cls: "any", fields: ["stream", "n", "cancel"], run: credit },
   batch: { cls: "any", fields: ["items"], run: batch },
   // A large value is left unread here and streamed from disk into the reply (server-replies.ts).

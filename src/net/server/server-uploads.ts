@@ -13,6 +13,9 @@
  * writer consumes them, never more than a window ahead, so an upload holds at most `window` chunks
  * in memory whatever the value's size. A chunk beyond the grant, out of order, past the declared
  * size, or silence for `uploadIdleMs` fails the upload; the engine then leaves nothing visible.
+ * A sender whose source failed (an HTTP body cut off at the gateway) says so with
+ * `{ op: "chunk", upload, cancel: true }`: the upload fails at once and its slot is free, instead
+ * of after `uploadIdleMs` (all of the gateway's users share one client's `uploadsPerClientMax`).
  *
  * Slots: at most `uploadsMax` uploads at once, and at most `uploadsPerClientMax` of one client
  * (the first token of its reply inbox, wire/subjects.ts `replyClient`). A chunk renews the idle timer,
@@ -84,9 +87,10 @@ export class Uploads {
   }
 
   chunk(location: string, cls: SubjectClass, body: WireMap, reply: string): void {
-    const { upload, k, data } = body;
-    if (typeof upload !== "string" || typeof k !== "number" || !Number.isSafeInteger(k) || k < 0 || !(data instanceof Uint8Array) || data.byteLength === 0) {
-      throw new StrataError("INVALID_ARGUMENT", "chunk needs upload (string), k (integer >= 0) and data (non-empty bytes)");
+    const { upload, k, data, cancel } = body;
+    const cancelling = cancel === true && k === undefined && data === undefined;
+    if (typeof upload !== "string" || (!cancelling && (typeof k !== "number" || !Number.isSafeInteger(k) || k < 0 || !(data instanceof Uint8Array) || data.byteLength === 0))) {
+      throw new StrataError("INVALID_ARGUMENT", "chunk needs upload (string), and k (integer >= 0) and data (non-empty bytes), or cancel: true alone");
     }
     const session = this.sessions.get(upload);
     if (!session || session.target.location !== location || cls !== "w") {
@@ -95,7 +99,8 @@ export class Uploads {
     if (reply !== session.target.reply) {
       throw new StrataError("INVALID_ARGUMENT", "chunks of an upload must use the reply subject of the upload request");
     }
-    session.push(k, data);
+    if (cancelling) session.fail(new StrataError("CLOSED", "the upload was cancelled by its sender (its source failed); nothing was written"));
+    else session.push(k as number, data as Uint8Array);
   }
 
   /** @internal */
