@@ -119,6 +119,12 @@ export interface Limits {
   /** How long an import retries an object store that is unreachable before it fails UNAVAILABLE. */
   importRetryMs: number;
   /**
+   * A location's epoch lineage (index/lineage.ts): the [epoch, start revision] entries kept per
+   * location, one per takeover along its chain of owners. Past it the two oldest are folded into
+   * one (the lower start), so a watcher that was away longer rewinds further, never too little.
+   */
+  epochLineageMax: number;
+  /**
    * Compaction (docs/compaction.md). A segment is a candidate once this fraction of its bytes is
    * dead (a fraction in (0, 1], the one limit that is not an integer).
    */
@@ -195,6 +201,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   importScanCacheBytes: 64 * MiB,
   importCacheTtlMs: 60_000,
   importRetryMs: 10_000,
+  epochLineageMax: 64,
   compactDeadFractionMin: 0.5,
   compactSmallBytes: 8 * MiB,
   compactRunBytesMax: 64 * MiB,
@@ -269,6 +276,7 @@ export function checkLimitRelations(l: Limits): void {
     [l.blockCacheBytes >= l.blockBytes + l.recordBytesMax, "blockCacheBytes must hold at least one block (blockBytes + recordBytesMax)"],
     [l.objectAckTimeoutMs >= l.sealIntervalMs, "objectAckTimeoutMs must be >= sealIntervalMs"],
     [l.importRetryMs >= l.uploadRetryMaxMs, "importRetryMs must be >= uploadRetryMaxMs (an import retries at least one longest backoff)"],
+    [l.epochLineageMax >= 2 && l.epochLineageMax <= 4096, "epochLineageMax must be in 2..4096 (the folded oldest entry and the newest at least; it is one index value)"],
     [l.compactDeadFractionMin > 0 && l.compactDeadFractionMin <= 1, "compactDeadFractionMin must be in (0, 1]"],
     [l.compactSmallBytes <= l.compactRunBytesMax, "compactSmallBytes must be <= compactRunBytesMax"],
     [l.compactRunBytesMax >= l.recordBytesMax * 2, "compactRunBytesMax must be >= 2 × recordBytesMax (an output holds whole records)"],

@@ -21,6 +21,7 @@ import { StrataError } from "./errors.js";
 import { errorFields } from "./logger.js";
 import { chunksAbandoned } from "./index/dead-chunks.js";
 import * as reads from "./index/index-reads.js";
+import { lineageOf, type LineageEntry } from "./index/lineage.js";
 import type { LmdbIndex } from "./index/lmdb-index.js";
 import { removeUnsyncedMarker } from "./index/unsynced-marker.js";
 import type { Pointer } from "./log/record.js";
@@ -215,6 +216,11 @@ export class Store extends StoreReads {
   /** @internal Ownership and takeovers (store-ownership.ts `quarantine`). */
   quarantine(location: string, info: Omit<QuarantineInfo, "at">): void {
     this.ownership.quarantine(location, info);
+  }
+
+  /** @internal The location's epoch lineage: [epoch, start revision] of each takeover along its chain of owners (index/lineage.ts). */
+  lineage(location: string): LineageEntry[] {
+    return lineageOf(this.index, location);
   }
 
   /** @internal Ownership and takeovers (store-ownership.ts `unquarantine`). */

@@ -13,7 +13,10 @@
  * dedupAge/ttl/conf/confAge is one of the prepared rows (the source's configuration comes along) (the old ones are gone, the location has a new locId,
  * so nothing keyed by the old id can leak into it); msgIds already outside the dedup window are
  * left out, as a replayed append leaves them out; the location has no moved-away quarantine
- * entry (./quarantine.ts) any more.
+ * entry (./quarantine.ts) any more; its epoch lineage (./lineage.ts) is the source's with the
+ * record's own [epoch, rev] appended, at most `lineageMax` entries (replay and a takeover that
+ * replays this server's records come to the same lineage: it depends only on the record and the
+ * source's data).
  */
 import { assert } from "../assert.js";
 import type { ImportRecord } from "../log/record.js";
@@ -23,6 +26,7 @@ import { foreignLog, foreignSeg, localSeg, logOf } from "./foreign-logs.js";
 import type { ConfEntry, DedupEntry, KvIndexEntry, LmdbIndex, LocMeta, RevEntry, SeqEntry } from "./lmdb-index.js";
 import { dropConf, putConf } from "./location-conf.js";
 import { dropQuarantine } from "./quarantine.js";
+import { appendLineage, putLineage, type LineageEntry } from "./lineage.js";
 
 /** A location's rows, ready to be written by an import (segment ids in the prepared space above). */
 export interface ImportRows {
@@ -36,6 +40,10 @@ export interface ImportRows {
   dedup: Array<[msgId: string, entry: DedupEntry]>;
   /** The location's configuration (limits) at the source, if it had one. */
   conf?: ConfEntry;
+  /** The location's epoch lineage at the source (./lineage.ts), at most `lineageMax - 1` entries. */
+  lineage: LineageEntry[];
+  /** Entries kept once the import's own is appended (Limits `epochLineageMax`). */
+  lineageMax: number;
   /** The checkpoint key of the source the rows were built from, if any. */
   ckpt?: string;
   /** Rough bytes held (for caches and reports). */
@@ -82,6 +90,8 @@ export function applyImport(index: LmdbIndex, rec: ImportRecord, old: LocMeta | 
   resetLocation(index, rec.loc, old);
   // The location came back to this server: its history is the imported one now (./quarantine.ts).
   dropQuarantine(index, rec.loc);
+  // Even an empty location gets its entry; a record of an earlier release has no `rev`: the rows hold it.
+  putLineage(index, rec.loc, appendLineage(rows.lineage, rec.epoch, rec.rev ?? rows.meta?.rev ?? 0, rows.lineageMax));
   if (rows.meta === undefined) return undefined;
   const logs = rows.logs.map((server) => foreignLog(index, server));
   const seg = (p: number): number => {

@@ -28,6 +28,8 @@
  *             that have one, so the age sweep finds them without scanning every location. Written
  *             only by ./apply.ts and ./import-rows.ts. Added like `logs`: an older index opens as
  *             one where no location has limits, so INDEX_FORMAT stays 2.
+ * - `lineage`: location → [[epoch, start revision], ..] of the takeovers along its chain of owners
+ *             (./lineage.ts), written only by applying an `import` record. Added like `logs`.
  *
  * The per-record databases (`seqs`, `revs`, `kvs`) use the compact binary keys and values of
  * ./codecs.ts; the others use lmdb-js's default encodings.
@@ -126,6 +128,7 @@ export class LmdbIndex {
   readonly quarantine: QuarantineTable;
   readonly conf: Database<ConfEntry, number>;
   readonly confAge: Database<number, number>;
+  readonly lineage: Database<unknown, string>;
   private readonly metaCache: MetaCache;
   /** Metadata written by the transaction in progress, for the cache once it commits. */
   private pendingMetas: Array<ReadonlyMap<string, LocMeta>> = [];
@@ -152,6 +155,7 @@ export class LmdbIndex {
     this.quarantine = sub("quarantine");
     this.conf = sub("conf");
     this.confAge = sub("confAge");
+    this.lineage = sub("lineage");
   }
 
   static open(dir: string, opts: { metaCacheMax: number }): LmdbIndex {

@@ -8,10 +8,13 @@
  *
  * Why a double (fault injection a real cluster cannot produce on demand): an owner that dies with
  * a catch-up request unanswered, after publishing changes it never shipped, while the request is
- * then answered by the new owner; and messages of an old owner arriving late. `hold()` makes the
- * next `changes` request wait until the test releases it, so the interleaving is exact.
+ * then answered by the new owner; and messages of an old owner arriving late; an owner two moves
+ * later, whose lineage names an owner in between that the watcher never heard from. `hold()`
+ * makes the next `changes` request wait until the test releases it, so the interleaving is exact.
  */
 import type { NatsConnection } from "nats";
+import { StrataError } from "../errors.js";
+import { sinceFor, type LineageEntry } from "../index/lineage.js";
 import { silentLogger } from "../logger.js";
 import { ChangeFeed } from "../net/server/server-changes.js";
 import type { Change } from "../types.js";
@@ -24,6 +27,13 @@ export interface ScriptedOwner {
   log: Map<number, Change>;
   /** The revision its replays' scans began at (default its last): later ones were written during the scan. */
   replayBase?: number;
+  /**
+   * Its epoch lineage (index/lineage.ts): a request naming `shownEpoch` is answered with the since
+   * a server computes from it (ownership.ts `sinceFor`). Absent: `since` as above.
+   */
+  lineage?: LineageEntry[];
+  /** Answers as a server of an earlier release: a request naming `shownEpoch` is refused (INVALID_ARGUMENT). */
+  legacy?: boolean;
 }
 
 interface Held {
@@ -36,7 +46,7 @@ interface Held {
 export class ScriptedOwners {
   /** The owner requests are answered by (a request never reaches a dead one). */
   current: ScriptedOwner;
-  readonly requests: Array<{ op: string; after?: number }> = [];
+  readonly requests: Array<{ op: string; after?: number; shownEpoch?: number }> = [];
   private readonly feed: ChangeFeed;
   private held: { arrived: (after: number) => void; released: Promise<void>; answered: () => void } | undefined;
 
@@ -91,8 +101,8 @@ export class ScriptedOwners {
 
   // --- the part of Caller a watcher uses ---
 
-  async request(_call: unknown, body: { op: string; after: number; limit: number }): Promise<unknown> {
-    this.requests.push({ op: body.op, after: body.after });
+  async request(_call: unknown, body: { op: string; after: number; limit: number; shownEpoch?: number }): Promise<unknown> {
+    this.requests.push({ op: body.op, after: body.after, ...(body.shownEpoch !== undefined ? { shownEpoch: body.shownEpoch } : {}) });
     const held = this.held;
     if (held !== undefined) {
       this.held = undefined;
@@ -100,10 +110,15 @@ export class ScriptedOwners {
       await held.released;
     }
     const owner = this.current;
+    if (owner.legacy && body.shownEpoch !== undefined) {
+      held?.answered();
+      throw new StrataError("INVALID_ARGUMENT", `unknown field "shownEpoch" for op "changes"; allowed: after, limit`);
+    }
+    const since = body.shownEpoch !== undefined && owner.lineage !== undefined ? sinceFor(owner.lineage, body.shownEpoch, owner.since) : owner.since;
     const changes = [...owner.log.values()].filter((c) => c.revision > body.after).sort((a, b) => a.revision - b.revision);
     const page = changes.slice(0, body.limit);
     held?.answered();
-    return { changes: page, next: page.length > 0 ? page[page.length - 1]!.revision : body.after, more: page.length < changes.length, epoch: owner.epoch, since: owner.since };
+    return { changes: page, next: page.length > 0 ? page[page.length - 1]!.revision : body.after, more: page.length < changes.length, epoch: owner.epoch, since };
   }
 
   async *items(_call: unknown, body: { op: string; startSeq?: number }, onFrame?: (frame: Record<string, unknown>) => void): AsyncGenerator<unknown> {

@@ -24,6 +24,7 @@ import { locationEnd } from "../index/codecs.js";
 import { foreignSeg, isForeign, localSeg, logOf, serverOf } from "../index/foreign-logs.js";
 import type { ImportRows } from "../index/import-rows.js";
 import { LmdbIndex } from "../index/lmdb-index.js";
+import { boundLineage, lineageOf } from "../index/lineage.js";
 import { SEGMENT_HEADER_BYTES } from "../log/segment-files.js";
 
 /** Metadata cached per opened copy: an import reads a few locations of it. */
@@ -81,10 +82,12 @@ export class OriginCopy {
  * The rows of `loc` in `copy`, with pointers translated for an index whose own server is `self`
  * (see the file comment). Undefined `meta` when the origin had no such location.
  */
-export function extractRows(copy: OriginCopy, loc: string, self: string): ImportRows {
-  const rows: ImportRows = { logs: [], seqs: [], kvs: [], revs: [], dedup: [], bytes: 0 };
-  if (copy.ckpt !== undefined) rows.ckpt = copy.ckpt;
+export function extractRows(copy: OriginCopy, loc: string, self: string, lineageMax: number): ImportRows {
   const index = copy.index;
+  // The lineage comes along even when the origin holds no rows of the location (an empty import's entry).
+  const lineage = boundLineage(lineageOf(index, loc), lineageMax - 1);
+  const rows: ImportRows = { logs: [], seqs: [], kvs: [], revs: [], dedup: [], lineage, lineageMax, bytes: 0 };
+  if (copy.ckpt !== undefined) rows.ckpt = copy.ckpt;
   const meta = index.locs.get(loc);
   if (meta === undefined) return rows;
   rows.meta = { kind: meta.kind, rev: meta.rev, lastSeq: meta.lastSeq, count: meta.count, bytes: meta.bytes };

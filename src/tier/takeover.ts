@@ -170,7 +170,7 @@ export class Importer {
         copy = await this.originCopy(call, req, true);
       }
       await this.catchUp(call, copy, req, depth);
-      return extractRows(copy, req.loc, self);
+      return extractRows(copy, req.loc, self, this.limits.epochLineageMax);
     } finally {
       this.release(copy, false);
     }

@@ -154,3 +154,67 @@ async function waitForRequests(owners: ScriptedOwners, n: number): Promise<void>
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
 }
+
+/**
+ * Three owners: the watcher is shown epoch 1's revisions 1..4 (3 and 4 never shipped); epoch 2
+ * imported 1..2 and wrote its own 3..6; the watcher never hears from it (its request is held);
+ * epoch 3 imported 1..6 from epoch 2 (since 6, not below the watcher's cursor 4) and writes 7.
+ */
+function threeOwners(location: string, serverNc: NatsConnection, third: Partial<ScriptedOwner> = {}): { owners: ScriptedOwners; first: ScriptedOwner; second: ScriptedOwner; thirdOwner: ScriptedOwner } {
+  const first: ScriptedOwner = { epoch: 1, since: 0, log: new Map() };
+  const owners = new ScriptedOwners(serverNc, location, first);
+  for (let r = 1; r <= 4; r++) owners.commit(first, owners.set(r, r, `a${r}`));
+  const second: ScriptedOwner = { epoch: 2, since: 2, log: new Map([...first.log].filter(([rev]) => rev <= 2)), lineage: [[2, 2]] };
+  const thirdOwner: ScriptedOwner = { epoch: 3, since: 6, log: new Map(), lineage: [[2, 2], [3, 6]], ...third };
+  return { owners, first, second, thirdOwner };
+}
+
+/** Epoch 2 writes 3..6 (published: the watcher drops them, a newer epoch it has not heard from), dies; epoch 3 takes over and writes 7. */
+async function moveTwice(o: ReturnType<typeof threeOwners>, serverNc: NatsConnection, watcherNc: NatsConnection): Promise<void> {
+  const { owners, second, thirdOwner } = o;
+  owners.current = second;
+  for (let r = 3; r <= 6; r++) owners.commit(second, owners.set(r, r, `b${r}`));
+  await delivered(serverNc, watcherNc);
+  thirdOwner.log = new Map(second.log);
+  owners.current = thirdOwner;
+  owners.commit(thirdOwner, owners.set(7, 7, "c7"));
+}
+
+it("shows the changes of an owner in between it never heard from, after two moves (epoch lineage)", async () => {
+  const serverNc = await connection();
+  const watcherNc = await connection();
+  const o = threeOwners("we/lineage", serverNc);
+  const watch = await watcherOf(o.owners, watcherNc);
+  expect(await nextShown(watch, 4)).toEqual(["1:1=a1", "2:2=a2", "3:3=a3", "4:4=a4"]);
+  // The watcher's next catch-up (it was shown epoch 1's changes up to 4) waits while the
+  // location moves twice; it is answered by epoch 3.
+  const held = o.owners.hold();
+  expect(await held.arrived).toBe(4);
+  await moveTwice(o, serverNc, watcherNc);
+  await held.release();
+  // Epoch 3's lineage names epoch 2's start (2): the watcher rewinds there and is shown epoch 2's
+  // writes, which replaced the lost 3..4 of epoch 1, then epoch 3's.
+  expect(await nextShown(watch, 5)).toEqual(["3:3=b3", "4:4=b4", "5:5=b5", "6:6=b6", "7:7=c7"]);
+  expect(o.owners.requests.filter((r) => r.op === "changes").every((r) => r.shownEpoch === undefined || r.shownEpoch >= 1)).toBe(true);
+  expect(o.owners.requests.some((r) => r.op === "changes" && r.shownEpoch === 1)).toBe(true);
+  watch.stop();
+});
+
+it("asks a server of an earlier release again without shownEpoch, and follows it as before", async () => {
+  const serverNc = await connection();
+  const watcherNc = await connection();
+  const o = threeOwners("we/legacy", serverNc, { legacy: true });
+  const watch = await watcherOf(o.owners, watcherNc);
+  expect(await nextShown(watch, 4)).toEqual(["1:1=a1", "2:2=a2", "3:3=a3", "4:4=a4"]);
+  const held = o.owners.hold();
+  expect(await held.arrived).toBe(4);
+  await moveTwice(o, serverNc, watcherNc);
+  await held.release();
+  // The earlier release's `since` (6) is where its epoch began: nothing to rewind, so epoch 2's 3
+  // and 4 are not shown (the known limit before lineages); the watch goes on rather than failing
+  // on the refused field.
+  expect(await nextShown(watch, 3)).toEqual(["5:5=b5", "6:6=b6", "7:7=c7"]);
+  const asked = o.owners.requests.filter((r) => r.op === "changes" && r.after === 4);
+  expect(asked.map((r) => r.shownEpoch)).toEqual(expect.arrayContaining([1, undefined]));
+  watch.stop();
+});

@@ -22,6 +22,13 @@
  * `since` lies below the cursor means the changes past `since` were shown under an older epoch
  * and did not survive the move (writes acknowledged locally by a server that died before shipping
  * them): the cursor rewinds to `since`, so the new owner's changes with those revisions are shown.
+ * Each `changes` request names the epoch the watcher was last shown changes under (`shownEpoch`,
+ * the highest it knows): an owner two or more moves later answers the lowest start revision of
+ * the epochs after that one along the location's lineage (server ownership.ts `sinceFor`), so the
+ * changes of an owner in between that the watcher never heard from (which may have lost some of
+ * the shown ones and written its own at those revisions) are shown too. A server of an earlier
+ * release refuses the field (INVALID_ARGUMENT naming it): the request is sent again without it and
+ * `since` is its epoch's start, as before; the field is left out until the epoch changes.
  * Whenever the epoch goes up, the live buffer (changes of older epochs only) is dropped, and a
  * live message of an older epoch is ignored: a change the old owner published and never shipped
  * must not take the place of the new owner's change of the same revision (the cursor would pass
@@ -100,6 +107,8 @@ export class Watcher implements Watch {
   private cursor = 0;
   /** The highest epoch seen for the location (0: none, or a standalone server). */
   private epoch = 0;
+  /** The epoch at which a server refused `shownEpoch` (an earlier release): not sent while it lasts. */
+  private shownRefusedAt = -1;
   /** The filter, and what the replay showed of writes newer than its base (./watch-merge.ts). */
   private readonly merge: ReplayMerge;
   private sub: Subscription | undefined;
@@ -259,7 +268,18 @@ export class Watcher implements Watch {
    */
   private async fetch(limit: number): Promise<boolean | undefined> {
     const call = { location: this.location, cls: "r" as const, idempotent: true };
-    const reply = await this.deps.caller.request(call, { op: "changes", after: this.cursor, limit });
+    const body: WireMap = { op: "changes", after: this.cursor, limit };
+    if (this.epoch > 0 && this.shownRefusedAt !== this.epoch) body.shownEpoch = this.epoch;
+    let reply: unknown;
+    try {
+      reply = await this.deps.caller.request(call, body);
+    } catch (err) {
+      if (body.shownEpoch === undefined || !StrataError.is(err, "INVALID_ARGUMENT") || !err.message.includes('"shownEpoch"')) throw err;
+      // A server of an earlier release: ask as before (its `since` is where its epoch began).
+      this.shownRefusedAt = this.epoch;
+      delete body.shownEpoch;
+      reply = await this.deps.caller.request(call, body);
+    }
     if (!isPlainMap(reply) || !Array.isArray(reply.changes)) throw new StrataError("CORRUPT", "malformed changes reply");
     if (typeof reply.epoch === "number" && reply.epoch > this.epoch) {
       const shownUnder = this.epoch;

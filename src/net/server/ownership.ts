@@ -33,6 +33,10 @@
  *   nothing of right now: not held, not being claimed, not being handed over and not handed over
  *   by this incarnation. Anything else is a stale or duplicate push and is ignored: the claim (or
  *   the grant already held) is the authority. A push that never comes costs one claim.
+ * - A watcher's `since` (the revision it rewinds to) is never above where the history it was shown
+ *   may differ from this server's: the lowest start of the epochs newer than the one it was shown
+ *   changes under, from the location's epoch lineage (../../index/lineage.ts, kept with the
+ *   location's rows and carried by every import), and of the current grant.
  * - `ack: "object"` writes are confirmed (one request per upload, batched per turn: ./confirms.ts)
  *   before they are acknowledged: a stale epoch answers TIMEOUT (the write may or may not be part
  *   of the history) and ends the grant.
@@ -44,6 +48,7 @@ import type { Store } from "../../store.js";
 import type { CoordLink } from "./coord-link.js";
 import { parseClaimReply, parseCutReply } from "../wire/coordinator-parsers.js";
 import { isRefusal, type Handoff } from "../wire/coordinator-protocol.js";
+import { sinceFor } from "../../index/lineage.js";
 import { Confirms, movedWhileWriting } from "./confirms.js";
 import { InFlight } from "./in-flight.js";
 import { UnshippedQuarantine, type QuarantinedLocation } from "./unshipped-quarantine.js";
@@ -180,9 +185,22 @@ export class Ownership {
     return this.link.valid() ? this.grants.get(location) : undefined;
   }
 
-  /** The location's revision when its current grant began. */
-  startRevision(location: string): number | undefined {
-    return this.startRevs.get(location);
+  /**
+   * The revision a watcher last shown changes under `shownEpoch` rewinds to when past it: the
+   * lowest start revision of the epochs after `shownEpoch` along the location's lineage, and of
+   * the current grant (undefined when the location is not held). Without `shownEpoch` (an older
+   * watcher), the current grant's start, as before lineages.
+   */
+  sinceFor(location: string, shownEpoch: number | undefined): number | undefined {
+    const start = this.startRevs.get(location);
+    if (start === undefined || shownEpoch === undefined) return start;
+    let lineage: ReturnType<Store["lineage"]>;
+    try {
+      lineage = this.store.lineage(location);
+    } catch {
+      return start; // the store is closing: the reply will not go out as held anyway
+    }
+    return sinceFor(lineage, shownEpoch, start);
   }
 
   /** The incarnation is over: nothing is held any more. */

@@ -54,8 +54,12 @@ export interface RequestContext extends ReplyTarget {
    * (the grant, and the lease). Checked again just before answering.
    */
   stillHeld?: () => boolean;
-  /** Under a coordinator: the location's revision when its current epoch began (changes replies carry it). */
-  epochStart?: number;
+  /**
+   * Under a coordinator: the revision a watcher last shown changes under `shownEpoch` rewinds to
+   * (changes replies carry it as `since`): where its current epoch began, or an earlier epoch of
+   * the location's lineage after `shownEpoch` (ownership.ts `sinceFor`).
+   */
+  epochSince?: (shownEpoch: number | undefined) => number | undefined;
   /** The location's handles, made on first use (a batch uses one for all its items). */
   streamHandle?: StreamHandle;
   kvHandle?: KvHandle;
@@ -98,7 +102,7 @@ const OPS: Record<string, OpSpec> = {
   "stream.get": { cls: "r", fields: ["seq"], compute: async (c, b) => (await stream(c).getLazy(b.seq as never)) ?? null },
   "kv.get": { cls: "r", fields: ["key"], compute: async (c, b) => (await kv(c).getLazy(b.key as never)) ?? null },
   inventory: { cls: "r", fields: [], compute: (c) => c.store.inventory(c.location) },
-  changes: { cls: "r", fields: ["after", "limit"], compute: changes },
+  changes: { cls: "r", fields: ["after", "limit", "shownEpoch"], compute: changes },
   "stream.getAll": { cls: "r", fields: ["startSeq"], run: (c, b) => streamed(c, () => scanStream(c.store, c.location, b.startSeq)) },
   "kv.getAll": { cls: "r", fields: ["key"], run: (c, b) => streamed(c, () => scanKv(c.store, c.location, b.key)) },
   "kv.keys": { cls: "r", fields: [], run: (c) => streamed(c, () => kv(c).keys()) },
@@ -293,13 +297,17 @@ async function streamed(ctx: RequestContext, scan: () => Iterable<unknown> | Asy
 }
 
 /**
- * The changes after `after`. Under a coordinator the reply also names the epoch and `since`, the
- * revision its epoch began at: a watcher shown changes past `since` under an older epoch rewinds
- * to it, since those may not have survived the move (docs/failover.md).
+ * The changes after `after`. Under a coordinator the reply also names the epoch and `since`: the
+ * revision its epoch began at, or, for a watcher that says under which epoch it was last shown
+ * changes (`shownEpoch`), the lowest start of the epochs after that one along the location's
+ * lineage. A watcher shown changes past `since` under an older epoch rewinds to it, since those
+ * may not have survived the moves (docs/failover.md, step 3).
  */
 async function changes(ctx: RequestContext, body: WireMap): Promise<{ changes: Change[]; next: number; more: boolean; epoch?: number; since?: number }> {
+  const shownEpoch = body.shownEpoch === undefined ? undefined : validateNonNegativeInt(body.shownEpoch, "shownEpoch");
   const page = await changesPage(ctx, body);
-  return ctx.epoch === undefined || ctx.epochStart === undefined ? page : { ...page, epoch: ctx.epoch, since: ctx.epochStart };
+  const since = ctx.epochSince?.(shownEpoch);
+  return ctx.epoch === undefined || since === undefined ? page : { ...page, epoch: ctx.epoch, since };
 }
 
 async function changesPage(ctx: RequestContext, body: WireMap): Promise<{ changes: Change[]; next: number; more: boolean }> {

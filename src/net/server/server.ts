@@ -321,7 +321,7 @@ class Server implements StrataServer {
         const admitted = ownership.admit(location);
         const epoch = typeof admitted === "number" ? admitted : await admitted;
         ctx.epoch = epoch;
-        ctx.epochStart = ownership.startRevision(location);
+        ctx.epochSince = (shownEpoch) => ownership.sinceFor(location, shownEpoch);
         ctx.stillHeld = () => ownership.holds(location, epoch);
         ownership.started(location);
       }
