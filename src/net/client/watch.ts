@@ -26,9 +26,8 @@
  * the highest it knows): an owner two or more moves later answers the lowest start revision of
  * the epochs after that one along the location's lineage (server ownership.ts `sinceFor`), so the
  * changes of an owner in between that the watcher never heard from (which may have lost some of
- * the shown ones and written its own at those revisions) are shown too. A server of an earlier
- * release refuses the field (INVALID_ARGUMENT naming it): the request is sent again without it and
- * `since` is its epoch's start, as before; the field is left out until the epoch changes.
+ * the shown ones and written its own at those revisions) are shown too (./watch-changes.ts, also
+ * for servers of an earlier release, which refuse the field).
  * Whenever the epoch goes up, the live buffer (changes of older epochs only) is dropped, and a
  * live message of an older epoch is ignored: a change the old owner published and never shipped
  * must not take the place of the new owner's change of the same revision (the cursor would pass
@@ -54,48 +53,15 @@
 import type { Msg, Subscription } from "nats";
 import { StrataError } from "../../errors.js";
 import type { Change } from "../../types.js";
-import { retryDelays, type Caller } from "./client-call.js";
-import type { Transport } from "./client-transport.js";
-import type { ClientLimits } from "../wire/net-limits.js";
+import { retryDelays } from "./client-call.js";
 import { EPOCH_HEADER, changeSubject } from "../wire/subjects.js";
-import { decodeUntrusted, isPlainMap, type WireMap } from "../wire/wire-codec.js";
+import { decodeUntrusted, type WireMap } from "../wire/wire-codec.js";
 import { fromNatsError } from "../wire/wire-errors.js";
+import { ChangesRequests } from "./watch-changes.js";
+import type { Watch, WatchDeps, WatchSink } from "./watch-types.js";
 import { ReplayMerge, idOf, isChange, isOmitted, kvItemChange, streamItemChange, type WatchFilter } from "./watch-merge.js";
 
-export interface WatchDeps {
-  caller: Caller;
-  transport: Transport;
-  prefix: string;
-  limits: ClientLimits;
-  /** Watches in progress, so that closing the client stops them. */
-  watches: Set<Watch>;
-}
-
-/**
- * A consumer called synchronously from inside the watcher, in this order of events: changes, then
- * the position they bring the watch to. No output queue: the sink must not block.
- */
-export interface WatchSink {
-  /** A change to show, in commit order. */
-  change(change: Change): void;
-  /** Every change up to `revision` has been shown (or skipped as a repeat of the replay). */
-  position(revision: number): void;
-  /**
-   * Nothing past the position was left to show when the server was last heard from, at `at` (ms,
-   * Date.now()): a catch-up reply with nothing more (`at`: when it was asked), or live changes all
-   * shown (`at`: when the last one arrived).
-   */
-  caughtUp(revision: number, at: number): void;
-  /** A new owner's history differs past `since` from what was shown: the changes past it are void. */
-  rewound(since: number): void;
-  /** The watch ended: stopped, or failed with `err`. */
-  ended(err: StrataError | undefined): void;
-}
-
-/** The async iterable a watch() returns: break / return() or stop() ends it. */
-export interface Watch<T = Change> extends AsyncIterableIterator<T> {
-  stop(): void;
-}
+export type { Watch, WatchDeps, WatchSink } from "./watch-types.js";
 
 export class Watcher implements Watch {
   private readonly out: Change[] = [];
@@ -107,8 +73,8 @@ export class Watcher implements Watch {
   private cursor = 0;
   /** The highest epoch seen for the location (0: none, or a standalone server). */
   private epoch = 0;
-  /** The epoch at which a server refused `shownEpoch` (an earlier release): not sent while it lasts. */
-  private shownRefusedAt = -1;
+  /** The `changes` requests, with `shownEpoch` (./watch-changes.ts). */
+  private readonly changesRequests: ChangesRequests;
   /** The filter, and what the replay showed of writes newer than its base (./watch-merge.ts). */
   private readonly merge: ReplayMerge;
   private sub: Subscription | undefined;
@@ -130,6 +96,7 @@ export class Watcher implements Watch {
     private readonly sink?: WatchSink,
   ) {
     this.merge = new ReplayMerge(filter);
+    this.changesRequests = new ChangesRequests(deps.caller, location);
   }
 
   start(): this {
@@ -267,26 +234,13 @@ export class Watcher implements Watch {
    * when a new owner's history rewound the cursor (ask again).
    */
   private async fetch(limit: number): Promise<boolean | undefined> {
-    const call = { location: this.location, cls: "r" as const, idempotent: true };
-    const body: WireMap = { op: "changes", after: this.cursor, limit };
-    if (this.epoch > 0 && this.shownRefusedAt !== this.epoch) body.shownEpoch = this.epoch;
-    let reply: unknown;
-    try {
-      reply = await this.deps.caller.request(call, body);
-    } catch (err) {
-      if (body.shownEpoch === undefined || !StrataError.is(err, "INVALID_ARGUMENT") || !err.message.includes('"shownEpoch"')) throw err;
-      // A server of an earlier release: ask as before (its `since` is where its epoch began).
-      this.shownRefusedAt = this.epoch;
-      delete body.shownEpoch;
-      reply = await this.deps.caller.request(call, body);
-    }
-    if (!isPlainMap(reply) || !Array.isArray(reply.changes)) throw new StrataError("CORRUPT", "malformed changes reply");
-    if (typeof reply.epoch === "number" && reply.epoch > this.epoch) {
+    const reply = await this.changesRequests.fetch(this.cursor, limit, this.epoch);
+    if (reply.epoch !== undefined && reply.epoch > this.epoch) {
       const shownUnder = this.epoch;
       this.raiseEpoch(reply.epoch);
       // Writes the replay showed past `since` (newer than the cursor) may not have survived either.
-      if (shownUnder > 0 && typeof reply.since === "number") this.merge.forgetAfter(reply.since);
-      if (shownUnder > 0 && typeof reply.since === "number" && reply.since < this.cursor) {
+      if (shownUnder > 0 && reply.since !== undefined) this.merge.forgetAfter(reply.since);
+      if (shownUnder > 0 && reply.since !== undefined && reply.since < this.cursor) {
         // What was shown past `since` did not survive the move: show the new owner's history from there.
         this.cursor = reply.since;
         this.merge.forget();
@@ -299,7 +253,7 @@ export class Watcher implements Watch {
       if (this.stopped) return false;
       if (isChange(change) && !isOmitted(change)) await this.process(change, true);
     }
-    return reply.more === true;
+    return reply.more;
   }
 
   /**
