@@ -582,6 +582,15 @@ export interface ClientLimits {
    * reply or live changes applied); past it get() refuses with UNAVAILABLE until it is caught up.
    */
   cacheStaleMsMax: number;
+  /**
+   * While a request has waited this long for a reply message, the client checks that its server
+   * is still there: a `ping` on the request's own subject, and "no responders" from nats-server
+   * (nobody subscribes any more: the server was killed or lost its connection) ends the wait at
+   * once, a read with UNAVAILABLE (asked again after re-locating), a write with TIMEOUT ("may or
+   * may not be applied"). Any other outcome keeps waiting and checks again after as long
+   * (server-probe.ts). 0 turns it off; a wait shorter than it (a small `timeoutMs`) is never checked.
+   */
+  serverProbeMs: number;
 }
 
 export const DEFAULT_CLIENT_LIMITS: Readonly<ClientLimits> = Object.freeze({
@@ -598,6 +607,7 @@ export const DEFAULT_CLIENT_LIMITS: Readonly<ClientLimits> = Object.freeze({
   coalesceItemsMax: 128,
   cacheBytesMax: 64 * MiB,
   cacheStaleMsMax: 10_000,
+  serverProbeMs: 1000,
 });
 
 function resolve<T extends object>(defaults: Readonly<T>, partial: Partial<T> | undefined, what: string): T {
@@ -652,7 +662,10 @@ export function checkCacheLimits(l: ClientLimits): void {
 }
 
 export function resolveClientLimits(partial?: Partial<ClientLimits>): ClientLimits {
-  const l = resolve(DEFAULT_CLIENT_LIMITS, partial, "client");
+  // serverProbeMs alone may be 0 (off); every other limit must be positive.
+  const probeOff = partial?.serverProbeMs === 0;
+  const l = resolve(DEFAULT_CLIENT_LIMITS, probeOff ? { ...partial, serverProbeMs: undefined } : partial, "client");
+  if (probeOff) l.serverProbeMs = 0;
   if (l.retryBackoffMinMs > l.retryBackoffMaxMs) {
     throw new StrataError("INVALID_ARGUMENT", "inconsistent client limits: retryBackoffMinMs must be <= retryBackoffMaxMs");
   }

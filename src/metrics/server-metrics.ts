@@ -15,7 +15,7 @@ import { ErrorCounter, LATENCY_BUCKETS_SECONDS, counterFrom, gaugeFrom, histogra
 export const WIRE_OPS = [
   "stream.append", "stream.appendMany", "stream.set", "stream.setMany", "stream.delete", "stream.deleteAll", "stream.config",
   "stream.get", "stream.getAll", "kv.set", "kv.setMany", "kv.delete", "kv.config", "kv.get", "kv.getAll", "kv.keys",
-  "inventory", "changes", "upload", "chunk", "credit", "batch",
+  "inventory", "changes", "upload", "chunk", "ping", "credit", "batch",
 ] as const;
 
 /** What the server's metrics read at scrape time. */

@@ -13,7 +13,10 @@
  * Retries: UNAVAILABLE (including no responders) means the request was not handled, so every call
  * is retried after re-locating. TIMEOUT is retried only for calls that are safe to repeat (reads,
  * appends with a msgId), which wait a third of the budget per attempt; other writes report it,
- * with a hint, because they may have been applied.
+ * with a hint, because they may have been applied. A request in flight at a server that vanished
+ * (killed, connection lost) ends early instead of waiting its attempt out: its reply reader checks
+ * the server after `serverProbeMs` without a reply (server-probe.ts), reads with UNAVAILABLE,
+ * writes with TIMEOUT.
  */
 import { backoff, type Backoff } from "../../backoff.js";
 import { StrataError } from "../../errors.js";

@@ -87,6 +87,12 @@ export class Transport {
   }
 }
 
+/** What a wait does while no message comes (Channel.next): `onQuiet()` every `everyMs`. */
+export interface Quiet {
+  everyMs: number;
+  onQuiet(): void;
+}
+
 export class Channel {
   lastSubject = "";
   private readonly queue: Msg[] = [];
@@ -110,17 +116,37 @@ export class Channel {
     }
   }
 
-  /** The next message, or a rejection with `onTimeout()` after `timeoutMs`. */
-  next(timeoutMs: number, onTimeout: () => StrataError): Promise<Msg> {
+  /**
+   * The next message, or a rejection with `onTimeout()` after `timeoutMs`. With `quiet`, its
+   * `onQuiet()` runs every `everyMs` of the wait (as long as more than that is left), on the same
+   * one timer, so a reply that comes sooner costs nothing more.
+   */
+  next(timeoutMs: number, onTimeout: () => StrataError, quiet?: Quiet): Promise<Msg> {
     const queued = this.queue.shift();
     if (queued) return Promise.resolve(queued);
     if (this.failure) return Promise.reject(this.failure);
     return new Promise<Msg>((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const timedOut = () => {
         this.waiter = undefined;
         reject(onTimeout());
-      }, Math.max(1, timeoutMs));
-      this.waiter = { resolve, reject, timer };
+      };
+      if (quiet === undefined || quiet.everyMs <= 0 || timeoutMs <= quiet.everyMs) {
+        this.waiter = { resolve, reject, timer: setTimeout(timedOut, Math.max(1, timeoutMs)) };
+        return;
+      }
+      const end = Date.now() + timeoutMs;
+      const waiter = { resolve, reject, timer: undefined as unknown as NodeJS.Timeout };
+      const arm = () => {
+        const left = end - Date.now();
+        waiter.timer = left > quiet.everyMs ? setTimeout(onQuiet, quiet.everyMs) : setTimeout(timedOut, Math.max(1, left));
+      };
+      const onQuiet = () => {
+        if (this.waiter !== waiter) return;
+        quiet.onQuiet();
+        if (this.waiter === waiter) arm();
+      };
+      arm();
+      this.waiter = waiter;
     });
   }
 

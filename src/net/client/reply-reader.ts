@@ -4,13 +4,16 @@
  * parts of a large frame are reassembled (frame()) or handed over one by one (message(), for
  * get-streamed.ts), and messages of a reply stream are credited back as they are consumed, so
  * that the server never has more than its window (`w`) of them in flight to this reader.
+ * A wait with no message for `serverProbeMs` checks that the server is still there
+ * (server-probe.ts) and ends early, on the channel, only when nats-server says it is gone.
  */
 import { StrataError } from "../../errors.js";
 import { Reassembler } from "../wire/chunking.js";
 import { decodeMap, type WireMap } from "../wire/wire-codec.js";
 import { errorOfReply, timeoutError } from "../wire/wire-errors.js";
 import type { Caller, Target } from "./client-call.js";
-import type { Channel } from "./client-transport.js";
+import type { Channel, Quiet } from "./client-transport.js";
+import { serverGone, vanished } from "./server-probe.js";
 import type { ClientLimits } from "../wire/net-limits.js";
 
 /** Reads the replies that arrive on one request's channel (see the file comment). */
@@ -21,6 +24,9 @@ export class ReplyReader {
   private window = 1;
   private consumedCount = 0;
   private credited = 0;
+  /** The check for a vanished server while a wait is quiet (made on the first wait that long). */
+  private quiet: Quiet | undefined;
+  private probing = false;
 
   constructor(
     private readonly caller: Caller,
@@ -47,7 +53,7 @@ export class ReplyReader {
 
   /** The next message as it is (a part is not reassembled nor credited: call consumed() once it is used). */
   async message(timeoutMs: number): Promise<WireMap> {
-    const msg = await this.ch.next(timeoutMs, () => timeoutError(this.target.what, this.caller.limits.timeoutMs, this.target.write));
+    const msg = await this.ch.next(timeoutMs, () => timeoutError(this.target.what, this.caller.limits.timeoutMs, this.target.write), this.quietCheck());
     const err = errorOfReply(msg, () => this.target.what);
     if (err) throw err;
     const frame = decodeMap(msg.data, "a reply");
@@ -56,6 +62,22 @@ export class ReplyReader {
       if (typeof frame.w === "number" && frame.w >= 1) this.window = frame.w;
     }
     return this.checked(frame);
+  }
+
+  private quietCheck(): Quiet | undefined {
+    const everyMs = this.limits.serverProbeMs;
+    if (everyMs <= 0) return undefined;
+    return (this.quiet ??= { everyMs, onQuiet: () => this.probe(everyMs) });
+  }
+
+  /** Pings the server (one ping at a time); if it is gone, the wait ends with `vanished()`. */
+  private probe(waitMs: number): void {
+    if (this.probing) return;
+    this.probing = true;
+    void serverGone(this.caller.transport, this.target.subject, waitMs).then((gone) => {
+      this.probing = false;
+      if (gone) this.ch.fail(vanished(this.target));
+    });
   }
 
   /** `frame`, unless it comes from an older epoch than one seen (a server that lost the location). */

@@ -17,7 +17,9 @@
  *   changes {after, limit?} → {ok: {changes, next, more}}  (store.changesSince, bounded in bytes)
  *   stream.getAll {startSeq?}, kv.getAll {key?}, kv.keys {} → streamed batches, then
  *     {end: {base, count}}; base (also on every batch) is the location's revision before the scan
- * Both classes: credit {stream, n?, cancel?} (flow control of streamed replies; no reply);
+ * Both classes: ping {} → {ok: {}} (a client's check that this server is still there while a
+ *   request waits, client/server-probe.ts; answered at once, without a grant: server.ts);
+ *   credit {stream, n?, cancel?} (flow control of streamed replies; no reply);
  *   batch {items: [encoded request, …]} → {ok: [ItemResult, …]}: requests a client coalesced
  *   (wire/client-coalesce.ts), each one of COALESCED_OPS of this subject's class, run in order and
  *   each on its own, exactly as separate requests would be; a get of a large value answers
@@ -96,6 +98,7 @@ const OPS: Record<string, OpSpec> = {
   "kv.config": { cls: "w", fields: ["limits", "options"], compute: (c, b) => kv(c).config(configLimitsUntrusted(b.limits) as never, b.options as never) },
   upload: { cls: "w", fields: ["head", "bytes"], run: (c, b) => c.uploads.start(c, b, (head, value) => heldAfter(c, runUpload(c, head, value))) },
   chunk: { cls: "w", fields: ["upload", "k", "data", "cancel"], run: (c, b) => c.uploads.chunk(c.location, c.cls, b, c.reply) },
+  ping: { cls: "any", fields: [], compute: () => ({}) },
   credit: { cls: "any", fields: ["stream", "n", "cancel"], run: credit },
   batch: { cls: "any", fields: ["items"], run: batch },
   // A large value is left unread here and streamed from disk into the reply (server-replies.ts).

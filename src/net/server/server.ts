@@ -314,6 +314,9 @@ class Server implements StrataServer {
         throw new StrataError("UNAVAILABLE", `server "${this.id}" is shutting down; retry (the location will be served again)`);
       }
       const ctx: RequestContext = { reply, client, location, cls, store: this.store, replies: this.replies, uploads: this.uploads, limits: this.limits, metrics, arrivedMs };
+      // A ping only says this server is still there (client/server-probe.ts): answered at once,
+      // not admitted, so it never waits for a grant the request it checks on may be waiting for.
+      if (body.op === "ping") return await handle(ctx, body);
       // Under a coordinator a request runs only under a grant (chunks and credits belong to a
       // transfer that was admitted when it began), and counts as running for a handover.
       const ownership = body.op !== "chunk" && body.op !== "credit" ? this.ownership : undefined;
