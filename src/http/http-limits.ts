@@ -53,6 +53,13 @@ export interface HttpLimits {
   /** How long an SSE watch may stay quiet before a comment line keeps proxies from closing it. */
   httpSseKeepaliveMs: number;
   /**
+   * How long an SSE watch waits for the server to accept its start before it answers: a start that
+   * fails within it (FORBIDDEN, WRONG_KIND, a start_seq the server refuses) gets its error status, so
+   * an EventSource stops instead of reconnecting for good; one still pending (no server reachable
+   * yet: the watch keeps trying) answers 200, and a later failure is an `event: error`.
+   */
+  httpWatchStartMs: number;
+  /**
    * A response whose connection moves no byte for this long once the deployment has answered (its
    * reader takes nothing: a stalled or vanished HTTP client) is cut, so that it gives back its slot
    * of httpStreamsMax / httpDownloadsMax and what it holds. Longer than httpSseKeepaliveMs, or a quiet
@@ -77,6 +84,7 @@ export const DEFAULT_HTTP_LIMITS: Readonly<HttpLimits> = Object.freeze({
   httpConnectionsMax: 4096,
   httpRequestReceiveMs: 120_000,
   httpSseKeepaliveMs: 15_000,
+  httpWatchStartMs: 2_000,
   httpWriteStallMs: 60_000,
   httpShutdownGraceMs: 10_000,
   httpRetryAfterSeconds: 1,

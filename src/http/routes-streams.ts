@@ -8,8 +8,9 @@
  *   DELETE /streams/<location>/<seq>        deletes one message; `{ deleted, revision }`
  *
  * Invariants: NDJSON and SSE responses hold one slot of httpStreamsMax and at most one batch of
- * the client's iterator (streaming.ts); a failure before the first line gets its HTTP status, a
- * failure after it ends the body with a last line `{"error":{code,message}}` (NDJSON) or an
+ * the client's iterator (streaming.ts); a failure before the first line (for a watch: before the
+ * server accepted its start, within httpWatchStartMs) gets its HTTP status, and gives back the slot
+ * and the watch; a failure after it ends the body with a last line `{"error":{code,message}}` (NDJSON) or an
  * `event: error` (SSE). SSE ids are message seqs: a `set` event carries `id: <seq>`, so a client
  * that reconnects with Last-Event-ID N resumes with the messages from seq N+1 as they are then;
  * deletions are events without an id, and those made while it was away are not replayed.
@@ -19,7 +20,7 @@ import type { Change, StoredMessage } from "../types.js";
 import { base64, inlineError, parseSeq, querySeq, type GatewayEnv, type RouteDeps } from "./app.js";
 import { valueResponse } from "./download.js";
 import { HttpError } from "./http-errors.js";
-import { lineStream, sseStream } from "./streaming.js";
+import { lineStream, sseStream, startedWithin } from "./streaming.js";
 
 /** An Idempotency-Key longer than this is refused at the edge (the server's msgIdBytesMax is smaller still by default). */
 const IDEMPOTENCY_KEY_CHARS_MAX = 1024;
@@ -71,23 +72,31 @@ export function registerStreamRoutes(app: Hono<GatewayEnv>, deps: RouteDeps): vo
     return c.json({ count: r.count, revision: r.revision });
   });
 
-  app.get("/streams/:location/watch", (c) => {
+  app.get("/streams/:location/watch", async (c) => {
     const stream = deps.client.stream(deps.guard(c, "read"));
     const lastEventId = c.req.header("last-event-id");
     const startSeq = lastEventId !== undefined ? parseSeq(lastEventId, "Last-Event-ID") + 1 : querySeq(c, "start_seq");
     const release = deps.slots.acquire();
     const watch = stream.watch(startSeq === undefined ? {} : { startSeq });
     deps.watches.add(watch);
+    const end = () => {
+      watch.stop();
+      deps.watches.delete(watch);
+      release();
+    };
+    try {
+      // A refused start answers its status: an EventSource reconnects after any 200, however it ends.
+      await startedWithin(watch.started, deps.limits.httpWatchStartMs);
+    } catch (err) {
+      end();
+      throw err;
+    }
     const body = sseStream<Change>({
       iterator: watch,
       event: sseEvent,
       keepaliveMs: deps.limits.httpSseKeepaliveMs,
       failure: (err) => JSON.stringify(inlineError(err)),
-      release: () => {
-        watch.stop();
-        deps.watches.delete(watch);
-        release();
-      },
+      release: end,
     });
     return new Response(body, { headers: { "content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no" } });
   });

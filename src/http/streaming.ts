@@ -8,6 +8,8 @@
  * batch (`BATCH_BYTES`) per response. When the HTTP client goes away the stream is cancelled, which
  * ends the iterator (return()), which cancels the reply stream / stops the watch. Each stream
  * holds one slot of `httpStreamsMax` from before its first item until it ends, however it ends.
+ * An SSE watch answers its status only once its start was accepted or `httpWatchStartMs` passed
+ * (`startedWithin`), so a watch the server refuses gets an error status, not a 200 that ends at once.
  */
 import { HttpError } from "./http-errors.js";
 
@@ -110,6 +112,19 @@ export function lineStream<T>(o: LinesOptions<T>): ReadableStream<Uint8Array> {
     },
     { highWaterMark: 0 },
   );
+}
+
+/**
+ * Waits until `started` settles or `ms` pass, whichever is first: rejects with the failure of a
+ * start that failed in time; resolves otherwise (a slow start is not an error: the response begins).
+ */
+export async function startedWithin(started: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([started, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 export interface SseOptions<T> {

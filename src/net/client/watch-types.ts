@@ -42,4 +42,11 @@ export interface WatchSink {
 /** The async iterable a watch() returns: break / return() or stop() ends it. */
 export interface Watch<T = Change> extends AsyncIterableIterator<T> {
   stop(): void;
+  /**
+   * Resolves once the server accepted the watch's first request (its replay answered), or when
+   * the watch is stopped before that; rejects with the error that ended the watch before that
+   * (FORBIDDEN, WRONG_KIND, a start the server refuses). Retried failures (server unreachable)
+   * leave it pending. Nobody has to await it.
+   */
+  readonly started: Promise<void>;
 }

@@ -80,6 +80,8 @@ export class Watcher implements Watch {
   private sub: Subscription | undefined;
   private stopped = false;
   private failure: StrataError | undefined;
+  readonly started: Promise<void>; // Watch.started: the replay's first reply frame, or the end before it
+  private settleStart!: (err: StrataError | undefined) => void;
   private consumer: { resolve: (r: IteratorResult<Change>) => void; reject: (e: Error) => void } | undefined;
   private producer: (() => void) | undefined;
   /** When the last live change message arrived. */
@@ -97,6 +99,8 @@ export class Watcher implements Watch {
   ) {
     this.merge = new ReplayMerge(filter);
     this.changesRequests = new ChangesRequests(deps.caller, location);
+    this.started = new Promise((resolve, reject) => (this.settleStart = (err) => (err ? reject(err) : resolve())));
+    this.started.catch(() => {}); // awaited only by those who care (the gateway): never unhandled
   }
 
   start(): this {
@@ -148,6 +152,7 @@ export class Watcher implements Watch {
     this.consumer = undefined;
     this.wakeProducer();
     this.sink?.ended(this.failure);
+    this.settleStart(this.failure);
   }
 
   /** Ends the watch with an error: the pending next() rejects with it, and so does every later one. */
@@ -198,6 +203,7 @@ export class Watcher implements Watch {
         ? { op: "stream.getAll", startSeq: typeof this.replayAfter === "number" ? this.replayAfter + 1 : f.startSeq }
         : { op: "kv.getAll", ...(f.key !== undefined ? { key: f.key } : {}) };
     const onFrame = (frame: WireMap) => {
+      this.settleStart(undefined); // the server accepted the request
       if (this.replayBase === undefined && typeof frame.base === "number") this.replayBase = frame.base;
       if (typeof frame.epoch === "number" && frame.epoch > this.epoch) this.raiseEpoch(frame.epoch);
     };
