@@ -35,11 +35,13 @@ import type { Kind } from "./types.js";
 
 /**
  * How a segment of the own log stands. "local-only": sealed, and no tier ever recorded it (a
- * store without a tier); "missing": the index says it is on the local disk, but it is not (if the
- * object store has it, the server records it as evicted at its next start).
+ * store without a tier); "switching": a compaction output whose switch was cut short (it and its
+ * inputs hold the same records; the server finishes the switch when it starts); "missing": the index
+ * says it is on the local disk, but it is not (if the object store has it, the server records it
+ * as evicted at its next start).
  */
 export type SegmentStatState = "active" | Exclude<SegmentState, "active"> | "local-only" | "missing";
-export const SEGMENT_STAT_STATES: readonly SegmentStatState[] = ["active", "sealed", "uploaded", "local-only", "evicted", "damaged", "superseded", "missing"];
+export const SEGMENT_STAT_STATES: readonly SegmentStatState[] = ["active", "sealed", "uploaded", "local-only", "evicted", "damaged", "switching", "superseded", "missing"];
 
 export interface Tally {
   count: number;
@@ -287,7 +289,8 @@ function stateOf(isActive: boolean, recorded: string | undefined, onDisk: boolea
   // Replaced by a compaction output; on the disk or only in the object store until the reclaim.
   if (recorded === "superseded") return "superseded";
   if (!onDisk) return "missing";
-  if (recorded === "sealed" || recorded === "uploaded" || recorded === "damaged") return recorded;
+  // A "switching" output is on the local disk (it is written there first): not a local-only segment.
+  if (recorded === "sealed" || recorded === "uploaded" || recorded === "damaged" || recorded === "switching") return recorded;
   return "local-only";
 }
 

@@ -1,7 +1,8 @@
 /**
  * `strata stat --data DIR [--tier URI --id ID] [--json] [--all]`: what a stopped server's data
  * directory holds — segments by state (active, sealed, uploaded, local-only, evicted, damaged,
- * superseded by a compaction) with their bytes and dead bytes, live and dead bytes, compaction
+ * switching: an output whose switch was cut short, superseded by a compaction) with their bytes and
+ * dead bytes, live and dead bytes, compaction
  * outputs with the segments they cover, locations by kind, the servers it imported locations from,
  * and the locations in its moved-away quarantine (records it never shipped before they moved: kept,
  * never served); with the tier, what the object store holds of the server (segments, outputs,
@@ -75,6 +76,7 @@ export function formatStat(s: DataStat, opts: { all: boolean }): string {
   out += table(["state", "count", "local bytes", "dead bytes"], segRows);
   if (s.segments.evicted.count > 0) out += "  evicted: only in the object store (their sizes are there, not in the data directory)\n";
   if (s.segments.missing.count > 0) out += "  missing: the index says these are on the local disk but they are not; if the object store has them, the server records them as evicted when it starts\n";
+  if (s.segments.switching.count > 0) out += "  switching: a compaction output whose switch was cut short; it and its inputs hold the same records (counted as live in both here); the server finishes the switch when it starts\n";
   if (s.segments.superseded.count > 0) out += "  superseded: replaced by a compaction output; never read, deleted by the reclaim once no reader, checkpoint or takeover pin needs them\n";
   const sp = s.space;
   out += `  local bytes: ${num(sp.localBytes)} = live ${num(sp.liveBytes)} + dead ${num(sp.deadBytes)} + superseded ${num(sp.supersededBytes)}\n`;
