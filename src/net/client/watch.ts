@@ -47,8 +47,8 @@
  * slow consumer pauses the watcher rather than growing a queue.
  *
  * A `WatchSink` (kv-cache.ts) takes the changes synchronously instead of the iterator, and is also
- * told the watch's position (every change up to it emitted), when the server was last heard from
- * with nothing left to show (`caughtUp`), a rewind after a move, and the end of the watch.
+ * told the watch's position, when the server was last heard from with nothing left to show
+ * (`caughtUp`), a rewind after a move, and the end of the watch (./watch-types.ts).
  */
 import type { Msg, Subscription } from "nats";
 import { StrataError } from "../../errors.js";
@@ -60,7 +60,6 @@ import { fromNatsError } from "../wire/wire-errors.js";
 import { ChangesRequests } from "./watch-changes.js";
 import type { Watch, WatchDeps, WatchSink } from "./watch-types.js";
 import { ReplayMerge, idOf, isChange, isOmitted, kvItemChange, streamItemChange, type WatchFilter } from "./watch-merge.js";
-
 export type { Watch, WatchDeps, WatchSink } from "./watch-types.js";
 
 export class Watcher implements Watch {
