@@ -51,7 +51,10 @@ import { isRefusal, type Handoff } from "../wire/coordinator-protocol.js";
 import { sinceFor } from "../../index/lineage.js";
 import { Confirms, movedWhileWriting } from "./confirms.js";
 import { InFlight } from "./in-flight.js";
-import { UnshippedQuarantine, type QuarantinedLocation } from "./unshipped-quarantine.js";
+import { UnshippedQuarantine } from "./unshipped-quarantine.js";
+import type { OwnershipStats } from "./ownership-stats.js";
+
+export type { OwnershipStats } from "./ownership-stats.js";
 
 export interface OwnershipOptions {
   id: string;
@@ -66,22 +69,6 @@ export interface OwnershipOptions {
 interface Waiter {
   resolve: (epoch: number) => void;
   reject: (err: unknown) => void;
-}
-
-export interface OwnershipStats {
-  grants: number;
-  claims: number;
-  /** Grants taken from the coordinator's pushes (new locations that needed no claim). */
-  pushed: number;
-  /** Pushes ignored: stale, duplicate, for another incarnation or without its key. */
-  pushesIgnored: number;
-  takeovers: number;
-  takeoverFailures: number;
-  confirms: number;
-  staleConfirms: number;
-  handedOver: number;
-  /** Locations that moved away while this server held records of them it never shipped. */
-  quarantined: QuarantinedLocation[];
 }
 
 export class Ownership {
