@@ -60,22 +60,22 @@ export type OnDamaged = (range: DamagedRange) => void;
 
 /** Builds the sealed object of a raw segment file; damaged ranges are carried and reported. */
 export function sealSegment(seg: number, raw: Buffer, blockBytes: number, recordBytesMax: number, onDamaged?: OnDamaged): Buffer {
-  const steps = sealSteps(seg, raw, blockBytes, recordBytesMax, onDamaged);
+  return runToEnd(sealSteps(seg, raw, blockBytes, recordBytesMax, onDamaged));
+}
+
+/** Bytes worked on (compressed, copied or decompressed) between two turns of the event loop in the async variants. */
+const SEAL_SLICE_BYTES = 1024 * 1024;
+
+/** Runs steps that yield the bytes each one worked on to their result, in one synchronous call. */
+function runToEnd<T>(steps: Generator<number, T>): T {
   for (;;) {
     const step = steps.next();
     if (step.done) return step.value;
   }
 }
 
-/** Raw bytes compressed between two turns of the event loop while sealing asynchronously. */
-const SEAL_SLICE_BYTES = 1024 * 1024;
-
-/**
- * `sealSegment`, giving the event loop a turn after every ~1 MiB compressed, so sealing a large
- * segment does not stall the requests being served meanwhile (zstd runs synchronously).
- */
-export async function sealSegmentAsync(seg: number, raw: Buffer, blockBytes: number, recordBytesMax: number, onDamaged?: OnDamaged): Promise<Buffer> {
-  const steps = sealSteps(seg, raw, blockBytes, recordBytesMax, onDamaged);
+/** Runs the same steps, giving the event loop a turn after every ~SEAL_SLICE_BYTES of work. */
+async function runInSlices<T>(steps: Generator<number, T>): Promise<T> {
   let sinceYield = 0;
   for (;;) {
     const step = steps.next();
@@ -86,6 +86,14 @@ export async function sealSegmentAsync(seg: number, raw: Buffer, blockBytes: num
       await new Promise((resolve) => setImmediate(resolve));
     }
   }
+}
+
+/**
+ * `sealSegment`, giving the event loop a turn after every ~1 MiB compressed, so sealing a large
+ * segment does not stall the requests being served meanwhile (zstd runs synchronously).
+ */
+export function sealSegmentAsync(seg: number, raw: Buffer, blockBytes: number, recordBytesMax: number, onDamaged?: OnDamaged): Promise<Buffer> {
+  return runInSlices(sealSteps(seg, raw, blockBytes, recordBytesMax, onDamaged));
 }
 
 /** The sealing itself; yields the raw length of each block as it is compressed. */
@@ -218,11 +226,7 @@ export function openBlock(seg: number, block: BlockEntry, compressedUntrusted: U
 
 /** Turns a whole sealed object back into the raw segment file it was made from. */
 export function unsealSegment(seg: number, objectUntrusted: Uint8Array): Buffer {
-  const steps = unsealSteps(seg, objectUntrusted);
-  for (;;) {
-    const step = steps.next();
-    if (step.done) return step.value;
-  }
+  return runToEnd(unsealSteps(seg, objectUntrusted));
 }
 
 /**
@@ -230,18 +234,8 @@ export function unsealSegment(seg: number, objectUntrusted: Uint8Array): Buffer 
  * reading an evicted input unseals a whole object, which in one synchronous call would stall the
  * requests being served meanwhile (zstd and the CRCs run synchronously).
  */
-export async function unsealSegmentAsync(seg: number, objectUntrusted: Uint8Array): Promise<Buffer> {
-  const steps = unsealSteps(seg, objectUntrusted);
-  let sinceYield = 0;
-  for (;;) {
-    const step = steps.next();
-    if (step.done) return step.value;
-    sinceYield += step.value;
-    if (sinceYield >= SEAL_SLICE_BYTES) {
-      sinceYield = 0;
-      await new Promise((resolve) => setImmediate(resolve));
-    }
-  }
+export function unsealSegmentAsync(seg: number, objectUntrusted: Uint8Array): Promise<Buffer> {
+  return runInSlices(unsealSteps(seg, objectUntrusted));
 }
 
 /** The unsealing itself; yields the raw length of each block as it is decompressed. */
