@@ -17,29 +17,11 @@
  * IPC `{ type: "stats" }` is answered `{ type: "stats", stats }` (the server's counters). It logs
  * `server "<id>" ready` once serving, and stops gracefully on SIGTERM.
  */
-import { parseArgs } from "node:util";
 import { startServer } from "../../src/net/server/server.js";
 import { MemoryObjectStore } from "../../src/testing/fault-store.js";
+import { answerStats, serverChildArgs, serverChildOptions, stopOnSigterm } from "../../src/testing/server-child.js";
 
-const { values, positionals } = parseArgs({
-  args: process.argv.slice(2),
-  allowPositionals: true,
-  strict: true,
-  options: {
-    id: { type: "string" },
-    data: { type: "string" },
-    nats: { type: "string" },
-    prefix: { type: "string" },
-    tier: { type: "string" },
-    "seal-interval-ms": { type: "string" },
-    standalone: { type: "boolean" },
-    "hold-puts": { type: "boolean" },
-  },
-});
-if (positionals[0] !== "server" || values.id === undefined || values.data === undefined || values.nats === undefined) {
-  process.stderr.write("usage: held-server-child.ts server --id ID --data DIR --nats URL [--prefix P] [--tier dir:PATH] [--seal-interval-ms N] [--standalone] [--hold-puts]\n");
-  process.exit(2);
-}
+const args = serverChildArgs("held-server-child.ts server --id ID --data DIR --nats URL [--prefix P] [--tier dir:PATH] [--seal-interval-ms N] [--standalone] [--hold-puts]", ["standalone", "hold-puts"]);
 
 /** An in-memory object store whose puts, once `holding`, never complete. */
 class HeldObjectStore extends MemoryObjectStore {
@@ -50,18 +32,13 @@ class HeldObjectStore extends MemoryObjectStore {
   }
 }
 
-const held = values["hold-puts"] === true ? new HeldObjectStore() : undefined;
-const sealIntervalMs = values["seal-interval-ms"] === undefined ? undefined : Number(values["seal-interval-ms"]);
+const held = args.flags["hold-puts"] ? new HeldObjectStore() : undefined;
 const server = await startServer({
-  id: values.id,
-  dir: values.data,
-  nats: values.nats.split(","),
-  natsOptions: { name: `strata-server-${values.id}`, maxReconnectAttempts: -1 },
-  standalone: values.standalone === true,
-  ...(values.prefix !== undefined ? { prefix: values.prefix } : {}),
+  ...serverChildOptions(args),
+  standalone: args.flags.standalone === true,
   storeOptions: {
-    ...(held !== undefined ? { objectStore: held } : values.tier !== undefined ? { tier: values.tier } : {}),
-    ...(sealIntervalMs !== undefined ? { sealIntervalMs } : {}),
+    ...(held !== undefined ? { objectStore: held } : args.tier !== undefined ? { tier: args.tier } : {}),
+    ...(args.sealIntervalMs !== undefined ? { sealIntervalMs: args.sealIntervalMs } : {}),
   },
 });
 if (held !== undefined) held.holding = true;
@@ -74,20 +51,12 @@ server.store.kv = (location: string) => {
   return handle;
 };
 
+answerStats(server);
 process.on("message", (msg: { type?: string; prefix?: string }) => {
-  if (msg?.type === "stats") process.send?.({ type: "stats", stats: server.stats() });
   if (msg?.type === "holdReads" && typeof msg.prefix === "string") {
     heldReadPrefixes.push(msg.prefix);
     process.send?.({ type: "holdReads" });
   }
 });
-process.once("SIGTERM", () => {
-  server.stop().then(
-    () => process.exit(0),
-    (err: unknown) => {
-      process.stderr.write(`stop failed: ${String(err)}\n`);
-      process.exit(1);
-    },
-  );
-});
-process.stdout.write(`server "${values.id}" ready (held-server child, pid ${process.pid})\n`);
+stopOnSigterm(server);
+process.stdout.write(`server "${args.id}" ready (held-server child, pid ${process.pid})\n`);

@@ -10,6 +10,7 @@
  */
 import { startServer } from "../../src/net/server/server.js";
 import type { NetLimits } from "../../src/net/wire/net-limits.js";
+import { stopOnSigterm } from "../../src/testing/server-child.js";
 
 interface Settings {
   dir: string;
@@ -32,13 +33,5 @@ process.on("message", async (msg: { type?: string }) => {
   const mem = process.memoryUsage();
   process.send?.({ type: "stats", stats: server.stats(), rss: mem.rss, retained: mem.heapUsed + mem.arrayBuffers });
 });
-process.once("SIGTERM", () => {
-  server.stop().then(
-    () => process.exit(0),
-    (err: unknown) => {
-      process.stderr.write(`stop failed: ${String(err)}\n`);
-      process.exit(1);
-    },
-  );
-});
+stopOnSigterm(server);
 process.send?.({ type: "ready", pid: process.pid });
