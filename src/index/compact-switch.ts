@@ -63,7 +63,8 @@ export interface DroppedRev {
 
 export type Verdict = { keep: true; locId: number } | { keep: false; why: DropReason; locId: number };
 
-const points = (e: readonly (number | undefined)[] | undefined, ptr: Pointer): boolean => e !== undefined && e[0] === ptr.seg && e[1] === ptr.off;
+/** Whether an index entry (`[seg, off, …]`) points at `seg`/`off`. */
+const pointsAt = (e: readonly (number | undefined)[] | undefined, seg: number, off: number): boolean => e !== undefined && e[0] === seg && e[1] === off;
 
 /**
  * Whether the record at `ptr` (not a chunk: chunks follow their set records) is kept. `locId` is
@@ -84,7 +85,7 @@ export function decide(index: LmdbIndex, rec: Exclude<LogRecord, { t: "chunk" }>
     }
     case "sset": {
       const e = locId ? index.seqs.get([locId, rec.seq]) : undefined;
-      if (points(e, ptr)) return { keep: true, locId };
+      if (pointsAt(e, ptr.seg, ptr.off)) return { keep: true, locId };
       if (rec.msgId !== undefined && locId) {
         const window = index.conf.get(locId)?.limits.dedupWindowMs ?? storeDedupWindowMs;
         if (now - (rec.at ?? rec.ts) <= window) return { keep: true, locId };
@@ -93,7 +94,7 @@ export function decide(index: LmdbIndex, rec: Exclude<LogRecord, { t: "chunk" }>
     }
     case "kset": {
       const e = locId ? index.kvs.get([locId, rec.key]) : undefined;
-      if (points(e, ptr)) return { keep: true, locId };
+      if (pointsAt(e, ptr.seg, ptr.off)) return { keep: true, locId };
       if (e) return { keep: false, why: "overwritten", locId };
       return { keep: false, why: rec.expiresAt !== undefined && rec.expiresAt <= now ? "expired" : "deleted", locId };
     }
@@ -204,21 +205,20 @@ export function switchPiece(index: LmdbIndex, out: number, n: number): PieceResu
 /** Moves a kept record's entries to its new place; false when it died meanwhile (its entry points at neither place). */
 function moveKept(index: LmdbIndex, out: number, t: KeptTuple): boolean {
   const [kind, locId, seqOrKey, rev, oldSeg, oldOff, newOff, newLen] = t;
-  const at = (e: readonly (number | undefined)[] | undefined, seg: number, off: number) => e !== undefined && e[0] === seg && e[1] === off;
   let live = true;
   switch (KEPT_KINDS[kind]) {
     case "sset": {
       const key: [number, number] = [locId, seqOrKey as number];
       const e = locId ? index.seqs.get(key) : undefined;
-      if (e && at(e, oldSeg, oldOff)) index.seqs.put(key, [out, newOff, newLen, e[3]]);
-      else live = at(e, out, newOff);
+      if (e && pointsAt(e, oldSeg, oldOff)) index.seqs.put(key, [out, newOff, newLen, e[3]]);
+      else live = pointsAt(e, out, newOff);
       break;
     }
     case "kset": {
       const key: [number, string] = [locId, seqOrKey as string];
       const e = locId ? index.kvs.get(key) : undefined;
-      if (e && at(e, oldSeg, oldOff)) index.kvs.put(key, [out, newOff, newLen, e[3], e[4], e[5]]);
-      else live = at(e, out, newOff);
+      if (e && pointsAt(e, oldSeg, oldOff)) index.kvs.put(key, [out, newOff, newLen, e[3], e[4], e[5]]);
+      else live = pointsAt(e, out, newOff);
       break;
     }
     case "config": {
@@ -232,7 +232,7 @@ function moveKept(index: LmdbIndex, out: number, t: KeptTuple): boolean {
   }
   if (rev > 0 && locId) {
     const r = index.revs.get([locId, rev]);
-    if (r && at(r, oldSeg, oldOff)) index.revs.put([locId, rev], r[3] === undefined ? [out, newOff, newLen] : [out, newOff, newLen, r[3]]);
+    if (r && pointsAt(r, oldSeg, oldOff)) index.revs.put([locId, rev], r[3] === undefined ? [out, newOff, newLen] : [out, newOff, newLen, r[3]]);
   }
   return live;
 }
