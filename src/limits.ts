@@ -373,10 +373,11 @@ export interface NetLimits {
   /** Most items in one getAll / keys batch message (each batch also fits in max_payload). */
   batchItemsMax: number;
   /**
-   * Most bytes of items in one getAll / keys batch message (a larger item goes alone). Below
-   * max_payload on purpose: a batch under 256 KiB is encoded in the codec's reused buffer, where a
-   * 1 MiB one grows a fresh buffer each time, and the client's NATS parser need not grow its own
-   * (reply-stream.ts streamBatches).
+   * Most bytes of items in one getAll / keys batch message (a larger item goes alone; a batch
+   * also stays within max_payload less `frameOverheadBytes`). Fewer, larger messages cost less
+   * per item in the server, nats-server and the client: a cold read back of 50,000 1 KiB
+   * messages ran ~15 % faster at 512 KiB than at 128 KiB (reply-stream.ts streamBatches). A
+   * reader holds up to `replyWindowMessages` of them in flight.
    */
   streamBatchBytesMax: number;
   /** Most changes in one `changes` reply, and the bytes of values they may carry together. */
@@ -448,7 +449,7 @@ export const DEFAULT_NET_LIMITS: Readonly<NetLimits> = Object.freeze({
   serverBaseBytes: 128 * MiB,
   requestsInFlightMax: 10_000,
   batchItemsMax: 1000,
-  streamBatchBytesMax: 128 * KiB,
+  streamBatchBytesMax: 512 * KiB,
   changesPageMax: 1000,
   changesReplyBytesMax: 4 * MiB,
   changeInlineBytesMax: 256,
