@@ -126,26 +126,22 @@ export class Channel {
     if (queued) return Promise.resolve(queued);
     if (this.failure) return Promise.reject(this.failure);
     return new Promise<Msg>((resolve, reject) => {
-      const timedOut = () => {
-        this.waiter = undefined;
-        reject(onTimeout());
-      };
-      if (quiet === undefined || quiet.everyMs <= 0 || timeoutMs <= quiet.everyMs) {
-        this.waiter = { resolve, reject, timer: setTimeout(timedOut, Math.max(1, timeoutMs)) };
-        return;
-      }
-      const end = Date.now() + timeoutMs;
       const waiter = { resolve, reject, timer: undefined as unknown as NodeJS.Timeout };
-      const arm = () => {
-        const left = end - Date.now();
-        waiter.timer = left > quiet.everyMs ? setTimeout(onQuiet, quiet.everyMs) : setTimeout(timedOut, Math.max(1, left));
-      };
-      const onQuiet = () => {
+      const everyMs = quiet !== undefined && quiet.everyMs > 0 && timeoutMs > quiet.everyMs ? quiet.everyMs : 0;
+      // One timer and one closure per wait: a quiet interval when more than one is left, else the timeout.
+      const end = everyMs > 0 ? Date.now() + timeoutMs : 0;
+      const fire = (): void => {
         if (this.waiter !== waiter) return;
-        quiet.onQuiet();
-        if (this.waiter === waiter) arm();
+        const left = everyMs > 0 ? end - Date.now() : 0;
+        if (left <= 0) {
+          this.waiter = undefined;
+          reject(onTimeout());
+          return;
+        }
+        quiet!.onQuiet();
+        if (this.waiter === waiter) waiter.timer = setTimeout(fire, Math.max(1, left > everyMs ? everyMs : left));
       };
-      arm();
+      waiter.timer = setTimeout(fire, Math.max(1, everyMs > 0 ? everyMs : timeoutMs));
       this.waiter = waiter;
     });
   }
