@@ -86,7 +86,8 @@ export class SegmentLog {
   ) {
     this.active = new ActiveSegment(dir, limits, io, activeId, activeSize);
     this.reader = new SegmentReader(dir, limits, io);
-    this.preparer = new SegmentPreparer(dir, limits, io);
+    // The file is needed soon once the active segment has less than segmentPrepareAtBytes left.
+    this.preparer = new SegmentPreparer(dir, limits, io, () => this.activeSize + limits.segmentPrepareAtBytes >= limits.segmentBytesMax);
     this.preparePolicy = new PreparePolicy(limits.segmentPrepareSyncBytesMax);
     this.seals = new SealQueue(io, (u) => {
       this.events.onSealed?.(u.id, u.bytes);

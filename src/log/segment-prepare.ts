@@ -9,7 +9,9 @@
  *
  * Life of the file (names in ./segment-files.ts): zeroed as `prepared.tmp` (chunks of
  * `segmentPrepareWriteBytes`, each fdatasync'd so the disk never holds a large burst of them in
- * front of the appends' fdatasyncs), fsync'd, renamed to `prepared.pre` and the directory
+ * front of the appends' fdatasyncs, with a pause after each that keeps the disk busy with zeros
+ * at most `segmentPrepareDutyPercent` of the time, unless the log says it needs the file soon),
+ * fsync'd, renamed to `prepared.pre` and the directory
  * fsync'd: from then on the file is complete and durable under a name recovery knows. `take`
  * writes the segment header into it and renames it to the segment's name; no directory fsync is
  * needed before its records are acknowledged, because recovery (../recovery.ts) renames a
@@ -53,10 +55,18 @@ export class SegmentPreparer {
   failures = 0;
   lastError: unknown;
 
+  /** Ends the pause between two steps early (close). */
+  private wake: (() => void) | undefined;
+
+  /**
+   * @param urgent whether the log needs the file soon (its active segment is nearly full): the
+   *   steps then follow each other without pauses
+   */
   constructor(
     private readonly dir: string,
     private readonly limits: Limits,
     private readonly io: FileIo,
+    private readonly urgent: () => boolean = () => false,
   ) {}
 
   /**
@@ -117,10 +127,12 @@ export class SegmentPreparer {
       for (let off = 0; off < total; ) {
         if (this.closed) throw new Error("the log closed while a segment was being prepared");
         const n = Math.min(chunk.byteLength, total - off);
+        const began = performance.now();
         let done = 0;
         while (done < n) done += await this.io.write(fd, chunk, done, n - done, off + done);
         await this.io.fdatasync(fd);
         off += n;
+        if (off < total) await this.pause(performance.now() - began);
       }
       await this.io.fsync(fd);
       await this.io.rename(tmp, preparedPath(this.dir));
@@ -137,6 +149,25 @@ export class SegmentPreparer {
     }
     this.fd = fd;
     this.fileBytes = this.limits.segmentBytesMax;
+  }
+
+  /** After a step that took `stepMs`, waits so that the steps take `segmentPrepareDutyPercent` of the time. */
+  private async pause(stepMs: number): Promise<void> {
+    const duty = this.limits.segmentPrepareDutyPercent;
+    if (duty >= 100 || this.closed || this.urgent()) return;
+    const waitMs = (stepMs * (100 - duty)) / duty;
+    if (waitMs < 1) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.wake = undefined;
+        resolve();
+      }, waitMs);
+      this.wake = () => {
+        clearTimeout(timer);
+        this.wake = undefined;
+        resolve();
+      };
+    });
   }
 
   /**
@@ -181,6 +212,7 @@ export class SegmentPreparer {
   /** Stops: waits for a preparation under way, keeps a complete file for the next open. */
   async close(): Promise<void> {
     this.closed = true;
+    this.wake?.();
     await this.work;
     if (this.fd !== undefined) this.io.closeSync(this.fd);
     this.fd = undefined;
