@@ -88,8 +88,9 @@ export interface Limits {
    * Share of the time (percent, 1-100) a preparation keeps the disk busy: after each write and
    * fdatasync of zeros it waits (100 - this) / this times as long, so the appends' fdatasyncs
    * queue behind at most one step of zeros, never a burst of them (back to back, 64 MiB of zeros
-   * held the disk ~1 s and put 10-25 ms acks in the p99.9 of a paced load). While the active
-   * segment has less than `segmentPrepareAtBytes` left, the steps follow each other without a wait.
+   * made the appends' fdatasyncs 2-3 times slower while they lasted). While the active segment
+   * is plain (its appends grow the file) or has less than `segmentPrepareAtBytes` left, the steps
+   * follow each other without a wait.
    */
   segmentPrepareDutyPercent: number;
   /** After a failed preparation (a full disk), the next attempt waits at least this long. */

@@ -86,8 +86,10 @@ export class SegmentLog {
   ) {
     this.active = new ActiveSegment(dir, limits, io, activeId, activeSize);
     this.reader = new SegmentReader(dir, limits, io);
-    // The file is needed soon once the active segment has less than segmentPrepareAtBytes left.
-    this.preparer = new SegmentPreparer(dir, limits, io, () => this.activeSize + limits.segmentPrepareAtBytes >= limits.segmentBytesMax);
+    // The file is needed soon while the active segment is plain (each of its fdatasyncs commits
+    // the journal too; the log leaves it as soon as the file is ready), or has less than
+    // segmentPrepareAtBytes left.
+    this.preparer = new SegmentPreparer(dir, limits, io, () => this.active.plain || this.activeSize + limits.segmentPrepareAtBytes >= limits.segmentBytesMax);
     this.preparePolicy = new PreparePolicy(limits.segmentPrepareSyncBytesMax);
     this.seals = new SealQueue(io, (u) => {
       this.events.onSealed?.(u.id, u.bytes);
