@@ -7,7 +7,7 @@
  */
 import { randomBytes } from "node:crypto";
 import type { Scale } from "./lib/args.js";
-import { runInFlight } from "./lib/load.js";
+import { runInFlight, runSequential } from "./lib/load.js";
 import { latencyHistogram, perSecond, prng } from "./lib/stats.js";
 import { CpuMeter, runPaced, tailLatency, type CpuPerOp, type TailLatency } from "./net-load.js";
 import type { BenchKv, BenchStream, BenchSystem, EchoSystem } from "./net-systems.js";
@@ -161,6 +161,8 @@ async function checkedKvGet(kv: BenchKv, key: string, valueBytes: number): Promi
 
 /** Reads of the whole warm-up stream before the measured read back (see runSystem). */
 const READ_WARMUP_PASSES = 3;
+/** Appends, gets and kv gets one at a time before the measured ones (at most warmupOps). */
+const LONE_WARMUP_OPS = 3000;
 
 /** Runs every workload once against `system`. */
 export async function runSystem(system: BenchSystem, p: NetBenchParams, progress: Progress): Promise<SystemRun> {
@@ -173,6 +175,11 @@ export async function runSystem(system: BenchSystem, p: NetBenchParams, progress
   const warm = await system.stream("warmup");
   await runInFlight(256, p.warmupOps, () => warm.append(kib));
   await runInFlight(16, p.warmupOps, (i) => checkedGet(warm, 1 + (i % p.warmupOps), KiB));
+  // One at a time too: a lone request takes other code than coalesced ones, in the client and the
+  // server, and a fresh process's first 3,000 lone appends took up to twice as long as later ones.
+  const lone = Math.min(p.warmupOps, LONE_WARMUP_OPS);
+  await runSequential(lone, () => warm.append(kib));
+  await runSequential(lone, (i) => checkedGet(warm, 1 + (i % p.warmupOps), KiB));
   // The streamed read too (read back): its per-batch code runs a few hundred times per pass, so a
   // fresh process reads its first 100,000 messages at a third of its steady rate (JIT tiers, TCP
   // windows); each system gets the same passes.
@@ -180,6 +187,7 @@ export async function runSystem(system: BenchSystem, p: NetBenchParams, progress
   const warmKv = await system.kv("warmup_kv");
   await runInFlight(256, p.warmupOps, (i) => warmKv.put(`w-${i}`, kib));
   await runInFlight(16, p.warmupOps, (i) => checkedKvGet(warmKv, `w-${i}`, KiB));
+  await runSequential(lone, (i) => checkedKvGet(warmKv, `w-${i}`, KiB));
 
   const append = {} as Record<AppendKey, ThroughputRun>;
   const streams = {} as Record<AppendKey, BenchStream>;
