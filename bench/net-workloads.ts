@@ -183,7 +183,7 @@ export async function runSystem(system: BenchSystem, p: NetBenchParams, progress
   // The streamed read too (read back): its per-batch code runs a few hundred times per pass, so a
   // fresh process reads its first 100,000 messages at a third of its steady rate (JIT tiers, TCP
   // windows); each system gets the same passes.
-  for (let pass = 0; pass < READ_WARMUP_PASSES; pass++) await warm.readAll(p.warmupOps, KiB);
+  for (let pass = 0; pass < READ_WARMUP_PASSES; pass++) await warm.readAll(p.warmupOps + lone, KiB);
   const warmKv = await system.kv("warmup_kv");
   await runInFlight(256, p.warmupOps, (i) => warmKv.put(`w-${i}`, kib));
   await runInFlight(16, p.warmupOps, (i) => checkedKvGet(warmKv, `w-${i}`, KiB));
