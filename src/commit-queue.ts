@@ -34,6 +34,7 @@
  */
 import { assert } from "./assert.js";
 import { backoff } from "./backoff.js";
+import { WakeableSleep } from "./wakeable-sleep.js";
 import { StrataError } from "./errors.js";
 import { silentLogger, type Logger } from "./logger.js";
 import { applyRecords } from "./index/apply.js";
@@ -93,7 +94,8 @@ export class CommitQueue {
   private writesFailing = false;
   /** Set by `requestClose`: a batch waiting for the index stops waiting. */
   private closeRequested = false;
-  private wakeRetry: (() => void) | undefined;
+  /** The wait between index retries, which requestClose ends early. */
+  private readonly retryWait = new WakeableSleep();
   private idleWaiters: Array<() => void> = [];
   /** Number of records committed and batches written, for the benchmark. */
   stats = { records: 0, batches: 0 };
@@ -338,24 +340,14 @@ export class CommitQueue {
         this.resolveDurable(batch, ptrs);
         return;
       }
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
-          this.wakeRetry = undefined;
-          resolve();
-        }, delays.next());
-        this.wakeRetry = () => {
-          clearTimeout(timer);
-          this.wakeRetry = undefined;
-          resolve();
-        };
-      });
+      await this.retryWait.sleep(delays.next());
     }
   }
 
   /** The store is closing: a batch waiting for the index is left to the next open's replay. */
   requestClose(): void {
     this.closeRequested = true;
-    this.wakeRetry?.();
+    this.retryWait.wake();
   }
 
   private resolveDurable(batch: OpenBatch, ptrs: Pointer[]): void {

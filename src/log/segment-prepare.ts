@@ -28,6 +28,7 @@ import fs from "node:fs";
 import type { Limits } from "../limits.js";
 import type { FileIo } from "./file-io.js";
 import { fsyncDirAsync } from "./segment-create.js";
+import { WakeableSleep } from "../wakeable-sleep.js";
 import { SEGMENT_HEADER_BYTES, preparedPath, preparingPath, segmentHeader, segmentPath } from "./segment-files.js";
 
 /** Zero buffers by size, shared by every log of the process; only ever written from, never to. */
@@ -55,8 +56,8 @@ export class SegmentPreparer {
   failures = 0;
   lastError: unknown;
 
-  /** Ends the pause between two steps early (close). */
-  private wake: (() => void) | undefined;
+  /** The pause between two steps, which close ends early. */
+  private readonly pauses = new WakeableSleep();
 
   /**
    * @param urgent whether the log needs the file soon (its active segment is nearly full): the
@@ -156,18 +157,7 @@ export class SegmentPreparer {
     const duty = this.limits.segmentPrepareDutyPercent;
     if (duty >= 100 || this.closed || this.urgent()) return;
     const waitMs = (stepMs * (100 - duty)) / duty;
-    if (waitMs < 1) return;
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        this.wake = undefined;
-        resolve();
-      }, waitMs);
-      this.wake = () => {
-        clearTimeout(timer);
-        this.wake = undefined;
-        resolve();
-      };
-    });
+    if (waitMs >= 1) await this.pauses.sleep(waitMs);
   }
 
   /**
@@ -212,7 +202,7 @@ export class SegmentPreparer {
   /** Stops: waits for a preparation under way, keeps a complete file for the next open. */
   async close(): Promise<void> {
     this.closed = true;
-    this.wake?.();
+    this.pauses.wake();
     await this.work;
     if (this.fd !== undefined) this.io.closeSync(this.fd);
     this.fd = undefined;

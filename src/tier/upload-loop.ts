@@ -15,6 +15,7 @@
  * - `wake` cuts a retry wait short (the tier calls it on close).
  */
 import { backoff } from "../backoff.js";
+import { WakeableSleep } from "../wakeable-sleep.js";
 import { errorFields, type Logger } from "../logger.js";
 import type { Limits } from "../limits.js";
 import { isPermanent } from "./ship-faults.js";
@@ -38,7 +39,8 @@ export class UploadLoop {
   uploading: Promise<void> | undefined;
   /** Whether uploads are failing now (the last attempt failed and none succeeded since). */
   failing = false;
-  private wakeUp: (() => void) | undefined;
+  /** The wait between retries, which close ends early. */
+  private readonly retryWait = new WakeableSleep();
 
   constructor(
     /** Sealed segments waiting to be shipped, in log order (the tier's array, shared). */
@@ -72,7 +74,7 @@ export class UploadLoop {
 
   /** Cuts a retry wait short (close). */
   wake(): void {
-    this.wakeUp?.();
+    this.retryWait.wake();
   }
 
   private async run(): Promise<void> {
@@ -95,25 +97,11 @@ export class UploadLoop {
         }
         if (!this.failing) this.hooks.logger.warn({ event: "upload_retry", segment: seg, ...errorFields(err) }, `upload of segment ${seg} failed (${(err as Error).message}); retrying with backoff`);
         this.failing = true;
-        await this.pause(delays.next());
+        await this.retryWait.sleep(delays.next());
       }
     }
   }
 
-  /** Waits between upload retries; `wake` cuts the wait short. */
-  private pause(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.wakeUp = undefined;
-        resolve();
-      }, ms);
-      this.wakeUp = () => {
-        clearTimeout(timer);
-        this.wakeUp = undefined;
-        resolve();
-      };
-    });
-  }
 }
 
 /** The first pause between upload retries; it doubles up to `uploadRetryMaxMs`. */
