@@ -31,6 +31,9 @@ import { fsyncDirAsync } from "./segment-create.js";
 import { WakeableSleep } from "../wakeable-sleep.js";
 import { SEGMENT_HEADER_BYTES, preparedPath, preparingPath, segmentHeader, segmentPath } from "./segment-files.js";
 
+/** The longest pause between two steps of zeros (see `pause`). */
+const PAUSE_MAX_MS = 1000;
+
 /** Zero buffers by size, shared by every log of the process; only ever written from, never to. */
 const zeroChunks = new Map<number, Buffer>();
 function zeroChunk(bytes: number): Buffer {
@@ -60,8 +63,8 @@ export class SegmentPreparer {
   private readonly pauses = new WakeableSleep();
 
   /**
-   * @param urgent whether the log needs the file soon (its active segment is nearly full): the
-   *   steps then follow each other without pauses
+   * @param urgent whether the log needs the file soon (its active segment is plain or nearly
+   *   full): the steps then follow each other without pauses
    */
   constructor(
     private readonly dir: string,
@@ -152,11 +155,15 @@ export class SegmentPreparer {
     this.fileBytes = this.limits.segmentBytesMax;
   }
 
-  /** After a step that took `stepMs`, waits so that the steps take `segmentPrepareDutyPercent` of the time. */
+  /**
+   * After a step that took `stepMs`, waits so that the steps take `segmentPrepareDutyPercent` of
+   * the time; never longer than PAUSE_MAX_MS, so that a step slowed by a stalled disk does not
+   * leave the log's need for the file unchecked for long.
+   */
   private async pause(stepMs: number): Promise<void> {
     const duty = this.limits.segmentPrepareDutyPercent;
     if (duty >= 100 || this.closed || this.urgent()) return;
-    const waitMs = (stepMs * (100 - duty)) / duty;
+    const waitMs = Math.min(PAUSE_MAX_MS, (stepMs * (100 - duty)) / duty);
     if (waitMs >= 1) await this.pauses.sleep(waitMs);
   }
 

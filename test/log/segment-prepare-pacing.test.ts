@@ -2,7 +2,8 @@
  * The pacing of segment preparation (src/log/segment-prepare.ts): zeros are written a step at a
  * time, and after each step the preparer waits so that steps take `segmentPrepareDutyPercent` of
  * the time, leaving the disk to the appends' fdatasyncs in between; when the log needs the file
- * soon the steps follow each other at once; closing ends a pause at once.
+ * soon the steps follow each other at once; a pause lasts at most a second; closing ends a pause
+ * at once.
  *
  * The file system here is a double whose fdatasync takes 10 ms of fake time: the pauses are
  * computed from measured step times, so only a clock the test drives makes them exact.
@@ -31,7 +32,7 @@ function limitsWith(duty: number) {
 }
 
 /** Times (fake ms) at which each step's write began; fdatasync takes SYNC_MS. */
-function timedIo(writes: number[]): FileIo {
+function timedIo(writes: number[], syncMs = SYNC_MS): FileIo {
   return {
     ...nodeFileIo,
     open: async () => 1000,
@@ -43,7 +44,7 @@ function timedIo(writes: number[]): FileIo {
       writes.push(performance.now());
       return length;
     },
-    fdatasync: () => new Promise<void>((resolve) => setTimeout(resolve, SYNC_MS)),
+    fdatasync: () => new Promise<void>((resolve) => setTimeout(resolve, syncMs)),
   };
 }
 
@@ -97,6 +98,17 @@ describe("segment preparation pacing", () => {
     // Two paced steps, then (from the next pause decision on) back to back.
     expect(gaps(writes).slice(0, 2)).toEqual([SYNC_MS * 4, SYNC_MS * 4]);
     expect(gaps(writes).slice(3)).toEqual(Array(STEPS - 4).fill(SYNC_MS));
+    preparer.closeFdSync();
+  });
+
+  it("pauses at most a second, however slow a step was", async () => {
+    const writes: number[] = [];
+    const slowMs = 2000;
+    const preparer = new SegmentPreparer(dir, limitsWith(25), timedIo(writes, slowMs));
+    preparer.start();
+    await vi.advanceTimersByTimeAsync(STEPS * (slowMs + 1000));
+    expect(preparer.ready).toBe(true);
+    expect(gaps(writes)).toEqual(Array(STEPS - 1).fill(slowMs + 1000));
     preparer.closeFdSync();
   });
 
