@@ -385,10 +385,11 @@ export interface NetLimits {
   batchItemsMax: number;
   /**
    * Most bytes of items in one getAll / keys batch message (a larger item goes alone; a batch
-   * also stays within max_payload less `frameOverheadBytes`). Fewer, larger messages cost less
-   * per item in the server, nats-server and the client: a cold read back of 50,000 1 KiB
-   * messages ran ~15 % faster at 512 KiB than at 128 KiB (reply-stream.ts streamBatches). A
-   * reader holds up to `replyWindowMessages` of them in flight.
+   * also stays within max_payload less `frameOverheadBytes`; reply-stream.ts streamBatches). A
+   * reader that falls behind holds up to `replyWindowMessages` of them (1 MiB by default), so
+   * this times replyWindowMessages is what each streamed reply may cost a client (an HTTP
+   * gateway: per listing). 512 KiB read a cold stream ~15 % faster but made that 4 MiB; a warm
+   * server read back as fast at either size, within this machine's noise.
    */
   streamBatchBytesMax: number;
   /** Most changes in one `changes` reply, and the bytes of values they may carry together. */
@@ -460,7 +461,7 @@ export const DEFAULT_NET_LIMITS: Readonly<NetLimits> = Object.freeze({
   serverBaseBytes: 128 * MiB,
   requestsInFlightMax: 10_000,
   batchItemsMax: 1000,
-  streamBatchBytesMax: 512 * KiB,
+  streamBatchBytesMax: 128 * KiB,
   changesPageMax: 1000,
   changesReplyBytesMax: 4 * MiB,
   changeInlineBytesMax: 256,

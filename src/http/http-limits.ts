@@ -9,8 +9,9 @@
  * (each held body at most `httpBodyBufferBytesMax` when it declared its length, else at most
  * `httpBodyBytesMax`, reserved as it arrives; a larger declared body streams through, reserving
  * `httpBodyBufferBytesMax`), plus at most `httpStreamsMax` streamed responses (NDJSON
- * listings and SSE watches), each holding one batch of the client's reply stream or one watch's
- * bounded queue (src/net/client/watch.ts), plus at most `httpDownloadsMax` GETs of a value larger
+ * listings and SSE watches), each holding the client's reply window of batches (the server's
+ * replyWindowMessages × streamBatchBytesMax: 1 MiB by default) or one watch's bounded queue
+ * (src/net/client/watch.ts), plus at most `httpDownloadsMax` GETs of a value larger
  * than one NATS message, each holding about the server's reply window (replyWindowMessages
  * messages of max_payload: 8 MiB by default) and the chunk being written, never the whole value
  * (src/net/client/get-streamed.ts); a smaller value is one message, held once. Each of those is
