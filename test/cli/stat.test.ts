@@ -19,6 +19,7 @@ import { deadBytesBySegment } from "../../src/index/dead-chunks.js";
 import { INDEX_FILE, writeIndexSum } from "../../src/index/index-check.js";
 import { listSegmentIds, segmentPath } from "../../src/log/segment-files.js";
 import { Store } from "../../src/store.js";
+import { copyLive } from "../helpers/copy-live.js";
 import { LIMITS, World, bytes, enc, shipAll } from "../engine/takeover-helpers.js";
 
 const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url));
@@ -135,7 +136,7 @@ describe("strata stat: the figures", () => {
     // A copy of the directory of a running store is what a kill -9 leaves behind.
     await s.index.flushed();
     const copy = path.join(world.root, "crashed");
-    fs.cpSync(dir, copy, { recursive: true, filter: (src) => path.basename(src) !== "LOCK" });
+    copyLive(dir, copy, (name) => name === "LOCK");
     await s.close();
 
     const stat = await dataStat(dir);

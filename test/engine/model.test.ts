@@ -32,6 +32,7 @@ import { dataStat } from "../../src/data-stat.js";
 import { COMPACTED_BASE, listSegmentFiles, segmentFileProblems, segsOf } from "./compact-files.js";
 import { Model, feedProblems, type Outcome } from "./model.js";
 import { applyToModel, applyToStore, concretize, writeOpArb as workloadOpArb, type WriteOp } from "./workload.js";
+import { copyLive } from "../helpers/copy-live.js";
 
 const STREAMS = ["s/a", "s/b", "mixed"] as const;
 const KVS = ["k/a", "k/b", "mixed"] as const;
@@ -279,8 +280,8 @@ class Harness {
     const copy = `${this.dir}-crash`;
     // Synchronous, so nothing of the old instance can interleave with the copy.
     fs.mkdirSync(path.join(copy, "index"), { recursive: true });
-    fs.cpSync(path.join(this.dir, "index", "index.mdb"), path.join(copy, "index", "index.mdb"));
-    fs.cpSync(segDir, path.join(copy, "segments"), { recursive: true });
+    copyLive(path.join(this.dir, "index", "index.mdb"), path.join(copy, "index", "index.mdb"));
+    copyLive(segDir, path.join(copy, "segments"));
     await this.store.close().catch(() => undefined);
     fs.rmSync(this.dir, { recursive: true, force: true });
     fs.renameSync(copy, this.dir);

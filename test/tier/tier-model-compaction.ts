@@ -22,6 +22,7 @@ import { checkpointsPrefix, compactionsPrefix, parseCompactionMarkerKey, parseSe
 import { COMPACTED_BASE, segmentFileProblems, segsOf } from "../engine/compact-files.js";
 import type { Model, Outcome } from "../engine/model.js";
 import { DEDUP_WINDOW_MS, LIMITS, SERVER_ID, anyValue, checkpointKeyOf, isFault, smallValue, writeOpArb, type Op, type WriteOp } from "./tier-model-ops.js";
+import { copyLive } from "../helpers/copy-live.js";
 
 /**
  * Compaction limits: every sealed segment counts as small (merged), runs of up to three segments,
@@ -175,8 +176,8 @@ export async function compactCrash(h: CompactionHarness, sealActive: boolean, st
   if (["switched", "reclaim-local", "reclaim-object", "reclaimed"].includes(step)) h.preCompactionCheckpoints = new Set([...h.preCompactionCheckpoints, ...checkpoints]);
   const copy = `${h.dir}-crash`;
   fs.mkdirSync(path.join(copy, "index"), { recursive: true });
-  fs.cpSync(path.join(h.dir, "index", "index.mdb"), path.join(copy, "index", "index.mdb"));
-  fs.cpSync(path.join(h.dir, "segments"), path.join(copy, "segments"), { recursive: true });
+  copyLive(path.join(h.dir, "index", "index.mdb"), path.join(copy, "index", "index.mdb"));
+  copyLive(path.join(h.dir, "segments"), path.join(copy, "segments"));
   h.faulty.setOffline(true);
   await h.close();
   fs.rmSync(h.dir, { recursive: true, force: true });

@@ -45,6 +45,7 @@ import { COMPACTED_BASE, segmentFileProblems, segsOf } from "../engine/compact-f
 import { Model, feedProblems, type Outcome } from "../engine/model.js";
 import { COMPACT_LIMITS, CRASH_STEPS, MILD_FAULTS, compact, compactCrash, compactionOpArb, restoreEach, type CompactionHarness } from "./tier-model-compaction.js";
 import { DEDUP_WINDOW_MS, KEYS, LIMITS, SERVER_ID, anyValue, checkpointKeyOf, isFault, issue, outcome, smallValue, writeOpArb, type Op, type WriteOp } from "./tier-model-ops.js";
+import { copyLive } from "../helpers/copy-live.js";
 
 const ALL_LOCS = ["s/a", "s/b", "k/a", "k/b", "mixed"];
 /** Object-ack timeout while the object store is down (the outage step waits for it). */
@@ -305,8 +306,8 @@ class Harness implements CompactionHarness {
     const copy = `${this.dir}-crash`;
     fs.mkdirSync(path.join(copy, "index"), { recursive: true });
     // Synchronous, so no commit or upload bookkeeping can interleave with the copy.
-    fs.cpSync(path.join(this.dir, "index", "index.mdb"), path.join(copy, "index", "index.mdb"));
-    fs.cpSync(path.join(this.dir, "segments"), path.join(copy, "segments"), { recursive: true });
+    copyLive(path.join(this.dir, "index", "index.mdb"), path.join(copy, "index", "index.mdb"));
+    copyLive(path.join(this.dir, "segments"), path.join(copy, "segments"));
     this.faulty.setOffline(true);
     await this.close();
     fs.rmSync(this.dir, { recursive: true, force: true });
