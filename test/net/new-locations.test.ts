@@ -206,7 +206,9 @@ describe("pushed grants the server must ignore", () => {
     expect(real.body).toMatchObject({ incarnation: a.server.stats().ownership!.incarnation, grants: [[held, 1]] });
     const replay = (body: Record<string, unknown>) => bus.nc.publish(`${prefix}.s.a.grant`, encodeBody({ ...real.body, ...body }));
     const ignoredBefore = () => a.server.stats().ownership!.pushesIgnored;
-    const pinned = new StrataClient(bus.nc, { prefix, server: "a", timeoutMs: 1500 });
+    // A write a refuses waits for a's claim to come back refused from the coordinator; under a
+    // loaded CI machine that took over 1.5 s once, so this client waits long enough to hear it.
+    const pinned = new StrataClient(bus.nc, { prefix, server: "a", timeoutMs: 8000 });
     cleanups.push(async () => pinned.close());
 
     // A wrong epoch for a location it holds: ignored, it keeps serving under the coordinator's
