@@ -1,5 +1,5 @@
 /**
- * WakeableSleep (src/wakeable-sleep.ts): a pause that ends after its time, or at once on wake();
+ * WakeableSleep (src/wakeable-sleep.ts): a pause that ends after its time (true), or at once on wake() (false);
  * a wake with no pause under way changes nothing, and the next pause is a full one.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
@@ -12,11 +12,16 @@ describe("WakeableSleep", () => {
   it("ends after its time", async () => {
     const w = new WakeableSleep();
     let done = false;
-    void w.sleep(100).then(() => (done = true));
+    let result: boolean | undefined;
+    void w.sleep(100).then((r) => {
+      done = true;
+      result = r;
+    });
     await vi.advanceTimersByTimeAsync(99);
     expect(done).toBe(false);
     await vi.advanceTimersByTimeAsync(1);
     expect(done).toBe(true);
+    expect(result).toBe(true);
   });
 
   it("ends at once on wake, leaving no timer behind", async () => {
@@ -24,7 +29,7 @@ describe("WakeableSleep", () => {
     const started = Date.now();
     const pause = w.sleep(60_000);
     w.wake();
-    await pause;
+    expect(await pause).toBe(false);
     expect(Date.now()).toBe(started);
     expect(vi.getTimerCount()).toBe(0);
   });

@@ -60,6 +60,7 @@ import { fromNatsError } from "../wire/wire-errors.js";
 import { ChangesRequests } from "./watch-changes.js";
 import type { Watch, WatchDeps, WatchSink } from "./watch-types.js";
 import { ReplayMerge, idOf, isChange, isOmitted, kvItemChange, streamItemChange, type WatchFilter } from "./watch-merge.js";
+import { WakeableSleep } from "../../wakeable-sleep.js";
 export type { Watch, WatchDeps, WatchSink } from "./watch-types.js";
 
 export class Watcher implements Watch {
@@ -82,7 +83,8 @@ export class Watcher implements Watch {
   readonly started: Promise<void>; // Watch.started: the replay's first reply frame, or the end before it
   private settleStart!: (err: StrataError | undefined) => void;
   private consumer: { resolve: (r: IteratorResult<Change>) => void; reject: (e: Error) => void } | undefined;
-  private producer: (() => void) | undefined;
+  /** The producer's wait (backoff, resync, a full buffer), which new work ends early. */
+  private readonly producerWait = new WakeableSleep();
   /** When the last live change message arrived. */
   private liveAt = 0;
   private readonly onReconnect = () => {
@@ -379,22 +381,10 @@ export class Watcher implements Watch {
 
   /** Waits `ms` or until woken; resolves true on timeout. */
   private sleep(ms: number): Promise<boolean> {
-    if (this.stopped) return Promise.resolve(false);
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.producer = undefined;
-        resolve(true);
-      }, ms);
-      this.producer = () => {
-        clearTimeout(timer);
-        resolve(false);
-      };
-    });
+    return this.stopped ? Promise.resolve(false) : this.producerWait.sleep(ms);
   }
 
   private wakeProducer(): void {
-    const wake = this.producer;
-    this.producer = undefined;
-    wake?.();
+    this.producerWait.wake();
   }
 }
