@@ -10,6 +10,7 @@
  */
 import os from "node:os";
 import path from "node:path";
+import fc from "fast-check";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { SegmentPreparer } from "../../src/log/segment-prepare.js";
 import { nodeFileIo, type FileIo } from "../../src/log/file-io.js";
@@ -99,6 +100,22 @@ describe("segment preparation pacing", () => {
     expect(gaps(writes).slice(0, 2)).toEqual([SYNC_MS * 4, SYNC_MS * 4]);
     expect(gaps(writes).slice(3)).toEqual(Array(STEPS - 4).fill(SYNC_MS));
     preparer.closeFdSync();
+  });
+
+  it("keeps each step's share of the time at the duty, for any duty and step time (property)", async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 1, max: 100 }), fc.integer({ min: 1, max: 400 }), async (duty, syncMs) => {
+        const writes: number[] = [];
+        const preparer = new SegmentPreparer(dir, limitsWith(duty), timedIo(writes, syncMs));
+        preparer.start();
+        const pause = Math.min(1000, (syncMs * (100 - duty)) / duty);
+        await vi.advanceTimersByTimeAsync(STEPS * (syncMs + Math.ceil(pause) + 1));
+        expect(preparer.ready).toBe(true);
+        for (const gap of gaps(writes)) expect(Math.abs(gap - (syncMs + (pause >= 1 ? pause : 0)))).toBeLessThanOrEqual(1);
+        preparer.closeFdSync();
+      }),
+      { numRuns: 40 },
+    );
   });
 
   it("pauses at most a second, however slow a step was", async () => {
