@@ -203,7 +203,8 @@ export class CommitQueue {
         if (inFlight === undefined) {
           if (open !== undefined && open.count > 0) {
             open.view.detach(); // everything before it is in the index now
-            inFlight = this.startWrite(open);
+            // Alone: one write, nothing queued behind it and no batch to answer meanwhile.
+            inFlight = this.startWrite(open, open.count === 1 && this.queue.length === 0);
             open = undefined;
             continue;
           }
@@ -258,12 +259,15 @@ export class CommitQueue {
     }
   }
 
-  /** Starts the log write of a batch (one write, one fdatasync); its outcome never rejects. */
-  private startWrite(batch: OpenBatch): InFlight {
+  /**
+   * Starts the log write of a batch (one write, one fdatasync); its outcome never rejects. `alone`:
+   * the log may fdatasync it on the event loop (SegmentLog.writeBatch), nothing else waits on it.
+   */
+  private startWrite(batch: OpenBatch, alone = false): InFlight {
     if (batch.writing.length === 0) return { batch, written: Promise.resolve([]) };
     const m = this.metrics;
     const startedMs = m === undefined ? 0 : performance.now();
-    const written = this.log.writeBatch(batch.frames.frames).then(
+    const written = this.log.writeBatch(batch.frames.frames, alone).then(
       (ptrs) => {
         if (m !== undefined) {
           m.fsyncSeconds.observe((performance.now() - startedMs) / 1000);

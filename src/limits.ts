@@ -62,6 +62,15 @@ export interface Limits {
   /** A log write of at most this many bytes is made on the event loop (page cache copy); larger ones in the thread pool. */
   syncWriteBytesMax: number;
   /**
+   * At fsync "always", a lone write's fdatasync (one write, nothing queued, at most
+   * syncWriteBytesMax) is made on the event loop, which saves two thread hand-offs. When one takes
+   * longer than this, lone writes' fdatasyncs go to the thread pool for `fsyncInlineOffMs`. 0: never
+   * on the event loop.
+   */
+  fsyncInlineMaxMs: number;
+  /** How long lone writes' fdatasyncs stay in the thread pool after one took over `fsyncInlineMaxMs`. */
+  fsyncInlineOffMs: number;
+  /**
    * Once the active segment holds this many bytes, the next segment file is prepared (zeroed and
    * made durable) in the background, so appends never grow a file (default segmentBytesMax / 8).
    */
@@ -190,6 +199,8 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   scanReadBytesMax: 64 * KiB,
   fsyncIntervalMs: 1000,
   syncWriteBytesMax: 256 * KiB,
+  fsyncInlineMaxMs: 20,
+  fsyncInlineOffMs: 10_000,
   segmentPrepareAtBytes: 8 * MiB,
   segmentPreparePlainAtBytes: 1 * MiB,
   segmentPrepareSyncBytesMax: 64 * KiB,
@@ -241,7 +252,7 @@ export const RECORD_OVERHEAD_BYTES_MAX = 4 * KiB;
 /** Limits that are fractions in (0, 1] rather than positive integers. */
 const FRACTION_LIMITS: ReadonlySet<string> = new Set(["compactDeadFractionMin"]);
 /** Limits that may be 0 (no wait). */
-const ZERO_OK_LIMITS: ReadonlySet<string> = new Set(["compactRetainMs", "segmentPrepareSyncBytesMax"]);
+const ZERO_OK_LIMITS: ReadonlySet<string> = new Set(["compactRetainMs", "segmentPrepareSyncBytesMax", "fsyncInlineMaxMs"]);
 
 /** Limits whose default follows segmentBytesMax when they are not given: name → divisor. */
 const SEGMENT_RELATIVE: ReadonlyArray<[keyof Limits, number]> = [

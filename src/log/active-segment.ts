@@ -98,10 +98,11 @@ export class ActiveSegment {
   }
 
   /**
-   * Writes `bytes` at the end of the active segment and, when `sync`, fdatasyncs it; a failed
-   * fdatasync throws `FsyncFailed` (see `SegmentLog.writeBatch`).
+   * Writes `bytes` at the end of the active segment and, when `sync`, fdatasyncs it: in the thread
+   * pool, or on the event loop when `inline` (a lone write; see `SegmentLog.writeBatch`). A failed
+   * fdatasync throws `FsyncFailed`.
    */
-  async append(frames: Buffer[], bytes: number, sync: boolean): Promise<void> {
+  async append(frames: Buffer[], bytes: number, sync: boolean, inline = false): Promise<void> {
     if (bytes === 0) return;
     const fd = this.fd!;
     let done = 0;
@@ -117,7 +118,8 @@ export class ActiveSegment {
     }
     if (sync) {
       try {
-        await this.io.fdatasync(fd);
+        if (inline) this.io.fdatasyncSync(fd);
+        else await this.io.fdatasync(fd);
       } catch (cause) {
         throw new FsyncFailed(cause);
       }

@@ -23,6 +23,8 @@ export interface FileIo {
   /** Like `writevSync`, off the event loop. */
   writev(fd: number, bufs: readonly Uint8Array[], position: number): Promise<number>;
   fdatasync(fd: number): Promise<void>;
+  /** Like `fdatasync`, on the event loop (a lone write's, where a thread-pool trip costs more). */
+  fdatasyncSync(fd: number): void;
   fsyncSync(fd: number): void;
   ftruncateSync(fd: number, length: number): void;
   fstatSync(fd: number): { size: number };
@@ -51,6 +53,7 @@ export const nodeFileIo: FileIo = {
   writeSync: (fd, buf, offset, length, position) => fs.writeSync(fd, buf, offset, length, position),
   write: async (fd, buf, offset, length, position) => (await writeAsync(fd, buf, offset, length, position)).bytesWritten,
   fdatasync: (fd) => fdatasyncAsync(fd),
+  fdatasyncSync: (fd) => fs.fdatasyncSync(fd),
   fsyncSync: (fd) => fs.fsyncSync(fd),
   ftruncateSync: (fd, length) => fs.ftruncateSync(fd, length),
   fstatSync: (fd) => ({ size: fs.fstatSync(fd).size }),

@@ -74,6 +74,10 @@ export class SegmentLog {
   /** Set when a batch write failed (./segment-repair.ts); until `repair` succeeds every append fails with IO. */
   private broken: Broken | undefined;
   private fsyncMode: FsyncMode = "always";
+  /** Until when (performance.now()) a lone write's fdatasync goes to the thread pool: one on the event loop was slow. */
+  private inlineOffUntil = 0;
+  /** Whether the event loop turned since the last fdatasync on it (`appendLast`). */
+  private loopTurned = true;
   private syncTimer: NodeJS.Timeout | undefined;
 
   private constructor(
@@ -168,9 +172,11 @@ export class SegmentLog {
    * All or nothing: when it fails (IO), none of the batch's records stays in the log, not even
    * those of a segment it already completed, so a write answered with an error never appears
    * after a restart; the log is cut back to where the batch began before the error is thrown, and
-   * the next call (once the disk has space again) appends from there.
+   * the next call (once the disk has space again) appends from there. `alone`: the caller has
+   * nothing else to do until this batch is durable (one write, none queued), so a small batch's
+   * fdatasync may be made on the event loop (`appendLast`).
    */
-  async writeBatch(frames: Buffer[]): Promise<Pointer[]> {
+  async writeBatch(frames: Buffer[], alone = false): Promise<Pointer[]> {
     this.checkOpen();
     assert(!this.writing, "writeBatch calls must not overlap");
     this.writing = true;
@@ -206,7 +212,7 @@ export class SegmentLog {
         pending.push(f);
         pendingBytes += f.byteLength;
       }
-      await this.active.append(pending, pendingBytes, this.fsyncMode === "always");
+      await this.appendLast(pending, pendingBytes, alone && batchBytes === pendingBytes);
       ok = true;
       this.preparePolicy.appended(batchBytes, this.active.fsyncCount, performance.now());
       this.maybePrepare();
@@ -231,6 +237,35 @@ export class SegmentLog {
       this.writing = false;
       // Only once the batch is durable may the tier see the segments it completed (after their seal).
       if (ok) for (const s of sealed) this.seals.push(s).catch(() => undefined); // a failed seal is redone by the next roll
+    }
+  }
+
+  /**
+   * Writes a batch's last frames to the active segment, fdatasync'd at fsync "always". A lone
+   * write's (`alone`: the caller has nothing else to write or answer meanwhile) is fdatasync'd on
+   * the event loop when it is small (`syncWriteBytesMax`, written there too): a trip through the
+   * thread pool wakes a worker and then the event loop again, ~0.3 ms of a lone append's ~1 ms on
+   * the 2-core VM. The loop is blocked for as long as the disk takes, so when one takes longer
+   * than `fsyncInlineMaxMs` (a slow or stalling disk), lone writes go back to the thread pool for
+   * `fsyncInlineOffMs`; `fsyncInlineMaxMs` 0 never blocks the loop. A caller awaiting lone writes
+   * in a loop must not keep timers and I/O from ever running, as the thread pool's callbacks gave
+   * them turns: when the event loop has not turned since the last one (a setImmediate after each
+   * tells), the next waits for a turn first. A server's lone writes each come from a socket read,
+   * a turn of their own, and wait for nothing.
+   */
+  private async appendLast(frames: Buffer[], bytes: number, alone: boolean): Promise<void> {
+    const sync = this.fsyncMode === "always";
+    const inline = sync && alone && bytes <= this.limits.syncWriteBytesMax && this.limits.fsyncInlineMaxMs > 0 && performance.now() >= this.inlineOffUntil;
+    if (!inline) return this.active.append(frames, bytes, sync);
+    if (!this.loopTurned) await new Promise<void>((resolve) => setImmediate(resolve));
+    this.loopTurned = false;
+    setImmediate(() => (this.loopTurned = true));
+    const started = performance.now();
+    try {
+      await this.active.append(frames, bytes, true, true);
+    } finally {
+      const now = performance.now();
+      if (now - started > this.limits.fsyncInlineMaxMs) this.inlineOffUntil = now + this.limits.fsyncInlineOffMs;
     }
   }
 

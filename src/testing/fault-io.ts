@@ -22,7 +22,7 @@
  *   written to the highest), a prefix of `keep` (0..1) survives; the rest is cut off where the
  *   file grew, and reads as zeros where it overwrote (a pre-zeroed segment: the disk still holds
  *   the zeros that were made durable there). The log writes in order, so a prefix is what survives.
- * Ops: "write" (writeSync, write, writevSync, writev), "fsync" (fdatasync, fsyncSync, fsync),
+ * Ops: "write" (writeSync, write, writevSync, writev), "fsync" (fdatasync, fdatasyncSync, fsyncSync, fsync),
  * "truncate" (ftruncateSync, ftruncate), "open" (openSync, open; not for reading), "rename".
  * The async calls (open, fsync, ftruncate, rename, close) are what the log's background work uses
  * (preparing the next segment, sealing the last one), so a full disk reaches that work too.
@@ -217,6 +217,13 @@ export class FaultIo implements FileIo {
     const f = this.fate("fsync", this.paths.get(fd));
     if (f) throw injectedError(f.code, "fdatasync");
     await this.base.fdatasync(fd);
+    this.noteSynced(fd);
+  }
+
+  fdatasyncSync(fd: number): void {
+    const f = this.fate("fsync", this.paths.get(fd));
+    if (f) throw injectedError(f.code, "fdatasync");
+    this.base.fdatasyncSync(fd);
     this.noteSynced(fd);
   }
 

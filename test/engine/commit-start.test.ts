@@ -31,8 +31,9 @@ afterEach(async () => {
 });
 
 /**
- * The real disk, but the log's fdatasyncs wait while `hold()` is in effect, so a test can see
- * what arrives while one is in flight (a slow disk; nothing fails).
+ * The real disk, but the log's fdatasyncs in the thread pool wait while `hold()` is in effect, so
+ * a test can see what arrives while one is in flight (a slow disk; nothing fails). The store must
+ * keep them there (fsyncInlineMaxMs 0).
  */
 function gatedIo(): { io: FileIo; hold(): void; release(): void; waiting(): number } {
   let gate: Promise<void> | undefined;
@@ -98,7 +99,8 @@ describe("starting the group commit", () => {
 
   it("batches the writes arriving during a batch's fdatasync together, after it, in order, each acknowledged only after its own fdatasync", async () => {
     const gate = gatedIo();
-    store = await Store.open({ dir, sweepTimers: false, io: gate.io });
+    // The thread pool's fdatasync, which the gate can hold (a lone write's would run on the event loop).
+    store = await Store.open({ dir, sweepTimers: false, io: gate.io, limits: { fsyncInlineMaxMs: 0 } });
     const s = store.stream("cs/during");
     await s.append({ value: enc("warm") });
     const before = store.stats();

@@ -127,7 +127,7 @@ describe("a disk that stays full", () => {
   });
 });
 
-/** A FileIo that holds each fdatasync until released, so a test can queue writes behind it. */
+/** A FileIo that holds each fdatasync of the thread pool until released (open the store with fsyncInlineMaxMs 0), so a test can queue writes behind it. */
 function gatedIo(inner: FileIo): FileIo & { waiting: number; release: () => void } {
   let gates: Array<() => void> = [];
   const io = {
@@ -158,7 +158,8 @@ describe("the commit queue after a failed batch", () => {
   it("re-decides the batch queued behind the failed one instead of writing it with stale seqs", async () => {
     const fault = new FaultIo({ seed: 3 });
     const io = gatedIo(fault);
-    store = await open({ io });
+    // The thread pool's fdatasync, which the gate can hold (a lone write's would run on the event loop).
+    store = await open({ io, limits: { fsyncInlineMaxMs: 0 } });
     const s = store.stream("q/s");
     const first = s.append({ value: enc("one") });
     await until(() => io.waiting === 1);

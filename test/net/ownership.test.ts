@@ -97,7 +97,8 @@ describe("a server's lease", () => {
 
     await coord.stop();
     await until("the lease to run out", () => server.stats().ownership!.leaseRemainingMs === 0);
-    const pinned = new StrataClient(nc, { prefix: P, server: "a1", timeoutMs: 300 });
+    // The refusal is immediate; the budget is long enough for a loaded CI machine (it read TIMEOUT at 300 ms once).
+    const pinned = new StrataClient(nc, { prefix: P, server: "a1", timeoutMs: 5000 });
     expect(await codeOf(pinned.stream("acct/o/one").get(1))).toBe("UNAVAILABLE");
     expect(await codeOf(pinned.stream("acct/o/one").append({ value: enc("no") }))).toBe("UNAVAILABLE");
 
