@@ -97,8 +97,9 @@ describe("a server's lease", () => {
 
     await coord.stop();
     await until("the lease to run out", () => server.stats().ownership!.leaseRemainingMs === 0);
-    // The refusal is immediate; the budget is long enough for a loaded CI machine (it read TIMEOUT at 300 ms once).
-    const pinned = new StrataClient(nc, { prefix: P, server: "a1", timeoutMs: 5000 });
+    // One attempt each (no retry fits the budget), so a refusal is what the call answers: with
+    // retries, an attempt still in flight when a short budget ran out read TIMEOUT on a loaded machine.
+    const pinned = new StrataClient(nc, { prefix: P, server: "a1", timeoutMs: 5000, limits: { retryBackoffMinMs: 20_000, retryBackoffMaxMs: 20_000 } });
     expect(await codeOf(pinned.stream("acct/o/one").get(1))).toBe("UNAVAILABLE");
     expect(await codeOf(pinned.stream("acct/o/one").append({ value: enc("no") }))).toBe("UNAVAILABLE");
 
