@@ -29,12 +29,26 @@ export interface SystemFigures {
   kvGet: { inFlight1: ThroughputFigures; inFlight64: ThroughputFigures };
   large: LargeFigures;
   /** `p999Runs`: each run's ack p99.9 (µs), for the "in every run" targets. */
-  paced: { latency: TailLatency; msgsPerSec: Figure; sendLagMsMax: Figure; p999Runs: Figure };
-  pacedSmall: { latency: TailLatency; msgsPerSec: Figure; sendLagMsMax: Figure; p999Runs: Figure };
+  paced: PacedFigures;
+  pacedSmall: PacedFigures;
   /** opsPerSec = new locations per second; cpuUsPerOp per new location (coordinator: its child process). */
   newLocations?: ThroughputFigures;
   newLocationsSeconds?: Figure;
   coordinatedAppend?: ThroughputFigures;
+}
+
+/**
+ * `p999Runs`: each run's ack p99.9 (µs), for the "in every run" targets. `machineLagMsMax` and
+ * `machineLagP999Ms`: per run, how late an idle probe process's timers fired during the load
+ * (./lib/lag-probe.ts), the machine's own stalls at those moments.
+ */
+export interface PacedFigures {
+  latency: TailLatency;
+  msgsPerSec: Figure;
+  sendLagMsMax: Figure;
+  p999Runs: Figure;
+  machineLagMsMax?: Figure;
+  machineLagP999Ms?: Figure;
 }
 
 export interface EchoFigures {
@@ -106,12 +120,16 @@ export function systemFigures(runs: readonly SystemRun[]): SystemFigures {
   };
 }
 
-function pacedFigures(runs: ReadonlyArray<SystemRun["paced"]>): SystemFigures["paced"] {
+function pacedFigures(runs: ReadonlyArray<SystemRun["paced"]>): PacedFigures {
+  const lags = runs.flatMap((r) => (r.machineLag ? [r.machineLag] : []));
   return {
     latency: medianTail(runs.map((r) => r.latency)),
     msgsPerSec: figure(runs.map((r) => r.msgsPerSec), "msgs/s"),
     sendLagMsMax: figure(runs.map((r) => r.sendLagMsMax), "ms"),
     p999Runs: figure(runs.map((r) => r.latency.p999), "us"),
+    ...(lags.length === runs.length && lags.length > 0
+      ? { machineLagMsMax: figure(lags.map((l) => round(l.maxMs, 2)), "ms"), machineLagP999Ms: figure(lags.map((l) => round(l.p999Ms, 2)), "ms") }
+      : {}),
   };
 }
 
@@ -169,6 +187,18 @@ function latencyRows(workload: string, at: (f: SystemFigures) => TailLatency, wh
   return which.map((k) => ({ workload, metric: `${label[k]} latency`, unit: "ms", better: "lower", pick: (f) => ms(at(f)[k]) }));
 }
 
+/** The floor under a paced row's p99.9: the idle probe's worst timer lag during the load (median of the runs). */
+function machineLagRow(workload: string, at: (f: SystemFigures) => PacedFigures): RowSpec {
+  return {
+    workload,
+    metric: "machine stall: idle probe's timer lag, max",
+    unit: "ms",
+    better: "lower",
+    pick: (f) => at(f).machineLagMsMax?.median,
+    note: () => "not Strata's or JetStream's latency: how late a separate idle node process's 2 ms timers fired during the same load (bench/lib/lag-probe.ts); each run's value is in figures.*.paced(Small).machineLagMsMax",
+  };
+}
+
 const ROWS: readonly RowSpec[] = [
   { workload: "append 1 KiB, 1 in flight", metric: "throughput", unit: "msgs/s", better: "higher", pick: (f) => f.append.inFlight1_1KiB.opsPerSec.median },
   ...latencyRows("append 1 KiB, 1 in flight", (f) => f.append.inFlight1_1KiB.latency, ["p50", "p99", "p999"]),
@@ -207,7 +237,9 @@ const ROWS: readonly RowSpec[] = [
   },
   { workload: "one 8 MiB message", metric: "get", unit: "MB/s", better: "higher", pick: (f) => (f.large.accepted ? f.large.getMbPerSec.median : undefined) },
   ...latencyRows(PACED_4KIB, (f) => f.paced.latency, ["p50", "p99", "p999"]),
+  machineLagRow(PACED_4KIB, (f) => f.paced),
   ...latencyRows(PACED_100B, (f) => f.pacedSmall.latency, ["p50", "p99", "p999"]),
+  machineLagRow(PACED_100B, (f) => f.pacedSmall),
   { workload: NEW_LOCATIONS, metric: "elapsed", unit: "s", better: "lower", pick: (f) => f.newLocationsSeconds?.median, note: () => "locations: params.newLocations.locations (2,000 at full scale)" },
   { workload: NEW_LOCATIONS, metric: "throughput", unit: "locations/s", better: "higher", pick: (f) => f.newLocations?.opsPerSec.median },
   {

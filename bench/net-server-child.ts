@@ -4,7 +4,8 @@
  * a strata server (`role: "strata"`; pinned by its clients, or with `coordinated` registered with
  * a coordinator), a coordinator (`role: "coordinator"`, as `strata coordinator` runs it), or a
  * trivial echo responder on core NATS (`role: "echo"`, which answers every request on `subject`
- * with its own payload: the request/reply ceiling).
+ * with its own payload: the request/reply ceiling), or the lag probe (`role: "lagProbe"`,
+ * ./lib/lag-probe.ts: an otherwise idle process whose timers show the machine's own stalls).
  *
  * `startBenchServer` spawns `node [--import tsx] bench/net-server-child.ts` with its settings in the
  * STRATA_BENCH_SERVER environment variable (JSON); the child answers { type: "ready" } over IPC
@@ -21,7 +22,7 @@ const SCRIPT = fileURLToPath(import.meta.url);
 const READY_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 10_000;
 
-export type BenchServerSettings = StrataSettings | EchoSettings | CoordinatorSettings;
+export type BenchServerSettings = StrataSettings | EchoSettings | CoordinatorSettings | LagProbeSettings;
 
 export interface StrataSettings {
   role: "strata";
@@ -53,8 +54,26 @@ export interface CoordinatorSettings {
   cpuProfDir?: string;
 }
 
+export interface LagProbeSettings {
+  role: "lagProbe";
+  /** How often the probe's timer is due while a window is open. */
+  tickMs: number;
+  cpuProfDir?: string;
+}
+
+/** The lag probe's answer to { type: "end" }: how late its timers fired since { type: "begin" }, in ms. */
+export interface LagProbeWindow {
+  type: "lag";
+  ticks: number;
+  p99Ms: number;
+  p999Ms: number;
+  maxMs: number;
+}
+
 export interface BenchServer {
   readonly pid: number;
+  /** Sends `msg` to the child over IPC and resolves with its next message of type `replyType`. */
+  ask<T>(msg: { type: string }, replyType: string): Promise<T>;
   /** SIGTERM, wait for the graceful exit; SIGKILL after 10 s. Idempotent. */
   stop(): Promise<void>;
 }
@@ -95,7 +114,21 @@ export async function startBenchServer(settings: BenchServerSettings): Promise<B
     await stop();
     throw err;
   }
-  return { pid: pid!, stop };
+  const ask = <T>(msg: { type: string }, replyType: string) =>
+    new Promise<T>((resolve, reject) => {
+      const onMessage = (reply: { type?: string }) => {
+        if (reply?.type !== replyType) return;
+        child.off("message", onMessage);
+        resolve(reply as T);
+      };
+      child.on("message", onMessage);
+      child.send(msg, (err) => {
+        if (err === null) return;
+        child.off("message", onMessage);
+        reject(err);
+      });
+    });
+  return { pid: pid!, ask, stop };
 }
 
 function once(fn: () => Promise<void>): () => Promise<void> {
@@ -105,7 +138,14 @@ function once(fn: () => Promise<void>): () => Promise<void> {
 
 async function childMain(): Promise<void> {
   const settings = JSON.parse(process.env.STRATA_BENCH_SERVER ?? "{}") as BenchServerSettings;
-  const stop = settings.role === "echo" ? await serveEcho(settings) : settings.role === "coordinator" ? await serveCoordinator(settings) : await serveStrata(settings);
+  const stop =
+    settings.role === "echo"
+      ? await serveEcho(settings)
+      : settings.role === "coordinator"
+        ? await serveCoordinator(settings)
+        : settings.role === "lagProbe"
+          ? serveLagProbe(settings)
+          : await serveStrata(settings);
   // A benchmark that dies without stopping us (killed, crashed) must not leave us behind.
   process.once("disconnect", () => process.exit(1));
   process.once("SIGTERM", () => {
@@ -174,6 +214,40 @@ async function serveEcho(settings: EchoSettings): Promise<() => Promise<void>> {
   });
   await nc.flush();
   return () => nc.drain();
+}
+
+/**
+ * The lag probe: while a window is open ({ type: "begin" } to { type: "end" }), a timer is due
+ * every `tickMs`, scheduled as the paced loads schedule their sends (due times fixed up front, so
+ * a stall makes every tick due during it late); the answer says how late they fired. The process
+ * does nothing else, so its lateness is the machine's: the host taking the vCPU, or the other
+ * processes of the run keeping both cores busy.
+ */
+function serveLagProbe(settings: LagProbeSettings): () => Promise<void> {
+  let lags: number[] = [];
+  let timer: NodeJS.Timeout | undefined;
+  const tick = (due: number) => {
+    lags.push(Math.max(0, performance.now() - due));
+    const next = due + settings.tickMs;
+    timer = setTimeout(() => tick(next), Math.max(0, next - performance.now()));
+  };
+  process.on("message", (msg: { type?: string }) => {
+    if (msg?.type === "begin") {
+      clearTimeout(timer);
+      lags = [];
+      const due = performance.now() + settings.tickMs;
+      timer = setTimeout(() => tick(due), settings.tickMs);
+      process.send?.({ type: "begun" });
+    } else if (msg?.type === "end") {
+      clearTimeout(timer);
+      timer = undefined;
+      const sorted = lags.sort((a, b) => a - b);
+      const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0;
+      const window: LagProbeWindow = { type: "lag", ticks: sorted.length, p99Ms: at(0.99), p999Ms: at(0.999), maxMs: sorted[sorted.length - 1] ?? 0 };
+      process.send?.(window);
+    }
+  });
+  return async () => clearTimeout(timer);
 }
 
 if (isMainModule(import.meta.url)) await childMain();

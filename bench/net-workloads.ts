@@ -8,6 +8,7 @@
 import { randomBytes } from "node:crypto";
 import type { Scale } from "./lib/args.js";
 import { runInFlight, runSequential } from "./lib/load.js";
+import type { LagProbe, ProbeLag } from "./lib/lag-probe.js";
 import { latencyHistogram, perSecond, prng } from "./lib/stats.js";
 import { CpuMeter, runPaced, tailLatency, type CpuPerOp, type TailLatency } from "./net-load.js";
 import type { BenchKv, BenchStream, BenchSystem, EchoSystem } from "./net-systems.js";
@@ -105,9 +106,9 @@ export interface SystemRun {
   kvPut: ThroughputRun;
   kvGet: { inFlight1: ThroughputRun; inFlight64: ThroughputRun };
   large: LargeRun;
-  paced: { latency: TailLatency; msgsPerSec: number; sendLagMsMax: number };
+  paced: PacedRun;
   /** The paced load with 100 B messages (params.pacedSmall). */
-  pacedSmall: { latency: TailLatency; msgsPerSec: number; sendLagMsMax: number };
+  pacedSmall: PacedRun;
   /** opsPerSec = new locations per second; cpuUsPerOp per new location (its `msgs` appends included). */
   newLocations?: ThroughputRun;
   /** Seconds the new locations took in all. */
@@ -165,7 +166,7 @@ const READ_WARMUP_PASSES = 3;
 const LONE_WARMUP_OPS = 3000;
 
 /** Runs every workload once against `system`. */
-export async function runSystem(system: BenchSystem, p: NetBenchParams, progress: Progress): Promise<SystemRun> {
+export async function runSystem(system: BenchSystem, p: NetBenchParams, progress: Progress, probe?: LagProbe): Promise<SystemRun> {
   const say = (line: string) => progress(`${system.name}: ${line}`);
   const pids = { ...system.pids };
   const values = new Map<number, Uint8Array>();
@@ -230,9 +231,9 @@ export async function runSystem(system: BenchSystem, p: NetBenchParams, progress
   const large = await largeMessage(system, p.large.bytes, p.large.count);
   say(`${p.large.bytes} B message: ${large.accepted ? `${large.appendMbPerSec.toFixed(1)} MB/s append` : `rejected (${large.error})`}`);
 
-  const paced = await pacedLoad(system, p.paced, valueOf(p.paced.valueBytes), "paced_4KiB");
+  const paced = await pacedLoad(system, p.paced, valueOf(p.paced.valueBytes), "paced_4KiB", probe);
   say(`paced ${paced.msgsPerSec.toFixed(0)} msgs/s: ack p99.9 ${paced.latency.p999} us`);
-  const pacedSmall = await pacedLoad(system, p.pacedSmall, valueOf(p.pacedSmall.valueBytes), "paced_100B");
+  const pacedSmall = await pacedLoad(system, p.pacedSmall, valueOf(p.pacedSmall.valueBytes), "paced_100B", probe);
   say(`paced ${pacedSmall.msgsPerSec.toFixed(0)} msgs/s of ${p.pacedSmall.valueBytes} B: ack p99.9 ${pacedSmall.latency.p999} us`);
 
   return { append, ...(appendMany ? { appendMany } : {}), readAll, get, kvPut, kvGet, large, paced, pacedSmall };
@@ -294,15 +295,28 @@ async function largeMessage(system: BenchSystem, bytes: number, count: number): 
   return { accepted: true, appendMbPerSec: (count * bytes) / 1e3 / appendMs, getMbPerSec: bytes / 1e3 / getMs };
 }
 
-/** An open-loop load of `value` at `shape.bitsPerSec` of payload for `shape.seconds`, on stream `name`. */
-export async function pacedLoad(system: BenchSystem, shape: NetBenchParams["paced"], value: Uint8Array, name: string): Promise<SystemRun["paced"]> {
+export interface PacedRun {
+  latency: TailLatency;
+  msgsPerSec: number;
+  /** How late this process's sender got behind its schedule at worst. */
+  sendLagMsMax: number;
+  /** The machine's own stalls meanwhile: how late an idle probe process's timers fired (./lib/lag-probe.ts). */
+  machineLag?: ProbeLag;
+}
+
+/**
+ * An open-loop load of `value` at `shape.bitsPerSec` of payload for `shape.seconds`, on stream
+ * `name`, with the lag probe's window open around it when there is one.
+ */
+export async function pacedLoad(system: BenchSystem, shape: NetBenchParams["paced"], value: Uint8Array, name: string, probe?: LagProbe): Promise<PacedRun> {
   const s = await system.stream(name);
   const rate = shape.bitsPerSec / 8 / shape.valueBytes;
   const total = Math.max(1, Math.round(rate * shape.seconds));
   const histogram = latencyHistogram();
   try {
-    const result = await runPaced(rate, total, () => s.append(value), histogram);
-    return { latency: tailLatency(histogram), msgsPerSec: perSecond(result.messages, result.elapsedMs), sendLagMsMax: result.sendLagMsMax };
+    const load = () => runPaced(rate, total, () => s.append(value), histogram);
+    const { value: result, lag } = probe ? await probe.during(load) : { value: await load(), lag: undefined };
+    return { latency: tailLatency(histogram), msgsPerSec: perSecond(result.messages, result.elapsedMs), sendLagMsMax: result.sendLagMsMax, ...(lag ? { machineLag: lag } : {}) };
   } finally {
     histogram.destroy();
   }

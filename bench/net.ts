@@ -19,6 +19,7 @@ import { connect } from "nats";
 import { startNatsServer, type RunningNatsServer } from "../src/testing/nats-server.js";
 import { checkSuiteOptions, isMainModule, runAsScript, type Scale } from "./lib/args.js";
 import { withTempDir } from "./lib/fs.js";
+import { LagProbe } from "./lib/lag-probe.js";
 import { benchHeader, targetsTail, type MachineInfo, type TargetResult } from "./lib/report.js";
 import { measureFdatasync, type FdatasyncResult } from "./lib/fdatasync.js";
 import { median } from "./lib/stats.js";
@@ -89,7 +90,7 @@ const NOTES = [
   "The strata server runs in a child process (node, a fresh one with a fresh data dir per mode and run), as nats-server (with JetStream inside) runs in its own; the benchmark client is a third process. All share the machine's cores, so the client's CPU counts against the servers'.",
   "Plain append at 256 in flight (256 concurrent StrataClient.append calls, one message each, vs nats.js js.publish) is the main row. Strata's client coalesces the calls issued together into batch requests of up to coalesceItemsMax (128), as Kafka's producer batches, while each call keeps its own ack, error and order; the appendMany row sends 100 messages per explicit request and is labelled as such.",
   "Before each system's run, params.warmupOps appends and kv puts at 256 in flight, as many gets, up to 3,000 appends, gets and kv gets one at a time, and three reads of the whole warm-up stream warm both systems up, so the rows measure the steady state.",
-  "Latencies are per operation, from the call to its ack. The paced row is an open-loop load (sends on schedule whatever the acks do), timed from each message's due time so that stalls are not hidden; figures.*.paced.sendLagMsMax says how late the sender itself got.",
+  "Latencies are per operation, from the call to its ack. The paced row is an open-loop load (sends on schedule whatever the acks do), timed from each message's due time so that stalls are not hidden; figures.*.paced.sendLagMsMax says how late the sender itself got, and figures.*.paced.machineLagMsMax how late a separate idle process's 2 ms timers fired meanwhile (bench/lib/lag-probe.ts): the machine's own stalls, a floor under any p99.9 timed this way.",
   "Read back: Strata getAll (streamed batches with flow control) vs a JetStream ordered consumer (consume() with max_messages 5000, its fastest setting here). Random get: Strata get(seq) vs JetStream direct get (allow_direct streams). KV: StrataClient.kv vs js.views.kv (history 1, file storage).",
   "The 8 MiB message exceeds nats-server's default max_payload (1 MiB): Strata's client uploads it in chunks, JetStream's publish is refused (the table's note says so; no figure).",
   "figures.*.cpuUsPerOp: CPU µs per operation of the client process, the strata server child and nats-server, from process.cpuUsage() and /proc/<pid>/stat (USER_HZ = 100); threads included.",
@@ -111,6 +112,7 @@ async function runOnce(
   p: NetBenchParams,
   opts: NetBenchOptions,
   progress: (line: string) => void,
+  probe: LagProbe,
 ): Promise<SystemRun> {
   const run = async <T>(system: BenchSystem, work: (system: BenchSystem) => Promise<T>) => {
     try {
@@ -119,7 +121,7 @@ async function runOnce(
       await system.close();
     }
   };
-  const all = (system: BenchSystem) => runSystem(system, p, progress);
+  const all = (system: BenchSystem) => runSystem(system, p, progress, probe);
   // New locations (and, for Strata, the coordinated append) on a system of their own: Strata's
   // with a coordinator child, JetStream's adding a stream per location.
   const coordinated = (append: boolean) => (system: BenchSystem) => runNewLocations(system, p, progress, append);
@@ -142,7 +144,9 @@ export async function runNetBench(opts: NetBenchOptions): Promise<NetBenchResult
   const startedAt = new Date();
   const started = performance.now();
   const nats = await startNatsServer({ jetstream: true });
+  let probe: LagProbe | undefined;
   try {
+    probe = await LagProbe.start();
     const info = await natsServerInfo(nats.url);
     const runs: Record<SystemName, SystemRun[]> = { strataFsyncAlways: [], strataFsyncInterval: [], jetstream: [] };
     const echoRuns: EchoRun[] = [];
@@ -163,7 +167,7 @@ export async function runNetBench(opts: NetBenchOptions): Promise<NetBenchResult
       // Rotate the order every run, so no system always goes first (or right after another).
       for (let k = 0; k < SYSTEMS.length; k++) {
         const name = SYSTEMS[(k + r) % SYSTEMS.length]!;
-        runs[name].push(await runOnce(name, nats, p, opts, progress));
+        runs[name].push(await runOnce(name, nats, p, opts, progress, probe));
       }
     }
     const figures = {
@@ -198,6 +202,7 @@ export async function runNetBench(opts: NetBenchOptions): Promise<NetBenchResult
       ...targetsTail(targets, opts.scale),
     };
   } finally {
+    await probe?.stop();
     await nats.stop();
   }
 }

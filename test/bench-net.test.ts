@@ -92,6 +92,15 @@ function expectSystem(f: SystemFigures, name: string): void {
   for (const k of ["p50", "p99", "p999", "max"] as const) expectPositive(f.pacedSmall.latency[k], `${name}.pacedSmall.latency.${k}`);
   expectFigure(f.pacedSmall.msgsPerSec, 1, `${name}.pacedSmall.msgsPerSec`);
   expect(f.pacedSmall.p999Runs.runs).toHaveLength(1);
+  // The idle probe's timer lag during each paced load: the machine's own stalls, beside the figure.
+  for (const key of ["paced", "pacedSmall"] as const) {
+    for (const lag of [f[key].machineLagMsMax!, f[key].machineLagP999Ms!]) {
+      expect(lag.runs, `${name}.${key} machine lag`).toHaveLength(1);
+      expect(lag.runs[0]).toBeGreaterThanOrEqual(0);
+      expect(Number.isFinite(lag.runs[0])).toBe(true);
+    }
+    expect(f[key].machineLagMsMax!.runs[0]).toBeGreaterThanOrEqual(f[key].machineLagP999Ms!.runs[0]!);
+  }
 }
 
 function expectNetDocument(doc: NetBenchResult): void {
@@ -116,7 +125,8 @@ function expectNetDocument(doc: NetBenchResult): void {
     expect(["higher", "lower"]).toContain(row.better);
     // Process CPU is read in 10 ms ticks: at tiny scale (a few dozen operations) a process's share
     // may read as 0, and so may a ratio over it.
-    const cpuRow = row.unit.startsWith("us/") || row.metric === "coordinator CPU per new location";
+    // So may the idle probe's timer lag in a window of 0.3 s (rounded to 0.01 ms).
+    const cpuRow = row.unit.startsWith("us/") || row.metric === "coordinator CPU per new location" || row.metric.startsWith("machine stall");
     if (cpuRow) {
       for (const mode of ["strataFsyncAlways", "strataFsyncInterval"] as const) expect(row[mode], `${where}: ${mode}`).toBeGreaterThanOrEqual(0);
     } else {
@@ -135,6 +145,7 @@ function expectNetDocument(doc: NetBenchResult): void {
     }
   }
   expect(doc.table.find((r) => r.workload.includes("8 MiB"))?.note).toMatch(/jetstream rejected it/);
+  expect(doc.table.filter((r) => r.metric.startsWith("machine stall")).map((r) => r.workload)).toEqual([expect.stringMatching(/^paced 4 KiB/), expect.stringMatching(/^paced 100 B/)]);
   expect(doc.ceiling.length).toBe(12);
   // The floor of the 1-in-flight targets: fdatasync p50 of the data directory's disk, every run.
   expect(doc.fdatasyncP50Us.runs).toHaveLength(1);
