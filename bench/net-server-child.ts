@@ -16,6 +16,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { isMainModule } from "./lib/args.js";
+import type { ProbeLag } from "./lib/lag-probe.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const SCRIPT = fileURLToPath(import.meta.url);
@@ -61,14 +62,8 @@ export interface LagProbeSettings {
   cpuProfDir?: string;
 }
 
-/** The lag probe's answer to { type: "end" }: how late its timers fired since { type: "begin" }, in ms. */
-export interface LagProbeWindow {
-  type: "lag";
-  ticks: number;
-  p99Ms: number;
-  p999Ms: number;
-  maxMs: number;
-}
+/** The lag probe's answer to { type: "end" }: how late its timers fired since { type: "begin" }. */
+export type LagProbeWindow = ProbeLag & { type: "lag" };
 
 export interface BenchServer {
   readonly pid: number;

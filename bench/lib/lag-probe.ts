@@ -12,6 +12,7 @@ import { startBenchServer, type BenchServer, type LagProbeWindow } from "../net-
 /** How often the probe's timer is due: about the paced 4 KiB load's send interval (3.3 ms) or finer. */
 export const LAG_PROBE_TICK_MS = 2;
 
+/** How late the probe's timers fired in one window, in ms. */
 export interface ProbeLag {
   /** Timer ticks in the window. */
   ticks: number;
@@ -42,8 +43,8 @@ export class LagProbe {
       await end();
       throw err;
     }
-    const w = await end();
-    return { value, lag: { ticks: w.ticks, p99Ms: w.p99Ms, p999Ms: w.p999Ms, maxMs: w.maxMs } };
+    const { type: _type, ...lag } = await end();
+    return { value, lag };
   }
 
   stop(): Promise<void> {

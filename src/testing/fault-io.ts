@@ -192,6 +192,12 @@ export class FaultIo implements FileIo {
   }
 
   /** Applies a write's fate: a torn write writes a strict prefix first; either way it throws. */
+  /** Draws the fate of a call that either fails whole or runs (syncs, truncates, renames): throws the fault, if any. */
+  private fault(op: FaultOp, path: string | undefined, syscall: string): void {
+    const f = this.fate(op, path);
+    if (f) throw injectedError(f.code, syscall);
+  }
+
   private faultWrite(fd: number, buf: Uint8Array, offset: number, length: number, position: number, syscall: string): void {
     const f = this.fate("write", this.paths.get(fd));
     this.noteUnsynced(fd, position, length);
@@ -214,29 +220,25 @@ export class FaultIo implements FileIo {
   }
 
   async fdatasync(fd: number): Promise<void> {
-    const f = this.fate("fsync", this.paths.get(fd));
-    if (f) throw injectedError(f.code, "fdatasync");
+    this.fault("fsync", this.paths.get(fd), "fdatasync");
     await this.base.fdatasync(fd);
     this.noteSynced(fd);
   }
 
   fdatasyncSync(fd: number): void {
-    const f = this.fate("fsync", this.paths.get(fd));
-    if (f) throw injectedError(f.code, "fdatasync");
+    this.fault("fsync", this.paths.get(fd), "fdatasync");
     this.base.fdatasyncSync(fd);
     this.noteSynced(fd);
   }
 
   fsyncSync(fd: number): void {
-    const f = this.fate("fsync", this.paths.get(fd));
-    if (f) throw injectedError(f.code, "fsync");
+    this.fault("fsync", this.paths.get(fd), "fsync");
     this.base.fsyncSync(fd);
     this.noteSynced(fd);
   }
 
   ftruncateSync(fd: number, length: number): void {
-    const f = this.fate("truncate", this.paths.get(fd));
-    if (f) throw injectedError(f.code, "ftruncate");
+    this.fault("truncate", this.paths.get(fd), "ftruncate");
     this.base.ftruncateSync(fd, length);
   }
 
@@ -283,28 +285,24 @@ export class FaultIo implements FileIo {
   }
 
   async fsync(fd: number): Promise<void> {
-    const f = this.fate("fsync", this.paths.get(fd));
-    if (f) throw injectedError(f.code, "fsync");
+    this.fault("fsync", this.paths.get(fd), "fsync");
     await this.base.fsync(fd);
     this.noteSynced(fd);
   }
 
   async ftruncate(fd: number, length: number): Promise<void> {
-    const f = this.fate("truncate", this.paths.get(fd));
-    if (f) throw injectedError(f.code, "ftruncate");
+    this.fault("truncate", this.paths.get(fd), "ftruncate");
     await this.base.ftruncate(fd, length);
   }
 
   renameSync(from: string, to: string): void {
-    const f = this.fate("rename", from);
-    if (f) throw injectedError(f.code, "rename");
+    this.fault("rename", from, "rename");
     this.base.renameSync(from, to);
     this.renamed(from, to);
   }
 
   async rename(from: string, to: string): Promise<void> {
-    const f = this.fate("rename", from);
-    if (f) throw injectedError(f.code, "rename");
+    this.fault("rename", from, "rename");
     await this.base.rename(from, to);
     this.renamed(from, to);
   }
