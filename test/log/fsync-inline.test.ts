@@ -19,6 +19,7 @@ import { nodeFileIo, type FileIo } from "../../src/log/file-io.js";
 import { Store } from "../../src/store.js";
 import { FaultIo } from "../../src/testing/fault-io.js";
 import { all } from "../helpers/collect.js";
+import { turnsDuring } from "../helpers/turns.js";
 
 const KiB = 1024;
 const enc = (s: string) => new TextEncoder().encode(s);
@@ -126,17 +127,10 @@ describe("fsync always: where a batch's fdatasync runs", () => {
     store = await open(io);
     const s = store.stream("i/loop");
     await s.append({ value: enc("warm") });
-    let turns = 0;
-    let counting = true;
-    const tick = () => {
-      if (!counting) return;
-      turns++;
-      setImmediate(tick);
-    };
-    setImmediate(tick);
     const before = io.inline;
-    for (let i = 0; i < 50; i++) await s.append({ value: enc(`v${i}`) });
-    counting = false;
+    const { turns } = await turnsDuring(async () => {
+      for (let i = 0; i < 50; i++) await s.append({ value: enc(`v${i}`) });
+    });
     expect(io.inline - before).toBe(50);
     expect(turns).toBeGreaterThanOrEqual(49);
   });

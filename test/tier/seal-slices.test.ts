@@ -13,6 +13,7 @@ import { frame } from "../../src/log/framing.js";
 import { encodeRecord } from "../../src/log/record.js";
 import { segmentHeader } from "../../src/log/segment-files.js";
 import { sealSegment, sealSegmentAsync, unsealSegment, unsealSegmentAsync } from "../../src/tier/sealed-segment.js";
+import { turnsDuring } from "../helpers/turns.js";
 
 const MiB = 1024 * 1024;
 const BLOCK_BYTES = 64 * 1024;
@@ -24,23 +25,6 @@ function rawSegment(seg: number, mib: number): Buffer {
   const parts = [segmentHeader(seg)];
   for (let seq = 1; seq <= mib * 256; seq++) parts.push(frame(encodeRecord({ t: "sset", loc: "acct/seal/slices", seq, rev: seq, ts: 1, value: randomBytes(4000), size: 4000 })));
   return Buffer.concat(parts);
-}
-
-/** Runs `work`, counting the turns of the event loop (check phases) it leaves to others. */
-async function turnsDuring<T>(work: () => Promise<T>): Promise<{ value: T; turns: number }> {
-  let turns = 0;
-  let on = true;
-  const tick = () => {
-    if (!on) return;
-    turns++;
-    setImmediate(tick);
-  };
-  setImmediate(tick);
-  try {
-    return { value: await work(), turns };
-  } finally {
-    on = false;
-  }
 }
 
 describe("sealing in slices", () => {
