@@ -3,13 +3,15 @@
  * write (one write, nothing queued behind it) is fdatasync'd on the event loop, which saves the
  * thread pool's two hand-offs; writes issued together, large writes and fsync "interval" keep the
  * thread pool; after one fdatasync on the event loop took longer than `fsyncInlineMaxMs`, lone
- * writes use the thread pool for `fsyncInlineOffMs`; a loop awaiting lone writes still gives the
+ * writes use the thread pool for `fsyncInlineOffMs` (also as a fast-check property against a
+ * model of that rule, over any run of sync durations and gaps); a loop awaiting lone writes still gives the
  * event loop a turn per write (counted with setImmediate, no clock); a failing one on the event
  * loop answers IO and leaves nothing behind, as in the thread pool.
  *
  * The disk is real; the FileIo in front of it counts where each fdatasync ran, and can make one on
  * the event loop take longer by moving the (faked) performance clock.
  */
+import fc from "fast-check";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -120,6 +122,36 @@ describe("fsync always: where a batch's fdatasync runs", () => {
     vi.advanceTimersByTime(1);
     expect(await syncsOf(io, () => s.append({ value: enc("f") }))).toEqual({ inline: 1, pool: 0 });
     expect((await all(s.getAll())).map((m) => dec(m.value))).toEqual(["warm", "a", "b", "c", "d", "e", "f"]);
+  });
+
+  it("property: for any run of fdatasync durations and gaps, a lone write goes to the event loop exactly when no slow one is fsyncInlineOffMs recent", async () => {
+    vi.useFakeTimers({ toFake: ["performance"] });
+    const MAX_MS = 5;
+    const OFF_MS = 100;
+    // Gaps of exactly OFF_MS and syncs of exactly MAX_MS land on the rule's boundaries.
+    const step = fc.record({ gapMs: fc.oneof(fc.constantFrom(0, OFF_MS), fc.integer({ min: 0, max: 150 })), syncMs: fc.oneof(fc.constant(MAX_MS), fc.integer({ min: 0, max: 12 })) });
+    let run = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 12 }), async (steps) => {
+        const io = countingIo();
+        const s1 = await Store.open({ dir: path.join(dir, `p${run++}`), sweepTimers: false, io, limits: { fsyncInlineMaxMs: MAX_MS, fsyncInlineOffMs: OFF_MS } });
+        try {
+          const s = s1.stream("i/prop");
+          await s.append({ value: enc("warm") });
+          let offUntil = -Infinity; // the model
+          for (const [i, { gapMs, syncMs }] of steps.entries()) {
+            vi.advanceTimersByTime(gapMs);
+            const inline = performance.now() >= offUntil;
+            io.slowMs = syncMs;
+            expect(await syncsOf(io, () => s.append({ value: enc(`v${i}`) }))).toEqual(inline ? { inline: 1, pool: 0 } : { inline: 0, pool: 1 });
+            if (inline && syncMs > MAX_MS) offUntil = performance.now() + OFF_MS;
+          }
+        } finally {
+          await s1.close();
+        }
+      }),
+      { numRuns: 25 },
+    );
   });
 
   it("a loop awaiting lone writes still lets the event loop turn (timers and I/O run), a turn per write at least", async () => {
